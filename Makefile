@@ -1,0 +1,44 @@
+# policyhooks: every target loops over the Go modules of the workspace (go.work).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+MODULES := $(patsubst %/go.mod,%,$(shell ls shared/go.mod services/*/go.mod deployments/local/go.mod bench/go.mod examples/*/go.mod 2>/dev/null))
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+NATSCLI := github.com/nats-io/natscli/nats
+BENCH_ARGS ?=
+
+.PHONY: help run test lint bench nats build fmt
+
+help:
+	@echo "make run    start the whole system locally (embedded NATS + embedded MongoDB-compatible store + all services)"
+	@echo "make test   go vet and go test -race -shuffle=on in every module"
+	@echo "make lint   gofmt check, go vet and staticcheck in every module"
+	@echo "make bench  the throughput benchmark against the raw NATS + HTTPS loop"
+	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
+
+run:
+	cd deployments/local && go run .
+
+build:
+	@for m in $(MODULES); do echo "== build $$m"; (cd $$m && go build ./...); done
+
+test:
+	@for m in $(MODULES); do echo "== vet $$m"; (cd $$m && go vet ./...); done
+	@for m in $(MODULES); do echo "== test $$m"; (cd $$m && go test -race -shuffle=on -count=1 -timeout 20m ./...); done
+
+lint:
+	@out=$$(gofmt -l $(MODULES) tools); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@for m in $(MODULES); do echo "== vet $$m"; (cd $$m && go vet ./...); done
+	@for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && go run $(STATICCHECK) ./...); done
+
+fmt:
+	gofmt -w $(MODULES) tools
+
+bench:
+	cd bench && go run . $(BENCH_ARGS)
+
+nats: bin/nats
+
+bin/nats: tools/go.mod tools/go.sum
+	mkdir -p bin
+	cd tools && GOWORK=off go build -o ../bin/nats $(NATSCLI)

@@ -1,0 +1,72 @@
+package envconfig
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+const key = "0123456789abcdef0123456789abcdef"
+
+func TestCommonDefaults(t *testing.T) {
+	r := New(env(map[string]string{"APP_ENCRYPTION_KEY": key}))
+	c := r.Common(":8080")
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if c.NATSURL != "nats://127.0.0.1:4222" || c.HTTPAddr != ":8080" || c.LogLevel != "info" || c.LogFormat != "json" {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		read func(r *Reader)
+		want string
+	}{
+		{"missing key", map[string]string{}, func(r *Reader) { r.Common(":1") }, "APP_ENCRYPTION_KEY: is required"},
+		{"short key", map[string]string{"APP_ENCRYPTION_KEY": "abc"}, func(r *Reader) { r.Common(":1") }, "APP_ENCRYPTION_KEY: must be exactly 32"},
+		{"bad previous", map[string]string{"APP_ENCRYPTION_KEY": key, "APP_ENCRYPTION_KEY_PREVIOUS": "x"}, func(r *Reader) { r.Common(":1") }, "APP_ENCRYPTION_KEY_PREVIOUS"},
+		{"bad level", map[string]string{"APP_ENCRYPTION_KEY": key, "LOG_LEVEL": "loud"}, func(r *Reader) { r.Common(":1") }, "LOG_LEVEL: must be one of"},
+		{"bad duration", map[string]string{"D": "soon"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be a duration"},
+		{"negative duration", map[string]string{"D": "-1s"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be positive"},
+		{"int range", map[string]string{"N": "0"}, func(r *Reader) { r.Int("N", 5, 1, 10) }, "N: must be a whole number from 1 to 10"},
+		{"bool", map[string]string{"B": "maybe"}, func(r *Reader) { r.Bool("B", false) }, "B: must be true or false"},
+		{"url", map[string]string{"U": "ftp://x"}, func(r *Reader) { r.URL("U", "", "http", "https") }, "U: must be an absolute http/https URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := New(env(tt.env))
+			tt.read(r)
+			if err := r.Err(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Err() = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValues(t *testing.T) {
+	r := New(env(map[string]string{"D": "604800", "E": "60h", "N": "7", "B": "true", "U": "https://cb.example.com/"}))
+	if d := r.Duration("D", 0); d != 604800*time.Second {
+		t.Errorf("Duration(seconds) = %v", d)
+	}
+	if d := r.Duration("E", 0); d != 60*time.Hour {
+		t.Errorf("Duration(60h) = %v", d)
+	}
+	if n := r.Int("N", 1, 1, 10); n != 7 {
+		t.Errorf("Int = %d", n)
+	}
+	if !r.Bool("B", false) {
+		t.Error("Bool = false")
+	}
+	if u := r.URL("U", "", "https"); u != "https://cb.example.com" {
+		t.Errorf("URL = %q (trailing slash should be trimmed)", u)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,158 @@
+// Package event defines what crosses service boundaries over NATS: the stream, subjects and KV
+// buckets, the event payloads of SPEC §5, and the values kept in the policy_webhooks and
+// privacy_requests buckets. It holds wire types and their validation only, no behaviour.
+package event
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Stream is the JetStream stream that holds every privacy.request.> subject.
+const Stream = "PRIVACY_REQUESTS"
+
+// Subjects of SPEC §5.
+const (
+	SubjectAll       = "privacy.request.>"
+	SubjectSubmitted = "privacy.request.submitted"
+	SubjectExecute   = "privacy.request.execute"
+	SubjectExecuted  = "privacy.request.executed"
+	SubjectResume    = "privacy.request.resume"
+	SubjectRetry     = "privacy.request.retry"
+	SubjectRejected  = "privacy.request.rejected"
+	// SubjectStatusPrefix is followed by the new status: privacy.request.status.complete.
+	SubjectStatusPrefix = "privacy.request.status."
+	// SubjectTimerPrefix is the executor's internal prefix for durable timers (pause expiry,
+	// execution timeout, retry backoff): privacy.request.timer.<...>.
+	SubjectTimerPrefix = "privacy.request.timer."
+)
+
+// KV buckets.
+const (
+	// BucketPlans holds one compiled Plan per policy key, written by config.
+	BucketPlans = "policy_webhooks"
+	// BucketRequests holds one Request per privacy request id, written by the executor.
+	BucketRequests = "privacy_requests"
+	// BucketIdentities holds the current Identity of each request, sealed, written by the executor.
+	BucketIdentities = "privacy_identities"
+	// BucketResumeTokens records used resume-token ids (jti) until the token's expiry, written by
+	// callback: one Create per resume makes a token single-use.
+	BucketResumeTokens = "resume_tokens"
+	// BucketClients holds one entry per OAuth client id (its scopes), written by config, so that
+	// the other services honour a client's deletion at once.
+	BucketClients = "oauth_clients"
+)
+
+// StatusSubject returns the subject a status change is published on.
+func StatusSubject(s Status) string { return SubjectStatusPrefix + string(s) }
+
+// Identity is what is known of the data subject. Both keys are always present on the wire; a
+// field is null when unknown.
+type Identity struct {
+	Email       *string `json:"email"`
+	PhoneNumber *string `json:"phone_number"`
+}
+
+// Empty reports whether no identity field is known.
+func (i Identity) Empty() bool {
+	return (i.Email == nil || *i.Email == "") && (i.PhoneNumber == nil || *i.PhoneNumber == "")
+}
+
+// Merge returns i with every field that derived sets replaced; other fields stay.
+func (i Identity) Merge(derived Identity) Identity {
+	if derived.Email != nil {
+		i.Email = derived.Email
+	}
+	if derived.PhoneNumber != nil {
+		i.PhoneNumber = derived.PhoneNumber
+	}
+	return i
+}
+
+// Submitted is the payload of privacy.request.submitted.
+type Submitted struct {
+	ID         string   `json:"id"`
+	PolicyKey  string   `json:"policy_key"`
+	Identity   Identity `json:"identity"`
+	ExternalID string   `json:"external_id,omitempty"`
+}
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
+
+// ErrInvalidEvent reports an event payload that breaks the contract.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// ValidRequestID reports whether id is a valid privacy request id (1–255 of A-Za-z0-9_.:-).
+func ValidRequestID(id string) bool { return requestIDPattern.MatchString(id) }
+
+// Validate checks the contract of SPEC §5: a valid id, a policy key and at least one identity
+// field.
+func (s Submitted) Validate() error {
+	var problems []string
+	if !ValidRequestID(s.ID) {
+		problems = append(problems, "id must be 1-255 characters of A-Za-z0-9_.:-")
+	}
+	if strings.TrimSpace(s.PolicyKey) == "" {
+		problems = append(problems, "policy_key is required")
+	}
+	if s.Identity.Empty() {
+		problems = append(problems, "identity needs at least one of email, phone_number")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidEvent, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Execute is the payload of privacy.request.execute: the data layer runs the request.
+type Execute struct {
+	ID        string   `json:"id"`
+	PolicyKey string   `json:"policy_key"`
+	Identity  Identity `json:"identity"`
+}
+
+// Executed is the payload of privacy.request.executed, published by the data layer.
+type Executed struct {
+	ID        string `json:"id"`
+	Succeeded bool   `json:"succeeded"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Resume is the payload of privacy.request.resume, published by callback after it validated a
+// reply-to-token. TokenID (the token's jti) is also the message's Nats-Msg-Id.
+type Resume struct {
+	RequestID       string    `json:"request_id"`
+	WebhookID       string    `json:"webhook_id"`
+	Pause           int       `json:"pause"`
+	TokenID         string    `json:"jti"`
+	DerivedIdentity *Identity `json:"derived_identity,omitempty"`
+}
+
+// Retry is the payload of privacy.request.retry, published by callback: restart a request in
+// error from its failed step. FromError is the Request.ErrorCount it was asked for, so that a retry
+// of an older failure is ignored.
+type Retry struct {
+	RequestID string `json:"request_id"`
+	FromError int    `json:"from_error"`
+}
+
+// StatusChanged is the payload of privacy.request.status.<status>.
+type StatusChanged struct {
+	ID         string    `json:"id"`
+	Status     Status    `json:"status"`
+	Previous   Status    `json:"previous"`
+	At         time.Time `json:"at"`
+	Step       Step      `json:"step"`
+	WebhookKey string    `json:"webhook_key,omitempty"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// Rejected is the payload of privacy.request.rejected: a submitted event that could not be taken.
+type Rejected struct {
+	Reason  string    `json:"reason"`
+	Payload string    `json:"payload"`
+	At      time.Time `json:"at"`
+}

@@ -1,0 +1,53 @@
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func ptr(s string) *string { return &s }
+
+func TestSubmittedValidate(t *testing.T) {
+	email := Identity{Email: ptr("a@example.com")}
+	tests := []struct {
+		name string
+		in   Submitted
+		want string // substring of the error, "" for valid
+	}{
+		{"valid email", Submitted{ID: "pri_1", PolicyKey: "p", Identity: email}, ""},
+		{"valid phone", Submitted{ID: "a.b:c-d_e", PolicyKey: "p", Identity: Identity{PhoneNumber: ptr("555")}}, ""},
+		{"no id", Submitted{PolicyKey: "p", Identity: email}, "id must be"},
+		{"bad id", Submitted{ID: "a b", PolicyKey: "p", Identity: email}, "id must be"},
+		{"long id", Submitted{ID: strings.Repeat("a", 256), PolicyKey: "p", Identity: email}, "id must be"},
+		{"no policy", Submitted{ID: "x", Identity: email}, "policy_key is required"},
+		{"no identity", Submitted{ID: "x", PolicyKey: "p"}, "identity needs"},
+		{"empty identity", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr("")}}, "identity needs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.in.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want ErrInvalidEvent containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestIdentityWire(t *testing.T) {
+	b, _ := json.Marshal(Identity{Email: ptr("a@example.com")})
+	if got, want := string(b), `{"email":"a@example.com","phone_number":null}`; got != want {
+		t.Fatalf("Identity JSON = %s, want %s", got, want)
+	}
+	merged := Identity{Email: ptr("a"), PhoneNumber: ptr("1")}.Merge(Identity{Email: ptr("b")})
+	if *merged.Email != "b" || *merged.PhoneNumber != "1" {
+		t.Fatalf("Merge = %+v, want email b, phone 1", merged)
+	}
+}

@@ -1,0 +1,61 @@
+package event
+
+import "time"
+
+// Direction of a webhook call.
+type Direction string
+
+// Directions.
+const (
+	OneWay Direction = "one_way"
+	TwoWay Direction = "two_way"
+)
+
+// CallbackType says whether a webhook runs before ("pre") or after ("post") execution.
+type CallbackType string
+
+// Callback types.
+const (
+	Pre  CallbackType = "pre"
+	Post CallbackType = "post"
+)
+
+// Plan is the compiled webhook plan of one policy: the value of its key in policy_webhooks. The
+// executor snapshots it into a request when the request starts.
+type Plan struct {
+	PolicyKey string `json:"policy_key"`
+	// Version is the policy document's version; it grows with every change.
+	Version     int64         `json:"version"`
+	PublishedAt time.Time     `json:"published_at"`
+	Pre         []PlanWebhook `json:"pre_execution"`
+	Post        []PlanWebhook `json:"post_execution"`
+}
+
+// PlanWebhook is one webhook of a plan with what is needed to call it.
+type PlanWebhook struct {
+	// ID is stable while the key stays on the policy; resume tokens name it.
+	ID        string    `json:"id"`
+	Key       string    `json:"key"`
+	Name      string    `json:"name"`
+	Direction Direction `json:"direction"`
+	Order     int       `json:"order"`
+
+	ConnectionKey string `json:"connection_key"`
+	// ConnectionDisabled makes the executor skip the webhook (outcome "skipped").
+	ConnectionDisabled bool `json:"connection_disabled,omitempty"`
+	// URL is informational (for operators reading the bucket); the executor calls the URL inside
+	// Secrets.
+	URL string `json:"url,omitempty"`
+	// Secrets is the connection's HTTPSSecrets as JSON, sealed with the secret keyring
+	// (purpose secret.PurposeSecrets) and the connection key as associated data. Empty when the
+	// connection has no secrets yet: calling it is an error.
+	Secrets string `json:"secrets,omitempty"`
+}
+
+// HTTPSSecrets are the secrets of an https connection (SPEC §2).
+type HTTPSSecrets struct {
+	URL           string            `json:"url"`
+	Authorization string            `json:"authorization"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	SigningSecret string            `json:"signing_secret,omitempty"`
+}

@@ -1,0 +1,113 @@
+package event
+
+import "time"
+
+// Status of a privacy request.
+type Status string
+
+// Statuses (SPEC §5.1).
+const (
+	StatusPending      Status = "pending"
+	StatusInProcessing Status = "in_processing"
+	StatusPaused       Status = "paused"
+	StatusComplete     Status = "complete"
+	StatusError        Status = "error"
+)
+
+// Step of a privacy request.
+type Step string
+
+// Steps, in the order they run.
+const (
+	StepPreWebhooks  Step = "pre_webhooks"
+	StepExecution    Step = "execution"
+	StepPostWebhooks Step = "post_webhooks"
+)
+
+// Outcome of one webhook in a request.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomePending Outcome = "pending"
+	// OutcomeSucceeded: a 2xx answer.
+	OutcomeSucceeded Outcome = "succeeded"
+	// OutcomeHalted: a pre two-way webhook asked to halt; the request paused after it.
+	OutcomeHalted Outcome = "halted"
+	// OutcomeIgnoredStatus: a one-way webhook answered 3xx/4xx; the status is recorded and the
+	// request goes on (SPEC §6).
+	OutcomeIgnoredStatus Outcome = "ignored_status"
+	// OutcomeFailed: the webhook set the request to error.
+	OutcomeFailed Outcome = "failed"
+	// OutcomeSkipped: its connection is disabled.
+	OutcomeSkipped Outcome = "skipped"
+)
+
+// Request is the state of one privacy request: the value of its id in privacy_requests. It holds
+// no personal data; the identity lives sealed in privacy_identities. Every change is one
+// compare-and-set on the entry's revision, by the executor only.
+type Request struct {
+	ID         string `json:"id"`
+	PolicyKey  string `json:"policy_key"`
+	ExternalID string `json:"external_id,omitempty"`
+	Status     Status `json:"status"`
+	Step       Step   `json:"step"`
+	// Plan is the snapshot taken when the request started; later edits of the policy do not
+	// change it.
+	Plan Plan `json:"plan"`
+	// Next is the index, within the current step's webhooks, of the next webhook to call.
+	Next int `json:"next"`
+	// Run counts the times the current step was (re)started, so that a retry's calls get new
+	// webhook-ids while repeats of one call keep theirs.
+	Run int `json:"run"`
+	// Pause is the number of the current or last pause (0 before the first); a resume token
+	// names the pause it was issued for.
+	Pause int `json:"pause"`
+	// PausedWebhookID is the id of the webhook that halted the request, while paused.
+	PausedWebhookID string `json:"paused_webhook_id,omitempty"`
+	// PauseExpiresAt is when the current pause's token expires.
+	PauseExpiresAt *time.Time `json:"pause_expires_at,omitempty"`
+	// ExecutionDeadline is when waiting for the data layer gives up.
+	ExecutionDeadline *time.Time `json:"execution_deadline,omitempty"`
+	// ErrorCount counts the times the request went to error; a retry names the one it answers.
+	ErrorCount int `json:"error_count"`
+
+	CreatedAt            time.Time  `json:"created_at"`
+	UpdatedAt            time.Time  `json:"updated_at"`
+	StartedProcessingAt  *time.Time `json:"started_processing_at"`
+	PausedAt             *time.Time `json:"paused_at"`
+	FinishedProcessingAt *time.Time `json:"finished_processing_at"`
+
+	Error    *RequestError   `json:"error"`
+	Webhooks []WebhookRecord `json:"webhooks"`
+}
+
+// RequestError says where and why a request failed.
+type RequestError struct {
+	Step       Step   `json:"step"`
+	WebhookKey string `json:"webhook_key,omitempty"`
+	Message    string `json:"message"`
+}
+
+// WebhookRecord is the history of one webhook of the plan within a request.
+type WebhookRecord struct {
+	ID           string       `json:"id"`
+	Key          string       `json:"key"`
+	CallbackType CallbackType `json:"callback_type"`
+	Direction    Direction    `json:"direction"`
+	Order        int          `json:"order"`
+	Attempts     []Attempt    `json:"attempts"`
+	Outcome      Outcome      `json:"outcome"`
+}
+
+// Attempt is one call of a webhook.
+type Attempt struct {
+	At time.Time `json:"at"`
+	// WebhookID is the Standard Webhooks webhook-id of the call: the same on every retry.
+	WebhookID string `json:"webhook_id"`
+	// Status is the HTTP status answered, 0 when there was no answer.
+	Status int `json:"status,omitempty"`
+	// Error is the transport error or the reason the answer was refused.
+	Error     string  `json:"error,omitempty"`
+	LatencyMS float64 `json:"latency_ms"`
+}
