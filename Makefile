@@ -17,7 +17,7 @@ help:
 	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
 
 run:
-	cd deployments/local && go run .
+	cd deployments/local && go run . -data $(CURDIR)/.data
 
 build:
 	@for m in $(MODULES); do echo "== build $$m"; (cd $$m && go build ./...); done

@@ -1,0 +1,3 @@
+module github.com/policyhooks/policyhooks/examples/receiver
+
+go 1.26.0

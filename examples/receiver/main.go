@@ -1,0 +1,59 @@
+// Command receiver is an example policy-webhook receiver to run next to `make run` and to copy
+// from. It verifies the Standard Webhooks signature when given the signing secret, logs each call
+// (never the identity values), answers two-way calls with a configurable derived identity and halt,
+// and, when it halted a request, posts the reply-to-token back to reply-to after a delay.
+//
+//	go run ./examples/receiver -addr 127.0.0.1:9000 -halt -resume-after 3s -derived-phone 555-0100
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var o Options
+	flag.StringVar(&o.Addr, "addr", "127.0.0.1:9000", "listen address")
+	flag.StringVar(&o.SigningSecret, "signing-secret", "", "the connection's signing_secret: verify webhook-signature (whsec_<base64> or raw)")
+	flag.BoolVar(&o.Halt, "halt", false, "answer pre-execution two-way calls with halt=true")
+	flag.StringVar(&o.DerivedEmail, "derived-email", "", "derived_identity.email to answer two-way calls with")
+	flag.StringVar(&o.DerivedPhone, "derived-phone", "", "derived_identity.phone_number to answer two-way calls with")
+	flag.DurationVar(&o.ResumeAfter, "resume-after", 3*time.Second, "after halting, post the reply-to-token back after this delay (0: never)")
+	flag.StringVar(&o.CallbackBase, "callback-base", "http://127.0.0.1:8081", "base URL for a reply-to that is a path alone")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "receiver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o Options) error {
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return err
+	}
+	r := NewReceiver(o, os.Stdout)
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Printf("receiver listening on http://%s (halt=%v, resume after %s)\n", ln.Addr(), o.Halt, o.ResumeAfter)
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		return err
+	}
+	r.Wait()
+	return nil
+}

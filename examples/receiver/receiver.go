@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configure the receiver.
+type Options struct {
+	Addr          string
+	SigningSecret string
+	Halt          bool
+	DerivedEmail  string
+	DerivedPhone  string
+	ResumeAfter   time.Duration
+	CallbackBase  string
+}
+
+// Call is the body policyhooks posts to a webhook.
+type Call struct {
+	PrivacyRequestID string          `json:"privacy_request_id"`
+	PolicyKey        string          `json:"policy_key"`
+	Direction        string          `json:"direction"`
+	CallbackType     string          `json:"callback_type"`
+	Identity         json.RawMessage `json:"identity"`
+}
+
+// Receiver is an http.Handler answering policy webhook calls.
+type Receiver struct {
+	opts   Options
+	log    io.Writer
+	client *http.Client
+	mu     sync.Mutex
+	wg     sync.WaitGroup
+}
+
+// NewReceiver returns a receiver logging to log.
+func NewReceiver(o Options, log io.Writer) *Receiver {
+	return &Receiver{opts: o, log: log, client: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// Wait waits for pending resume posts.
+func (r *Receiver) Wait() { r.wg.Wait() }
+
+func (r *Receiver) logf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(r.log, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	if err != nil {
+		http.Error(w, "cannot read body", http.StatusBadRequest)
+		return
+	}
+	if r.opts.SigningSecret != "" {
+		if err := Verify(r.opts.SigningSecret, req.Header, body, time.Now()); err != nil {
+			r.logf("REFUSED call: %v", err)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+	}
+	var c Call
+	if err := json.Unmarshal(body, &c); err != nil {
+		http.Error(w, "not a policy webhook call", http.StatusBadRequest)
+		return
+	}
+	r.logf("%s %s call for request %s (policy %s, webhook-id %s, signed=%v)",
+		c.CallbackType, c.Direction, c.PrivacyRequestID, c.PolicyKey, req.Header.Get("webhook-id"), r.opts.SigningSecret != "")
+	if c.Direction != "two_way" {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	answer := map[string]any{}
+	derived := map[string]string{}
+	if r.opts.DerivedEmail != "" {
+		derived["email"] = r.opts.DerivedEmail
+	}
+	if r.opts.DerivedPhone != "" {
+		derived["phone_number"] = r.opts.DerivedPhone
+	}
+	if len(derived) > 0 {
+		answer["derived_identity"] = derived
+	}
+	replyTo, tok := req.Header.Get("reply-to"), req.Header.Get("reply-to-token")
+	halt := r.opts.Halt && c.CallbackType == "pre" && replyTo != "" && tok != ""
+	answer["halt"] = halt
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(answer)
+	if halt {
+		r.logf("halted request %s; will resume it via %s", c.PrivacyRequestID, replyTo)
+		if r.opts.ResumeAfter > 0 {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				time.Sleep(r.opts.ResumeAfter)
+				r.resume(replyTo, tok, c.PrivacyRequestID)
+			}()
+		}
+	}
+}
+
+// resume posts the reply-to-token back, as a receiver does once its own work is done.
+func (r *Receiver) resume(replyTo, tok, id string) {
+	url := replyTo
+	if strings.HasPrefix(url, "/") {
+		url = strings.TrimRight(r.opts.CallbackBase, "/") + url
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte(`{}`)))
+	if err != nil {
+		r.logf("resume %s: %v", id, err)
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		r.logf("resume %s: %v", id, err)
+		return
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	r.logf("resumed request %s: HTTP %d", id, resp.StatusCode)
+}
+
+// Verify checks a Standard Webhooks signature: webhook-signature holds space-separated "v1,<base64
+// HMAC-SHA256 of id.timestamp.body>" entries; the timestamp must be within five minutes. A secret
+// "whsec_<base64>" is the base64-decoded key; any other secret is used as raw bytes.
+func Verify(secret string, h http.Header, body []byte, now time.Time) error {
+	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
+	if id == "" || ts == "" || sigs == "" {
+		return fmt.Errorf("missing webhook-id, webhook-timestamp or webhook-signature")
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad webhook-timestamp")
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return fmt.Errorf("webhook-timestamp too far from now")
+	}
+	key := []byte(secret)
+	if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
+		if key, err = base64.StdEncoding.DecodeString(rest); err != nil {
+			return fmt.Errorf("bad whsec_ secret")
+		}
+	}
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%s.", id, ts)
+	mac.Write(body)
+	want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	for _, s := range strings.Fields(sigs) {
+		if v, sig, ok := strings.Cut(s, ","); ok && v == "v1" && hmac.Equal([]byte(sig), []byte(want)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no matching v1 signature")
+}

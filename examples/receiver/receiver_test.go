@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func sign(key []byte, id string, ts int64, body []byte) string {
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%d.", id, ts)
+	mac.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func TestVerify(t *testing.T) {
+	body := []byte(`{"privacy_request_id":"pri_1"}`)
+	now := time.Now()
+	raw := []byte("raw-secret")
+	whKey := []byte("0123456789abcdef")
+	whsec := "whsec_" + base64.StdEncoding.EncodeToString(whKey)
+	tests := []struct {
+		name    string
+		secret  string
+		sig     string
+		ts      int64
+		wantErr bool
+	}{
+		{"raw ok", "raw-secret", sign(raw, "msg_1", now.Unix(), body), now.Unix(), false},
+		{"whsec ok", whsec, sign(whKey, "msg_1", now.Unix(), body), now.Unix(), false},
+		{"second of two signatures", "raw-secret", "v1,AAAA " + sign(raw, "msg_1", now.Unix(), body), now.Unix(), false},
+		{"wrong key", "other", sign(raw, "msg_1", now.Unix(), body), now.Unix(), true},
+		{"old timestamp", "raw-secret", sign(raw, "msg_1", now.Add(-time.Hour).Unix(), body), now.Add(-time.Hour).Unix(), true},
+		{"tampered body", "raw-secret", sign(raw, "msg_1", now.Unix(), []byte("x")), now.Unix(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			h.Set("webhook-id", "msg_1")
+			h.Set("webhook-timestamp", strconv.FormatInt(tt.ts, 10))
+			h.Set("webhook-signature", tt.sig)
+			if err := Verify(tt.secret, h, body, now); (err != nil) != tt.wantErr {
+				t.Fatalf("Verify err = %v, wantErr %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestHaltThenResume(t *testing.T) {
+	var mu sync.Mutex
+	var resumed []string
+	callback := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		resumed = append(resumed, r.URL.Path+" "+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.WriteHeader(200)
+	}))
+	defer callback.Close()
+
+	var log bytes.Buffer
+	rcv := NewReceiver(Options{Halt: true, DerivedPhone: "555-0100", ResumeAfter: 10 * time.Millisecond, CallbackBase: callback.URL}, &syncWriter{w: &log})
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+
+	body := `{"privacy_request_id":"pri_1","policy_key":"p","direction":"two_way","callback_type":"pre","identity":{"email":"secret@example.com","phone_number":null}}`
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+	req.Header.Set("reply-to", "/api/v1/privacy-request/pri_1/resume")
+	req.Header.Set("reply-to-token", "tok123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct {
+		DerivedIdentity map[string]string `json:"derived_identity"`
+		Halt            bool              `json:"halt"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := json.Unmarshal(b, &answer); err != nil || !answer.Halt || answer.DerivedIdentity["phone_number"] != "555-0100" {
+		t.Fatalf("answer = %s, want halt and derived phone", b)
+	}
+	rcv.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(resumed) != 1 || resumed[0] != "/api/v1/privacy-request/pri_1/resume Bearer tok123" {
+		t.Fatalf("resume posts = %q", resumed)
+	}
+	if strings.Contains(log.String(), "secret@example.com") {
+		t.Fatal("the receiver logged an identity value")
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
