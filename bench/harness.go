@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/devstack"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/secret"
+)
+
+// appKey is the benchmark's APP_ENCRYPTION_KEY: the executor opens the plan's secrets with it.
+const appKey = "bench-key-0123456789abcdef012345"
+
+// Env is one measured environment: a fresh embedded NATS with file storage and the HTTPS
+// receivers, on loopback.
+type Env struct {
+	dir    string
+	nats   *devstack.NATS
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	recv   *httptest.Server
+	caFile string
+	calls  atomic.Int64
+}
+
+// NewEnv starts NATS and the receivers; every receiver answer waits delay first.
+func NewEnv(ctx context.Context, delay time.Duration) (*Env, error) {
+	dir, err := os.MkdirTemp("", "policyhooks-bench-")
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{dir: dir}
+	n, err := devstack.StartNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
+	if err != nil {
+		return nil, err
+	}
+	e.nats = n
+	if e.nc, err = nats.Connect(n.URL()); err != nil {
+		return nil, err
+	}
+	if e.js, err = jetstream.New(e.nc); err != nil {
+		return nil, err
+	}
+	e.recv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		e.calls.Add(1)
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+		if strings.HasSuffix(r.URL.Path, "/two-way") {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"halt": false}`))
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	e.recv.EnableHTTP2 = false
+	e.recv.Config.ErrorLog = nil
+	e.recv.StartTLS()
+	e.caFile = filepath.Join(dir, "receiver-ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.recv.Certificate().Raw})
+	if err := os.WriteFile(e.caFile, pemBytes, 0o600); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close stops everything and removes the data.
+func (e *Env) Close() {
+	if e.recv != nil {
+		e.recv.Close()
+	}
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	if e.nats != nil {
+		e.nats.Shutdown()
+	}
+	_ = os.RemoveAll(e.dir)
+}
+
+// HTTPClient returns a client trusting the receivers, with keep-alive sized to concurrency.
+func (e *Env) HTTPClient(concurrency int) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(e.recv.Certificate())
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		MaxIdleConns:        concurrency,
+		MaxIdleConnsPerHost: concurrency,
+		IdleConnTimeout:     90 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	}}
+}
+
+// PutPlan writes the benchmark policy's plan into policy_webhooks as the config service would.
+func (e *Env) PutPlan(ctx context.Context) error {
+	keyring, err := secret.NewKeyring(appKey, "", secret.PurposeSecrets)
+	if err != nil {
+		return err
+	}
+	kv, err := natsconn.PlansBucket(ctx, e.js)
+	if err != nil {
+		return err
+	}
+	hook := func(i int, key string, dir event.Direction, path string) (event.PlanWebhook, error) {
+		conn := "bench_" + key
+		b, _ := json.Marshal(event.HTTPSSecrets{URL: e.recv.URL + path, Authorization: "Bearer bench"})
+		sealed, err := keyring.Seal(b, []byte(conn))
+		return event.PlanWebhook{ID: "wh_" + key, Key: key, Name: key, Direction: dir, Order: i,
+			ConnectionKey: conn, URL: e.recv.URL + path, Secrets: sealed}, err
+	}
+	pre1, err1 := hook(0, "wake_up", event.OneWay, "/one-way")
+	pre2, err2 := hook(1, "lookup", event.TwoWay, "/two-way")
+	post, err3 := hook(0, "log_out", event.OneWay, "/one-way")
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return err
+	}
+	plan, _ := json.Marshal(event.Plan{PolicyKey: "bench", Version: 1, PublishedAt: time.Now(),
+		Pre: []event.PlanWebhook{pre1, pre2}, Post: []event.PlanWebhook{post}})
+	_, err = kv.Put(ctx, "bench", plan)
+	return err
+}
+
+// Executor is the executor running as its own process, so that its CPU time and memory are its own.
+type Executor struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// BuildExecutor compiles the executor (in ../services/executor, relative to the bench directory)
+// into dir.
+func BuildExecutor(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "executor")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join("..", "services", "executor")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build executor: %w", err)
+	}
+	return bin, nil
+}
+
+// StartExecutor runs the executor binary with its production settings against e.
+func (e *Env) StartExecutor(bin string, concurrency int, stage string) (*Executor, error) {
+	logFile, err := os.Create(filepath.Join(e.dir, "executor.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		"NATS_URL="+e.nats.URL(),
+		"APP_ENCRYPTION_KEY="+appKey,
+		"HTTP_ADDR=127.0.0.1:0",
+		"LOG_LEVEL=warn",
+		"WEBHOOK_CA_FILE="+e.caFile,
+		"WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
+		"EXECUTION_STAGE="+stage,
+		"EXECUTOR_CONCURRENCY="+strconv.Itoa(concurrency),
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	x := &Executor{cmd: cmd, done: make(chan error, 1)}
+	go func() { x.done <- cmd.Wait(); logFile.Close() }()
+	return x, nil
+}
+
+// Stop sends SIGTERM and waits up to ten seconds, then kills.
+func (x *Executor) Stop() {
+	_ = x.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-x.done:
+	case <-time.After(10 * time.Second):
+		_ = x.cmd.Process.Kill()
+		<-x.done
+	}
+}
+
+// CPUSeconds returns the user+system CPU time the executor used so far.
+func (x *Executor) CPUSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", x.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(fields[11], 64)
+	st, _ := strconv.ParseFloat(fields[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// PeakRSSMB returns the executor's peak resident set size (VmHWM) in MiB.
+func (x *Executor) PeakRSSMB() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", x.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// Load is what a driver measured.
+type Load struct {
+	Completed int
+	Failed    int
+	Elapsed   time.Duration
+	Latencies []time.Duration
+}
+
+// RPS returns completed requests per second.
+func (l Load) RPS() float64 { return float64(l.Completed) / l.Elapsed.Seconds() }
+
+// Percentile returns the p-th latency percentile in milliseconds.
+func (l Load) Percentile(p float64) float64 {
+	if len(l.Latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(l.Latencies)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return float64(s[i].Microseconds()) / 1000
+}
+
+// Driver pushes requests and watches them finish. submit publishes request i with id; the
+// completion subscription calls finish(id, ok).
+type Driver struct {
+	mu      sync.Mutex
+	started map[string]time.Time
+	load    Load
+	slots   chan struct{}
+	allDone chan struct{}
+	want    int
+}
+
+func newDriver(n, concurrency int) *Driver {
+	d := &Driver{started: make(map[string]time.Time, n), allDone: make(chan struct{}), want: n}
+	if concurrency > 0 {
+		d.slots = make(chan struct{}, concurrency)
+	}
+	d.load.Latencies = make([]time.Duration, 0, n)
+	return d
+}
+
+func (d *Driver) finish(id string, ok bool) {
+	d.mu.Lock()
+	start, known := d.started[id]
+	if !known {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.started, id)
+	if ok {
+		d.load.Completed++
+		d.load.Latencies = append(d.load.Latencies, time.Since(start))
+	} else {
+		d.load.Failed++
+	}
+	finished := d.load.Completed+d.load.Failed == d.want
+	d.mu.Unlock()
+	if d.slots != nil {
+		<-d.slots
+	}
+	if finished {
+		close(d.allDone)
+	}
+}
+
+// run submits n requests: closed-loop with at most concurrency in flight, or open-loop at rate per
+// second when rate > 0.
+func (d *Driver) run(ctx context.Context, prefix string, rate float64, submit func(id string) error) (Load, error) {
+	start := time.Now()
+	var interval time.Duration
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) / rate)
+	}
+	for i := 0; i < d.want; i++ {
+		id := fmt.Sprintf("%s_%06d", prefix, i)
+		if d.slots != nil {
+			select {
+			case d.slots <- struct{}{}:
+			case <-ctx.Done():
+				return d.load, ctx.Err()
+			}
+		}
+		if interval > 0 {
+			if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+				time.Sleep(wait)
+			}
+		}
+		d.mu.Lock()
+		d.started[id] = time.Now()
+		d.mu.Unlock()
+		if err := submit(id); err != nil {
+			return d.load, err
+		}
+	}
+	select {
+	case <-d.allDone:
+	case <-ctx.Done():
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.load, fmt.Errorf("%d of %d requests finished: %w", d.load.Completed+d.load.Failed, d.want, ctx.Err())
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.load.Elapsed = time.Since(start)
+	return d.load, nil
+}

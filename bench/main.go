@@ -1,0 +1,28 @@
+// Command bench measures privacy requests per second through the real executor against a raw
+// baseline: a minimal loop over the same JetStream messages and the same HTTPS receivers with no
+// product around it (make bench). It prints a table, then one JSON line per scenario.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	var o Options
+	flag.IntVar(&o.Requests, "n", 5000, "requests per measured point")
+	flag.StringVar(&o.Concurrency, "c", "64,256,1024", "in-flight concurrencies to measure, comma-separated")
+	flag.IntVar(&o.InFlight, "inflight", 10000, "requests held in flight for the memory scenario (0 skips it)")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run: few requests, one concurrency, no memory scenario")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

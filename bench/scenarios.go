@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
+)
+
+// Options of a benchmark run.
+type Options struct {
+	Requests    int
+	Concurrency string
+	InFlight    int
+	Quick       bool
+}
+
+// Result is one scenario's figures; its JSON is the machine-readable line.
+type Result struct {
+	Scenario            string  `json:"scenario"`
+	Requests            int     `json:"requests"`
+	Concurrency         int     `json:"concurrency"`
+	ReceiverDelayMS     int     `json:"receiver_delay_ms"`
+	RateLimit           float64 `json:"rate_limit,omitempty"`
+	RequestsPerSecond   float64 `json:"requests_per_second"`
+	BaselineRPS         float64 `json:"baseline_requests_per_second"`
+	Ratio               float64 `json:"ratio"`
+	P50MS               float64 `json:"p50_ms"`
+	P95MS               float64 `json:"p95_ms"`
+	P99MS               float64 `json:"p99_ms"`
+	WebhookCallsPerSec  float64 `json:"webhook_calls_per_second"`
+	CPUSecondsPer1000   float64 `json:"executor_cpu_seconds_per_1000"`
+	ExecutorPeakRSSMB   float64 `json:"executor_peak_rss_mb"`
+	Failed              int     `json:"failed"`
+	BaselineP99MS       float64 `json:"baseline_p99_ms,omitempty"`
+	BaselineConcurrency int     `json:"-"`
+}
+
+// point describes one measurement.
+type point struct {
+	n, concurrency int
+	delay          time.Duration
+	rate           float64
+	stage          string // "skip" or "await"; "" for the baseline
+}
+
+func parseConcurrency(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c < 1 {
+			return nil, fmt.Errorf("bad concurrency %q", f)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, o Options, w io.Writer) error {
+	concs, err := parseConcurrency(o.Concurrency)
+	if err != nil {
+		return err
+	}
+	n := o.Requests
+	if o.Quick {
+		n, concs, o.InFlight = 300, []int{32}, 0
+	}
+	dir, err := os.MkdirTemp("", "policyhooks-bench-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintln(w, "building the executor...")
+	bin, err := BuildExecutor(ctx, dir)
+	if err != nil {
+		return err
+	}
+	results, err := measureAll(ctx, bin, n, concs, o.InFlight, w)
+	if err != nil {
+		return err
+	}
+	report(w, results)
+	return nil
+}
+
+func measureAll(ctx context.Context, bin string, n int, concs []int, inFlight int, w io.Writer) ([]Result, error) {
+	var results []Result
+	baselines := map[int]Load{}
+	best := 0.0
+	for _, c := range concs {
+		fmt.Fprintf(w, "skip scenario, concurrency %d...\n", c)
+		base, err := measureBaseline(ctx, point{n: n, concurrency: c})
+		if err != nil {
+			return nil, fmt.Errorf("baseline c=%d: %w", c, err)
+		}
+		baselines[c] = base
+		r, err := measureProduct(ctx, bin, point{n: n, concurrency: c, stage: "skip"})
+		if err != nil {
+			return nil, fmt.Errorf("skip c=%d: %w", c, err)
+		}
+		results = append(results, withBaseline(r, "skip", base))
+		best = max(best, r.RequestsPerSecond)
+	}
+	mid := concs[len(concs)/2]
+	fmt.Fprintf(w, "await scenario (data-layer responder), concurrency %d...\n", mid)
+	r, err := measureProduct(ctx, bin, point{n: n, concurrency: mid, stage: "await"})
+	if err != nil {
+		return nil, fmt.Errorf("await: %w", err)
+	}
+	results = append(results, withBaseline(r, "await", baselines[mid]))
+
+	if len(concs) > 1 || n >= 1000 {
+		fmt.Fprintf(w, "receivers answering after 50 ms, concurrency %d...\n", mid)
+		slow := point{n: n, concurrency: mid, delay: 50 * time.Millisecond}
+		base, err := measureBaseline(ctx, slow)
+		if err != nil {
+			return nil, fmt.Errorf("baseline 50ms: %w", err)
+		}
+		slow.stage = "skip"
+		r, err = measureProduct(ctx, bin, slow)
+		if err != nil {
+			return nil, fmt.Errorf("skip 50ms: %w", err)
+		}
+		results = append(results, withBaseline(r, "skip_receivers_50ms", base))
+
+		rate := best / 2
+		fmt.Fprintf(w, "latency at half the peak rate (%.0f requests/s, open loop)...\n", rate)
+		half := point{n: n, concurrency: concs[len(concs)-1], rate: rate, stage: "skip"}
+		r, err = measureProduct(ctx, bin, half)
+		if err != nil {
+			return nil, fmt.Errorf("half rate: %w", err)
+		}
+		results = append(results, withBaseline(r, "skip_half_peak_rate", baselines[mid]))
+	}
+	if inFlight > 0 {
+		fmt.Fprintf(w, "%d requests in flight (receivers answering after 1 s)...\n", inFlight)
+		r, err := measureProduct(ctx, bin, point{n: inFlight, concurrency: inFlight, delay: time.Second, stage: "skip"})
+		if err != nil {
+			return nil, fmt.Errorf("in flight: %w", err)
+		}
+		results = append(results, withBaseline(r, "skip_10k_in_flight", Load{}))
+	}
+	return results, nil
+}
+
+func withBaseline(r Result, scenario string, base Load) Result {
+	r.Scenario = scenario
+	if base.Completed > 0 {
+		r.BaselineRPS = round(base.RPS())
+		r.Ratio = round(r.RequestsPerSecond / base.RPS())
+		r.BaselineP99MS = round(base.Percentile(0.99))
+	}
+	return r
+}
+
+func round(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+func submitted(id string) []byte {
+	b, _ := json.Marshal(event.Submitted{ID: id, PolicyKey: "bench", Identity: event.Identity{Email: ptr(id + "@example.com")}})
+	return b
+}
+
+func ptr(s string) *string { return &s }
+
+// measureProduct runs p's requests through the executor process.
+func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	e, err := NewEnv(ctx, p.delay)
+	if err != nil {
+		return Result{}, err
+	}
+	defer e.Close()
+	if _, err := natsconn.EnsureStream(ctx, e.js); err != nil {
+		return Result{}, err
+	}
+	if err := e.PutPlan(ctx); err != nil {
+		return Result{}, err
+	}
+	x, err := e.StartExecutor(bin, p.concurrency, p.stage)
+	if err != nil {
+		return Result{}, err
+	}
+	defer x.Stop()
+
+	var current atomic.Pointer[Driver]
+	onStatus := func(m *nats.Msg) {
+		var s event.StatusChanged
+		if json.Unmarshal(m.Data, &s) == nil {
+			if d := current.Load(); d != nil {
+				d.finish(s.ID, s.Status == event.StatusComplete)
+			}
+		}
+	}
+	for _, st := range []event.Status{event.StatusComplete, event.StatusError} {
+		sub, err := e.nc.Subscribe(event.StatusSubject(st), onStatus)
+		if err != nil {
+			return Result{}, err
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		defer sub.Unsubscribe()
+	}
+	if p.stage == "await" {
+		sub, err := e.nc.Subscribe(event.SubjectExecute, func(m *nats.Msg) {
+			var ex event.Execute
+			if json.Unmarshal(m.Data, &ex) == nil {
+				b, _ := json.Marshal(event.Executed{ID: ex.ID, Succeeded: true})
+				_, _ = e.js.PublishAsync(event.SubjectExecuted, b)
+			}
+		})
+		if err != nil {
+			return Result{}, err
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		defer sub.Unsubscribe()
+	}
+	submit := func(id string) error {
+		_, err := e.js.PublishAsync(event.SubjectSubmitted, submitted(id), jetstream.WithMsgID(id))
+		return err
+	}
+	// Warm up: the executor starts, creates its consumers and opens its connections.
+	warm := newDriver(100, 100)
+	current.Store(warm)
+	if _, err := warm.run(ctx, "warm", 0, submit); err != nil {
+		return Result{}, fmt.Errorf("warm-up: %w", err)
+	}
+	cpu0, calls0 := x.CPUSeconds(), e.calls.Load()
+	slots := p.concurrency
+	if p.rate > 0 {
+		slots = 0
+	}
+	d := newDriver(p.n, slots)
+	current.Store(d)
+	load, err := d.run(ctx, "req", p.rate, submit)
+	if err != nil {
+		return Result{}, err
+	}
+	cpu := x.CPUSeconds() - cpu0
+	calls := e.calls.Load() - calls0
+	return Result{
+		Requests: p.n, Concurrency: p.concurrency, ReceiverDelayMS: int(p.delay.Milliseconds()), RateLimit: round(p.rate),
+		RequestsPerSecond:  round(load.RPS()),
+		P50MS:              round(load.Percentile(0.50)),
+		P95MS:              round(load.Percentile(0.95)),
+		P99MS:              round(load.Percentile(0.99)),
+		WebhookCallsPerSec: round(float64(calls) / load.Elapsed.Seconds()),
+		CPUSecondsPer1000:  round(cpu / float64(p.n) * 1000),
+		ExecutorPeakRSSMB:  round(x.PeakRSSMB()),
+		Failed:             load.Failed,
+	}, nil
+}
+
+// measureBaseline runs the raw loop: consume from JetStream, make the same HTTPS POSTs to the same
+// receivers, ack, and publish one event — the work with no product around it.
+func measureBaseline(ctx context.Context, p point) (Load, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	e, err := NewEnv(ctx, p.delay)
+	if err != nil {
+		return Load{}, err
+	}
+	defer e.Close()
+	stream, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return Load{}, err
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: "raw", FilterSubject: "bench.in", AckPolicy: jetstream.AckExplicitPolicy,
+		MaxAckPending: p.concurrency * 2, AckWait: time.Minute,
+	})
+	if err != nil {
+		return Load{}, err
+	}
+	client := e.HTTPClient(p.concurrency)
+	url := e.recv.URL
+	post := func(path string, body []byte) error {
+		resp, err := client.Post(url+path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return err
+		}
+		if path == "/two-way" {
+			var answer map[string]any
+			return json.Unmarshal(b, &answer)
+		}
+		return nil
+	}
+	handle := func(m jetstream.Msg) {
+		var s event.Submitted
+		if err := json.Unmarshal(m.Data(), &s); err != nil {
+			_ = m.Term()
+			return
+		}
+		for _, path := range []string{"/one-way", "/two-way", "/one-way"} {
+			body, _ := json.Marshal(map[string]any{"privacy_request_id": s.ID, "policy_key": s.PolicyKey,
+				"direction": "one_way", "callback_type": "pre", "identity": s.Identity})
+			if err := post(path, body); err != nil {
+				_ = m.Nak()
+				return
+			}
+		}
+		_ = m.Ack()
+		_, _ = e.js.PublishAsync("bench.out", []byte(s.ID))
+	}
+	work := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range p.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				handle(m)
+			}
+		}()
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(p.concurrency))
+	if err != nil {
+		return Load{}, err
+	}
+	go func() {
+		defer close(work)
+		for {
+			m, err := iter.Next()
+			if err != nil {
+				return
+			}
+			work <- m
+		}
+	}()
+	defer func() { iter.Stop(); wg.Wait() }()
+
+	var current atomic.Pointer[Driver]
+	sub, err := e.nc.Subscribe("bench.out", func(m *nats.Msg) {
+		if d := current.Load(); d != nil {
+			d.finish(string(m.Data), true)
+		}
+	})
+	if err != nil {
+		return Load{}, err
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	defer sub.Unsubscribe()
+	submit := func(id string) error {
+		_, err := e.js.PublishAsync("bench.in", submitted(id), jetstream.WithMsgID(id))
+		return err
+	}
+	warm := newDriver(100, 100)
+	current.Store(warm)
+	if _, err := warm.run(ctx, "warm", 0, submit); err != nil {
+		return Load{}, fmt.Errorf("warm-up: %w", err)
+	}
+	slots := p.concurrency
+	if p.rate > 0 {
+		slots = 0
+	}
+	d := newDriver(p.n, slots)
+	current.Store(d)
+	return d.run(ctx, "req", p.rate, submit)
+}
+
+func report(w io.Writer, results []Result) {
+	fmt.Fprintf(w, "\nmachine: %s, %d cores, %s\n\n", cpuModel(), runtime.NumCPU(), runtime.Version())
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tbaseline req/s\tratio\tp50 ms\tp95 ms\tp99 ms\tcalls/s\tcpu s/1k\tpeak RSS MB\tfailed\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%.1f\t%.1f\t%.1f\t%.0f\t%.3f\t%.1f\t%d\t\n",
+			r.Scenario, r.Concurrency, r.Requests, r.RequestsPerSecond, r.BaselineRPS, r.Ratio,
+			r.P50MS, r.P95MS, r.P99MS, r.WebhookCallsPerSec, r.CPUSecondsPer1000, r.ExecutorPeakRSSMB, r.Failed)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	for _, r := range results {
+		b, _ := json.Marshal(r)
+		fmt.Fprintln(w, string(b))
+	}
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
