@@ -1,0 +1,356 @@
+// Package app wires the executor: configuration, NATS topology, the plans view, the webhook sender,
+// the state machine with its two durable consumers, and the health/readiness/metrics listener.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/executor/internal/consume"
+	"github.com/policyhooks/policyhooks/services/executor/internal/pipeline"
+	"github.com/policyhooks/policyhooks/services/executor/internal/plans"
+	"github.com/policyhooks/policyhooks/services/executor/internal/state"
+	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
+	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
+	"github.com/policyhooks/policyhooks/shared/envconfig"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/policyhooks/policyhooks/shared/logging"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/netguard"
+	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// Version is sent in the User-Agent of webhook calls (policyhooks/<version>).
+var Version = "0.1.0"
+
+// Durable consumer names, shared by every replica.
+const (
+	ConsumerSubmitted = "executor-submitted"
+	ConsumerControl   = "executor-control"
+)
+
+// Config is the executor's configuration (SPEC §8).
+type Config struct {
+	envconfig.Common
+	WebhookTimeout      time.Duration
+	WebhookMaxAttempts  int
+	WebhookAllowHTTP    bool
+	WebhookAllowPrivate bool
+	WebhookCAFile       string
+	// WebhookRetryBaseDelay and WebhookRetryMaxDelay shape the backoff between attempts;
+	// the max also caps Retry-After.
+	WebhookRetryBaseDelay time.Duration
+	WebhookRetryMaxDelay  time.Duration
+	CallbackPublicURL     string
+	IdentityTTL           time.Duration
+	PauseTimeout          time.Duration // PRIVACY_REQUEST_DELAY_TIMEOUT
+	ExecutionStage        string        // await or skip
+	ExecutionTimeout      time.Duration
+	Concurrency           int
+
+	// AckWait is how long a message may go without a sign of life before it is redelivered, and
+	// LeaseMargin what a claim on a webhook call lasts beyond WEBHOOK_TIMEOUT. Not read from the
+	// environment; tests shorten them.
+	AckWait     time.Duration
+	LeaseMargin time.Duration
+	// Hooks are test hooks; nil in production.
+	Hooks pipeline.Hooks
+}
+
+// LoadConfig reads and checks the configuration, reporting every bad variable.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	r := envconfig.New(getenv)
+	c := Config{
+		Common:                r.Common(":8082"),
+		WebhookTimeout:        r.Duration("WEBHOOK_TIMEOUT", 30*time.Second),
+		WebhookMaxAttempts:    r.Int("WEBHOOK_MAX_ATTEMPTS", 5, 1, 100),
+		WebhookAllowHTTP:      r.Bool("WEBHOOK_ALLOW_HTTP", false),
+		WebhookAllowPrivate:   r.Bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false),
+		WebhookCAFile:         r.String("WEBHOOK_CA_FILE", ""),
+		WebhookRetryBaseDelay: r.Duration("WEBHOOK_RETRY_BASE_DELAY", time.Second),
+		WebhookRetryMaxDelay:  r.Duration("WEBHOOK_RETRY_MAX_DELAY", 60*time.Second),
+		CallbackPublicURL:     r.URL("CALLBACK_PUBLIC_URL", "", "http", "https"),
+		IdentityTTL:           r.Duration("IDENTITY_TTL", 604800*time.Second),
+		PauseTimeout:          r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
+		ExecutionStage:        r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
+		ExecutionTimeout:      r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
+		Concurrency:           r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
+		AckWait:               30 * time.Second,
+		LeaseMargin:           15 * time.Second,
+	}
+	if c.WebhookRetryMaxDelay < c.WebhookRetryBaseDelay {
+		r.Fail("WEBHOOK_RETRY_MAX_DELAY", "must not be shorter than WEBHOOK_RETRY_BASE_DELAY")
+	}
+	if c.WebhookCAFile != "" {
+		if _, err := webhook.NewSender(webhook.Config{Timeout: time.Second, CAFile: c.WebhookCAFile}); err != nil {
+			r.Fail("WEBHOOK_CA_FILE", "%v", err)
+		}
+	}
+	if err := r.Err(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Service is a running executor.
+type Service struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	errMu sync.Mutex
+	err   error
+}
+
+// Addr returns the host:port of the health/metrics listener.
+func (s *Service) Addr() string { return s.ln.Addr().String() }
+
+// Wait blocks until the service stopped and returns the first error it met.
+func (s *Service) Wait() error {
+	s.wg.Wait()
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+func (s *Service) fail(err error) {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// Start connects, declares the topology, starts consuming and serving, and returns once ready.
+// Everything stops when ctx ends.
+func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.LeaseMargin <= 0 {
+		cfg.LeaseMargin = 15 * time.Second
+	}
+	secrets, err := secret.NewKeyring(cfg.AppKey, cfg.PreviousAppKey, secret.PurposeSecrets)
+	if err != nil {
+		return nil, fmt.Errorf("executor: secrets keyring: %w", err)
+	}
+	identities, err := secret.NewKeyring(cfg.AppKey, cfg.PreviousAppKey, secret.PurposeIdentities)
+	if err != nil {
+		return nil, fmt.Errorf("executor: identities keyring: %w", err)
+	}
+	resumeKey, err := secret.DeriveKey(cfg.AppKey, secret.PurposeResumeTokens)
+	if err != nil {
+		return nil, fmt.Errorf("executor: resume token key: %w", err)
+	}
+	sealer, err := token.NewSealer(resumeKey)
+	if err != nil {
+		return nil, fmt.Errorf("executor: resume token sealer: %w", err)
+	}
+	sender, err := webhook.NewSender(webhook.Config{
+		Timeout:             cfg.WebhookTimeout,
+		Policy:              netguard.Policy{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
+		CAFile:              cfg.WebhookCAFile,
+		MaxIdleConnsPerHost: cfg.Concurrency,
+		UserAgent:           "policyhooks/" + Version,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("executor: %w", err)
+	}
+
+	nc, err := natsconn.Connect(ctx, cfg.Common, "executor", log)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			nc.Close()
+		}
+	}()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("executor: jetstream: %w", err)
+	}
+	stream, err := natsconn.EnsureStream(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	requestsKV, err := natsconn.RequestsBucket(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	identitiesKV, err := natsconn.IdentitiesBucket(ctx, js, cfg.IdentityTTL)
+	if err != nil {
+		return nil, err
+	}
+	plansKV, err := natsconn.PlansBucket(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if !ok {
+			cancel()
+		}
+	}()
+	view, err := plans.Watch(runCtx, plansKV, log)
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := pipeline.NewMetrics(reg)
+	machine := pipeline.New(pipeline.Config{
+		MaxAttempts:       cfg.WebhookMaxAttempts,
+		RetryBaseDelay:    cfg.WebhookRetryBaseDelay,
+		RetryMaxDelay:     cfg.WebhookRetryMaxDelay,
+		WebhookTimeout:    cfg.WebhookTimeout,
+		LeaseMargin:       cfg.LeaseMargin,
+		CallbackPublicURL: cfg.CallbackPublicURL,
+		PauseTimeout:      cfg.PauseTimeout,
+		AwaitExecution:    cfg.ExecutionStage == "await",
+		ExecutionTimeout:  cfg.ExecutionTimeout,
+	}, pipeline.Deps{
+		Store:   state.NewStore(requestsKV, identitiesKV, identities, cfg.IdentityTTL),
+		Plans:   view,
+		JS:      js,
+		Sender:  sender,
+		Secrets: secrets,
+		Tokens:  sealer,
+		Metrics: metrics,
+		Hooks:   cfg.Hooks,
+		Log:     log,
+	})
+
+	consumers := []struct {
+		name    string
+		filters []string
+		handler consume.Handler
+	}{
+		{ConsumerSubmitted, []string{event.SubjectSubmitted}, machine.HandleSubmitted},
+		{ConsumerControl, []string{event.SubjectExecuted, event.SubjectResume, event.SubjectRetry, timers.FireSubjects}, machine.HandleControl},
+	}
+	slots := make(chan struct{}, cfg.Concurrency)
+	var loops []*consume.Loop
+	for _, c := range consumers {
+		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:        c.name,
+			FilterSubjects: c.filters,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        cfg.AckWait,
+			MaxDeliver:     -1,
+			MaxAckPending:  cfg.Concurrency,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("executor: consumer %s: %w", c.name, err)
+		}
+		loop, err := consume.Start(runCtx, cons, c.handler, consume.Options{
+			Slots: slots, KeepAlive: cfg.AckWait / 3, Batch: cfg.Concurrency,
+			OnStart: metrics.InFlight.Inc, OnDone: metrics.InFlight.Dec,
+		}, log.With().Str("consumer", c.name).Logger())
+		if err != nil {
+			return nil, err
+		}
+		loops = append(loops, loop)
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("executor: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	router := routes(log, reg, map[string]httpapi.Check{
+		"nats": func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
+		"plans": func(context.Context) error {
+			if !view.Loaded() {
+				return errors.New("plans view not loaded yet")
+			}
+			return nil
+		},
+	})
+	s := &Service{ln: ln}
+	ok = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := httpapi.Serve(runCtx, ln, router); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.fail(fmt.Errorf("executor: http: %w", err))
+			cancel()
+		}
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-runCtx.Done()
+		for _, l := range loops {
+			l.Wait()
+		}
+		sender.Close()
+		if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			nc.Close()
+		}
+		for nc.IsDraining() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		nc.Close()
+		cancel()
+	}()
+	// Ready once the plans view holds the bucket's content, so that the first requests find their
+	// plans locally.
+	deadline := time.After(10 * time.Second)
+	for !view.Loaded() {
+		select {
+		case <-deadline:
+			log.Warn().Msg("plans view not loaded after 10s; continuing with direct reads")
+			return s, nil
+		case <-ctx.Done():
+			return s, nil
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	log.Info().Str("addr", s.Addr()).Int("concurrency", cfg.Concurrency).Str("execution_stage", cfg.ExecutionStage).
+		Msg("executor started")
+	return s, nil
+}
+
+func routes(log zerolog.Logger, reg *prometheus.Registry, checks map[string]httpapi.Check) *mux.Router {
+	r := mux.NewRouter()
+	r.Use(httpapi.Middleware(log, httpapi.NewMetrics(reg)))
+	r.NotFoundHandler = http.HandlerFunc(httpapi.NotFound)
+	r.MethodNotAllowedHandler = http.HandlerFunc(httpapi.MethodNotAllowed)
+	r.HandleFunc("/health", httpapi.Health).Methods(http.MethodGet)
+	r.HandleFunc("/ready", httpapi.Ready(checks)).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})).Methods(http.MethodGet)
+	return r
+}
+
+// Run loads the configuration from getenv, starts the executor and waits until ctx ends.
+func Run(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := LoadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("executor: configuration:\n%w", err)
+	}
+	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat, "executor")
+	if err != nil {
+		return err
+	}
+	s, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return s.Wait()
+}

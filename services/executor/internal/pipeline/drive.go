@@ -1,0 +1,473 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/executor/internal/consume"
+	"github.com/policyhooks/policyhooks/services/executor/internal/state"
+	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
+	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/rs/zerolog"
+)
+
+// run is the work of one message on one request: it owns the claims it takes and the status
+// events it publishes.
+type run struct {
+	m     *Machine
+	id    string
+	owner string
+	log   zerolog.Logger
+	sent  map[int]jetstream.PubAckFuture
+	ident *event.Identity
+}
+
+func (m *Machine) newRun(id string) *run {
+	return &run{m: m, id: id, owner: token.NewID(), log: m.log.With().Str("request_id", id).Logger(),
+		sent: map[int]jetstream.PubAckFuture{}}
+}
+
+// load reads the record and publishes any status event in its outbox.
+func (r *run) load(ctx context.Context) (*state.Record, uint64, error) {
+	rec, rev, err := r.m.store.Load(ctx, r.id)
+	if err != nil {
+		return nil, 0, err
+	}
+	r.flush(rec)
+	return rec, rev, nil
+}
+
+// flush publishes the outbox events not yet published by this run; Nats-Msg-Id de-duplicates the
+// ones another worker published too.
+func (r *run) flush(rec *state.Record) {
+	for _, p := range rec.Outbox {
+		if _, ok := r.sent[p.Seq]; ok {
+			continue
+		}
+		b, err := json.Marshal(p.Event)
+		if err != nil {
+			continue
+		}
+		f, err := r.m.js.PublishAsync(event.StatusSubject(p.Event.Status), b,
+			jetstream.WithMsgID("status:"+r.id+":"+strconv.Itoa(p.Seq)))
+		if err != nil {
+			r.log.Warn().Err(err).Msg("publish status event")
+			continue
+		}
+		r.sent[p.Seq] = f
+	}
+}
+
+// write CASes rec over rev and publishes its new status events. It reports false on a conflict.
+func (r *run) write(ctx context.Context, rec *state.Record, rev uint64, baseSeq int) (uint64, bool, error) {
+	nrev, err := r.m.store.Update(ctx, rec, rev)
+	if errors.Is(err, state.ErrConflict) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	for _, p := range rec.Outbox {
+		if p.Seq > baseSeq {
+			r.m.metrics.transitions.WithLabelValues(string(p.Event.Status)).Inc()
+			r.log.Info().Str("status", string(p.Event.Status)).Str("step", string(p.Event.Step)).
+				Str("webhook_key", p.Event.WebhookKey).Str("error", p.Event.Error).Msg("request status")
+		}
+	}
+	r.flush(rec)
+	if h := r.m.hooks.AfterWrite; h != nil {
+		if err := h(r.id); err != nil {
+			return 0, false, consume.ErrAbandon
+		}
+	}
+	return nrev, true, nil
+}
+
+// finish waits for the status events to be stored and removes them from the outbox.
+func (r *run) finish(ctx context.Context, err error) error {
+	if err != nil || len(r.sent) == 0 {
+		return err
+	}
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for seq, f := range r.sent {
+		select {
+		case <-f.Ok():
+		case perr := <-f.Err():
+			return retryLater(time.Second, "publish status event %d: %w", seq, perr)
+		case <-wait.Done():
+			return retryLater(time.Second, "publish status events: %w", wait.Err())
+		}
+	}
+	for range 10 {
+		rec, rev, lerr := r.m.store.Load(ctx, r.id)
+		if lerr != nil {
+			return retryLater(time.Second, "clear outbox: %w", lerr)
+		}
+		kept := rec.Outbox[:0]
+		for _, p := range rec.Outbox {
+			if _, ok := r.sent[p.Seq]; !ok {
+				kept = append(kept, p)
+			}
+		}
+		if len(kept) == len(rec.Outbox) {
+			return nil
+		}
+		if len(kept) > 0 {
+			return nil // another worker's events: it clears them
+		}
+		rec.Outbox = nil
+		_, uerr := r.m.store.Update(ctx, rec, rev)
+		if uerr == nil {
+			return nil
+		}
+		if !errors.Is(uerr, state.ErrConflict) {
+			return retryLater(time.Second, "clear outbox: %w", uerr)
+		}
+	}
+	return nil
+}
+
+// identity returns the request's current identity, loading it once per run.
+func (r *run) identity(ctx context.Context) (event.Identity, error) {
+	if r.ident != nil {
+		return *r.ident, nil
+	}
+	ident, _, err := r.m.store.Identity(ctx, r.id)
+	if err != nil {
+		return event.Identity{}, err
+	}
+	r.ident = &ident
+	return ident, nil
+}
+
+const identityExpired = "the identity of the request has expired"
+
+// drive moves an in_processing request on until it pauses, waits for the data layer, fails or
+// completes. Every action is preceded or followed by a CAS; a conflict re-reads and re-decides.
+func (r *run) drive(ctx context.Context) error {
+	m := r.m
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rec, rev, err := r.load(ctx)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rec.Status != event.StatusInProcessing {
+			return nil
+		}
+		base := rec.EventSeq
+		now := m.now()
+		if rec.Step == event.StepExecution {
+			if rec.ExecutionDeadline == nil || now.Before(*rec.ExecutionDeadline) {
+				return nil // the data layer answers, or the timer fires
+			}
+			fail(rec, now, "", "execution did not finish within "+m.cfg.ExecutionTimeout.String())
+			if _, _, err := r.write(ctx, rec, rev, base); err != nil {
+				return err
+			}
+			continue
+		}
+		hooks, offset, ct := stepWebhooks(rec)
+		if rec.Next >= len(hooks) {
+			if err := r.advance(ctx, rec, rev, base); err != nil {
+				return err
+			}
+			continue
+		}
+		w := hooks[rec.Next]
+		wr := &rec.Webhooks[offset+rec.Next]
+		if w.ConnectionDisabled {
+			wr.Outcome = event.OutcomeSkipped
+			rec.Next++
+			rec.UpdatedAt = now
+			if _, _, err := r.write(ctx, rec, rev, base); err != nil {
+				return err
+			}
+			continue
+		}
+		if rec.RetryAt != nil && now.Before(*rec.RetryAt) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(rec.RetryAt.Sub(now)):
+			}
+			continue
+		}
+		callID := webhook.WebhookID(r.id, ct, w.ID, rec.Run)
+		if c := rec.Claim; c != nil {
+			if now.Before(c.Until) {
+				return retryLater(c.Until.Sub(now)+100*time.Millisecond, "%w", errClaimed)
+			}
+			// The worker that claimed the call stopped before writing its answer: record the
+			// attempt it made and make it again, with the same webhook-id.
+			wr.Attempts = append(wr.Attempts, event.Attempt{At: c.At, WebhookID: c.WebhookID,
+				Error: "no answer recorded: the executor stopped during the call"})
+			rec.Claim = nil
+		}
+		attempts := countAttempts(wr, callID)
+		if attempts >= m.cfg.MaxAttempts {
+			wr.Outcome = event.OutcomeFailed
+			fail(rec, now, w.Key, fmt.Sprintf("webhook %s failed after %d attempts: %s", w.Key, attempts, lastError(wr)))
+			if _, _, err := r.write(ctx, rec, rev, base); err != nil {
+				return err
+			}
+			continue
+		}
+		secrets, msg := r.secretsOf(w)
+		ident, ierr := r.identity(ctx)
+		if errors.Is(ierr, state.ErrNotFound) {
+			msg = identityExpired
+		} else if ierr != nil {
+			return ierr
+		}
+		if msg != "" {
+			wr.Outcome = event.OutcomeFailed
+			fail(rec, now, w.Key, msg)
+			if _, _, err := r.write(ctx, rec, rev, base); err != nil {
+				return err
+			}
+			continue
+		}
+		rec.Claim = &state.Claim{Owner: r.owner, At: now, Until: now.Add(m.cfg.WebhookTimeout + m.cfg.LeaseMargin), WebhookID: callID}
+		rec.RetryAt = nil
+		rec.UpdatedAt = now
+		rev, ok, err := r.write(ctx, rec, rev, base)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := r.call(ctx, rec, rev, w, ct, callID, secrets, ident, attempts); err != nil {
+			return err
+		}
+	}
+}
+
+// call makes the claimed call and writes its answer.
+func (r *run) call(ctx context.Context, rec *state.Record, rev uint64, w event.PlanWebhook, ct event.CallbackType,
+	callID string, secrets event.HTTPSSecrets, ident event.Identity, attempts int) error {
+	m := r.m
+	c := webhook.Call{
+		Secrets:   secrets,
+		WebhookID: callID,
+		Body: webhook.Body{PrivacyRequestID: r.id, PolicyKey: rec.PolicyKey, Direction: w.Direction,
+			CallbackType: ct, Identity: ident},
+	}
+	pausing := ct == event.Pre && w.Direction == event.TwoWay
+	if pausing {
+		tok, err := m.tokens.Seal(&token.ResumeClaims{RequestID: r.id, WebhookID: w.ID, Pause: rec.Pause + 1,
+			Scopes: []string{token.ScopeResume}}, m.cfg.PauseTimeout)
+		if err != nil {
+			return err
+		}
+		c.ReplyTo, c.ReplyToken = m.replyTo(r.id), tok
+	}
+	started := rec.Claim.At
+	res := m.sender.Send(ctx, c)
+	if ctx.Err() != nil {
+		return ctx.Err() // stopping: the claim expires and the call is made again
+	}
+	if h := m.hooks.AfterCall; h != nil {
+		if err := h(r.id, w.Key); err != nil {
+			return consume.ErrAbandon
+		}
+	}
+	ans := webhook.Classify(w.Direction, res)
+	m.metrics.latency.Observe(res.Latency.Seconds())
+	att := event.Attempt{At: started, WebhookID: callID, Status: res.Status,
+		LatencyMS: float64(res.Latency.Microseconds()) / 1000}
+	if ans.Verdict != webhook.Done {
+		att.Error = ans.Reason
+	}
+	m.metrics.attempts.WithLabelValues(verdictLabel(ans.Verdict)).Inc()
+
+	// A two-way answer's derived identity is stored before the state moves on: a crash in between
+	// repeats the call, which is harmless, and never loses the identity.
+	var identExp *time.Time
+	if ans.Verdict == webhook.Done && ans.Derived != nil {
+		merged := ident.Merge(*ans.Derived)
+		exp, err := m.store.PutIdentity(ctx, r.id, merged, false)
+		if err != nil {
+			return err
+		}
+		r.ident, identExp = &merged, &exp
+	}
+	halt := ans.Verdict == webhook.Done && ans.Halt && pausing
+	if halt {
+		due := started.Add(m.cfg.PauseTimeout)
+		if identExp == nil {
+			identExp = rec.IdentityExpiresAt
+		}
+		if identExp != nil && identExp.Before(due) {
+			due = *identExp
+		}
+		if err := timers.Schedule(ctx, m.js, timers.Fire{RequestID: r.id, Kind: timers.PauseExpiry, Pause: rec.Pause + 1, Due: due}); err != nil {
+			return err
+		}
+	}
+	for {
+		base := rec.EventSeq
+		if rec.Claim == nil || rec.Claim.Owner != r.owner || rec.Claim.WebhookID != callID {
+			return nil // someone took the call over; it records its own answer
+		}
+		now := m.now()
+		_, offset, _ := stepWebhooks(rec)
+		wr := &rec.Webhooks[offset+rec.Next]
+		wr.Attempts = append(wr.Attempts, att)
+		rec.Claim = nil
+		rec.UpdatedAt = now
+		if identExp != nil {
+			rec.IdentityExpiresAt = identExp
+		}
+		switch ans.Verdict {
+		case webhook.Done:
+			wr.Outcome = event.OutcomeSucceeded
+			rec.Next++
+			if halt {
+				wr.Outcome = event.OutcomeHalted
+				exp := started.Add(m.cfg.PauseTimeout)
+				rec.Pause++
+				rec.PausedWebhookID = w.ID
+				rec.PausedAt = &now
+				rec.PauseExpiresAt = &exp
+				rec.SetStatus(event.StatusPaused, now, w.Key, "")
+			}
+		case webhook.Ignored:
+			wr.Outcome = event.OutcomeIgnoredStatus
+			rec.Next++
+		case webhook.Retry:
+			if attempts+1 >= m.cfg.MaxAttempts {
+				wr.Outcome = event.OutcomeFailed
+				fail(rec, now, w.Key, fmt.Sprintf("webhook %s failed after %d attempts: %s", w.Key, attempts+1, ans.Reason))
+			} else {
+				at := now.Add(m.backoff(attempts+1, res.RetryAfter))
+				rec.RetryAt = &at
+			}
+		case webhook.Refused:
+			wr.Outcome = event.OutcomeFailed
+			fail(rec, now, w.Key, fmt.Sprintf("webhook %s: %s", w.Key, ans.Reason))
+		}
+		_, ok, err := r.write(ctx, rec, rev, base)
+		if err != nil || ok {
+			return err
+		}
+		rec, rev, err = r.load(ctx)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// advance moves a request whose step's webhooks are done to the next step.
+func (r *run) advance(ctx context.Context, rec *state.Record, rev uint64, base int) error {
+	m := r.m
+	now := m.now()
+	rec.UpdatedAt = now
+	switch {
+	case rec.Step == event.StepPostWebhooks:
+		rec.FinishedProcessingAt = &now
+		rec.SetStatus(event.StatusComplete, now, "", "")
+	case !m.cfg.AwaitExecution:
+		rec.Step, rec.Next, rec.Run = event.StepPostWebhooks, 0, 1
+	default:
+		rec.Step, rec.Next, rec.Run = event.StepExecution, 0, 1
+		if msg, err := r.startExecution(ctx, rec); err != nil {
+			return err
+		} else if msg != "" {
+			fail(rec, now, "", msg)
+		}
+	}
+	_, _, err := r.write(ctx, rec, rev, base)
+	return err
+}
+
+// startExecution schedules the execution timeout and publishes execute for rec.Run; the caller
+// writes rec. Publishing before the write means a crash repeats the publish, which Nats-Msg-Id
+// de-duplicates, instead of losing it. It returns a message when the request must fail instead.
+func (r *run) startExecution(ctx context.Context, rec *state.Record) (string, error) {
+	m := r.m
+	ident, err := r.identity(ctx)
+	if errors.Is(err, state.ErrNotFound) {
+		return identityExpired, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	deadline := m.now().Add(m.cfg.ExecutionTimeout)
+	rec.ExecutionDeadline = &deadline
+	if err := timers.Schedule(ctx, m.js, timers.Fire{RequestID: r.id, Kind: timers.ExecutionTimeout, Run: rec.Run, Due: deadline}); err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(event.Execute{ID: r.id, PolicyKey: rec.PolicyKey, Identity: ident})
+	if err != nil {
+		return "", err
+	}
+	if _, err := m.js.Publish(ctx, event.SubjectExecute, b,
+		jetstream.WithMsgID("execute:"+r.id+":"+strconv.Itoa(rec.Run))); err != nil {
+		return "", fmt.Errorf("pipeline: publish execute: %w", err)
+	}
+	return "", nil
+}
+
+func (r *run) secretsOf(w event.PlanWebhook) (event.HTTPSSecrets, string) {
+	var s event.HTTPSSecrets
+	if w.Secrets == "" {
+		return s, fmt.Sprintf("connection %s has no secrets", w.ConnectionKey)
+	}
+	plain, err := r.m.secrets.Open(w.Secrets, []byte(w.ConnectionKey))
+	if err != nil {
+		return s, fmt.Sprintf("connection %s: secrets cannot be opened with the current keys", w.ConnectionKey)
+	}
+	if err := json.Unmarshal(plain, &s); err != nil {
+		return s, fmt.Sprintf("connection %s: secrets are malformed", w.ConnectionKey)
+	}
+	return s, ""
+}
+
+func countAttempts(wr *event.WebhookRecord, callID string) int {
+	n := 0
+	for _, a := range wr.Attempts {
+		if a.WebhookID == callID {
+			n++
+		}
+	}
+	return n
+}
+
+func lastError(wr *event.WebhookRecord) string {
+	if len(wr.Attempts) == 0 {
+		return ""
+	}
+	a := wr.Attempts[len(wr.Attempts)-1]
+	if a.Error != "" {
+		return a.Error
+	}
+	return "status " + strconv.Itoa(a.Status)
+}
+
+func verdictLabel(v webhook.Verdict) string {
+	switch v {
+	case webhook.Done:
+		return "done"
+	case webhook.Retry:
+		return "retry"
+	case webhook.Ignored:
+		return "ignored_status"
+	default:
+		return "refused"
+	}
+}

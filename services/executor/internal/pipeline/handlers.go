@@ -1,0 +1,442 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/executor/internal/plans"
+	"github.com/policyhooks/policyhooks/services/executor/internal/state"
+	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// HandleSubmitted takes a privacy.request.submitted message: it records the request, snapshots
+// the plan, stores the identity and drives the request. A bad event is reported and acked.
+func (m *Machine) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error {
+	data := msg.Data()
+	var sub event.Submitted
+	if err := json.Unmarshal(data, &sub); err != nil {
+		reason := "payload is not a valid submitted event: " + jsonProblem(err)
+		var probe struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(data, &probe) == nil && event.ValidRequestID(probe.ID) {
+			return m.invalid(ctx, event.Submitted{ID: probe.ID}, reason)
+		}
+		return m.reject(ctx, data, reason)
+	}
+	if err := sub.Validate(); err != nil {
+		if event.ValidRequestID(sub.ID) {
+			return m.invalid(ctx, sub, err.Error())
+		}
+		return m.reject(ctx, data, err.Error())
+	}
+	if !storableKey(sub.ID) {
+		return m.invalid(ctx, sub, "invalid event: id cannot be used as a key of privacy_requests (':' or '..' or a leading or trailing '.')")
+	}
+	r := m.newRun(sub.ID)
+	now := m.now()
+	rec := &state.Record{Request: event.Request{
+		ID: sub.ID, PolicyKey: sub.PolicyKey, ExternalID: sub.ExternalID, Status: event.StatusPending,
+		Step: event.StepPreWebhooks, Run: 1, CreatedAt: now, UpdatedAt: now, Webhooks: []event.WebhookRecord{},
+	}}
+	plan, err := m.plans.Get(ctx, sub.PolicyKey)
+	switch {
+	case errors.Is(err, plans.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		snapshot(rec, plan)
+	}
+	rec.SetStatus(event.StatusPending, now, "", "")
+	rev, err := m.store.Create(ctx, rec)
+	if errors.Is(err, state.ErrExists) {
+		rec, rev, err = r.load(ctx)
+		if err != nil {
+			return r.finish(ctx, err)
+		}
+		switch rec.Status {
+		case event.StatusPending:
+		case event.StatusInProcessing:
+			// A redelivery after a crash (or a second submission while it runs): the submission
+			// is not taken again, but the request is driven on; claims keep calls single.
+			return r.finish(ctx, r.drive(ctx))
+		default:
+			r.log.Info().Str("status", string(rec.Status)).Msg("submitted again: ignored")
+			return r.finish(ctx, nil)
+		}
+	} else if err != nil {
+		return err
+	} else {
+		m.metrics.transitions.WithLabelValues(string(event.StatusPending)).Inc()
+		r.flush(rec)
+	}
+	return r.finish(ctx, r.start(ctx, rec, rev, sub.Identity))
+}
+
+// start stores the identity of a pending request and sets it in_processing (or error when its
+// policy is unknown), then drives it.
+func (r *run) start(ctx context.Context, rec *state.Record, rev uint64, ident event.Identity) error {
+	m := r.m
+	exp, err := m.store.PutIdentity(ctx, r.id, ident, true)
+	if err != nil {
+		return err
+	}
+	for {
+		base := rec.EventSeq
+		now := m.now()
+		rec.IdentityExpiresAt = &exp
+		if planMissing(rec) {
+			fail(rec, now, "", fmt.Sprintf("No Policy found for key %s.", rec.PolicyKey))
+		} else {
+			rec.StartedProcessingAt = &now
+			rec.SetStatus(event.StatusInProcessing, now, "", "")
+		}
+		_, ok, err := r.write(ctx, rec, rev, base)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		rec, rev, err = r.load(ctx)
+		if err != nil {
+			return err
+		}
+		if rec.Status != event.StatusPending {
+			break
+		}
+	}
+	return r.drive(ctx)
+}
+
+// invalid reports a submitted event with a valid id that breaks the contract: an error record
+// when the id is new (and can be a key), and privacy.request.status.error.
+func (m *Machine) invalid(ctx context.Context, sub event.Submitted, reason string) error {
+	m.log.Warn().Str("request_id", sub.ID).Str("reason", reason).Msg("invalid submitted event")
+	now := m.now()
+	if !storableKey(sub.ID) {
+		b, _ := json.Marshal(event.StatusChanged{ID: sub.ID, Status: event.StatusError, At: now,
+			Step: event.StepPreWebhooks, Error: reason})
+		if _, err := m.js.Publish(ctx, event.StatusSubject(event.StatusError), b); err != nil {
+			return fmt.Errorf("pipeline: publish status: %w", err)
+		}
+		return nil
+	}
+	r := m.newRun(sub.ID)
+	rec := &state.Record{Request: event.Request{
+		ID: sub.ID, PolicyKey: sub.PolicyKey, ExternalID: sub.ExternalID, Step: event.StepPreWebhooks, Run: 1,
+		CreatedAt: now, UpdatedAt: now, Webhooks: []event.WebhookRecord{},
+	}}
+	fail(rec, now, "", reason)
+	if _, err := m.store.Create(ctx, rec); errors.Is(err, state.ErrExists) {
+		r.log.Info().Msg("invalid submission of a known id: ignored")
+		return nil
+	} else if err != nil {
+		return err
+	}
+	m.metrics.transitions.WithLabelValues(string(event.StatusError)).Inc()
+	r.flush(rec)
+	return r.finish(ctx, nil)
+}
+
+// reject publishes privacy.request.rejected for an event without a usable id.
+func (m *Machine) reject(ctx context.Context, data []byte, reason string) error {
+	m.log.Warn().Str("reason", reason).Int("bytes", len(data)).Msg("submitted event rejected")
+	const maxPayload = 64 << 10
+	if len(data) > maxPayload {
+		data = data[:maxPayload]
+	}
+	b, err := json.Marshal(event.Rejected{Reason: reason, Payload: string(data), At: m.now()})
+	if err != nil {
+		return err
+	}
+	if _, err := m.js.Publish(ctx, event.SubjectRejected, b); err != nil {
+		return fmt.Errorf("pipeline: publish rejected: %w", err)
+	}
+	return nil
+}
+
+// HandleControl takes executed, resume, retry and fired timers.
+func (m *Machine) HandleControl(ctx context.Context, msg jetstream.Msg) error {
+	subject := msg.Subject()
+	switch {
+	case subject == event.SubjectExecuted:
+		var ev event.Executed
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !storableKey(ev.ID) {
+			m.log.Warn().Msg("undecodable executed event ignored")
+			return nil
+		}
+		r := m.newRun(ev.ID)
+		return r.finish(ctx, r.executed(ctx, ev))
+	case subject == event.SubjectResume:
+		var ev event.Resume
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !storableKey(ev.RequestID) {
+			m.log.Warn().Msg("undecodable resume event ignored")
+			return nil
+		}
+		r := m.newRun(ev.RequestID)
+		return r.finish(ctx, r.resume(ctx, ev))
+	case subject == event.SubjectRetry:
+		var ev event.Retry
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !storableKey(ev.RequestID) {
+			m.log.Warn().Msg("undecodable retry event ignored")
+			return nil
+		}
+		r := m.newRun(ev.RequestID)
+		return r.finish(ctx, r.retry(ctx, ev))
+	case timers.IsFire(subject):
+		var f timers.Fire
+		if err := json.Unmarshal(msg.Data(), &f); err != nil || !storableKey(f.RequestID) {
+			m.log.Warn().Msg("undecodable timer ignored")
+			return nil
+		}
+		r := m.newRun(f.RequestID)
+		return r.finish(ctx, r.timer(ctx, f))
+	}
+	return nil
+}
+
+func (r *run) executed(ctx context.Context, ev event.Executed) error {
+	for {
+		rec, rev, err := r.load(ctx)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		base := rec.EventSeq
+		now := r.m.now()
+		switch {
+		case rec.Status == event.StatusInProcessing && rec.Step == event.StepExecution:
+			if ev.Succeeded {
+				rec.Step, rec.Next, rec.Run, rec.ExecutionDeadline = event.StepPostWebhooks, 0, 1, nil
+				rec.UpdatedAt = now
+			} else {
+				msg := ev.Error
+				if msg == "" {
+					msg = "execution failed"
+				}
+				fail(rec, now, "", msg)
+			}
+		case rec.Status == event.StatusInProcessing && rec.Step == event.StepPreWebhooks &&
+			rec.Next >= len(rec.Plan.Pre) && r.m.cfg.AwaitExecution:
+			// The execute event is out and the step change is being written: try again shortly.
+			return retryLater(200*time.Millisecond, "executed before the execution step was recorded")
+		default:
+			r.log.Info().Str("status", string(rec.Status)).Str("step", string(rec.Step)).Msg("executed event ignored")
+			return nil
+		}
+		_, ok, err := r.write(ctx, rec, rev, base)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return r.drive(ctx)
+		}
+	}
+}
+
+func (r *run) resume(ctx context.Context, ev event.Resume) error {
+	for {
+		rec, rev, err := r.load(ctx)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		base := rec.EventSeq
+		now := r.m.now()
+		switch {
+		case rec.Status == event.StatusPaused && rec.Pause == ev.Pause && rec.PausedWebhookID == ev.WebhookID:
+		case rec.Status == event.StatusInProcessing && rec.Pause == ev.Pause && rec.Pause > 0:
+			return r.drive(ctx) // this resume was applied; its handler stopped before finishing
+		default:
+			r.log.Info().Str("status", string(rec.Status)).Int("pause", rec.Pause).Int("resume_pause", ev.Pause).
+				Msg("resume event ignored")
+			return nil
+		}
+		ident, err := r.identity(ctx)
+		if errors.Is(err, state.ErrNotFound) {
+			fail(rec, now, webhookKey(rec, ev.WebhookID), identityExpired)
+		} else if err != nil {
+			return err
+		} else {
+			if ev.DerivedIdentity != nil {
+				merged := ident.Merge(*ev.DerivedIdentity)
+				exp, err := r.m.store.PutIdentity(ctx, r.id, merged, false)
+				if err != nil {
+					return err
+				}
+				r.ident = &merged
+				rec.IdentityExpiresAt = &exp
+			}
+			rec.PausedWebhookID = ""
+			rec.PauseExpiresAt = nil
+			rec.SetStatus(event.StatusInProcessing, now, "", "")
+		}
+		_, ok, err := r.write(ctx, rec, rev, base)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return r.drive(ctx)
+		}
+	}
+}
+
+func (r *run) retry(ctx context.Context, ev event.Retry) error {
+	m := r.m
+	for {
+		rec, rev, err := r.load(ctx)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		base := rec.EventSeq
+		now := m.now()
+		switch {
+		case rec.Status == event.StatusError && rec.ErrorCount == ev.FromError:
+		case rec.Status == event.StatusInProcessing && rec.ErrorCount == ev.FromError:
+			return r.drive(ctx) // this retry was applied; its handler stopped before finishing
+		default:
+			r.log.Info().Str("status", string(rec.Status)).Int("error_count", rec.ErrorCount).
+				Int("from_error", ev.FromError).Msg("retry event ignored")
+			return nil
+		}
+		if planMissing(rec) {
+			plan, err := m.plans.Get(ctx, rec.PolicyKey)
+			if err != nil && !errors.Is(err, plans.ErrNotFound) {
+				return err
+			}
+			if err == nil {
+				snapshot(rec, plan)
+				rec.Step, rec.Run = event.StepPreWebhooks, 0
+			}
+		}
+		rec.Error = nil
+		rec.Claim, rec.RetryAt = nil, nil
+		rec.Run++
+		rec.UpdatedAt = now
+		if rec.StartedProcessingAt == nil {
+			rec.StartedProcessingAt = &now
+		}
+		msg := ""
+		if planMissing(rec) {
+			msg = fmt.Sprintf("No Policy found for key %s.", rec.PolicyKey)
+		} else if rec.Step == event.StepExecution {
+			if msg, err = r.startExecution(ctx, rec); err != nil {
+				return err
+			}
+		} else {
+			rec.Next = 0
+			_, offset, _ := stepWebhooks(rec)
+			hooks, _, _ := stepWebhooks(rec)
+			for i := range hooks {
+				rec.Webhooks[offset+i].Outcome = event.OutcomePending
+			}
+		}
+		rec.SetStatus(event.StatusInProcessing, now, "", "")
+		if msg != "" {
+			fail(rec, now, "", msg)
+		}
+		_, ok, err := r.write(ctx, rec, rev, base)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return r.drive(ctx)
+		}
+	}
+}
+
+func (r *run) timer(ctx context.Context, f timers.Fire) error {
+	m := r.m
+	for {
+		rec, rev, err := r.load(ctx)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		base := rec.EventSeq
+		now := m.now()
+		switch f.Kind {
+		case timers.PauseExpiry:
+			if rec.Status != event.StatusPaused || rec.Pause != f.Pause || rec.PauseExpiresAt == nil {
+				return nil
+			}
+			due, msg := *rec.PauseExpiresAt, "the request was not resumed before its resume token expired"
+			if e := rec.IdentityExpiresAt; e != nil && e.Before(due) {
+				due, msg = *e, identityExpired
+			}
+			if now.Before(due) {
+				return retryLater(due.Sub(now), "pause expires later")
+			}
+			fail(rec, now, webhookKey(rec, rec.PausedWebhookID), msg)
+		case timers.ExecutionTimeout:
+			if rec.Status != event.StatusInProcessing || rec.Step != event.StepExecution || rec.Run != f.Run ||
+				rec.ExecutionDeadline == nil {
+				return nil
+			}
+			if now.Before(*rec.ExecutionDeadline) {
+				return retryLater(rec.ExecutionDeadline.Sub(now), "execution deadline later")
+			}
+			fail(rec, now, "", "execution did not finish within "+m.cfg.ExecutionTimeout.String())
+		default:
+			return nil
+		}
+		_, ok, err := r.write(ctx, rec, rev, base)
+		if err != nil || ok {
+			return err
+		}
+	}
+}
+
+func webhookKey(rec *state.Record, id string) string {
+	for _, w := range rec.Plan.Pre {
+		if w.ID == id {
+			return w.Key
+		}
+	}
+	return ""
+}
+
+// storableKey reports whether a request id can be a KV key (ids may also hold ':', which keys
+// cannot).
+func storableKey(id string) bool {
+	if !event.ValidRequestID(id) || id[0] == '.' || id[len(id)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c == ':':
+			return false
+		case c == '.' && i > 0 && id[i-1] == '.':
+			return false
+		}
+	}
+	return true
+}
+
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return "not JSON"
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	default:
+		return "not JSON"
+	}
+}

@@ -1,0 +1,118 @@
+// Package plans keeps a local, live view of the KV bucket policy_webhooks: the compiled webhook
+// plan of every policy, so that starting a request costs no round trip in the common case.
+package plans
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/rs/zerolog"
+)
+
+// ErrNotFound reports a policy key without a plan.
+var ErrNotFound = errors.New("plans: no plan for policy")
+
+// View is the local view of policy_webhooks.
+type View struct {
+	kv     jetstream.KeyValue
+	log    zerolog.Logger
+	mu     sync.RWMutex
+	plans  map[string]event.Plan
+	loaded atomic.Bool
+}
+
+// Watch starts watching kv until ctx ends and returns the view; Loaded reports when the initial
+// values have all been read.
+func Watch(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) (*View, error) {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("plans: watch: %w", err)
+	}
+	v := &View{kv: kv, log: log, plans: map[string]event.Plan{}}
+	go v.run(ctx, w)
+	return v, nil
+}
+
+func (v *View) run(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				v.loaded.Store(true)
+				continue
+			}
+			v.apply(e)
+		}
+	}
+}
+
+func (v *View) apply(e jetstream.KeyValueEntry) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(v.plans, e.Key())
+		return
+	}
+	var p event.Plan
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		v.log.Error().Err(err).Str("policy_key", e.Key()).Msg("plans: undecodable plan ignored")
+		delete(v.plans, e.Key())
+		return
+	}
+	v.plans[e.Key()] = p
+}
+
+// Loaded reports whether the initial content of the bucket has been read.
+func (v *View) Loaded() bool { return v.loaded.Load() }
+
+// Get returns the plan of policy key. On a miss it reads the bucket directly once, so that a
+// policy created an instant ago is found before the watch delivers it.
+func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
+	v.mu.RLock()
+	p, ok := v.plans[key]
+	v.mu.RUnlock()
+	if ok {
+		return p, nil
+	}
+	if !validKey(key) {
+		return event.Plan{}, ErrNotFound
+	}
+	e, err := v.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return event.Plan{}, ErrNotFound
+	}
+	if err != nil {
+		return event.Plan{}, fmt.Errorf("plans: get %q: %w", key, err)
+	}
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		return event.Plan{}, fmt.Errorf("plans: decode %q: %w", key, err)
+	}
+	return p, nil
+}
+
+// validKey reports whether key can be a KV key (policy keys are ^[a-zA-Z0-9_.-]+$).
+func validKey(key string) bool {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+		return false
+	}
+	for _, c := range key {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,96 @@
+package webhook
+
+import (
+	"testing"
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+func TestParseTwoWay(t *testing.T) {
+	for _, tc := range []struct {
+		body      string
+		wantEmail string
+		wantHalt  bool
+		wantErr   bool
+	}{
+		{body: ""},
+		{body: "  "},
+		{body: "{}"},
+		{body: `{"halt": true}`, wantHalt: true},
+		{body: `{"halt": "true"}`, wantHalt: true},
+		{body: `{"halt": "false"}`},
+		{body: `{"halt": null}`},
+		{body: `{"derived_identity": {"email": "a@b"}, "other": 1}`, wantEmail: "a@b"},
+		{body: `{"derived_identity": null}`},
+		{body: `{"derived_identity": {"email": 5}}`, wantErr: true},
+		{body: `{"derived_identity": {"name": "x"}}`, wantErr: true},
+		{body: `{"derived_identity": "a@b"}`, wantErr: true},
+		{body: `{"halt": 1}`, wantErr: true},
+		{body: `{"halt": "yes"}`, wantErr: true},
+		{body: `[]`, wantErr: true},
+		{body: `"halt"`, wantErr: true},
+		{body: `<html>`, wantErr: true},
+	} {
+		d, halt, err := ParseTwoWay([]byte(tc.body))
+		if (err != nil) != tc.wantErr || halt != tc.wantHalt {
+			t.Errorf("%q: halt %v err %v, want halt %v err %v", tc.body, halt, err, tc.wantHalt, tc.wantErr)
+			continue
+		}
+		email := ""
+		if d != nil && d.Email != nil {
+			email = *d.Email
+		}
+		if email != tc.wantEmail {
+			t.Errorf("%q: email %q, want %q", tc.body, email, tc.wantEmail)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		dir    event.Direction
+		status int
+		want   Verdict
+	}{
+		{event.OneWay, 200, Done}, {event.TwoWay, 204, Done},
+		{event.OneWay, 301, Ignored}, {event.OneWay, 404, Ignored}, {event.TwoWay, 404, Refused}, {event.TwoWay, 302, Refused},
+		{event.OneWay, 408, Retry}, {event.TwoWay, 429, Retry}, {event.OneWay, 500, Retry}, {event.TwoWay, 503, Retry},
+	} {
+		if got := Classify(tc.dir, Result{Status: tc.status}).Verdict; got != tc.want {
+			t.Errorf("%s %d: verdict %d, want %d", tc.dir, tc.status, got, tc.want)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		v    string
+		want time.Duration
+	}{
+		{"", 0}, {"3", 3 * time.Second}, {"-1", 0}, {"soon", 0},
+		{now.Add(10 * time.Second).Format("Mon, 02 Jan 2006 15:04:05 GMT"), 10 * time.Second},
+		{now.Add(-time.Hour).Format("Mon, 02 Jan 2006 15:04:05 GMT"), 0},
+	} {
+		if got := retryAfter(tc.v, now); got != tc.want {
+			t.Errorf("Retry-After %q: %s, want %s", tc.v, got, tc.want)
+		}
+	}
+}
+
+func TestWebhookIDAndSigningKey(t *testing.T) {
+	a := WebhookID("r1", event.Pre, "w1", 1)
+	if a != WebhookID("r1", event.Pre, "w1", 1) || a == WebhookID("r1", event.Pre, "w1", 2) || a == WebhookID("r1", event.Post, "w1", 1) {
+		t.Errorf("webhook ids must be stable per call and differ per run and callback type")
+	}
+	if k, err := SigningKey("whsec_aGVsbG8="); err != nil || string(k) != "hello" {
+		t.Errorf("whsec_ key: %q %v, want hello", k, err)
+	}
+	if k, _ := SigningKey("raw"); string(k) != "raw" {
+		t.Errorf("raw key: %q", k)
+	}
+	if _, err := SigningKey("whsec_***"); err == nil {
+		t.Errorf("bad whsec_ key accepted")
+	}
+}
