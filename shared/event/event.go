@@ -156,3 +156,14 @@ type Rejected struct {
 	Payload string    `json:"payload"`
 	At      time.Time `json:"at"`
 }
+
+// RequestKey returns the KV key of a request id in privacy_requests, privacy_identities and other
+// per-request buckets. Ids may hold ':' and '.', which KV keys cannot (or not everywhere), so they
+// are escaped as "=3A" and "=2E"; '=' never occurs in an id, so the mapping is one-to-one. Typical
+// ids (pri_<uuid>) are their own key.
+func RequestKey(id string) string {
+	if !strings.ContainsAny(id, ":.") {
+		return id
+	}
+	return strings.NewReplacer(":", "=3A", ".", "=2E").Replace(id)
+}

@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -49,5 +50,23 @@ func TestIdentityWire(t *testing.T) {
 	merged := Identity{Email: ptr("a"), PhoneNumber: ptr("1")}.Merge(Identity{Email: ptr("b")})
 	if *merged.Email != "b" || *merged.PhoneNumber != "1" {
 		t.Fatalf("Merge = %+v, want email b, phone 1", merged)
+	}
+}
+
+func TestRequestKey(t *testing.T) {
+	tests := []struct{ id, want string }{
+		{"pri_029832ba-3b84-40f7", "pri_029832ba-3b84-40f7"},
+		{"a:b", "a=3Ab"},
+		{".x..y.", "=2Ex=2E=2Ey=2E"},
+		{"urn:req:1.2", "urn=3Areq=3A1=2E2"},
+	}
+	valid := regexp.MustCompile(`^[-/_=a-zA-Z0-9]+$`) // no dots left at all
+	for _, tt := range tests {
+		if got := RequestKey(tt.id); got != tt.want || !valid.MatchString(got) {
+			t.Errorf("RequestKey(%q) = %q, want %q (a valid KV key)", tt.id, got, tt.want)
+		}
+	}
+	if RequestKey("a:b") == RequestKey("a.b") {
+		t.Error("RequestKey is not one-to-one")
 	}
 }

@@ -166,3 +166,18 @@ func TestOrderAndPlanSnapshot(t *testing.T) {
 		t.Errorf("new plan webhook called %d times, want 1", n)
 	}
 }
+
+// TestIDsWithColonsAndDots runs requests whose ids hold characters KV keys cannot (SPEC §5 allows
+// ':' and '.'): they are stored under event.RequestKey and complete like any other.
+func TestIDsWithColonsAndDots(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.config())
+	e.putPlan("odd_ids", []hook{{Key: "pre", URL: e.rc.url("/pre")}}, []hook{{Key: "post", URL: e.rc.url("/post")}})
+	for _, id := range []string{"urn:req:1", "a..b", ".lead", "trail.", "x.y:z"} {
+		e.submit(id, "odd_ids", identity("a@example.com", ""))
+		e.waitStatus(id, 10*time.Second, event.StatusComplete)
+		if got := e.rc.callsOf(id, ""); len(got) != 2 {
+			t.Errorf("request %q: %d calls, want 2", id, len(got))
+		}
+	}
+}

@@ -337,7 +337,7 @@ func (e *env) record(id string) *state.Record {
 	if err != nil {
 		return nil
 	}
-	ent, err := kv.Get(context.Background(), id)
+	ent, err := kv.Get(context.Background(), event.RequestKey(id))
 	if err != nil {
 		return nil
 	}

@@ -35,9 +35,6 @@ func (m *Machine) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error 
 		}
 		return m.reject(ctx, data, err.Error())
 	}
-	if !storableKey(sub.ID) {
-		return m.invalid(ctx, sub, "invalid event: id cannot be used as a key of privacy_requests (':' or '..' or a leading or trailing '.')")
-	}
 	r := m.newRun(sub.ID)
 	now := m.now()
 	rec := &state.Record{Request: event.Request{
@@ -119,7 +116,7 @@ func (r *run) start(ctx context.Context, rec *state.Record, rev uint64, ident ev
 func (m *Machine) invalid(ctx context.Context, sub event.Submitted, reason string) error {
 	m.log.Warn().Str("request_id", sub.ID).Str("reason", reason).Msg("invalid submitted event")
 	now := m.now()
-	if !storableKey(sub.ID) {
+	if !event.ValidRequestID(sub.ID) {
 		b, _ := json.Marshal(event.StatusChanged{ID: sub.ID, Status: event.StatusError, At: now,
 			Step: event.StepPreWebhooks, Error: reason})
 		if _, err := m.js.Publish(ctx, event.StatusSubject(event.StatusError), b); err != nil {
@@ -167,7 +164,7 @@ func (m *Machine) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 	switch {
 	case subject == event.SubjectExecuted:
 		var ev event.Executed
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !storableKey(ev.ID) {
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !event.ValidRequestID(ev.ID) {
 			m.log.Warn().Msg("undecodable executed event ignored")
 			return nil
 		}
@@ -175,7 +172,7 @@ func (m *Machine) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 		return r.finish(ctx, r.executed(ctx, ev))
 	case subject == event.SubjectResume:
 		var ev event.Resume
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !storableKey(ev.RequestID) {
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !event.ValidRequestID(ev.RequestID) {
 			m.log.Warn().Msg("undecodable resume event ignored")
 			return nil
 		}
@@ -183,7 +180,7 @@ func (m *Machine) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 		return r.finish(ctx, r.resume(ctx, ev))
 	case subject == event.SubjectRetry:
 		var ev event.Retry
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !storableKey(ev.RequestID) {
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !event.ValidRequestID(ev.RequestID) {
 			m.log.Warn().Msg("undecodable retry event ignored")
 			return nil
 		}
@@ -191,7 +188,7 @@ func (m *Machine) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 		return r.finish(ctx, r.retry(ctx, ev))
 	case timers.IsFire(subject):
 		var f timers.Fire
-		if err := json.Unmarshal(msg.Data(), &f); err != nil || !storableKey(f.RequestID) {
+		if err := json.Unmarshal(msg.Data(), &f); err != nil || !event.ValidRequestID(f.RequestID) {
 			m.log.Warn().Msg("undecodable timer ignored")
 			return nil
 		}
@@ -409,23 +406,6 @@ func webhookKey(rec *state.Record, id string) string {
 		}
 	}
 	return ""
-}
-
-// storableKey reports whether a request id can be a KV key (ids may also hold ':', which keys
-// cannot).
-func storableKey(id string) bool {
-	if !event.ValidRequestID(id) || id[0] == '.' || id[len(id)-1] == '.' {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		switch c := id[i]; {
-		case c == ':':
-			return false
-		case c == '.' && i > 0 && id[i-1] == '.':
-			return false
-		}
-	}
-	return true
 }
 
 func jsonProblem(err error) string {
