@@ -1,0 +1,69 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
+	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/rs/zerolog"
+)
+
+// Details of SPEC §7 and §1.1.
+const (
+	detailUnauthenticated = "Failed to authenticate"
+	detailNotAuthorized   = "Not Authorized for this action"
+	detailExpired         = "Webhook token expired"
+)
+
+// toHTTP maps a domain error to the *api.Error answered for it; errors it does not know (and
+// *api.Error values, which are answers already) are returned unchanged.
+func toHTTP(err error) error {
+	var re *resume.Error
+	if !errors.As(err, &re) {
+		return err
+	}
+	switch {
+	case errors.Is(re.Err, resume.ErrNoToken):
+		return api.Errorf(http.StatusUnauthorized, detailUnauthenticated)
+	case errors.Is(re.Err, resume.ErrNotAuthorized):
+		return api.Errorf(http.StatusForbidden, detailNotAuthorized)
+	case errors.Is(re.Err, resume.ErrTokenExpired):
+		return api.Errorf(http.StatusForbidden, detailExpired)
+	case errors.Is(re.Err, resume.ErrNotFound):
+		return api.Errorf(http.StatusNotFound, "No privacy request found with id '%s'.", re.ID)
+	case errors.Is(re.Err, resume.ErrOtherRequest):
+		return api.Errorf(http.StatusBadRequest, "Invalid resume request: the token was not issued for privacy request '%s'.", re.ID)
+	case errors.Is(re.Err, resume.ErrTokenUsed):
+		return api.Errorf(http.StatusConflict, "Invalid resume request: the token was already used to resume privacy request '%s'.", re.ID)
+	case errors.Is(re.Err, resume.ErrNotPaused):
+		return api.Errorf(http.StatusBadRequest, "Invalid resume request: privacy request '%s' status = %s.", re.ID, re.Status)
+	case errors.Is(re.Err, resume.ErrEarlierPause):
+		return api.Errorf(http.StatusBadRequest, "Invalid resume request: the token belongs to an earlier pause of privacy request '%s'.", re.ID)
+	case errors.Is(re.Err, resume.ErrNotFailed):
+		return api.Errorf(http.StatusBadRequest, "Cannot restart privacy request from failure: privacy request '%s' status = %s.", re.ID, re.Status)
+	case errors.Is(re.Err, resume.ErrUnavailable):
+		return api.Errorf(http.StatusServiceUnavailable, "The event could not be published; nothing was recorded, try again.")
+	}
+	return err
+}
+
+// writeError answers err through toHTTP and returns the status it answered. An unavailable
+// NATS is logged (the cause is never sent) and answered with Retry-After.
+func writeError(w http.ResponseWriter, r *http.Request, err error) int {
+	mapped := toHTTP(err)
+	var he *api.Error
+	if !errors.As(mapped, &he) {
+		api.WriteError(w, r, mapped)
+		return http.StatusInternalServerError
+	}
+	switch he.Status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	case http.StatusServiceUnavailable:
+		zerolog.Ctx(r.Context()).Error().Err(err).Msg("event not published")
+		w.Header().Set("Retry-After", "1")
+	}
+	api.WriteError(w, r, he)
+	return he.Status
+}

@@ -1,0 +1,256 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/callback/internal/oauthclients"
+	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
+	"github.com/policyhooks/policyhooks/shared/devstack"
+	"github.com/policyhooks/policyhooks/shared/event"
+	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+const (
+	testAppKey   = "0123456789abcdef0123456789abcdef"
+	rootClientID = "root-client"
+)
+
+// fixture is the callback router over a real embedded NATS, with the buckets the executor and the
+// config service write, and sealers keyed as the other services key them.
+type fixture struct {
+	t        testing.TB
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	requests jetstream.KeyValue
+	claims   jetstream.KeyValue
+	clients  jetstream.KeyValue
+	resume   *token.Sealer // the executor's reply-to-token sealer
+	access   *token.Sealer // the config service's access-token sealer
+	router   *mux.Router
+	registry *prometheus.Registry
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	srv := devstack.NATSForTest(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	f := &fixture{t: t, js: js, registry: prometheus.NewRegistry()}
+	if f.stream, err = natsconn.EnsureStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	if f.requests, err = natsconn.RequestsBucket(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	if f.claims, err = natsconn.ResumeTokensBucket(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	if f.clients, err = natsconn.ClientsBucket(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	f.resume = sealer(t, secret.PurposeResumeTokens)
+	f.access = sealer(t, secret.PurposeAccessTokens)
+	svc := resume.New(resume.Config{Requests: f.requests, Claims: f.claims, Publisher: js, Tokens: []*token.Sealer{f.resume}})
+	f.router = NewRouter(Deps{
+		Log:      zerolog.Nop(),
+		Registry: f.registry,
+		Resume:   svc,
+		Auth:     api.NewAuthorizer(f.access, oauthclients.New(f.clients, rootClientID)),
+		Ready:    map[string]api.Check{},
+		OpenAPI:  []byte(`{}`),
+	})
+	return f
+}
+
+func sealer(t testing.TB, purpose string) *token.Sealer {
+	t.Helper()
+	key, err := secret.DeriveKey(testAppKey, purpose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := token.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// pausedRequest is a request paused at its given pause by the two-way pre-webhook "wh-verify", as
+// the executor records it.
+func pausedRequest(id string, pause int) event.Request {
+	started, paused := t0.Add(time.Second), t0.Add(3*time.Second)
+	expires := paused.Add(60 * time.Hour)
+	return event.Request{
+		ID: id, PolicyKey: "my_policy", ExternalID: "ext-" + id,
+		Status: event.StatusPaused, Step: event.StepPreWebhooks,
+		Plan: event.Plan{PolicyKey: "my_policy", Version: 3, Pre: []event.PlanWebhook{
+			{ID: "wh-wake", Key: "wake_up", Name: "Wake up", Direction: event.OneWay, Order: 0, ConnectionKey: "c1", Secrets: "ph1.abcd.SEALEDSECRET"},
+			{ID: "wh-verify", Key: "verify", Name: "Verify", Direction: event.TwoWay, Order: 1, ConnectionKey: "c2", Secrets: "ph1.abcd.SEALEDSECRET"},
+		}},
+		Next: 2, Pause: pause, PausedWebhookID: "wh-verify", PauseExpiresAt: &expires,
+		CreatedAt: t0, UpdatedAt: paused, StartedProcessingAt: &started, PausedAt: &paused,
+		Webhooks: []event.WebhookRecord{
+			{ID: "wh-wake", Key: "wake_up", CallbackType: event.Pre, Direction: event.OneWay, Order: 0, Outcome: event.OutcomeSucceeded,
+				Attempts: []event.Attempt{{At: t0.Add(2 * time.Second), WebhookID: "msg_1", Status: 200, LatencyMS: 12.5}}},
+			{ID: "wh-verify", Key: "verify", CallbackType: event.Pre, Direction: event.TwoWay, Order: 1, Outcome: event.OutcomeHalted,
+				Attempts: []event.Attempt{
+					{At: t0.Add(2 * time.Second), WebhookID: "msg_2", Error: "connection reset", LatencyMS: 3},
+					{At: t0.Add(3 * time.Second), WebhookID: "msg_2", Status: 200, LatencyMS: 8},
+				}},
+		},
+	}
+}
+
+// putRequest writes req into privacy_requests as the executor does (under event.RequestKey) and
+// returns its revision.
+func (f *fixture) putRequest(req event.Request) uint64 {
+	f.t.Helper()
+	b, err := json.Marshal(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	rev, err := f.requests.Put(context.Background(), event.RequestKey(req.ID), b)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rev
+}
+
+func (f *fixture) revision(id string) uint64 {
+	f.t.Helper()
+	e, err := f.requests.Get(context.Background(), event.RequestKey(id))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return e.Revision()
+}
+
+// replyToken mints a reply-to-token as the executor does.
+func (f *fixture) replyToken(id, webhookID string, pause int) (raw, jti string) {
+	f.t.Helper()
+	return sealResume(f.t, f.resume, token.ResumeClaims{RequestID: id, WebhookID: webhookID, Pause: pause, Scopes: []string{token.ScopeResume}}, 60*time.Hour)
+}
+
+func sealResume(t testing.TB, s *token.Sealer, c token.ResumeClaims, ttl time.Duration) (raw, jti string) {
+	t.Helper()
+	raw, err := s.Seal(&c, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, c.ID
+}
+
+// accessToken mints an OAuth access token as the config service does.
+func (f *fixture) accessToken(clientID string, scopes ...string) string {
+	f.t.Helper()
+	raw, err := f.access.Seal(&token.AccessClaims{ClientID: clientID, Scopes: scopes}, time.Hour)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return raw
+}
+
+// addClient mirrors a client into oauth_clients as the config service does.
+func (f *fixture) addClient(clientID string) {
+	f.t.Helper()
+	if _, err := f.clients.Put(context.Background(), clientID, []byte(`{"scopes":[]}`)); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// do sends a request through the router; auth is the whole Authorization value ("" for none).
+func (f *fixture) do(method, path, auth, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, bytes.NewBufferString(body))
+	if auth != "" {
+		r.Header.Set("Authorization", auth)
+	}
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	f.router.ServeHTTP(w, r)
+	return w
+}
+
+// count returns how many messages the stream holds on subject.
+func (f *fixture) count(subject string) uint64 {
+	f.t.Helper()
+	info, err := f.stream.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.State.Subjects[subject]
+}
+
+// claimCount returns how many messages the resume_tokens bucket holds.
+func (f *fixture) claimCount() uint64 {
+	f.t.Helper()
+	st, err := f.claims.Status(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st.Values()
+}
+
+// events reads, through an ordered consumer on the stream, every message published on subject.
+func (f *fixture) events(subject string) []jetstream.Msg {
+	f.t.Helper()
+	n := int(f.count(subject))
+	if n == 0 {
+		return nil
+	}
+	ctx := context.Background()
+	cons, err := f.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	deadline := time.Now().Add(10 * time.Second)
+	for len(out) < n && time.Now().Before(deadline) {
+		batch, err := cons.Fetch(n-len(out), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+	}
+	if len(out) != n {
+		f.t.Fatalf("read %d messages on %s, the stream holds %d", len(out), subject, n)
+	}
+	return out
+}
+
+func detail(t testing.TB, w *httptest.ResponseRecorder) any {
+	t.Helper()
+	var body struct {
+		Detail any `json:"detail"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body %q: %v", w.Body.String(), err)
+	}
+	return body.Detail
+}
+
+func bearer(raw string) string { return "Bearer " + raw }

@@ -1,0 +1,76 @@
+package httpapi
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/token"
+)
+
+// FuzzResume sends arbitrary bearer tokens and bodies through the real resume handler. When
+// validToken is set the token is a fresh, valid reply-to-token for a paused request and raw is
+// ignored; the seeds also hold a used token. The answer must be a 4xx, or 200 only for a token
+// that opens for the pause with a valid body; a panic is answered 500 by the middleware and fails
+// the target.
+func FuzzResume(f *testing.F) {
+	fx := newFixture(f)
+	const id = "pri_fuzz"
+	fx.putRequest(pausedRequest(id, 1))
+	used, _ := fx.replyToken(id, "wh-verify", 1)
+	if w := fx.do(http.MethodPost, resumePath(id), "Bearer "+used, `{}`); w.Code != http.StatusOK {
+		f.Fatalf("first use: got %d %s, want 200", w.Code, w.Body)
+	}
+	expired, _ := sealResume(f, fx.resume.WithClock(func() time.Time { return time.Now().Add(-time.Hour) }),
+		token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{token.ScopeResume}}, time.Minute)
+
+	for _, seed := range []struct {
+		raw        string
+		body       string
+		validToken bool
+	}{
+		{"", `{}`, false},
+		{used, `{}`, false},
+		{expired, `{}`, false},
+		{used[:len(used)/2], `{}`, false},
+		{"a.b.c.d.e", `{}`, false},
+		{"eyJhbGciOiJub25lIn0.e30.", `{}`, false},
+		{"", `{}`, true},
+		{"", ``, true},
+		{"", `{"derived_identity": {"email": "a@example.com", "phone_number": "555"}}`, true},
+		{"", `{"derived_identity": {"email": 1}}`, true},
+		{"", `{"derived_identity": [`, true},
+		{"", `[]`, true},
+		{"", `null`, true},
+		{"", "{\"derived_identity\": {\"email\": \"\xff\"}}", true},
+	} {
+		f.Add(seed.raw, []byte(seed.body), seed.validToken)
+	}
+
+	f.Fuzz(func(t *testing.T, raw string, body []byte, validToken bool) {
+		if validToken {
+			raw, _ = sealResume(t, fx.resume, token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1,
+				Scopes: []string{token.ScopeResume}}, time.Hour)
+		}
+		w := fx.do(http.MethodPost, resumePath(id), "Bearer "+raw, string(body))
+		switch {
+		case w.Code == http.StatusOK:
+			// Seeds are built per process: under -fuzz a worker may see the "used" seed token
+			// fresh. A 200 is right whenever the token truly opens for this pause and the body is
+			// valid.
+			var c token.ResumeClaims
+			if err := fx.resume.Open(raw, &c); err != nil || c.RequestID != id || c.Pause != 1 || c.WebhookID != "wh-verify" {
+				t.Fatalf("200 for a token that does not open for %s (%v): %q", id, err, raw)
+			}
+			if _, err := decodeResumeBody(body); err != nil {
+				t.Fatalf("200 for a body the decoder refuses (%v): %q", err, body)
+			}
+		case w.Code >= 400 && w.Code < 500:
+			if validToken && w.Code != http.StatusUnprocessableEntity && w.Code != http.StatusRequestEntityTooLarge {
+				t.Fatalf("valid token answered %d %s", w.Code, w.Body)
+			}
+		default:
+			t.Fatalf("got %d %s for token %q body %q", w.Code, w.Body, raw, body)
+		}
+	})
+}

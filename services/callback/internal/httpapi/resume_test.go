@@ -1,0 +1,453 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/token"
+)
+
+// summary renders a detail for comparison: a string as itself, a 422 list as "loc type" lines.
+func summary(d any) string {
+	list, ok := d.([]any)
+	if !ok {
+		return fmt.Sprint(d)
+	}
+	var lines []string
+	for _, item := range list {
+		m, _ := item.(map[string]any)
+		loc, _ := json.Marshal(m["loc"])
+		lines = append(lines, fmt.Sprintf("%s %v", loc, m["type"]))
+	}
+	return strings.Join(lines, "\n")
+}
+
+func resumePath(id string) string { return "/api/v1/privacy-request/" + id + "/resume" }
+
+// TestResumeRefusals runs every refusal of SPEC §7, in the contract's order where two apply, and
+// checks that none of them publishes an event, writes a claim or touches the request.
+func TestResumeRefusals(t *testing.T) {
+	f := newFixture(t)
+	past := time.Now().Add(-61 * time.Hour)
+
+	// Each setup seeds what it needs for request id and returns the call to make.
+	type call struct{ path, auth, body string }
+	tests := []struct {
+		name   string
+		setup  func(id string) call
+		status int
+		detail string
+	}{
+		{"no authorization", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			return call{resumePath(id), "", `{}`}
+		}, 401, "Failed to authenticate"},
+		{"basic scheme", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), "Basic " + raw, `{}`}
+		}, 401, "Failed to authenticate"},
+		{"empty bearer", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			return call{resumePath(id), "Bearer ", `{}`}
+		}, 401, "Failed to authenticate"},
+		{"bad body without token", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			return call{resumePath(id), "", `{"nope"`}
+		}, 401, "Failed to authenticate"},
+		{"garbage token", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			return call{resumePath(id), bearer("not-a-token"), `{}`}
+		}, 403, "Not Authorized for this action"},
+		{"tampered token", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			parts := strings.Split(raw, ".")
+			c := []byte(parts[3])
+			c[0] ^= 'A' ^ 'B'
+			if c[0] == parts[3][0] {
+				c[0] = 'A'
+			}
+			parts[3] = string(c)
+			return call{resumePath(id), bearer(strings.Join(parts, ".")), `{}`}
+		}, 403, "Not Authorized for this action"},
+		{"over 4 KiB", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := sealResume(t, f.resume, token.ResumeClaims{RequestID: id, WebhookID: strings.Repeat("w", 4000), Pause: 1,
+				Scopes: []string{token.ScopeResume}}, time.Hour)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 403, "Not Authorized for this action"},
+		{"access token", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			return call{resumePath(id), bearer(f.accessToken(rootClientID, token.ScopeResume)), `{}`}
+		}, 403, "Not Authorized for this action"},
+		{"wrong scope", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := sealResume(t, f.resume, token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1,
+				Scopes: []string{"privacy-request:read"}}, time.Hour)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 403, "Not Authorized for this action"},
+		{"expired", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := sealResume(t, f.resume.WithClock(func() time.Time { return past }),
+				token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{token.ScopeResume}}, 60*time.Hour)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 403, "Webhook token expired"},
+		{"expired and wrong scope", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := sealResume(t, f.resume.WithClock(func() time.Time { return past }),
+				token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1}, 60*time.Hour)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 403, "Not Authorized for this action"},
+		{"expired and unknown request", func(id string) call {
+			raw, _ := sealResume(t, f.resume.WithClock(func() time.Time { return past }),
+				token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{token.ScopeResume}}, 60*time.Hour)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 403, "Webhook token expired"},
+		{"unknown request", func(id string) call {
+			raw, _ := f.replyToken("pri_missing", "wh-verify", 1)
+			return call{resumePath("pri_missing"), bearer(raw), `{}`}
+		}, 404, "No privacy request found with id 'pri_missing'."},
+		{"unknown request, token of another", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath("pri_nobody"), bearer(raw), `{}`}
+		}, 404, "No privacy request found with id 'pri_nobody'."},
+		{"id that is not a request id", func(id string) call {
+			raw, _ := f.replyToken("pri 1", "wh-verify", 1)
+			return call{resumePath("pri%201"), bearer(raw), `{}`}
+		}, 404, "No privacy request found with id 'pri 1'."},
+		{"escaped id, earlier pause", func(id string) call {
+			f.putRequest(pausedRequest(id+":a.b", 2))
+			raw, _ := f.replyToken(id+":a.b", "wh-verify", 1)
+			return call{resumePath(id + ":a.b"), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: the token belongs to an earlier pause of privacy request '%s:a.b'."},
+		{"token of another request", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			f.putRequest(pausedRequest(id+"_a", 1))
+			raw, _ := f.replyToken(id+"_a", "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: the token was not issued for privacy request '%s'."},
+		{"token already used", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			if w := f.do(http.MethodPost, resumePath(id), bearer(raw), `{}`); w.Code != 200 {
+				t.Fatalf("first resume: %d %s, want 200", w.Code, w.Body)
+			}
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 409, "Invalid resume request: the token was already used to resume privacy request '%s'."},
+		{"token already used, request moved on", func(id string) call {
+			req := pausedRequest(id, 1)
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			if w := f.do(http.MethodPost, resumePath(id), bearer(raw), `{}`); w.Code != 200 {
+				t.Fatalf("first resume: %d %s, want 200", w.Code, w.Body)
+			}
+			req.Status, req.PausedWebhookID = event.StatusInProcessing, ""
+			f.putRequest(req)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": "x@example.com"}}`}
+		}, 409, "Invalid resume request: the token was already used to resume privacy request '%s'."},
+		{"in processing", func(id string) call {
+			req := pausedRequest(id, 1)
+			req.Status = event.StatusInProcessing
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"complete", func(id string) call {
+			req := pausedRequest(id, 1)
+			req.Status = event.StatusComplete
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = complete."},
+		{"not paused before earlier pause", func(id string) call {
+			req := pausedRequest(id, 2)
+			req.Status = event.StatusError
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = error."},
+		{"earlier pause", func(id string) call {
+			f.putRequest(pausedRequest(id, 2))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: the token belongs to an earlier pause of privacy request '%s'."},
+		{"other webhook", func(id string) call {
+			f.putRequest(pausedRequest(id, 2))
+			raw, _ := f.replyToken(id, "wh-wake", 2)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: the token belongs to an earlier pause of privacy request '%s'."},
+		{"legacy path, earlier pause", func(id string) call {
+			f.putRequest(pausedRequest(id, 2))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{"/privacy-request/" + id + "/resume", bearer(raw), `{}`}
+		}, 400, "Invalid resume request: the token belongs to an earlier pause of privacy request '%s'."},
+		{"malformed body", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": `}
+		}, 422, `["body",21] value_error.jsondecode`},
+		{"trailing data", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{} {}`}
+		}, 422, `["body",4] value_error.jsondecode`},
+		{"not an object", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `["x"]`}
+		}, 422, `["body"] type_error.dict`},
+		{"unknown field", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"identity": {"email": "a@example.com"}}`}
+		}, 422, `["body","identity"] value_error.extra`},
+		{"unknown identity field and wrong type", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": 5, "name": "x"}}`}
+		}, 422, "[\"body\",\"derived_identity\",\"email\"] type_error.str\n[\"body\",\"derived_identity\",\"name\"] value_error.extra"},
+		{"derived identity not an object", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": "a@example.com"}`}
+		}, 422, `["body","derived_identity"] type_error.dict`},
+		{"empty phone number", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"phone_number": ""}}`}
+		}, 422, `["body","derived_identity","phone_number"] value_error.any_str.min_length`},
+		{"body over 1 MiB", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": "` + strings.Repeat("a", 1<<20) + `"}}`}
+		}, 413, "Request body is larger than 1048576 bytes."},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("pri_refusal_%d", i)
+			c := tt.setup(id)
+			pathID := strings.Split(strings.TrimPrefix(strings.TrimPrefix(c.path, "/api/v1"), "/privacy-request/"), "/")[0]
+			revBefore, _ := f.requests.Get(context.Background(), event.RequestKey(pathID))
+			events, claims := f.count(event.SubjectResume), f.claimCount()
+
+			w := f.do(http.MethodPost, c.path, c.auth, c.body)
+
+			want := tt.detail
+			if strings.Contains(want, "%s") {
+				want = fmt.Sprintf(want, id)
+			}
+			if got := summary(detail(t, w)); w.Code != tt.status || got != want {
+				t.Fatalf("got %d %q, want %d %q", w.Code, got, tt.status, want)
+			}
+			if tt.status == 401 && w.Header().Get("WWW-Authenticate") != "Bearer" {
+				t.Errorf("WWW-Authenticate = %q, want Bearer", w.Header().Get("WWW-Authenticate"))
+			}
+			if got := f.count(event.SubjectResume); got != events {
+				t.Errorf("resume events = %d, want %d (none published)", got, events)
+			}
+			if got := f.claimCount(); got != claims {
+				t.Errorf("claims = %d, want %d (none written)", got, claims)
+			}
+			if revBefore != nil {
+				if got := f.revision(pathID); got != revBefore.Revision() {
+					t.Errorf("request revision = %d, want %d (unchanged)", got, revBefore.Revision())
+				}
+			}
+		})
+	}
+}
+
+func TestResumeSucceedsOnce(t *testing.T) {
+	f := newFixture(t)
+	const id = "pri_029832ba-3b84-40f7-8946-82aec6f95448"
+	rev := f.putRequest(pausedRequest(id, 2))
+	raw, jti := f.replyToken(id, "wh-verify", 2)
+	body := `{"derived_identity": {"email": "customer-1@example.com", "phone_number": null}}`
+
+	w := f.do(http.MethodPost, resumePath(id), bearer(raw), body)
+	if w.Code != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", w.Code, w.Body)
+	}
+	var view map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &view); err != nil {
+		t.Fatal(err)
+	}
+	if view["status"] != "in_processing" || view["id"] != id || view["resume_endpoint"] != nil {
+		t.Errorf("view status=%v id=%v resume_endpoint=%v, want in_processing %s null", view["status"], view["id"], view["resume_endpoint"], id)
+	}
+	if strings.Contains(w.Body.String(), "customer-1@example.com") {
+		t.Errorf("answer carries the identity: %s", w.Body)
+	}
+
+	msgs := f.events(event.SubjectResume)
+	if len(msgs) != 1 {
+		t.Fatalf("resume events = %d, want 1", len(msgs))
+	}
+	var got event.Resume
+	if err := json.Unmarshal(msgs[0].Data(), &got); err != nil {
+		t.Fatal(err)
+	}
+	email := "customer-1@example.com"
+	want := event.Resume{RequestID: id, WebhookID: "wh-verify", Pause: 2, TokenID: jti, DerivedIdentity: &event.Identity{Email: &email}}
+	gotJSON, _ := json.Marshal(got)
+	wantJSON, _ := json.Marshal(want)
+	if string(gotJSON) != string(wantJSON) {
+		t.Errorf("event = %s, want %s", gotJSON, wantJSON)
+	}
+	if h := msgs[0].Headers().Get(jetstream.MsgIDHeader); h != jti {
+		t.Errorf("Nats-Msg-Id = %q, want the jti %q", h, jti)
+	}
+	if _, err := f.claims.Get(context.Background(), jti); err != nil {
+		t.Errorf("claim of %s: %v, want present", jti, err)
+	}
+	if got := f.revision(id); got != rev {
+		t.Errorf("request revision = %d, want %d: the callback never writes the request", got, rev)
+	}
+
+	w = f.do(http.MethodPost, resumePath(id), bearer(raw), body)
+	if w.Code != http.StatusConflict {
+		t.Fatalf("second resume: got %d %s, want 409", w.Code, w.Body)
+	}
+	if n := f.count(event.SubjectResume); n != 1 {
+		t.Errorf("resume events after the second call = %d, want 1", n)
+	}
+}
+
+func TestResumeBodies(t *testing.T) {
+	f := newFixture(t)
+	phone := "555-5555"
+	tests := []struct {
+		name string
+		body string
+		want *event.Identity
+	}{
+		{"empty body", ``, nil},
+		{"empty object", `{}`, nil},
+		{"null identity", `{"derived_identity": null}`, nil},
+		{"empty identity", `{"derived_identity": {}}`, nil},
+		{"phone only", `{"derived_identity": {"phone_number": "555-5555"}}`, &event.Identity{PhoneNumber: &phone}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("pri:body.%d", i) // stored under an escaped key
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			if w := f.do(http.MethodPost, "/privacy-request/"+id+"/resume", bearer(raw), tt.body); w.Code != 200 {
+				t.Fatalf("got %d %s, want 200", w.Code, w.Body)
+			}
+			var found *event.Resume
+			for _, m := range f.events(event.SubjectResume) {
+				var r event.Resume
+				if err := json.Unmarshal(m.Data(), &r); err != nil {
+					t.Fatal(err)
+				}
+				if r.RequestID == id {
+					found = &r
+				}
+			}
+			if found == nil {
+				t.Fatalf("no resume event for %s", id)
+			}
+			got, _ := json.Marshal(found.DerivedIdentity)
+			want, _ := json.Marshal(tt.want)
+			if string(got) != string(want) {
+				t.Errorf("derived identity = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestResumeConcurrentSameToken(t *testing.T) {
+	f := newFixture(t)
+	const id = "pri_race"
+	f.putRequest(pausedRequest(id, 1))
+	raw, _ := f.replyToken(id, "wh-verify", 1)
+
+	const n = 6
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			codes[i] = f.do(http.MethodPost, resumePath(id), bearer(raw), `{}`).Code
+		})
+	}
+	close(start)
+	wg.Wait()
+	slices.Sort(codes)
+	want := []int{200, 409, 409, 409, 409, 409}
+	if !slices.Equal(codes, want) {
+		t.Errorf("codes = %v, want %v", codes, want)
+	}
+	if got := f.count(event.SubjectResume); got != 1 {
+		t.Errorf("resume events = %d, want 1", got)
+	}
+}
+
+// TestResumePublishFailure deletes the stream so that the publish fails: the answer is 503, the
+// claim is removed, and the same token works once the stream is back.
+func TestResumePublishFailure(t *testing.T) {
+	f := newFixture(t)
+	const id = "pri_nostream"
+	f.putRequest(pausedRequest(id, 1))
+	raw, jti := f.replyToken(id, "wh-verify", 1)
+	ctx := context.Background()
+	if err := f.js.DeleteStream(ctx, event.Stream); err != nil {
+		t.Fatal(err)
+	}
+
+	w := f.do(http.MethodPost, resumePath(id), bearer(raw), `{}`)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("got %d (Retry-After %q) %s, want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if strings.Contains(w.Body.String(), "stream") {
+		t.Errorf("answer leaks the cause: %s", w.Body)
+	}
+	if e, err := f.claims.Get(ctx, jti); err == nil {
+		t.Fatalf("claim still present (op %v), want removed", e.Operation())
+	}
+
+	var err error
+	if f.stream, err = natsconn.EnsureStream(ctx, f.js); err != nil {
+		t.Fatal(err)
+	}
+	if w := f.do(http.MethodPost, resumePath(id), bearer(raw), `{}`); w.Code != http.StatusOK {
+		t.Fatalf("after the stream is back: got %d %s, want 200", w.Code, w.Body)
+	}
+	if got := f.count(event.SubjectResume); got != 1 {
+		t.Errorf("resume events = %d, want 1", got)
+	}
+}
+
+func TestResumeMetrics(t *testing.T) {
+	f := newFixture(t)
+	f.putRequest(pausedRequest("pri_m", 1))
+	raw, _ := f.replyToken("pri_m", "wh-verify", 1)
+	f.do(http.MethodPost, resumePath("pri_m"), bearer(raw), `{}`)
+	f.do(http.MethodPost, resumePath("pri_m"), bearer(raw), `{}`)
+	f.do(http.MethodPost, resumePath("pri_m"), "", `{}`)
+	body := f.do(http.MethodGet, "/metrics", "", "").Body.String()
+	for _, want := range []string{
+		`callback_resume_total{code="200"} 1`,
+		`callback_resume_total{code="409"} 1`,
+		`callback_resume_total{code="401"} 1`,
+		`http_requests_total{method="POST",route="/api/v1/privacy-request/{id}/resume",status="409"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

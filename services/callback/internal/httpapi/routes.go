@@ -1,0 +1,57 @@
+// Package httpapi is the REST face of the callback service (SPEC §7): the routes, their handlers,
+// the decoding of the resume body and the one mapping from domain errors to HTTP answers.
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
+	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// Scopes of the OAuth-protected routes.
+const (
+	ScopeRead   = "privacy-request:read"
+	ScopeResume = "privacy-request:resume"
+)
+
+// Deps are what the routes need.
+type Deps struct {
+	Log      zerolog.Logger
+	Registry *prometheus.Registry
+	Resume   *resume.Service
+	// Auth checks OAuth access tokens for retry and GET.
+	Auth    *api.Authorizer
+	Ready   map[string]api.Check
+	OpenAPI []byte
+}
+
+// NewRouter returns every route of the service on one router, behind the shared middleware. It
+// registers the service's metrics on d.Registry.
+func NewRouter(d Deps) *mux.Router {
+	m := newMetrics(d.Registry)
+	r := mux.NewRouter()
+	mw := api.Middleware(d.Log, api.NewMetrics(d.Registry))
+	r.Use(mw)
+	// mux runs Use middleware on matched routes only: wrap the fallbacks too, so that every
+	// answer carries X-Request-ID and is counted.
+	r.NotFoundHandler = mw(http.HandlerFunc(api.NotFound))
+	r.MethodNotAllowedHandler = mw(http.HandlerFunc(api.MethodNotAllowed))
+
+	r.HandleFunc("/health", api.Health).Methods(http.MethodGet)
+	r.HandleFunc("/ready", api.Ready(d.Ready)).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/openapi.json", api.Document(d.OpenAPI)).Methods(http.MethodGet)
+
+	resumeH := handleResume(d.Resume, m)
+	r.HandleFunc("/api/v1/privacy-request/{id}/resume", resumeH).Methods(http.MethodPost)
+	// The path fidesops put in reply-to, without /api/v1.
+	r.HandleFunc("/privacy-request/{id}/resume", resumeH).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/privacy-request/{id}/retry", d.Auth.Require(ScopeResume, handleRetry(d.Resume, m))).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/privacy-request/{id}", d.Auth.Require(ScopeRead, handleGet(d.Resume))).Methods(http.MethodGet)
+	return r
+}

@@ -1,0 +1,173 @@
+package resume
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/devstack"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/token"
+)
+
+type env struct {
+	js       jetstream.JetStream
+	requests jetstream.KeyValue
+	claims   jetstream.KeyValue
+}
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	srv := devstack.NATSForTest(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := natsconn.EnsureStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	requests, err := natsconn.RequestsBucket(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := natsconn.ResumeTokensBucket(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env{js: js, requests: requests, claims: claims}
+}
+
+func newSealer(t *testing.T, appKey string) *token.Sealer {
+	t.Helper()
+	key, err := secret.DeriveKey(appKey, secret.PurposeResumeTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := token.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (e env) put(t *testing.T, req event.Request) {
+	t.Helper()
+	b, _ := json.Marshal(req)
+	if _, err := e.requests.Put(context.Background(), req.ID, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPreviousKeyTokens: a token issued before APP_ENCRYPTION_KEY was rotated still resumes while
+// the old key is configured as the previous one.
+func TestPreviousKeyTokens(t *testing.T) {
+	e := newEnv(t)
+	oldKey, newKey := "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	e.put(t, event.Request{ID: "pri_rot", Status: event.StatusPaused, Pause: 1, PausedWebhookID: "wh"})
+	raw, err := newSealer(t, oldKey).Seal(&token.ResumeClaims{RequestID: "pri_rot", WebhookID: "wh", Pause: 1,
+		Scopes: []string{token.ScopeResume}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	current := New(Config{Requests: e.requests, Claims: e.claims, Publisher: e.js, Tokens: []*token.Sealer{newSealer(t, newKey)}})
+	if _, err := current.Check(ctx, "pri_rot", raw); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("without the previous key: err = %v, want ErrNotAuthorized", err)
+	}
+	rotated := New(Config{Requests: e.requests, Claims: e.claims, Publisher: e.js,
+		Tokens: []*token.Sealer{newSealer(t, newKey), newSealer(t, oldKey)}})
+	ticket, err := rotated.Check(ctx, "pri_rot", raw)
+	if err != nil {
+		t.Fatalf("with the previous key: err = %v, want nil", err)
+	}
+	if _, err := rotated.Resume(ctx, ticket, nil); err != nil {
+		t.Fatalf("Resume = %v, want nil", err)
+	}
+}
+
+// TestClaimExpiresWithToken checks that a claim carries a TTL covering the token's remaining life.
+func TestClaimExpiresWithToken(t *testing.T) {
+	e := newEnv(t)
+	sealer := newSealer(t, "0123456789abcdef0123456789abcdef")
+	e.put(t, event.Request{ID: "pri_ttl", Status: event.StatusPaused, Pause: 3, PausedWebhookID: "wh"})
+	c := token.ResumeClaims{RequestID: "pri_ttl", WebhookID: "wh", Pause: 3, Scopes: []string{token.ScopeResume}}
+	raw, err := sealer.Seal(&c, 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(Config{Requests: e.requests, Claims: e.claims, Publisher: e.js, Tokens: []*token.Sealer{sealer}})
+	ctx := context.Background()
+	ticket, err := svc.Check(ctx, "pri_ttl", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err := svc.Resume(ctx, ticket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if view.Status != event.StatusInProcessing || view.ResumeEndpoint != nil {
+		t.Errorf("view status %s endpoint %v, want in_processing and none", view.Status, view.ResumeEndpoint)
+	}
+
+	stream, err := e.js.Stream(ctx, "KV_"+event.BucketResumeTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, "$KV."+event.BucketResumeTokens+"."+c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := time.ParseDuration(msg.Header.Get("Nats-TTL"))
+	if err != nil {
+		secs, serr := strconv.Atoi(msg.Header.Get("Nats-TTL"))
+		if serr != nil {
+			t.Fatalf("Nats-TTL = %q: %v", msg.Header.Get("Nats-TTL"), err)
+		}
+		ttl = time.Duration(secs) * time.Second
+	}
+	if ttl < 2*time.Hour || ttl > 2*time.Hour+2*time.Minute {
+		t.Errorf("claim TTL = %v, want the token's remaining 2h plus a little slack", ttl)
+	}
+	var got claim
+	if err := json.Unmarshal(msg.Data, &got); err != nil || got.RequestID != "pri_ttl" || got.Pause != 3 || got.WebhookID != "wh" {
+		t.Errorf("claim = %+v (%v), want request pri_ttl, pause 3, webhook wh", got, err)
+	}
+}
+
+func TestClaimTTL(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := &Service{now: func() time.Time { return now }}
+	tests := []struct {
+		exp  int64
+		want time.Duration
+	}{
+		{now.Unix() + 3600, time.Hour + time.Second + claimSlack},
+		{now.Unix(), time.Second + claimSlack},
+		{now.Unix() - 7200, time.Second},
+	}
+	for _, tt := range tests {
+		if got := s.claimTTL(tt.exp); got != tt.want {
+			t.Errorf("claimTTL(now%+ds) = %v, want %v", tt.exp-now.Unix(), got, tt.want)
+		}
+	}
+}
+
+func TestValidKey(t *testing.T) {
+	for k, want := range map[string]bool{
+		"pri_1": true, "a.b-c/d=e": true, "": false, ".a": false, "a.": false, "a:b": false, "a b": false, "a*": false, "a>": false,
+	} {
+		if got := validKey(k); got != want {
+			t.Errorf("validKey(%q) = %v, want %v", k, got, want)
+		}
+	}
+}

@@ -1,0 +1,100 @@
+package resume
+
+import (
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// ResumePath returns the resume endpoint of request id.
+func ResumePath(id string) string { return "/api/v1/privacy-request/" + id + "/resume" }
+
+// View is the public form of a privacy request (SPEC §7): its state and webhook history, never its
+// identity nor its plan's sealed secrets.
+type View struct {
+	ID                   string        `json:"id"`
+	PolicyKey            string        `json:"policy_key"`
+	ExternalID           *string       `json:"external_id"`
+	Status               event.Status  `json:"status"`
+	Step                 event.Step    `json:"step"`
+	CreatedAt            time.Time     `json:"created_at"`
+	StartedProcessingAt  *time.Time    `json:"started_processing_at"`
+	PausedAt             *time.Time    `json:"paused_at"`
+	FinishedProcessingAt *time.Time    `json:"finished_processing_at"`
+	Error                *ErrorView    `json:"error"`
+	ResumeEndpoint       *string       `json:"resume_endpoint"`
+	Webhooks             []WebhookView `json:"webhooks"`
+}
+
+// ErrorView says where and why a request failed.
+type ErrorView struct {
+	Step       event.Step `json:"step"`
+	WebhookKey *string    `json:"webhook_key"`
+	Message    string     `json:"message"`
+}
+
+// WebhookView is the history of one webhook within a request.
+type WebhookView struct {
+	Key          string             `json:"key"`
+	CallbackType event.CallbackType `json:"callback_type"`
+	Direction    event.Direction    `json:"direction"`
+	Order        int                `json:"order"`
+	Attempts     []AttemptView      `json:"attempts"`
+	Outcome      event.Outcome      `json:"outcome"`
+}
+
+// AttemptView is one call of a webhook: when, its webhook-id, the HTTP status (null when there was
+// no answer), the error if any, and how long it took.
+type AttemptView struct {
+	At        time.Time `json:"at"`
+	WebhookID string    `json:"webhook_id"`
+	Status    *int      `json:"status"`
+	Error     *string   `json:"error"`
+	LatencyMS float64   `json:"latency_ms"`
+}
+
+// NewView returns the view of req.
+func NewView(req event.Request) View {
+	v := View{
+		ID:                   req.ID,
+		PolicyKey:            req.PolicyKey,
+		ExternalID:           optional(req.ExternalID),
+		Status:               req.Status,
+		Step:                 req.Step,
+		CreatedAt:            req.CreatedAt,
+		StartedProcessingAt:  req.StartedProcessingAt,
+		PausedAt:             req.PausedAt,
+		FinishedProcessingAt: req.FinishedProcessingAt,
+		Webhooks:             make([]WebhookView, 0, len(req.Webhooks)),
+	}
+	if req.Error != nil {
+		v.Error = &ErrorView{Step: req.Error.Step, WebhookKey: optional(req.Error.WebhookKey), Message: req.Error.Message}
+	}
+	if req.Status == event.StatusPaused {
+		p := ResumePath(req.ID)
+		v.ResumeEndpoint = &p
+	}
+	for _, w := range req.Webhooks {
+		wv := WebhookView{
+			Key: w.Key, CallbackType: w.CallbackType, Direction: w.Direction, Order: w.Order,
+			Attempts: make([]AttemptView, 0, len(w.Attempts)), Outcome: w.Outcome,
+		}
+		for _, a := range w.Attempts {
+			av := AttemptView{At: a.At, WebhookID: a.WebhookID, Error: optional(a.Error), LatencyMS: a.LatencyMS}
+			if a.Status != 0 {
+				status := a.Status
+				av.Status = &status
+			}
+			wv.Attempts = append(wv.Attempts, av)
+		}
+		v.Webhooks = append(v.Webhooks, wv)
+	}
+	return v
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
