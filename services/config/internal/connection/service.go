@@ -1,0 +1,276 @@
+package connection
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/netguard"
+	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/rs/zerolog"
+)
+
+// VerifyTimeout bounds the whole verification of a connection's secrets (resolve, connect, TLS
+// handshake).
+const VerifyTimeout = 5 * time.Second
+
+// Service applies the connection rules over a Store.
+type Service struct {
+	store   Store
+	users   Users
+	pub     Publisher
+	keyring *secret.Keyring
+	guard   netguard.Policy
+	roots   *x509.CertPool
+	log     zerolog.Logger
+	now     func() time.Time
+}
+
+// NewService returns a Service. keyring seals secrets (purpose secret.PurposeSecrets); guard checks
+// secret URLs and the verification dial; roots are the trusted roots of the verification
+// handshake (nil: the system roots).
+func NewService(store Store, users Users, pub Publisher, keyring *secret.Keyring, guard netguard.Policy,
+	roots *x509.CertPool, log zerolog.Logger) *Service {
+	return &Service{store: store, users: users, pub: pub, keyring: keyring, guard: guard, roots: roots, log: log,
+		now: func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
+}
+
+// Get returns one connection.
+func (s *Service) Get(ctx context.Context, key string) (Connection, error) {
+	return s.store.GetConnection(ctx, key)
+}
+
+// List returns a page of connections ordered by name, and the total.
+func (s *Service) List(ctx context.Context, f Filter, skip, limit int) ([]Connection, int, error) {
+	return s.store.ListConnections(ctx, f, skip, limit)
+}
+
+// Failed is an item of a bulk upsert that was not applied.
+type Failed struct {
+	Message string `json:"message"`
+	Data    Input  `json:"data"`
+}
+
+// Upsert creates or updates each item by key. Items that conflict go to failed; any other error
+// stops the upsert. Plans of policies using an updated connection are re-published.
+func (s *Service) Upsert(ctx context.Context, items []Input) ([]Connection, []Failed, error) {
+	succeeded := []Connection{}
+	failed := []Failed{}
+	for _, in := range items {
+		if in.Type != HTTPS {
+			names, _, err := s.users.WebhooksUsing(ctx, in.Key)
+			if err != nil {
+				return nil, nil, err
+			}
+			if len(names) > 0 {
+				failed = append(failed, Failed{Data: in, Message: fmt.Sprintf(
+					"ConnectionConfig '%s' is used by the webhook(s) %s and must stay of type https.",
+					in.Key, strings.Join(names, ", "))})
+				continue
+			}
+		}
+		c, err := s.store.UpsertConnection(ctx, in, s.now())
+		if errors.Is(err, ErrKeyTaken) {
+			failed = append(failed, Failed{Message: err.Error(), Data: in})
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		succeeded = append(succeeded, c)
+		s.republish(ctx, c.Key)
+	}
+	return succeeded, failed, nil
+}
+
+// Delete removes a connection that no webhook uses.
+func (s *Service) Delete(ctx context.Context, key string) error {
+	if _, err := s.store.GetConnection(ctx, key); err != nil {
+		return err
+	}
+	names, _, err := s.users.WebhooksUsing(ctx, key)
+	if err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		return &InUseError{Key: key, Webhooks: names}
+	}
+	return s.store.DeleteConnection(ctx, key)
+}
+
+// InvalidError is a secrets field that fails validation (422).
+type InvalidError struct {
+	Loc []any
+	Msg string
+}
+
+func (e *InvalidError) Error() string { return e.Msg }
+
+// TestResult is the outcome of a verification.
+type TestResult struct {
+	At        time.Time
+	Succeeded bool
+	Reason    string
+}
+
+// SetSecrets validates, seals and stores the https secrets of key; with verify it also resolves
+// the host and completes a TLS handshake (no HTTP request), records the outcome and returns it
+// (nil without verify). The plaintext never leaves this function other than sealed.
+func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSecrets, verify bool) (*TestResult, error) {
+	c, err := s.store.GetConnection(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if c.Type != HTTPS {
+		return nil, &InvalidError{Loc: []any{"body"}, Msg: fmt.Sprintf(
+			"Secrets can only be set here for https connections; ConnectionConfig '%s' is of type %s.", key, c.Type)}
+	}
+	if err := s.validate(sec); err != nil {
+		return nil, err
+	}
+	plain, err := json.Marshal(sec)
+	if err != nil {
+		return nil, fmt.Errorf("connection: encode secrets: %w", err)
+	}
+	sealed, err := s.keyring.Seal(plain, []byte(key))
+	if err != nil {
+		return nil, fmt.Errorf("connection: seal secrets of %q: %w", key, err)
+	}
+	var result *TestResult
+	if verify {
+		result = &TestResult{At: s.now(), Succeeded: true}
+		if err := s.verify(ctx, sec.URL); err != nil {
+			result.Succeeded = false
+			result.Reason = err.Error()
+		}
+	}
+	if _, err := s.store.SetSecrets(ctx, key, sealed, DisplayURL(sec.URL), result); err != nil {
+		return nil, err
+	}
+	s.republish(ctx, key)
+	return result, nil
+}
+
+func (s *Service) validate(sec event.HTTPSSecrets) error {
+	if err := s.guard.CheckURL(sec.URL); err != nil {
+		return &InvalidError{Loc: []any{"body", "url"}, Msg: err.Error()}
+	}
+	for name, value := range sec.Headers {
+		if !validHeaderName(name) {
+			return &InvalidError{Loc: []any{"body", "headers", name}, Msg: "not a valid HTTP header name"}
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			return &InvalidError{Loc: []any{"body", "headers", name}, Msg: "header values must not contain CR, LF or NUL"}
+		}
+	}
+	if strings.ContainsAny(sec.Authorization, "\r\n\x00") {
+		return &InvalidError{Loc: []any{"body", "authorization"}, Msg: "must not contain CR, LF or NUL"}
+	}
+	return nil
+}
+
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if r > 0x7e || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
+			return false
+		}
+	}
+	return http.CanonicalHeaderKey(name) != ""
+}
+
+// verify resolves the URL's host and completes a TLS handshake with it through the guarded
+// dialer; for an allowed plain http URL it only connects.
+func (s *Service) verify(ctx context.Context, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid url: %w", err)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, VerifyTimeout)
+	defer cancel()
+	conn, err := s.guard.Dialer(VerifyTimeout).DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if u.Scheme == "http" {
+		return nil
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), RootCAs: s.roots, MinVersion: tls.VersionTLS12})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("tls handshake: %w", err)
+	}
+	return tc.Close()
+}
+
+// DisplayURL returns raw without user information, query or fragment: safe to show operators.
+func DisplayURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	u.User, u.RawQuery, u.Fragment, u.RawFragment, u.ForceQuery = nil, "", "", "", false
+	return u.String()
+}
+
+// Reseal re-seals, under the current key, every stored secret that was sealed under the previous
+// one, finishing a key rotation. A value changed meanwhile is left alone.
+func (s *Service) Reseal(ctx context.Context) error {
+	all, err := s.store.AllConnections(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range all {
+		if c.Secrets == "" || s.keyring.IsCurrent(c.Secrets) {
+			continue
+		}
+		plain, err := s.keyring.Open(c.Secrets, []byte(c.Key))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("connection: open secrets of %q: %w", c.Key, err))
+			continue
+		}
+		sealed, err := s.keyring.Seal(plain, []byte(c.Key))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := s.store.ResealSecrets(ctx, c.Key, c.Secrets, sealed); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.log.Info().Str("connection", c.Key).Msg("connection secrets re-sealed under the current key")
+		s.republish(ctx, c.Key)
+	}
+	return errors.Join(errs...)
+}
+
+// republish puts the plans of the policies using key; a failure is logged, the periodic full
+// re-publish heals it.
+func (s *Service) republish(ctx context.Context, key string) {
+	_, policies, err := s.users.WebhooksUsing(ctx, key)
+	if err == nil && len(policies) > 0 {
+		err = s.pub.PublishPolicies(ctx, policies...)
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Str("connection", key).Msg("re-publishing plans failed; the periodic re-publish will retry")
+	}
+}

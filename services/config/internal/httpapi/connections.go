@@ -1,0 +1,199 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/policyhooks/policyhooks/services/config/internal/connection"
+	"github.com/policyhooks/policyhooks/shared/event"
+	api "github.com/policyhooks/policyhooks/shared/httpapi"
+)
+
+type connectionItem struct {
+	Name           *string `json:"name"`
+	Key            *string `json:"key"`
+	ConnectionType *string `json:"connection_type"`
+	Access         *string `json:"access"`
+	Disabled       *bool   `json:"disabled"`
+	Description    *string `json:"description"`
+}
+
+// upsertConnections is PATCH /connection: strict items; a secrets field is an unknown field.
+func upsertConnections(svc *connection.Service) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw, err := decodeList(r, MaxBulkItems)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		var fe fieldErrors
+		inputs := make([]connection.Input, 0, len(raw))
+		for i, b := range raw {
+			var it connectionItem
+			if err := api.Unmarshal(b, &it, true, "body", i); err != nil {
+				writeError(w, r, err)
+				return
+			}
+			in := connection.Input{Description: it.Description}
+			if it.Name == nil || *it.Name == "" {
+				fe.required("body", i, "name")
+			} else {
+				in.Name = *it.Name
+			}
+			in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
+			switch {
+			case it.ConnectionType == nil:
+				fe.required("body", i, "connection_type")
+			case !connection.ValidType(connection.Type(*it.ConnectionType)):
+				fe.add(fmt.Sprintf("value is not a valid enumeration member; permitted: %v", connection.Types),
+					"type_error.enum", "body", i, "connection_type")
+			default:
+				in.Type = connection.Type(*it.ConnectionType)
+			}
+			switch {
+			case it.Access == nil:
+				fe.required("body", i, "access")
+			case *it.Access != connection.AccessRead && *it.Access != connection.AccessWrite:
+				fe.add("value is not a valid enumeration member; permitted: 'read', 'write'", "type_error.enum", "body", i, "access")
+			default:
+				in.Access = *it.Access
+			}
+			if it.Disabled != nil {
+				in.Disabled = *it.Disabled
+			}
+			inputs = append(inputs, in)
+		}
+		if err := fe.err(); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		ok, failed, err := svc.Upsert(r.Context(), inputs)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, bulkResult[connection.Connection, connection.Failed]{Succeeded: ok, Failed: failed})
+	}
+}
+
+// listConnections is GET /connection.
+func listConnections(svc *connection.Service) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, s, err := page(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		q := r.URL.Query()
+		f := connection.Filter{Search: q.Get("search")}
+		var fe fieldErrors
+		for _, t := range q["connection_type"] {
+			if !connection.ValidType(connection.Type(t)) {
+				fe.add("value is not a valid enumeration member", "type_error.enum", "query", "connection_type")
+				continue
+			}
+			f.Types = append(f.Types, connection.Type(t))
+		}
+		switch v := q.Get("disabled"); v {
+		case "":
+		case "true", "false":
+			b := v == "true"
+			f.Disabled = &b
+		default:
+			fe.add("value could not be parsed to a boolean", "type_error.bool", "query", "disabled")
+		}
+		if err := fe.err(); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		items, total, err := svc.List(r.Context(), f, (p-1)*s, s)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, newPage(items, total, p, s))
+	}
+}
+
+// getConnection is GET /connection/{key}.
+func getConnection(svc *connection.Service) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := svc.Get(r.Context(), mux.Vars(r)["key"])
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, c)
+	}
+}
+
+// deleteConnection is DELETE /connection/{key}.
+func deleteConnection(svc *connection.Service) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := svc.Delete(r.Context(), mux.Vars(r)["key"]); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+type secretsBody struct {
+	URL           *string           `json:"url"`
+	Authorization *string           `json:"authorization"`
+	Headers       map[string]string `json:"headers"`
+	SigningSecret *string           `json:"signing_secret"`
+}
+
+// putSecrets is PUT /connection/{key}/secret?verify=: strict https secrets, sealed at rest,
+// optionally verified by a TLS handshake. The body is never logged or echoed.
+func putSecrets(svc *connection.Service) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := mux.Vars(r)["key"]
+		verify := true
+		switch v := r.URL.Query().Get("verify"); v {
+		case "", "true", "True", "1":
+		case "false", "False", "0":
+			verify = false
+		default:
+			writeError(w, r, api.InvalidField("value could not be parsed to a boolean", "type_error.bool", "query", "verify"))
+			return
+		}
+		var body secretsBody
+		if err := api.Decode(r, &body, true); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		var fe fieldErrors
+		if body.URL == nil || *body.URL == "" {
+			fe.required("body", "url")
+		}
+		if body.Authorization == nil || *body.Authorization == "" {
+			fe.required("body", "authorization")
+		}
+		if err := fe.err(); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		sec := event.HTTPSSecrets{URL: *body.URL, Authorization: *body.Authorization, Headers: body.Headers}
+		if body.SigningSecret != nil {
+			sec.SigningSecret = *body.SigningSecret
+		}
+		res, err := svc.SetSecrets(r.Context(), key, sec, verify)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		out := map[string]any{"msg": fmt.Sprintf("Secrets updated for ConnectionConfig with key: %s.", key),
+			"test_status": nil, "failure_reason": nil}
+		if res != nil {
+			out["test_status"] = "succeeded"
+			if !res.Succeeded {
+				out["test_status"] = "failed"
+				out["failure_reason"] = res.Reason
+			}
+		}
+		api.WriteJSON(w, http.StatusOK, out)
+	}
+}

@@ -1,0 +1,113 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/policyhooks/policyhooks/services/config/internal/keys"
+	api "github.com/policyhooks/policyhooks/shared/httpapi"
+)
+
+// MaxBulkItems is the longest list a bulk endpoint takes (SPEC §1).
+const MaxBulkItems = 50
+
+// decodeList reads a JSON array body of at most max items.
+func decodeList(r *http.Request, max int) ([]json.RawMessage, error) {
+	b, err := api.ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var items []json.RawMessage
+	if err := api.Unmarshal(b, &items, false, "body"); err != nil {
+		return nil, err
+	}
+	if items == nil {
+		return nil, api.InvalidField("value is not a valid list", "type_error.list", "body")
+	}
+	if len(items) > max {
+		return nil, api.InvalidField(fmt.Sprintf("ensure this value has at most %d items", max), "value_error.list.max_items", "body")
+	}
+	return items, nil
+}
+
+// fieldErrors collects the validation problems of a body.
+type fieldErrors []api.FieldError
+
+func (fe *fieldErrors) add(msg, typ string, loc ...any) {
+	*fe = append(*fe, api.FieldError{Loc: loc, Msg: msg, Type: typ})
+}
+
+func (fe *fieldErrors) required(loc ...any) { fe.add("field required", "value_error.missing", loc...) }
+
+func (fe fieldErrors) err() error {
+	if len(fe) == 0 {
+		return nil
+	}
+	return api.Invalid(fe...)
+}
+
+// resolveKey returns key, or the key derived from name when key is nil, recording a problem
+// when the result is not a valid key.
+func (fe *fieldErrors) resolveKey(key *string, name string, loc ...any) string {
+	k := ""
+	if key != nil {
+		k = *key
+	} else {
+		k = keys.FromName(name)
+	}
+	if !keys.Valid(k) {
+		fe.add(keys.Invalid, "value_error", append(loc, "key")...)
+	}
+	return k
+}
+
+// page reads ?page= (≥1, default 1) and ?size= (1..100, default 50).
+func page(r *http.Request) (int, int, error) {
+	q := r.URL.Query()
+	var fe fieldErrors
+	num := func(name string, def, lo, hi int) int {
+		v := q.Get(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			fe.add(fmt.Sprintf("must be a whole number from %d to %d", lo, hi), "value_error.number", "query", name)
+			return def
+		}
+		return n
+	}
+	p := num("page", 1, 1, 1<<30)
+	s := num("size", 50, 1, 100)
+	return p, s, fe.err()
+}
+
+// pageOf is a paginated answer.
+type pageOf[T any] struct {
+	Items []T `json:"items"`
+	Total int `json:"total"`
+	Page  int `json:"page"`
+	Size  int `json:"size"`
+}
+
+func newPage[T any](items []T, total, p, s int) pageOf[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return pageOf[T]{Items: items, Total: total, Page: p, Size: s}
+}
+
+// slicePage returns the page p of size s of all.
+func slicePage[T any](all []T, p, s int) pageOf[T] {
+	start := min((p-1)*s, len(all))
+	end := min(start+s, len(all))
+	return newPage(all[start:end], len(all), p, s)
+}
+
+// bulkResult is the answer of a bulk upsert.
+type bulkResult[T, F any] struct {
+	Succeeded []T `json:"succeeded"`
+	Failed    []F `json:"failed"`
+}

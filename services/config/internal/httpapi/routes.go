@@ -1,0 +1,75 @@
+// Package httpapi is the REST API of the config service (SPEC §1–§4): every route on one
+// mux.Router (Routes), the handlers that decode and validate bodies and call the connection,
+// policy and oauth services, and the one function that maps their errors to status codes.
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/policyhooks/policyhooks/services/config/internal/connection"
+	"github.com/policyhooks/policyhooks/services/config/internal/oauth"
+	"github.com/policyhooks/policyhooks/services/config/internal/policy"
+	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// Prefix is the path prefix of the API.
+const Prefix = "/api/v1"
+
+// Deps are what the routes need.
+type Deps struct {
+	Log         zerolog.Logger
+	Registry    *prometheus.Registry
+	OAuth       *oauth.Service
+	Auth        *api.Authorizer
+	Connections *connection.Service
+	Policies    *policy.Service
+	Ready       map[string]api.Check
+	OpenAPI     []byte
+}
+
+// Routes returns the router with every route of the service. It registers the HTTP metrics on
+// d.Registry, so it is called once per registry.
+func Routes(d Deps) *mux.Router {
+	r := mux.NewRouter()
+	mw := api.Middleware(d.Log, api.NewMetrics(d.Registry))
+	r.Use(mw)
+	r.NotFoundHandler = mw(http.HandlerFunc(api.NotFound))
+	r.MethodNotAllowedHandler = mw(http.HandlerFunc(api.MethodNotAllowed))
+
+	r.HandleFunc("/health", api.Health).Methods(http.MethodGet)
+	r.HandleFunc("/ready", api.Ready(d.Ready)).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc(Prefix+"/openapi.json", api.Document(d.OpenAPI)).Methods(http.MethodGet)
+
+	need := d.Auth.Require
+	handle := func(method, path, scope string, h http.HandlerFunc) {
+		r.HandleFunc(Prefix+path, need(scope, h)).Methods(method)
+	}
+
+	r.HandleFunc(Prefix+"/oauth/token", issueToken(d.OAuth)).Methods(http.MethodPost)
+	handle(http.MethodPost, "/oauth/client", "client:create", createClient(d.OAuth))
+	handle(http.MethodDelete, "/oauth/client/{client_id}", "client:delete", deleteClient(d.OAuth))
+	handle(http.MethodGet, "/oauth/scope", "scope:read", listScopes())
+
+	handle(http.MethodPatch, "/connection", "connection:create_or_update", upsertConnections(d.Connections))
+	handle(http.MethodGet, "/connection", "connection:read", listConnections(d.Connections))
+	handle(http.MethodGet, "/connection/{key}", "connection:read", getConnection(d.Connections))
+	handle(http.MethodDelete, "/connection/{key}", "connection:delete", deleteConnection(d.Connections))
+	handle(http.MethodPut, "/connection/{key}/secret", "connection:create_or_update", putSecrets(d.Connections))
+
+	handle(http.MethodPatch, "/policy", "policy:create_or_update", upsertPolicies(d.Policies))
+	handle(http.MethodGet, "/policy", "policy:read", listPolicies(d.Policies))
+	handle(http.MethodGet, "/policy/{key}", "policy:read", getPolicy(d.Policies))
+	handle(http.MethodDelete, "/policy/{key}", "policy:delete", deletePolicy(d.Policies))
+
+	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}", "webhook:read", listWebhooks(d.Policies))
+	handle(http.MethodPut, "/policy/{policy_key}/webhook/{kind}", "webhook:create_or_update", replaceWebhooks(d.Policies))
+	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}/{key}", "webhook:read", getWebhook(d.Policies))
+	handle(http.MethodPatch, "/policy/{policy_key}/webhook/{kind}/{key}", "webhook:create_or_update", patchWebhook(d.Policies))
+	handle(http.MethodDelete, "/policy/{policy_key}/webhook/{kind}/{key}", "webhook:delete", deleteWebhook(d.Policies))
+	return r
+}

@@ -1,0 +1,210 @@
+// Package policy holds policies and their ordered pre- and post-execution webhooks (SPEC §3, §4):
+// the list edits (replace, patch with reorder, delete with renumbering) as pure functions over a
+// webhook array, and a Service that applies them to the policy document with a version check,
+// retried on conflict, then re-publishes the policy's plan.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// Kind is a webhook list of a policy.
+type Kind string
+
+// Kinds.
+const (
+	Pre  Kind = "pre_execution"
+	Post Kind = "post_execution"
+)
+
+// ParseKind accepts pre_execution, post_execution and the hyphenated aliases.
+func ParseKind(s string) (Kind, bool) {
+	switch s {
+	case "pre_execution", "pre-execution":
+		return Pre, true
+	case "post_execution", "post-execution":
+		return Post, true
+	}
+	return "", false
+}
+
+// Label is "Pre-Execution" or "Post-Execution".
+func (k Kind) Label() string {
+	if k == Post {
+		return "Post-Execution"
+	}
+	return "Pre-Execution"
+}
+
+// Model is "PolicyPreWebhook" or "PolicyPostWebhook".
+func (k Kind) Model() string {
+	if k == Post {
+		return "PolicyPostWebhook"
+	}
+	return "PolicyPreWebhook"
+}
+
+// DRPActions are the accepted drp_action values.
+var DRPActions = []string{"access", "deletion", "sale:opt_out", "sale:opt_in", "access:categories", "access:specific"}
+
+// Policy is a policy document. Its JSON form is the API resource.
+type Policy struct {
+	Key                string    `json:"key"`
+	Name               string    `json:"name"`
+	DRPAction          *string   `json:"drp_action"`
+	ExecutionTimeframe *int      `json:"execution_timeframe"`
+	CreatedAt          time.Time `json:"created_at"`
+	UpdatedAt          time.Time `json:"updated_at"`
+
+	// Version grows with every change of the document.
+	Version int64     `json:"-"`
+	Pre     []Webhook `json:"-"`
+	Post    []Webhook `json:"-"`
+}
+
+// Webhooks returns the list of kind; the order of a webhook is its index.
+func (p *Policy) Webhooks(k Kind) []Webhook {
+	if k == Post {
+		return p.Post
+	}
+	return p.Pre
+}
+
+// SetWebhooks replaces the list of kind.
+func (p *Policy) SetWebhooks(k Kind, ws []Webhook) {
+	if k == Post {
+		p.Post = ws
+	} else {
+		p.Pre = ws
+	}
+}
+
+// ConnectionKeys returns the distinct connection keys of both lists.
+func (p *Policy) ConnectionKeys() []string {
+	seen := map[string]bool{}
+	out := []string{}
+	for _, w := range append(append([]Webhook{}, p.Pre...), p.Post...) {
+		if !seen[w.ConnectionKey] {
+			seen[w.ConnectionKey] = true
+			out = append(out, w.ConnectionKey)
+		}
+	}
+	return out
+}
+
+// Webhook is one webhook of a list.
+type Webhook struct {
+	ID            string
+	Key           string
+	Name          string
+	Direction     event.Direction
+	ConnectionKey string
+}
+
+// Input is one validated item of the policy bulk upsert, defaults filled.
+type Input struct {
+	Name               string  `json:"name"`
+	Key                string  `json:"key"`
+	DRPAction          *string `json:"drp_action"`
+	ExecutionTimeframe *int    `json:"execution_timeframe"`
+}
+
+// WebhookInput is one validated item of a webhook list replacement (key derived when missing).
+type WebhookInput struct {
+	Key           string
+	Name          string
+	Direction     event.Direction
+	ConnectionKey string
+}
+
+// Change is a validated webhook PATCH; nil fields stay as they are.
+type Change struct {
+	Name          *string
+	Direction     *event.Direction
+	ConnectionKey *string
+	Order         *int
+}
+
+// OrderEntry is one item of new_order.
+type OrderEntry struct {
+	Key   string `json:"key"`
+	Order int    `json:"order"`
+}
+
+// Errors.
+var (
+	ErrNotFound        = errors.New("policy not found")
+	ErrWebhookNotFound = errors.New("webhook not found")
+	ErrKeyTaken        = errors.New("policy key or name taken")
+	// ErrDuplicate reports two webhooks of one list whose keys or names are the same.
+	ErrDuplicate = errors.New("Check request body: there are multiple webhooks whose keys or names resolve to the same value.")
+	// ErrConflict reports a version mismatch: the document changed since it was read.
+	ErrConflict = errors.New("policy changed concurrently")
+	ErrBadOrder = errors.New("order out of range")
+	ErrNotHTTPS = errors.New("connection is not https")
+	errTooBusy  = errors.New("policy: too many concurrent edits, giving up")
+)
+
+// NotFoundError is ErrNotFound for one key.
+type NotFoundError struct{ Key string }
+
+func (e *NotFoundError) Error() string { return fmt.Sprintf("No Policy found for key %s.", e.Key) }
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// WebhookNotFoundError is ErrWebhookNotFound for one webhook.
+type WebhookNotFoundError struct {
+	Kind   Kind
+	Key    string
+	Policy string
+}
+
+func (e *WebhookNotFoundError) Error() string {
+	return fmt.Sprintf("No %s Webhook found for key '%s' on Policy '%s'.", e.Kind.Label(), e.Key, e.Policy)
+}
+
+// Is makes errors.Is(err, ErrWebhookNotFound) true.
+func (e *WebhookNotFoundError) Is(target error) bool { return target == ErrWebhookNotFound }
+
+// KeyTakenError is ErrKeyTaken for one key.
+type KeyTakenError struct{ Key string }
+
+func (e *KeyTakenError) Error() string {
+	return fmt.Sprintf("Key %s already exists in Policy. Keys will be snake-cased names if not provided. "+
+		"If you are seeing this error without providing a key, please provide a key or a different name.", e.Key)
+}
+
+// Is makes errors.Is(err, ErrKeyTaken) true.
+func (e *KeyTakenError) Is(target error) bool { return target == ErrKeyTaken }
+
+// OrderError is ErrBadOrder with the requested order and the list length.
+type OrderError struct {
+	Kind  Kind
+	Order int
+	Count int
+}
+
+func (e *OrderError) Error() string {
+	return fmt.Sprintf("Cannot set order to %d: there are only %d %s(s) defined on this Policy.", e.Order, e.Count, e.Kind.Model())
+}
+
+// Is makes errors.Is(err, ErrBadOrder) true.
+func (e *OrderError) Is(target error) bool { return target == ErrBadOrder }
+
+// NotHTTPSError is ErrNotHTTPS for one connection.
+type NotHTTPSError struct {
+	Key  string
+	Type string
+}
+
+func (e *NotHTTPSError) Error() string {
+	return fmt.Sprintf("ConnectionConfig '%s' is of type %s: only https connections can back webhooks.", e.Key, e.Type)
+}
+
+// Is makes errors.Is(err, ErrNotHTTPS) true.
+func (e *NotHTTPSError) Is(target error) bool { return target == ErrNotHTTPS }
