@@ -34,8 +34,10 @@ func statusOf(err error) error {
 		return &api.Error{Status: http.StatusConflict, Detail: err.Error()}
 	case errors.As(err, &invalid):
 		return api.InvalidField(invalid.Msg, "value_error", invalid.Loc...)
-	case errors.Is(err, policy.ErrDuplicate),
-		errors.Is(err, policy.ErrBadOrder),
+	case errors.Is(err, policy.ErrDuplicate):
+		return &api.Error{Status: http.StatusBadRequest,
+			Detail: "Check request body: there are multiple webhooks whose keys or names resolve to the same value."}
+	case errors.Is(err, policy.ErrBadOrder),
 		errors.Is(err, policy.ErrNotHTTPS),
 		errors.Is(err, oauth.ErrRootClient):
 		return &api.Error{Status: http.StatusBadRequest, Detail: err.Error()}

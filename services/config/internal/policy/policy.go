@@ -141,7 +141,7 @@ var (
 	ErrWebhookNotFound = errors.New("webhook not found")
 	ErrKeyTaken        = errors.New("policy key or name taken")
 	// ErrDuplicate reports two webhooks of one list whose keys or names are the same.
-	ErrDuplicate = errors.New("Check request body: there are multiple webhooks whose keys or names resolve to the same value.")
+	ErrDuplicate = errors.New("policy: webhooks with the same key or name")
 	// ErrConflict reports a version mismatch: the document changed since it was read.
 	ErrConflict = errors.New("policy changed concurrently")
 	ErrBadOrder = errors.New("order out of range")
