@@ -1,11 +1,14 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 // TestOpenAPIDocument checks that the served document is OpenAPI 3 JSON and describes every
@@ -25,6 +28,15 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 	if !regexp.MustCompile(`^3\.\d+\.\d+$`).MatchString(doc.OpenAPI) {
 		t.Fatalf("openapi: got %q, want 3.x.y", doc.OpenAPI)
+	}
+	// The document is valid OpenAPI 3, as judged by a maintained validator (schemas, $refs,
+	// parameters, responses).
+	loaded, err := openapi3.NewLoader().LoadFromData(b)
+	if err != nil {
+		t.Fatalf("openapi3 load: %v", err)
+	}
+	if err := loaded.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi3 validate: %v", err)
 	}
 	for _, rt := range routes(t, e.router) {
 		ops, ok := doc.Paths[rt.template]
