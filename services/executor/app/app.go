@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -62,6 +63,8 @@ type Config struct {
 	ExecutionStage        string        // await or skip
 	ExecutionTimeout      time.Duration
 	Concurrency           int
+	// PProf serves net/http/pprof under /debug/pprof on HTTP_ADDR (PPROF, default false).
+	PProf bool
 
 	// AckWait is how long a message may go without a sign of life before it is redelivered, and
 	// LeaseMargin what a claim on a webhook call lasts beyond WEBHOOK_TIMEOUT. Not read from the
@@ -90,6 +93,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		ExecutionStage:        r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
 		ExecutionTimeout:      r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
 		Concurrency:           r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
+		PProf:                 r.Bool("PPROF", false),
 		AckWait:               30 * time.Second,
 		LeaseMargin:           15 * time.Second,
 	}
@@ -273,7 +277,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, fmt.Errorf("executor: listen %s: %w", cfg.HTTPAddr, err)
 	}
-	router := routes(log, reg, map[string]httpapi.Check{
+	router := routes(log, reg, cfg.PProf, map[string]httpapi.Check{
 		"nats": func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
 		"plans": func(context.Context) error {
 			if !view.Loaded() {
@@ -327,7 +331,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	return s, nil
 }
 
-func routes(log zerolog.Logger, reg *prometheus.Registry, checks map[string]httpapi.Check) *mux.Router {
+func routes(log zerolog.Logger, reg *prometheus.Registry, profiling bool, checks map[string]httpapi.Check) *mux.Router {
 	r := mux.NewRouter()
 	r.Use(httpapi.Middleware(log, httpapi.NewMetrics(reg)))
 	r.NotFoundHandler = http.HandlerFunc(httpapi.NotFound)
@@ -335,6 +339,13 @@ func routes(log zerolog.Logger, reg *prometheus.Registry, checks map[string]http
 	r.HandleFunc("/health", httpapi.Health).Methods(http.MethodGet)
 	r.HandleFunc("/ready", httpapi.Ready(checks)).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})).Methods(http.MethodGet)
+	if profiling {
+		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		r.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
+	}
 	return r
 }
 

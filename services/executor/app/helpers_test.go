@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -49,11 +48,6 @@ func (c call) body(t *testing.T) map[string]any {
 		t.Fatalf("call body %q: %v", c.Body, err)
 	}
 	return m
-}
-
-func (c call) requestID(t *testing.T) string {
-	id, _ := c.body(t)["privacy_request_id"].(string)
-	return id
 }
 
 // answer is what a receiver answers; Sleep delays it.
@@ -440,17 +434,6 @@ func identity(email, phone string) event.Identity {
 		id.PhoneNumber = strp(phone)
 	}
 	return id
-}
-
-func certPool(t *testing.T, caFile string) *x509.CertPool {
-	t.Helper()
-	b, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := x509.NewCertPool()
-	p.AppendCertsFromPEM(b)
-	return p
 }
 
 func testLogLevel() zerolog.Level {

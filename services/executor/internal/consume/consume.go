@@ -109,25 +109,28 @@ func handle(ctx context.Context, msg jetstream.Msg, h Handler, opt Options, log 
 		opt.OnStart()
 		defer opt.OnDone()
 	}
-	stop := make(chan struct{})
-	var kw sync.WaitGroup
-	kw.Add(1)
-	go func() {
-		defer kw.Done()
-		t := time.NewTicker(opt.KeepAlive)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+	// The keep-alive is a timer, not a goroutine per message: with thousands of messages in
+	// flight the goroutines' stacks were a large part of the memory. A mark in progress that is
+	// running when the handler returns finishes before the message is acked.
+	var kmu sync.Mutex
+	stopped := false
+	kmu.Lock()
+	var keep *time.Timer
+	keep = time.AfterFunc(opt.KeepAlive, func() {
+		kmu.Lock()
+		defer kmu.Unlock()
+		if stopped {
+			return
 		}
-	}()
+		_ = msg.InProgress()
+		keep.Reset(opt.KeepAlive)
+	})
+	kmu.Unlock()
 	err := safeHandle(ctx, msg, h)
-	close(stop)
-	kw.Wait()
+	kmu.Lock()
+	stopped = true
+	keep.Stop()
+	kmu.Unlock()
 	var perm *permanentError
 	var retry *retryError
 	switch {

@@ -26,16 +26,29 @@ type run struct {
 	owner string
 	log   zerolog.Logger
 	sent  map[int]jetstream.PubAckFuture
-	ident *event.Identity
+	// stored holds the events of sent whose publish the stream confirmed (an ack future delivers
+	// its ack once).
+	stored map[int]bool
+	ident  *event.Identity
+	opened map[string]openedSecrets
+	// last and lastRev are the record as this run last wrote it (or created it), so that the next
+	// step starts from it without reading it back; a later CAS over lastRev fails if anyone else
+	// moved the request meanwhile. nil when unknown (after a conflict).
+	last    *state.Record
+	lastRev uint64
 }
 
 func (m *Machine) newRun(id string) *run {
 	return &run{m: m, id: id, owner: token.NewID(), log: m.log.With().Str("request_id", id).Logger(),
-		sent: map[int]jetstream.PubAckFuture{}}
+		sent: map[int]jetstream.PubAckFuture{}, stored: map[int]bool{}}
 }
 
-// load reads the record and publishes any status event in its outbox.
+// load returns the record as this run last wrote it, else reads it and publishes any status event
+// in its outbox. A caller that changes the record must write it or end the run with an error.
 func (r *run) load(ctx context.Context) (*state.Record, uint64, error) {
+	if r.last != nil {
+		return r.last, r.lastRev, nil
+	}
 	rec, rev, err := r.m.store.Load(ctx, r.id)
 	if err != nil {
 		return nil, 0, err
@@ -67,6 +80,8 @@ func (r *run) flush(rec *state.Record) {
 
 // write CASes rec over rev and publishes its new status events. It reports false on a conflict.
 func (r *run) write(ctx context.Context, rec *state.Record, rev uint64, baseSeq int) (uint64, bool, error) {
+	r.last = nil
+	r.dropStored(rec)
 	nrev, err := r.m.store.Update(ctx, rec, rev)
 	if errors.Is(err, state.ErrConflict) {
 		return 0, false, nil
@@ -74,6 +89,7 @@ func (r *run) write(ctx context.Context, rec *state.Record, rev uint64, baseSeq 
 	if err != nil {
 		return 0, false, err
 	}
+	r.last, r.lastRev = rec, nrev
 	for _, p := range rec.Outbox {
 		if p.Seq > baseSeq {
 			r.m.metrics.transitions.WithLabelValues(string(p.Event.Status)).Inc()
@@ -90,6 +106,41 @@ func (r *run) write(ctx context.Context, rec *state.Record, rev uint64, baseSeq 
 	return nrev, true, nil
 }
 
+// dropStored removes from rec's outbox the events the stream already confirmed, so that the write
+// of a transition also clears the outbox of the earlier ones without waiting for anything.
+func (r *run) dropStored(rec *state.Record) {
+	if len(rec.Outbox) == 0 {
+		return
+	}
+	kept := rec.Outbox[:0]
+	for _, p := range rec.Outbox {
+		if r.isStored(p.Seq) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	clear(rec.Outbox[len(kept):])
+	rec.Outbox = kept
+}
+
+// isStored reports, without waiting, whether the stream confirmed this run's publish of event seq.
+func (r *run) isStored(seq int) bool {
+	if r.stored[seq] {
+		return true
+	}
+	f, ok := r.sent[seq]
+	if !ok {
+		return false
+	}
+	select {
+	case <-f.Ok():
+		r.stored[seq] = true
+		return true
+	default:
+		return false
+	}
+}
+
 // finish waits for the status events to be stored and removes them from the outbox.
 func (r *run) finish(ctx context.Context, err error) error {
 	if err != nil || len(r.sent) == 0 {
@@ -98,6 +149,9 @@ func (r *run) finish(ctx context.Context, err error) error {
 	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for seq, f := range r.sent {
+		if r.stored[seq] {
+			continue
+		}
 		select {
 		case <-f.Ok():
 		case perr := <-f.Err():
@@ -107,9 +161,16 @@ func (r *run) finish(ctx context.Context, err error) error {
 		}
 	}
 	for range 10 {
-		rec, rev, lerr := r.m.store.Load(ctx, r.id)
-		if lerr != nil {
-			return retryLater(time.Second, "clear outbox: %w", lerr)
+		// The first try clears the outbox over the record as this run last wrote it; a conflict
+		// means someone moved the request since, and the record is read again.
+		rec, rev := r.last, r.lastRev
+		r.last = nil
+		if rec == nil {
+			var lerr error
+			rec, rev, lerr = r.m.store.Load(ctx, r.id)
+			if lerr != nil {
+				return retryLater(time.Second, "clear outbox: %w", lerr)
+			}
 		}
 		kept := rec.Outbox[:0]
 		for _, p := range rec.Outbox {
@@ -207,6 +268,19 @@ func (r *run) drive(ctx context.Context) error {
 			continue
 		}
 		callID := webhook.WebhookID(r.id, ct, w.ID, rec.Run)
+		if c := rec.Claim; c != nil && c.Owner == r.owner && c.WebhookID == callID {
+			// Claimed by this run in the write that recorded the previous step (lookahead): make
+			// the call now.
+			secrets, _ := r.secretsOf(w)
+			ident, err := r.identity(ctx)
+			if err != nil {
+				return err
+			}
+			if err := r.call(ctx, rec, rev, w, ct, callID, secrets, ident, countAttempts(wr, callID)); err != nil {
+				return err
+			}
+			continue
+		}
 		if c := rec.Claim; c != nil {
 			if now.Before(c.Until) {
 				return retryLater(c.Until.Sub(now)+100*time.Millisecond, "%w", errClaimed)
@@ -300,7 +374,7 @@ func (r *run) call(ctx context.Context, rec *state.Record, rev uint64, w event.P
 	var identExp *time.Time
 	if ans.Verdict == webhook.Done && ans.Derived != nil {
 		merged := ident.Merge(*ans.Derived)
-		exp, err := m.store.PutIdentity(ctx, r.id, merged, false)
+		exp, _, err := m.store.PutIdentity(ctx, r.id, merged, false)
 		if err != nil {
 			return err
 		}
@@ -361,6 +435,7 @@ func (r *run) call(ctx context.Context, rec *state.Record, rev uint64, w event.P
 			wr.Outcome = event.OutcomeFailed
 			fail(rec, now, w.Key, fmt.Sprintf("webhook %s: %s", w.Key, ans.Reason))
 		}
+		r.lookahead(rec, now)
 		_, ok, err := r.write(ctx, rec, rev, base)
 		if err != nil || ok {
 			return err
@@ -369,6 +444,51 @@ func (r *run) call(ctx context.Context, rec *state.Record, rev uint64, w event.P
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// lookahead applies to rec, before it is written, the transitions that drive would make next and
+// that need nothing outside the record: skipping disabled connections, moving to the post-execution
+// step (skip mode), completing, and claiming the next webhook call. One CAS then records an answer
+// together with what follows it. Anything with another effect (publishing execute, a failure, a
+// backoff) is left to drive, which reads the record this run wrote.
+func (r *run) lookahead(rec *state.Record, now time.Time) {
+	m := r.m
+	for rec.Status == event.StatusInProcessing && rec.Claim == nil && rec.RetryAt == nil {
+		hooks, offset, ct := stepWebhooks(rec)
+		if rec.Next >= len(hooks) {
+			switch {
+			case rec.Step == event.StepPostWebhooks:
+				rec.UpdatedAt = now
+				rec.FinishedProcessingAt = &now
+				rec.SetStatus(event.StatusComplete, now, "", "")
+				return
+			case rec.Step == event.StepPreWebhooks && !m.cfg.AwaitExecution:
+				rec.Step, rec.Next, rec.Run = event.StepPostWebhooks, 0, 1
+				rec.UpdatedAt = now
+				continue
+			default:
+				return
+			}
+		}
+		w := hooks[rec.Next]
+		wr := &rec.Webhooks[offset+rec.Next]
+		if w.ConnectionDisabled {
+			wr.Outcome = event.OutcomeSkipped
+			rec.Next++
+			rec.UpdatedAt = now
+			continue
+		}
+		callID := webhook.WebhookID(r.id, ct, w.ID, rec.Run)
+		if r.ident == nil || countAttempts(wr, callID) >= m.cfg.MaxAttempts {
+			return
+		}
+		if _, msg := r.secretsOf(w); msg != "" {
+			return
+		}
+		rec.Claim = &state.Claim{Owner: r.owner, At: now, Until: now.Add(m.cfg.WebhookTimeout + m.cfg.LeaseMargin), WebhookID: callID}
+		rec.UpdatedAt = now
+		return
 	}
 }
 
@@ -423,7 +543,25 @@ func (r *run) startExecution(ctx context.Context, rec *state.Record) (string, er
 	return "", nil
 }
 
+// secretsOf opens the connection secrets of w, once per run and webhook.
 func (r *run) secretsOf(w event.PlanWebhook) (event.HTTPSSecrets, string) {
+	if o, ok := r.opened[w.ID]; ok {
+		return o.secrets, o.msg
+	}
+	s, msg := r.openSecrets(w)
+	if r.opened == nil {
+		r.opened = map[string]openedSecrets{}
+	}
+	r.opened[w.ID] = openedSecrets{secrets: s, msg: msg}
+	return s, msg
+}
+
+type openedSecrets struct {
+	secrets event.HTTPSSecrets
+	msg     string
+}
+
+func (r *run) openSecrets(w event.PlanWebhook) (event.HTTPSSecrets, string) {
 	var s event.HTTPSSecrets
 	if w.Secrets == "" {
 		return s, fmt.Sprintf("connection %s has no secrets", w.ConnectionKey)

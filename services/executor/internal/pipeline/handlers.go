@@ -71,6 +71,7 @@ func (m *Machine) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error 
 	} else {
 		m.metrics.transitions.WithLabelValues(string(event.StatusPending)).Inc()
 		r.flush(rec)
+		r.last, r.lastRev = rec, rev
 	}
 	return r.finish(ctx, r.start(ctx, rec, rev, sub.Identity))
 }
@@ -79,9 +80,12 @@ func (m *Machine) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error 
 // policy is unknown), then drives it.
 func (r *run) start(ctx context.Context, rec *state.Record, rev uint64, ident event.Identity) error {
 	m := r.m
-	exp, err := m.store.PutIdentity(ctx, r.id, ident, true)
+	exp, created, err := m.store.PutIdentity(ctx, r.id, ident, true)
 	if err != nil {
 		return err
+	}
+	if created {
+		r.ident = &ident
 	}
 	for {
 		base := rec.EventSeq
@@ -92,6 +96,7 @@ func (r *run) start(ctx context.Context, rec *state.Record, rev uint64, ident ev
 		} else {
 			rec.StartedProcessingAt = &now
 			rec.SetStatus(event.StatusInProcessing, now, "", "")
+			r.lookahead(rec, now)
 		}
 		_, ok, err := r.write(ctx, rec, rev, base)
 		if err != nil {
@@ -198,7 +203,13 @@ func (m *Machine) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 	return nil
 }
 
+// executedPolls bounds the short in-process waits for the write of the execution step when an
+// executed event overtakes it (the data layer may answer within milliseconds of execute).
+var executedPolls = []time.Duration{time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond}
+
 func (r *run) executed(ctx context.Context, ev event.Executed) error {
+	polls := 0
 	for {
 		rec, rev, err := r.load(ctx)
 		if errors.Is(err, state.ErrNotFound) {
@@ -214,6 +225,10 @@ func (r *run) executed(ctx context.Context, ev event.Executed) error {
 			if ev.Succeeded {
 				rec.Step, rec.Next, rec.Run, rec.ExecutionDeadline = event.StepPostWebhooks, 0, 1, nil
 				rec.UpdatedAt = now
+				if _, err := r.identity(ctx); err != nil && !errors.Is(err, state.ErrNotFound) {
+					return err
+				}
+				r.lookahead(rec, now)
 			} else {
 				msg := ev.Error
 				if msg == "" {
@@ -223,8 +238,18 @@ func (r *run) executed(ctx context.Context, ev event.Executed) error {
 			}
 		case rec.Status == event.StatusInProcessing && rec.Step == event.StepPreWebhooks &&
 			rec.Next >= len(rec.Plan.Pre) && r.m.cfg.AwaitExecution:
-			// The execute event is out and the step change is being written: try again shortly.
-			return retryLater(200*time.Millisecond, "executed before the execution step was recorded")
+			// The execute event is out and the step change is being written: read again shortly,
+			// then let the message come back.
+			if polls == len(executedPolls) {
+				return retryLater(200*time.Millisecond, "executed before the execution step was recorded")
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(executedPolls[polls]):
+			}
+			polls++
+			continue
 		default:
 			r.log.Info().Str("status", string(rec.Status)).Str("step", string(rec.Step)).Msg("executed event ignored")
 			return nil
@@ -267,7 +292,7 @@ func (r *run) resume(ctx context.Context, ev event.Resume) error {
 		} else {
 			if ev.DerivedIdentity != nil {
 				merged := ident.Merge(*ev.DerivedIdentity)
-				exp, err := r.m.store.PutIdentity(ctx, r.id, merged, false)
+				exp, _, err := r.m.store.PutIdentity(ctx, r.id, merged, false)
 				if err != nil {
 					return err
 				}
@@ -277,6 +302,7 @@ func (r *run) resume(ctx context.Context, ev event.Resume) error {
 			rec.PausedWebhookID = ""
 			rec.PauseExpiresAt = nil
 			rec.SetStatus(event.StatusInProcessing, now, "", "")
+			r.lookahead(rec, now)
 		}
 		_, ok, err := r.write(ctx, rec, rev, base)
 		if err != nil {

@@ -151,28 +151,29 @@ func (s *Store) Identity(ctx context.Context, id string) (event.Identity, time.T
 }
 
 // PutIdentity seals and stores the identity of id; with onlyNew it keeps an identity already stored.
-// It returns when the entry expires.
-func (s *Store) PutIdentity(ctx context.Context, id string, ident event.Identity, onlyNew bool) (time.Time, error) {
+// It returns when the entry expires and whether ident is now the stored identity (false when
+// onlyNew kept an earlier one).
+func (s *Store) PutIdentity(ctx context.Context, id string, ident event.Identity, onlyNew bool) (time.Time, bool, error) {
 	plain, err := json.Marshal(ident)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("state: encode identity %s: %w", id, err)
+		return time.Time{}, false, fmt.Errorf("state: encode identity %s: %w", id, err)
 	}
 	sealed, err := s.keyring.Seal(plain, []byte(id))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("state: seal identity %s: %w", id, err)
+		return time.Time{}, false, fmt.Errorf("state: seal identity %s: %w", id, err)
 	}
 	now := time.Now()
 	if onlyNew {
 		_, err = s.identities.Create(ctx, event.RequestKey(id), []byte(sealed))
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			_, exp, gerr := s.Identity(ctx, id)
-			return exp, gerr
+			return exp, false, gerr
 		}
 	} else {
 		_, err = s.identities.Put(ctx, event.RequestKey(id), []byte(sealed))
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("state: store identity %s: %w", id, err)
+		return time.Time{}, false, fmt.Errorf("state: store identity %s: %w", id, err)
 	}
-	return now.Add(s.identTTL), nil
+	return now.Add(s.identTTL), true, nil
 }
