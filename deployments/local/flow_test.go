@@ -349,3 +349,27 @@ func TestRetryAfterWebhookFailure(t *testing.T) {
 		t.Fatalf("retry of a complete request: %d %s, want 400", status, body)
 	}
 }
+
+// TestPolicyKeyWithDots: a policy key that is valid for the API (^[a-zA-Z0-9_.-]+$) but not as a
+// NATS KV key (leading, trailing or doubled dots) is stored under event.KVKey by config, found by
+// the executor, and its plan removed when the policy is deleted.
+func TestPolicyKeyWithDots(t *testing.T) {
+	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
+	f.policy(".odd..key.", []hookSpec{{"pre", "one_way", "/pre"}}, nil)
+	f.submit("pri_flow_dots", ".odd..key.", "a@example.com")
+	f.waitStatus("pri_flow_dots", "complete", 20*time.Second)
+	if n := len(f.callsTo("/pre")); n != 1 {
+		t.Fatalf("/pre called %d times, want 1", n)
+	}
+	kv, err := f.js.KeyValue(f.ctx, event.BucketPlans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(f.ctx, event.KVKey(".odd..key.")); err != nil {
+		t.Fatalf("plan under %q: %v", event.KVKey(".odd..key."), err)
+	}
+	f.mustAPI(http.MethodDelete, "/api/v1/policy/.odd..key.", "")
+	if _, err := kv.Get(f.ctx, event.KVKey(".odd..key.")); err == nil {
+		t.Fatal("the plan of the deleted policy is still in policy_webhooks")
+	}
+}

@@ -157,11 +157,12 @@ type Rejected struct {
 	At      time.Time `json:"at"`
 }
 
-// RequestKey returns the KV key of a request id in privacy_requests, privacy_identities and other
-// per-request buckets. Ids may hold ':' and '.', which KV keys cannot (or not everywhere), so they
-// are escaped as "=3A" and "=2E"; '=' never occurs in an id, so the mapping is one-to-one. Typical
-// ids (pri_<uuid>) are their own key.
-func RequestKey(id string) string {
+// KVKey returns the KV key under which an id is stored: a request id in privacy_requests,
+// privacy_identities and resume-related buckets, a policy key in policy_webhooks. Ids may hold ':'
+// and '.' (also leading, trailing or doubled), which KV keys cannot, so they are escaped as "=3A" and
+// "=2E"; '=' never occurs in a request id or a policy key, so the mapping is one-to-one. Typical ids
+// (pri_<uuid>, my_policy) are their own key.
+func KVKey(id string) string {
 	if !strings.ContainsAny(id, ":.") {
 		return id
 	}

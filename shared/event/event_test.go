@@ -62,11 +62,11 @@ func TestRequestKey(t *testing.T) {
 	}
 	valid := regexp.MustCompile(`^[-/_=a-zA-Z0-9]+$`) // no dots left at all
 	for _, tt := range tests {
-		if got := RequestKey(tt.id); got != tt.want || !valid.MatchString(got) {
-			t.Errorf("RequestKey(%q) = %q, want %q (a valid KV key)", tt.id, got, tt.want)
+		if got := KVKey(tt.id); got != tt.want || !valid.MatchString(got) {
+			t.Errorf("KVKey(%q) = %q, want %q (a valid KV key)", tt.id, got, tt.want)
 		}
 	}
-	if RequestKey("a:b") == RequestKey("a.b") {
-		t.Error("RequestKey is not one-to-one")
+	if KVKey("a:b") == KVKey("a.b") {
+		t.Error("KVKey is not one-to-one")
 	}
 }

@@ -168,7 +168,7 @@ func TestOrderAndPlanSnapshot(t *testing.T) {
 }
 
 // TestIDsWithColonsAndDots runs requests whose ids hold characters KV keys cannot (SPEC §5 allows
-// ':' and '.'): they are stored under event.RequestKey and complete like any other.
+// ':' and '.'): they are stored under event.KVKey and complete like any other.
 func TestIDsWithColonsAndDots(t *testing.T) {
 	e := newEnv(t)
 	e.start(e.config())

@@ -331,7 +331,7 @@ func (e *env) record(id string) *state.Record {
 	if err != nil {
 		return nil
 	}
-	ent, err := kv.Get(context.Background(), event.RequestKey(id))
+	ent, err := kv.Get(context.Background(), event.KVKey(id))
 	if err != nil {
 		return nil
 	}

@@ -124,7 +124,7 @@ func pausedRequest(id string, pause int) event.Request {
 	}
 }
 
-// putRequest writes req into privacy_requests as the executor does (under event.RequestKey) and
+// putRequest writes req into privacy_requests as the executor does (under event.KVKey) and
 // returns its revision.
 func (f *fixture) putRequest(req event.Request) uint64 {
 	f.t.Helper()
@@ -132,7 +132,7 @@ func (f *fixture) putRequest(req event.Request) uint64 {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	rev, err := f.requests.Put(context.Background(), event.RequestKey(req.ID), b)
+	rev, err := f.requests.Put(context.Background(), event.KVKey(req.ID), b)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func (f *fixture) putRequest(req event.Request) uint64 {
 
 func (f *fixture) revision(id string) uint64 {
 	f.t.Helper()
-	e, err := f.requests.Get(context.Background(), event.RequestKey(id))
+	e, err := f.requests.Get(context.Background(), event.KVKey(id))
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -239,7 +239,7 @@ func TestResumeRefusals(t *testing.T) {
 			id := fmt.Sprintf("pri_refusal_%d", i)
 			c := tt.setup(id)
 			pathID := strings.Split(strings.TrimPrefix(strings.TrimPrefix(c.path, "/api/v1"), "/privacy-request/"), "/")[0]
-			revBefore, _ := f.requests.Get(context.Background(), event.RequestKey(pathID))
+			revBefore, _ := f.requests.Get(context.Background(), event.KVKey(pathID))
 			events, claims := f.count(event.SubjectResume), f.claimCount()
 
 			w := f.do(http.MethodPost, c.path, c.auth, c.body)

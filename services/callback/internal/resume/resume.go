@@ -174,11 +174,11 @@ func (s *Service) open(raw string) (token.ResumeClaims, error) {
 	return claims, nil
 }
 
-// request reads the state of request id, stored under event.RequestKey(id); an id that is not a
+// request reads the state of request id, stored under event.KVKey(id); an id that is not a
 // valid request id is not found.
 func (s *Service) request(ctx context.Context, id string) (event.Request, error) {
 	var req event.Request
-	key := event.RequestKey(id)
+	key := event.KVKey(id)
 	if !event.ValidRequestID(id) || !validKey(key) {
 		return req, refuse(ErrNotFound, id)
 	}

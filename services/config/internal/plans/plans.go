@@ -67,7 +67,7 @@ func (pb *Publisher) PublishPolicies(ctx context.Context, keys ...string) error 
 	for _, key := range keys {
 		p, err := pb.src.GetPolicy(ctx, key)
 		if errors.Is(err, policy.ErrNotFound) {
-			errs = append(errs, pb.delete(ctx, key))
+			errs = append(errs, pb.delete(ctx, event.KVKey(key)))
 			continue
 		}
 		if err != nil {
@@ -83,7 +83,7 @@ func (pb *Publisher) PublishPolicies(ctx context.Context, keys ...string) error 
 func (pb *Publisher) RemovePolicy(ctx context.Context, key string) error {
 	pb.mu.Lock()
 	defer pb.mu.Unlock()
-	return pb.delete(ctx, key)
+	return pb.delete(ctx, event.KVKey(key))
 }
 
 // Republish puts every policy's plan whose content differs from the bucket's, and deletes the
@@ -98,7 +98,7 @@ func (pb *Publisher) Republish(ctx context.Context) error {
 	var errs []error
 	exists := map[string]bool{}
 	for _, p := range all {
-		exists[p.Key] = true
+		exists[event.KVKey(p.Key)] = true
 		errs = append(errs, pb.put(ctx, p, true))
 	}
 	lister, err := pb.kv.ListKeys(ctx)
@@ -144,7 +144,7 @@ func (pb *Publisher) put(ctx context.Context, p policy.Policy, onlyIfChanged boo
 	}
 	plan := Compile(p, conns, pb.now())
 	if onlyIfChanged {
-		if e, err := pb.kv.Get(ctx, p.Key); err == nil {
+		if e, err := pb.kv.Get(ctx, event.KVKey(p.Key)); err == nil {
 			var old event.Plan
 			if json.Unmarshal(e.Value(), &old) == nil && samePlan(old, plan) {
 				return nil
@@ -155,7 +155,7 @@ func (pb *Publisher) put(ctx context.Context, p policy.Policy, onlyIfChanged boo
 	if err != nil {
 		return fmt.Errorf("plans: encode %q: %w", p.Key, err)
 	}
-	if _, err := pb.kv.Put(ctx, p.Key, b); err != nil {
+	if _, err := pb.kv.Put(ctx, event.KVKey(p.Key), b); err != nil {
 		return fmt.Errorf("plans: put %q: %w", p.Key, err)
 	}
 	return nil
@@ -168,6 +168,7 @@ func samePlan(a, b event.Plan) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
 }
 
+// delete removes the plan stored under the KV key (event.KVKey of a policy key).
 func (pb *Publisher) delete(ctx context.Context, key string) error {
 	if err := pb.kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("plans: delete %q: %w", key, err)

@@ -80,16 +80,17 @@ func (v *View) Loaded() bool { return v.loaded.Load() }
 // Get returns the plan of policy key. On a miss it reads the bucket directly once, so that a
 // policy created an instant ago is found before the watch delivers it.
 func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
+	kvKey := event.KVKey(key)
 	v.mu.RLock()
-	p, ok := v.plans[key]
+	p, ok := v.plans[kvKey]
 	v.mu.RUnlock()
 	if ok {
 		return p, nil
 	}
-	if !validKey(key) {
+	if !validKey(kvKey) {
 		return event.Plan{}, ErrNotFound
 	}
-	e, err := v.kv.Get(ctx, key)
+	e, err := v.kv.Get(ctx, kvKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return event.Plan{}, ErrNotFound
 	}
@@ -102,14 +103,15 @@ func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
 	return p, nil
 }
 
-// validKey reports whether key can be a KV key (policy keys are ^[a-zA-Z0-9_.-]+$).
+// validKey reports whether an escaped key (event.KVKey) holds only KV key characters: a policy key
+// named by an event may hold anything.
 func validKey(key string) bool {
-	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+	if key == "" {
 		return false
 	}
 	for _, c := range key {
 		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '=', c == '-':
 		default:
 			return false
 		}

@@ -83,7 +83,7 @@ func NewStore(requests, identities jetstream.KeyValue, keyring *secret.Keyring, 
 
 // Load returns the record of id and its revision.
 func (s *Store) Load(ctx context.Context, id string) (*Record, uint64, error) {
-	e, err := s.requests.Get(ctx, event.RequestKey(id))
+	e, err := s.requests.Get(ctx, event.KVKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, ErrNotFound
 	}
@@ -103,7 +103,7 @@ func (s *Store) Create(ctx context.Context, r *Record) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("state: encode %s: %w", r.ID, err)
 	}
-	rev, err := s.requests.Create(ctx, event.RequestKey(r.ID), b)
+	rev, err := s.requests.Create(ctx, event.KVKey(r.ID), b)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, ErrExists
 	}
@@ -119,7 +119,7 @@ func (s *Store) Update(ctx context.Context, r *Record, rev uint64) (uint64, erro
 	if err != nil {
 		return 0, fmt.Errorf("state: encode %s: %w", r.ID, err)
 	}
-	nrev, err := s.requests.Update(ctx, event.RequestKey(r.ID), b, rev)
+	nrev, err := s.requests.Update(ctx, event.KVKey(r.ID), b, rev)
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
@@ -132,7 +132,7 @@ func (s *Store) Update(ctx context.Context, r *Record, rev uint64) (uint64, erro
 
 // Identity returns the identity of id and when its entry expires; ErrNotFound when it is gone.
 func (s *Store) Identity(ctx context.Context, id string) (event.Identity, time.Time, error) {
-	e, err := s.identities.Get(ctx, event.RequestKey(id))
+	e, err := s.identities.Get(ctx, event.KVKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return event.Identity{}, time.Time{}, ErrNotFound
 	}
@@ -164,13 +164,13 @@ func (s *Store) PutIdentity(ctx context.Context, id string, ident event.Identity
 	}
 	now := time.Now()
 	if onlyNew {
-		_, err = s.identities.Create(ctx, event.RequestKey(id), []byte(sealed))
+		_, err = s.identities.Create(ctx, event.KVKey(id), []byte(sealed))
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			_, exp, gerr := s.Identity(ctx, id)
 			return exp, false, gerr
 		}
 	} else {
-		_, err = s.identities.Put(ctx, event.RequestKey(id), []byte(sealed))
+		_, err = s.identities.Put(ctx, event.KVKey(id), []byte(sealed))
 	}
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("state: store identity %s: %w", id, err)
