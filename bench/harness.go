@@ -61,7 +61,7 @@ func NewEnv(ctx context.Context, delay time.Duration) (*Env, error) {
 	if e.nc, err = nats.Connect(n.URL()); err != nil {
 		return nil, err
 	}
-	if e.js, err = jetstream.New(e.nc); err != nil {
+	if e.js, err = jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(1<<16)); err != nil {
 		return nil, err
 	}
 	e.recv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -18,6 +18,7 @@ func main() {
 	flag.StringVar(&o.Concurrency, "c", "64,256,1024", "in-flight concurrencies to measure, comma-separated")
 	flag.IntVar(&o.InFlight, "inflight", 10000, "requests held in flight for the memory scenario (0 skips it)")
 	flag.BoolVar(&o.Quick, "quick", false, "a short run: few requests, one concurrency, no memory scenario")
+	flag.BoolVar(&o.InFlightOnly, "inflight-only", false, "measure only the memory scenario (-inflight requests in flight)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -27,6 +27,8 @@ type Options struct {
 	Concurrency string
 	InFlight    int
 	Quick       bool
+	// InFlightOnly measures only the memory scenario (InFlight requests held in flight).
+	InFlightOnly bool
 }
 
 // Result is one scenario's figures; its JSON is the machine-readable line.
@@ -89,7 +91,12 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	results, err := measureAll(ctx, bin, n, concs, o.InFlight, w)
+	var results []Result
+	if o.InFlightOnly {
+		results, err = measureInFlight(ctx, bin, o.InFlight, w)
+	} else {
+		results, err = measureAll(ctx, bin, n, concs, o.InFlight, w)
+	}
 	if err != nil {
 		return err
 	}
@@ -147,14 +154,24 @@ func measureAll(ctx context.Context, bin string, n int, concs []int, inFlight in
 		results = append(results, withBaseline(r, "skip_half_peak_rate", baselines[mid]))
 	}
 	if inFlight > 0 {
-		fmt.Fprintf(w, "%d requests in flight (receivers answering after 1 s)...\n", inFlight)
-		r, err := measureProduct(ctx, bin, point{n: inFlight, concurrency: inFlight, delay: time.Second, stage: "skip"})
+		r, err := measureInFlight(ctx, bin, inFlight, w)
 		if err != nil {
-			return nil, fmt.Errorf("in flight: %w", err)
+			return nil, err
 		}
-		results = append(results, withBaseline(r, "skip_10k_in_flight", Load{}))
+		results = append(results, r...)
 	}
 	return results, nil
+}
+
+// measureInFlight holds n requests in flight at once (receivers answering after one second) and
+// reports the executor's peak RSS.
+func measureInFlight(ctx context.Context, bin string, n int, w io.Writer) ([]Result, error) {
+	fmt.Fprintf(w, "%d requests in flight (receivers answering after 1 s)...\n", n)
+	r, err := measureProduct(ctx, bin, point{n: n, concurrency: n, delay: time.Second, stage: "skip"})
+	if err != nil {
+		return nil, fmt.Errorf("in flight: %w", err)
+	}
+	return []Result{withBaseline(r, "skip_10k_in_flight", Load{})}, nil
 }
 
 func withBaseline(r Result, scenario string, base Load) Result {

@@ -57,12 +57,14 @@ type Config struct {
 	// the max also caps Retry-After.
 	WebhookRetryBaseDelay time.Duration
 	WebhookRetryMaxDelay  time.Duration
-	CallbackPublicURL     string
-	IdentityTTL           time.Duration
-	PauseTimeout          time.Duration // PRIVACY_REQUEST_DELAY_TIMEOUT
-	ExecutionStage        string        // await or skip
-	ExecutionTimeout      time.Duration
-	Concurrency           int
+	// WebhookMaxConnsPerHost caps the connections to one webhook host (WEBHOOK_MAX_CONNS_PER_HOST).
+	WebhookMaxConnsPerHost int
+	CallbackPublicURL      string
+	IdentityTTL            time.Duration
+	PauseTimeout           time.Duration // PRIVACY_REQUEST_DELAY_TIMEOUT
+	ExecutionStage         string        // await or skip
+	ExecutionTimeout       time.Duration
+	Concurrency            int
 	// PProf serves net/http/pprof under /debug/pprof on HTTP_ADDR (PPROF, default false).
 	PProf bool
 
@@ -79,23 +81,24 @@ type Config struct {
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconfig.New(getenv)
 	c := Config{
-		Common:                r.Common(":8082"),
-		WebhookTimeout:        r.Duration("WEBHOOK_TIMEOUT", 30*time.Second),
-		WebhookMaxAttempts:    r.Int("WEBHOOK_MAX_ATTEMPTS", 5, 1, 100),
-		WebhookAllowHTTP:      r.Bool("WEBHOOK_ALLOW_HTTP", false),
-		WebhookAllowPrivate:   r.Bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false),
-		WebhookCAFile:         r.String("WEBHOOK_CA_FILE", ""),
-		WebhookRetryBaseDelay: r.Duration("WEBHOOK_RETRY_BASE_DELAY", time.Second),
-		WebhookRetryMaxDelay:  r.Duration("WEBHOOK_RETRY_MAX_DELAY", 60*time.Second),
-		CallbackPublicURL:     r.URL("CALLBACK_PUBLIC_URL", "", "http", "https"),
-		IdentityTTL:           r.Duration("IDENTITY_TTL", 604800*time.Second),
-		PauseTimeout:          r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
-		ExecutionStage:        r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
-		ExecutionTimeout:      r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
-		Concurrency:           r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
-		PProf:                 r.Bool("PPROF", false),
-		AckWait:               30 * time.Second,
-		LeaseMargin:           15 * time.Second,
+		Common:                 r.Common(":8082"),
+		WebhookTimeout:         r.Duration("WEBHOOK_TIMEOUT", 30*time.Second),
+		WebhookMaxAttempts:     r.Int("WEBHOOK_MAX_ATTEMPTS", 5, 1, 100),
+		WebhookAllowHTTP:       r.Bool("WEBHOOK_ALLOW_HTTP", false),
+		WebhookAllowPrivate:    r.Bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false),
+		WebhookCAFile:          r.String("WEBHOOK_CA_FILE", ""),
+		WebhookRetryBaseDelay:  r.Duration("WEBHOOK_RETRY_BASE_DELAY", time.Second),
+		WebhookRetryMaxDelay:   r.Duration("WEBHOOK_RETRY_MAX_DELAY", 60*time.Second),
+		WebhookMaxConnsPerHost: r.Int("WEBHOOK_MAX_CONNS_PER_HOST", 1024, 1, 100000),
+		CallbackPublicURL:      r.URL("CALLBACK_PUBLIC_URL", "", "http", "https"),
+		IdentityTTL:            r.Duration("IDENTITY_TTL", 604800*time.Second),
+		PauseTimeout:           r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
+		ExecutionStage:         r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
+		ExecutionTimeout:       r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
+		Concurrency:            r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
+		PProf:                  r.Bool("PPROF", false),
+		AckWait:                30 * time.Second,
+		LeaseMargin:            15 * time.Second,
 	}
 	if c.WebhookRetryMaxDelay < c.WebhookRetryBaseDelay {
 		r.Fail("WEBHOOK_RETRY_MAX_DELAY", "must not be shorter than WEBHOOK_RETRY_BASE_DELAY")
@@ -167,7 +170,8 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Timeout:             cfg.WebhookTimeout,
 		Policy:              netguard.Policy{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
 		CAFile:              cfg.WebhookCAFile,
-		MaxIdleConnsPerHost: cfg.Concurrency,
+		MaxIdleConnsPerHost: min(cfg.Concurrency, cfg.WebhookMaxConnsPerHost),
+		MaxConnsPerHost:     cfg.WebhookMaxConnsPerHost,
 		UserAgent:           "policyhooks/" + Version,
 	})
 	if err != nil {
@@ -184,7 +188,8 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			nc.Close()
 		}
 	}()
-	js, err := jetstream.New(nc)
+	// Status events are published asynchronously, a few per request in flight.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(max(4000, 4*cfg.Concurrency)))
 	if err != nil {
 		return nil, fmt.Errorf("executor: jetstream: %w", err)
 	}

@@ -42,6 +42,9 @@ type Config struct {
 	CAFile string
 	// MaxIdleConnsPerHost sizes the keep-alive pool per receiver.
 	MaxIdleConnsPerHost int
+	// MaxConnsPerHost caps the connections to one receiver (0: no cap); further calls wait for a
+	// free connection within their WEBHOOK_TIMEOUT instead of each opening a TLS connection.
+	MaxConnsPerHost int
 	// UserAgent is sent on every call.
 	UserAgent string
 }
@@ -79,6 +82,7 @@ func NewSender(cfg Config) (*Sender, error) {
 		TLSHandshakeTimeout:   ConnectTimeout,
 		MaxIdleConns:          idle * 4,
 		MaxIdleConnsPerHost:   idle,
+		MaxConnsPerHost:       cfg.MaxConnsPerHost,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
