@@ -24,6 +24,8 @@ import (
 type flow struct {
 	t     *testing.T
 	ctx   context.Context
+	env   map[string]string
+	dir   string
 	stack *Stack
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -48,21 +50,8 @@ func newFlow(t *testing.T, env map[string]string) *flow {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	var logs bytes.Buffer
-	stack, err := Start(ctx, Options{
-		DataDir: t.TempDir(), NATSAddr: "127.0.0.1:0", StoreAddr: "127.0.0.1:0",
-		ConfigAddr: "127.0.0.1:0", CallbackAddr: "127.0.0.1:0", ExecutorAddr: "127.0.0.1:0",
-		Log: &syncBuffer{b: &logs},
-	}, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := stack.Wait(); err != nil {
-			t.Errorf("stack shutdown: %v", err)
-		}
-	})
-	f := &flow{t: t, ctx: ctx, stack: stack, calls: map[string][]webhookCall{}, handlers: map[string]func(webhookCall) (int, string){}}
+	f := &flow{t: t, ctx: ctx, env: env, dir: t.TempDir(), calls: map[string][]webhookCall{},
+		handlers: map[string]func(webhookCall) (int, string){}}
 	f.rcv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var c webhookCall
 		c.Header = r.Header.Clone()
@@ -79,13 +68,35 @@ func newFlow(t *testing.T, env map[string]string) *flow {
 		_, _ = io.WriteString(w, body)
 	}))
 	t.Cleanup(f.rcv.Close)
+	f.startStack()
+	return f
+}
+
+// startStack starts a stack on the flow's data directory (again, after a stop: as a restart of
+// make run would) and connects to it.
+func (f *flow) startStack() {
+	t := f.t
+	t.Helper()
+	stack, err := Start(f.ctx, Options{
+		DataDir: f.dir, NATSAddr: "127.0.0.1:0", StoreAddr: "127.0.0.1:0",
+		ConfigAddr: "127.0.0.1:0", CallbackAddr: "127.0.0.1:0", ExecutorAddr: "127.0.0.1:0",
+		Log: &syncBuffer{b: &bytes.Buffer{}},
+	}, func(k string) string { return f.env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stack.Wait(); err != nil {
+			t.Errorf("stack shutdown: %v", err)
+		}
+	})
+	f.stack = stack
 	if f.nc, err = nats.Connect(stack.NATSURL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.nc.Close)
 	f.js, _ = jetstream.New(f.nc)
-	f.token = accessToken(t, ctx, stack)
-	return f
+	f.token = accessToken(t, f.ctx, stack)
 }
 
 func (f *flow) on(path string, h func(webhookCall) (int, string)) {
@@ -371,5 +382,44 @@ func TestPolicyKeyWithDots(t *testing.T) {
 	f.mustAPI(http.MethodDelete, "/api/v1/policy/.odd..key.", "")
 	if _, err := kv.Get(f.ctx, event.KVKey(".odd..key.")); err == nil {
 		t.Fatal("the plan of the deleted policy is still in policy_webhooks")
+	}
+}
+
+// TestRestartKeepsConfigurationAndResumes: the local stack keeps its data under its directory, so a
+// restart (as of make run) keeps the configuration and the paused request, and the token issued
+// before the restart resumes it to completion.
+func TestRestartKeepsConfigurationAndResumes(t *testing.T) {
+	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
+	f.on("/halt", func(webhookCall) (int, string) { return 200, `{"halt": true}` })
+	f.policy("durable", []hookSpec{{"ask", "two_way", "/halt"}, {"next", "one_way", "/next"}},
+		[]hookSpec{{"after", "one_way", "/post"}})
+	f.submit("pri_restart", "durable", "a@example.com")
+	halt := f.waitCalls("/halt", 1, 20*time.Second)[0]
+	f.waitStatus("pri_restart", "paused", 10*time.Second)
+	firstCallback := f.stack.CallbackURL
+
+	if err := f.stack.Wait(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	f.nc.Close()
+	f.startStack()
+
+	hooks := string(f.mustAPI(http.MethodGet, "/api/v1/policy/durable/webhook/pre_execution", ""))
+	if !strings.Contains(hooks, `"key":"ask"`) || !strings.Contains(hooks, `"key":"next"`) {
+		t.Fatalf("after the restart the webhooks are %s", hooks)
+	}
+	if v := f.view("pri_restart"); v.Status != "paused" {
+		t.Fatalf("after the restart the request is %q, want paused", v.Status)
+	}
+	// The receiver posts to reply-to; the stack came back on other ports in this test, so the
+	// same path is posted to the new callback address.
+	resumePath := strings.TrimPrefix(halt.Header.Get("reply-to"), firstCallback)
+	status, body := f.call(http.MethodPost, f.stack.CallbackURL+resumePath, `{}`, "Bearer "+halt.Header.Get("reply-to-token"))
+	if status != 200 {
+		t.Fatalf("resume after restart: %d %s", status, body)
+	}
+	f.waitStatus("pri_restart", "complete", 20*time.Second)
+	if n, m := len(f.callsTo("/halt")), len(f.callsTo("/next")); n != 1 || m != 1 {
+		t.Fatalf("/halt called %d times, /next %d times; want 1 each", n, m)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	callback "github.com/policyhooks/policyhooks/services/callback/app"
 	config "github.com/policyhooks/policyhooks/services/config/app"
@@ -41,8 +42,10 @@ type Stack struct {
 	DataDir     string
 	Env         map[string]string
 
-	stop func()
-	wait []func() error
+	stop     func()
+	wait     []func() error
+	waitOnce sync.Once
+	waitErr  error
 }
 
 // Options chooses the addresses of a stack; tests use "127.0.0.1:0" everywhere.
@@ -207,17 +210,20 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 // Stop asks every part to stop; Wait waits for them.
 func (s *Stack) Stop() { s.stop() }
 
-// Wait stops the services in reverse start order (executor first, NATS last) once the context
-// ended, and returns their errors.
+// Wait stops the services in reverse start order (executor first, NATS last) and returns their
+// errors. It may be called more than once.
 func (s *Stack) Wait() error {
-	s.stop()
-	var errs []error
-	for i := len(s.wait) - 1; i >= 0; i-- {
-		if err := s.wait[i](); err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
+	s.waitOnce.Do(func() {
+		s.stop()
+		var errs []error
+		for i := len(s.wait) - 1; i >= 0; i-- {
+			if err := s.wait[i](); err != nil && !errors.Is(err, context.Canceled) {
+				errs = append(errs, err)
+			}
 		}
-	}
-	return errors.Join(errs...)
+		s.waitErr = errors.Join(errs...)
+	})
+	return s.waitErr
 }
 
 func (s *Stack) printBanner(w io.Writer) {
