@@ -26,6 +26,7 @@ func main() {
 	flag.StringVar(&o.DerivedEmail, "derived-email", "", "derived_identity.email to answer two-way calls with")
 	flag.StringVar(&o.DerivedPhone, "derived-phone", "", "derived_identity.phone_number to answer two-way calls with")
 	flag.DurationVar(&o.ResumeAfter, "resume-after", 3*time.Second, "after halting, post the reply-to-token back after this delay (0: never)")
+	flag.BoolVar(&o.ResumeOnEnter, "resume-on-enter", false, "after halting, post the reply-to-token back when Enter is pressed (instead of after a delay)")
 	flag.StringVar(&o.CallbackBase, "callback-base", "http://127.0.0.1:8081", "base URL for a reply-to that is a path alone")
 	flag.Parse()
 
@@ -43,8 +44,15 @@ func run(ctx context.Context, o Options) error {
 		return err
 	}
 	r := NewReceiver(o, os.Stdout)
+	if o.ResumeOnEnter {
+		go r.ResumeOnEnter(os.Stdin)
+	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Printf("receiver listening on http://%s (halt=%v, resume after %s)\n", ln.Addr(), o.Halt, o.ResumeAfter)
+	when := "after " + o.ResumeAfter.String()
+	if o.ResumeOnEnter {
+		when = "when Enter is pressed"
+	}
+	fmt.Printf("receiver listening on http://%s (halt=%v, resume %s)\n", ln.Addr(), o.Halt, when)
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -23,8 +24,12 @@ type Options struct {
 	DerivedEmail  string
 	DerivedPhone  string
 	ResumeAfter   time.Duration
+	ResumeOnEnter bool
 	CallbackBase  string
 }
+
+// halted is a request this receiver paused, with what it needs to resume it.
+type halted struct{ id, replyTo, token string }
 
 // Call is the body policyhooks posts to a webhook.
 type Call struct {
@@ -42,11 +47,12 @@ type Receiver struct {
 	client *http.Client
 	mu     sync.Mutex
 	wg     sync.WaitGroup
+	queue  chan halted
 }
 
 // NewReceiver returns a receiver logging to log.
 func NewReceiver(o Options, log io.Writer) *Receiver {
-	return &Receiver{opts: o, log: log, client: &http.Client{Timeout: 10 * time.Second}}
+	return &Receiver{opts: o, log: log, client: &http.Client{Timeout: 10 * time.Second}, queue: make(chan halted, 1024)}
 }
 
 // Wait waits for pending resume posts.
@@ -100,13 +106,31 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	_ = json.NewEncoder(w).Encode(answer)
 	if halt {
 		r.logf("halted request %s; will resume it via %s", c.PrivacyRequestID, replyTo)
-		if r.opts.ResumeAfter > 0 {
+		switch {
+		case r.opts.ResumeOnEnter:
+			r.queue <- halted{id: c.PrivacyRequestID, replyTo: replyTo, token: tok}
+			r.logf("press Enter to resume request %s", c.PrivacyRequestID)
+		case r.opts.ResumeAfter > 0:
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
 				time.Sleep(r.opts.ResumeAfter)
 				r.resume(replyTo, tok, c.PrivacyRequestID)
 			}()
+		}
+	}
+}
+
+// ResumeOnEnter resumes the halted requests in order, one per line read from in (a keypress of
+// Enter on a terminal).
+func (r *Receiver) ResumeOnEnter(in io.Reader) {
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		select {
+		case h := <-r.queue:
+			r.resume(h.replyTo, h.token, h.id)
+		default:
+			r.logf("no halted request to resume")
 		}
 	}
 }

@@ -111,3 +111,45 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+func TestResumeOnEnter(t *testing.T) {
+	var mu sync.Mutex
+	var resumed []string
+	callback := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		resumed = append(resumed, r.URL.Path)
+		mu.Unlock()
+	}))
+	defer callback.Close()
+	rcv := NewReceiver(Options{Halt: true, ResumeOnEnter: true, CallbackBase: callback.URL}, io.Discard)
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	for _, id := range []string{"pri_a", "pri_b"} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(`{"privacy_request_id":"`+id+`","direction":"two_way","callback_type":"pre"}`))
+		req.Header.Set("reply-to", "/api/v1/privacy-request/"+id+"/resume")
+		req.Header.Set("reply-to-token", "tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	mu.Lock()
+	if len(resumed) != 0 {
+		t.Fatalf("resumed %q before any keypress", resumed)
+	}
+	mu.Unlock()
+	// One Enter resumes the first halted request only; a third with nothing halted does nothing.
+	rcv.ResumeOnEnter(strings.NewReader("\n"))
+	mu.Lock()
+	if len(resumed) != 1 || resumed[0] != "/api/v1/privacy-request/pri_a/resume" {
+		t.Fatalf("after one Enter resumed %q, want pri_a only", resumed)
+	}
+	mu.Unlock()
+	rcv.ResumeOnEnter(strings.NewReader("\n\n"))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(resumed) != 2 || resumed[1] != "/api/v1/privacy-request/pri_b/resume" {
+		t.Fatalf("resumed %q, want pri_a then pri_b", resumed)
+	}
+}
