@@ -65,6 +65,10 @@ type Config struct {
 	ExecutionStage         string        // await or skip
 	ExecutionTimeout       time.Duration
 	Concurrency            int
+	// ActiveHandlers bounds the handlers working at once (EXECUTOR_ACTIVE_HANDLERS, default 256,
+	// 0 here means 256; at most Concurrency); handlers waiting for a webhook answer, a call slot or
+	// a backoff do not count.
+	ActiveHandlers int
 	// PProf serves net/http/pprof under /debug/pprof on HTTP_ADDR (PPROF, default false).
 	PProf bool
 
@@ -96,6 +100,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		ExecutionStage:         r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
 		ExecutionTimeout:       r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
 		Concurrency:            r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
+		ActiveHandlers:         r.Int("EXECUTOR_ACTIVE_HANDLERS", 256, 1, 100000),
 		PProf:                  r.Bool("PPROF", false),
 		AckWait:                30 * time.Second,
 		LeaseMargin:            15 * time.Second,
@@ -254,6 +259,11 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		{ConsumerControl, []string{event.SubjectExecuted, event.SubjectResume, event.SubjectRetry, timers.FireSubjects}, machine.HandleControl},
 	}
 	slots := make(chan struct{}, cfg.Concurrency)
+	activeN := cfg.ActiveHandlers
+	if activeN <= 0 {
+		activeN = 256
+	}
+	active := make(chan struct{}, min(activeN, cfg.Concurrency))
 	var loops []*consume.Loop
 	for _, c := range consumers {
 		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
@@ -269,7 +279,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			return nil, fmt.Errorf("executor: consumer %s: %w", c.name, err)
 		}
 		loop, err := consume.Start(runCtx, cons, c.handler, consume.Options{
-			Slots: slots, KeepAlive: cfg.AckWait / 3, Batch: cfg.Concurrency,
+			Slots: slots, Active: active, KeepAlive: cfg.AckWait / 3, Batch: cfg.Concurrency,
 			OnStart: metrics.InFlight.Inc, OnDone: metrics.InFlight.Dec,
 		}, log.With().Str("consumer", c.name).Logger())
 		if err != nil {

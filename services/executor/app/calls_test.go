@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/services/executor/internal/state"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/secret"
@@ -179,5 +181,62 @@ func TestIDsWithColonsAndDots(t *testing.T) {
 		if got := e.rc.callsOf(id, ""); len(got) != 2 {
 			t.Errorf("request %q: %d calls, want 2", id, len(got))
 		}
+	}
+}
+
+// TestCallsPerHostBounded runs more requests at once than there are call slots for their webhook
+// host and active handlers: the calls beyond the bound wait (suspended, not failed), never more
+// than WEBHOOK_MAX_CONNS_PER_HOST calls reach the host at once, and every request completes with
+// exactly one call per webhook.
+func TestCallsPerHostBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		slots, active int
+	}{
+		{name: "one slot", slots: 1, active: 8},
+		{name: "two slots, one active handler", slots: 2, active: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.start(e.config(func(c *app.Config) {
+				c.WebhookMaxConnsPerHost = tc.slots
+				c.ActiveHandlers = tc.active
+			}))
+			var mu sync.Mutex
+			cur, most := 0, 0
+			slow := func(int, call) answer {
+				mu.Lock()
+				cur++
+				most = max(most, cur)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				mu.Lock()
+				cur--
+				mu.Unlock()
+				return ok("")
+			}
+			e.rc.on("/pre", slow)
+			e.rc.on("/post", slow)
+			policy := "bounded_" + strconv.Itoa(tc.slots)
+			e.putPlan(policy, []hook{{Key: "pre", URL: e.rc.url("/pre")}}, []hook{{Key: "post", URL: e.rc.url("/post")}})
+			const n = 12
+			for i := range n {
+				e.submit(fmt.Sprintf("pri_bounded_%d", i), policy, identity("b@example.com", ""))
+			}
+			for i := range n {
+				id := fmt.Sprintf("pri_bounded_%d", i)
+				e.waitStatus(id, 20*time.Second, event.StatusComplete)
+				for _, path := range []string{"/pre", "/post"} {
+					if got := len(e.rc.callsOf(id, path)); got != 1 {
+						t.Errorf("%s %s: %d calls, want 1", id, path, got)
+					}
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if most > tc.slots {
+				t.Errorf("%d calls at once to the host, want at most %d", most, tc.slots)
+			}
+		})
 	}
 }

@@ -21,7 +21,7 @@ func TestLoadConfig(t *testing.T) {
 		cfg.WebhookAllowHTTP || cfg.WebhookAllowPrivate || cfg.IdentityTTL != 604800*time.Second ||
 		cfg.PauseTimeout != 60*time.Hour || cfg.ExecutionStage != "await" || cfg.ExecutionTimeout != 24*time.Hour ||
 		cfg.Concurrency != 256 || cfg.WebhookRetryBaseDelay != time.Second || cfg.WebhookRetryMaxDelay != time.Minute ||
-		cfg.CallbackPublicURL != "" {
+		cfg.CallbackPublicURL != "" || cfg.ActiveHandlers != 256 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	for _, tc := range []struct{ name, value string }{
@@ -32,6 +32,7 @@ func TestLoadConfig(t *testing.T) {
 		{"CALLBACK_PUBLIC_URL", "callback.example.com"},
 		{"EXECUTION_STAGE", "later"},
 		{"EXECUTOR_CONCURRENCY", "-1"},
+		{"EXECUTOR_ACTIVE_HANDLERS", "0"},
 		{"WEBHOOK_RETRY_MAX_DELAY", "1ms"},
 		{"APP_ENCRYPTION_KEY", "short"},
 	} {

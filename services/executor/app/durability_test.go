@@ -197,3 +197,34 @@ func TestTwoExecutors(t *testing.T) {
 		t.Errorf("%d complete events, want %d", completes, requests)
 	}
 }
+
+// TestCrashBeforeIdentityStored abandons the submitted message right after the record is created
+// in_processing, before the identity is stored: its redelivery stores the identity it carries and
+// the request completes, calling its webhooks with that identity.
+func TestCrashBeforeIdentityStored(t *testing.T) {
+	e := newEnv(t)
+	var once sync.Once
+	e.start(e.config(func(c *app.Config) {
+		c.Hooks.AfterWrite = func(string) error {
+			crashed := false
+			once.Do(func() { crashed = true })
+			if crashed {
+				return errors.New("crash after the creation")
+			}
+			return nil
+		}
+	}))
+	e.putPlan("early_crash", []hook{{Key: "pre", URL: e.rc.url("/early/pre")}}, []hook{{Key: "post", URL: e.rc.url("/early/post")}})
+	e.submit("pri_early_crash", "early_crash", identity("early@example.com", ""))
+	e.waitStatus("pri_early_crash", 20*time.Second, event.StatusComplete)
+	for _, path := range []string{"/early/pre", "/early/post"} {
+		calls := e.rc.callsOf("pri_early_crash", path)
+		if len(calls) == 0 {
+			t.Fatalf("%s: no call, want at least one", path)
+		}
+		ident, _ := calls[0].body(t)["identity"].(map[string]any)
+		if got := ident["email"]; got != "early@example.com" {
+			t.Errorf("%s: identity email %v, want early@example.com", path, got)
+		}
+	}
+}

@@ -24,24 +24,31 @@ type run struct {
 	m     *Machine
 	id    string
 	owner string
-	log   zerolog.Logger
 	sent  map[int]jetstream.PubAckFuture
 	// stored holds the events of sent whose publish the stream confirmed (an ack future delivers
 	// its ack once).
 	stored map[int]bool
 	ident  *event.Identity
-	opened map[string]openedSecrets
 	// last and lastRev are the record as this run last wrote it (or created it), so that the next
 	// step starts from it without reading it back; a later CAS over lastRev fails if anyone else
 	// moved the request meanwhile. nil when unknown (after a conflict).
 	last    *state.Record
 	lastRev uint64
+	// held is the call slot awaited after a suspension, for the call this run claimed.
+	held    *webhook.Slot
+	heldURL string
 }
 
 func (m *Machine) newRun(id string) *run {
-	return &run{m: m, id: id, owner: token.NewID(), log: m.log.With().Str("request_id", id).Logger(),
-		sent: map[int]jetstream.PubAckFuture{}, stored: map[int]bool{}}
+	return &run{m: m, id: id, owner: token.NewID(), sent: map[int]jetstream.PubAckFuture{}, stored: map[int]bool{}}
 }
+
+// info and warn start a log event about the run's request. The request id is added per event
+// rather than kept in a logger per run: with thousands of requests in flight, a logger context
+// per run cost memory even at levels that log nothing.
+func (r *run) info() *zerolog.Event { return r.m.log.Info().Str("request_id", r.id) }
+
+func (r *run) warn() *zerolog.Event { return r.m.log.Warn().Str("request_id", r.id) }
 
 // load returns the record as this run last wrote it, else reads it and publishes any status event
 // in its outbox. A caller that changes the record must write it or end the run with an error.
@@ -71,7 +78,7 @@ func (r *run) flush(rec *state.Record) {
 		f, err := r.m.js.PublishAsync(event.StatusSubject(p.Event.Status), b,
 			jetstream.WithMsgID("status:"+r.id+":"+strconv.Itoa(p.Seq)))
 		if err != nil {
-			r.log.Warn().Err(err).Msg("publish status event")
+			r.warn().Err(err).Msg("publish status event")
 			continue
 		}
 		r.sent[p.Seq] = f
@@ -93,7 +100,7 @@ func (r *run) write(ctx context.Context, rec *state.Record, rev uint64, baseSeq 
 	for _, p := range rec.Outbox {
 		if p.Seq > baseSeq {
 			r.m.metrics.transitions.WithLabelValues(string(p.Event.Status)).Inc()
-			r.log.Info().Str("status", string(p.Event.Status)).Str("step", string(p.Event.Step)).
+			r.info().Str("status", string(p.Event.Status)).Str("step", string(p.Event.Step)).
 				Str("webhook_key", p.Event.WebhookKey).Str("error", p.Event.Error).Msg("request status")
 		}
 	}
@@ -135,6 +142,7 @@ func (r *run) isStored(seq int) bool {
 	select {
 	case <-f.Ok():
 		r.stored[seq] = true
+		r.sent[seq] = nil // the future holds the message
 		return true
 	default:
 		return false
@@ -260,10 +268,16 @@ func (r *run) drive(ctx context.Context) error {
 			continue
 		}
 		if rec.RetryAt != nil && now.Before(*rec.RetryAt) {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(rec.RetryAt.Sub(now)):
+			consume.Blocking(ctx, func() {
+				t := time.NewTimer(rec.RetryAt.Sub(now))
+				defer t.Stop()
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+			})
+			if err := ctx.Err(); err != nil {
+				return err
 			}
 			continue
 		}
@@ -276,7 +290,11 @@ func (r *run) drive(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if err := r.call(ctx, rec, rev, w, ct, callID, secrets, ident, countAttempts(wr, callID)); err != nil {
+			slot, err := r.slot(ctx, secrets.URL)
+			if err != nil {
+				return err
+			}
+			if err := r.call(ctx, rec, rev, w, ct, callID, secrets, ident, countAttempts(wr, callID), slot); err != nil {
 				return err
 			}
 			continue
@@ -325,17 +343,85 @@ func (r *run) drive(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		if err := r.call(ctx, rec, rev, w, ct, callID, secrets, ident, attempts); err != nil {
+		slot, err := r.slot(ctx, secrets.URL)
+		if err != nil {
+			return err
+		}
+		if err := r.call(ctx, rec, rev, w, ct, callID, secrets, ident, attempts, slot); err != nil {
 			return err
 		}
 	}
 }
 
-// call makes the claimed call and writes its answer.
+// slot takes a call slot of the webhook host of url for the call this run claimed. When none is
+// free, the run suspends (see consume.Suspend): a fresh goroutine with a small stack lets go of the
+// messages of the run's confirmed status events, awaits the slot, and then drives
+// the request on. The record says everything drive needs: it finds the claim of this run (the last
+// record it wrote) and makes the call in the slot awaited for it. Every handler that drives a
+// request returns drive's result to finish, which is what the continuation does.
+func (r *run) slot(ctx context.Context, url string) (*webhook.Slot, error) {
+	if sl := r.held; sl != nil {
+		r.held = nil
+		if r.heldURL == url {
+			return sl, nil
+		}
+		sl.Release()
+	}
+	if sl := r.m.sender.TryAcquire(url); sl != nil {
+		return sl, nil
+	}
+	return nil, consume.Suspend(func(ctx context.Context) {
+		r.settle(ctx, 2*time.Second)
+		r.held, r.heldURL = r.m.sender.Acquire(ctx, url), url
+	}, func(ctx context.Context) error {
+		defer func() {
+			if r.held != nil {
+				r.held.Release()
+				r.held = nil
+			}
+		}()
+		return r.finish(ctx, r.drive(ctx))
+	})
+}
+
+// settle waits up to limit for the stream to confirm this run's status events, and drops the
+// confirmed ones' futures (each holds its message); finish and the next write know them as stored.
+func (r *run) settle(ctx context.Context, limit time.Duration) {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for seq, f := range r.sent {
+		if f == nil || r.stored[seq] {
+			r.sent[seq] = nil
+			continue
+		}
+		if t == nil {
+			t = time.NewTimer(limit)
+		}
+		select {
+		case <-f.Ok():
+			r.stored[seq] = true
+			r.sent[seq] = nil
+		case <-f.Err():
+			return // finish reports it
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// call makes the claimed call in slot and writes its answer.
 func (r *run) call(ctx context.Context, rec *state.Record, rev uint64, w event.PlanWebhook, ct event.CallbackType,
-	callID string, secrets event.HTTPSSecrets, ident event.Identity, attempts int) error {
+	callID string, secrets event.HTTPSSecrets, ident event.Identity, attempts int, slot *webhook.Slot) error {
 	m := r.m
+	defer slot.Release()
 	c := webhook.Call{
+		Slot:      slot,
 		Secrets:   secrets,
 		WebhookID: callID,
 		Body: webhook.Body{PrivacyRequestID: r.id, PolicyKey: rec.PolicyKey, Direction: w.Direction,
@@ -351,7 +437,8 @@ func (r *run) call(ctx context.Context, rec *state.Record, rev uint64, w event.P
 		c.ReplyTo, c.ReplyToken = m.replyTo(r.id), tok
 	}
 	started := rec.Claim.At
-	res := m.sender.Send(ctx, c)
+	var res webhook.Result
+	consume.Blocking(ctx, func() { res = m.sender.Send(ctx, c) })
 	if ctx.Err() != nil {
 		return ctx.Err() // stopping: the claim expires and the call is made again
 	}
@@ -543,30 +630,46 @@ func (r *run) startExecution(ctx context.Context, rec *state.Record) (string, er
 	return "", nil
 }
 
-// secretsOf opens the connection secrets of w, once per run and webhook.
+// secretsOf opens the connection secrets of w. The opened secrets are shared by every run whose
+// plan snapshot holds the same sealed value (see Machine.openedSecrets); callers only read them.
 func (r *run) secretsOf(w event.PlanWebhook) (event.HTTPSSecrets, string) {
-	if o, ok := r.opened[w.ID]; ok {
-		return o.secrets, o.msg
-	}
-	s, msg := r.openSecrets(w)
-	if r.opened == nil {
-		r.opened = map[string]openedSecrets{}
-	}
-	r.opened[w.ID] = openedSecrets{secrets: s, msg: msg}
-	return s, msg
+	return r.m.openedSecrets(w)
 }
+
+// maxOpenedSecrets bounds the cache of opened connection secrets; it is emptied when full.
+const maxOpenedSecrets = 1024
 
 type openedSecrets struct {
 	secrets event.HTTPSSecrets
 	msg     string
 }
 
-func (r *run) openSecrets(w event.PlanWebhook) (event.HTTPSSecrets, string) {
+// openedSecrets returns the opened secrets of w from the cache, keyed by its connection key and
+// sealed value (a sealed value opens to the same secrets every time), opening them on a miss.
+func (m *Machine) openedSecrets(w event.PlanWebhook) (event.HTTPSSecrets, string) {
+	key := w.ConnectionKey + "\x00" + w.Secrets
+	m.openedMu.Lock()
+	o, ok := m.opened[key]
+	m.openedMu.Unlock()
+	if ok {
+		return o.secrets, o.msg
+	}
+	s, msg := m.openSecrets(w)
+	m.openedMu.Lock()
+	if len(m.opened) >= maxOpenedSecrets {
+		clear(m.opened)
+	}
+	m.opened[key] = openedSecrets{secrets: s, msg: msg}
+	m.openedMu.Unlock()
+	return s, msg
+}
+
+func (m *Machine) openSecrets(w event.PlanWebhook) (event.HTTPSSecrets, string) {
 	var s event.HTTPSSecrets
 	if w.Secrets == "" {
 		return s, fmt.Sprintf("connection %s has no secrets", w.ConnectionKey)
 	}
-	plain, err := r.m.secrets.Open(w.Secrets, []byte(w.ConnectionKey))
+	plain, err := m.secrets.Open(w.Secrets, []byte(w.ConnectionKey))
 	if err != nil {
 		return s, fmt.Sprintf("connection %s: secrets cannot be opened with the current keys", w.ConnectionKey)
 	}

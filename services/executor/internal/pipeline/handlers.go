@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/executor/internal/consume"
 	"github.com/policyhooks/policyhooks/services/executor/internal/plans"
 	"github.com/policyhooks/policyhooks/services/executor/internal/state"
 	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
@@ -50,8 +51,23 @@ func (m *Machine) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error 
 		snapshot(rec, plan)
 	}
 	rec.SetStatus(event.StatusPending, now, "", "")
+	// With a plan, the record is created in_processing (its pending and in_processing events in
+	// one write, the first call claimed) and the identity is stored right after; a crash in
+	// between is healed by the redelivery of this message, which stores the identity it carries
+	// before driving the request (see below). Without a plan, the record is created pending, the
+	// identity stored and the error written, so that a retry finds the identity.
+	direct := !planMissing(rec)
+	if direct {
+		exp := now.Add(m.store.IdentityTTL())
+		rec.IdentityExpiresAt = &exp
+		rec.StartedProcessingAt = &now
+		rec.SetStatus(event.StatusInProcessing, now, "", "")
+		r.ident = &sub.Identity
+		r.lookahead(rec, now)
+	}
 	rev, err := m.store.Create(ctx, rec)
 	if errors.Is(err, state.ErrExists) {
+		r.ident = nil
 		rec, rev, err = r.load(ctx)
 		if err != nil {
 			return r.finish(ctx, err)
@@ -60,20 +76,79 @@ func (m *Machine) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error 
 		case event.StatusPending:
 		case event.StatusInProcessing:
 			// A redelivery after a crash (or a second submission while it runs): the submission
-			// is not taken again, but the request is driven on; claims keep calls single.
+			// is not taken again, but the request is driven on; claims keep calls single. The
+			// identity is stored unless it is already (a crash right after the creation).
+			if err := r.keepIdentity(ctx, sub.Identity); err != nil {
+				return r.finish(ctx, err)
+			}
 			return r.finish(ctx, r.drive(ctx))
 		default:
-			r.log.Info().Str("status", string(rec.Status)).Msg("submitted again: ignored")
+			r.info().Str("status", string(rec.Status)).Msg("submitted again: ignored")
 			return r.finish(ctx, nil)
 		}
 	} else if err != nil {
 		return err
 	} else {
-		m.metrics.transitions.WithLabelValues(string(event.StatusPending)).Inc()
+		for _, p := range rec.Outbox {
+			m.metrics.transitions.WithLabelValues(string(p.Event.Status)).Inc()
+		}
 		r.flush(rec)
 		r.last, r.lastRev = rec, rev
+		if h := m.hooks.AfterWrite; h != nil {
+			if err := h(r.id); err != nil {
+				return consume.ErrAbandon
+			}
+		}
+		if direct {
+			return r.finish(ctx, r.identityThenDrive(ctx, rec, rev, sub.Identity))
+		}
 	}
 	return r.finish(ctx, r.start(ctx, rec, rev, sub.Identity))
+}
+
+// keepIdentity stores ident as the identity of a request created in_processing by a submission
+// whose handler stopped before storing it; an identity already stored is kept.
+func (r *run) keepIdentity(ctx context.Context, ident event.Identity) error {
+	_, created, err := r.m.store.PutIdentity(ctx, r.id, ident, true)
+	if err != nil {
+		return err
+	}
+	if created {
+		r.ident = &ident
+	}
+	return nil
+}
+
+// identityThenDrive stores the identity of a request just created in_processing and drives it. An identity
+// stored before (by an earlier request of that id, whose record is gone) is kept, as start does,
+// and its expiry written.
+func (r *run) identityThenDrive(ctx context.Context, rec *state.Record, rev uint64, ident event.Identity) error {
+	exp, created, err := r.m.store.PutIdentity(ctx, r.id, ident, true)
+	if err != nil {
+		return err
+	}
+	if !created {
+		r.ident = nil
+		for {
+			base := rec.EventSeq
+			rec.IdentityExpiresAt = &exp
+			rec.UpdatedAt = r.m.now()
+			_, ok, err := r.write(ctx, rec, rev, base)
+			if err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
+			if rec, rev, err = r.load(ctx); err != nil {
+				return err
+			}
+			if rec.Status != event.StatusInProcessing {
+				break
+			}
+		}
+	}
+	return r.drive(ctx)
 }
 
 // start stores the identity of a pending request and sets it in_processing (or error when its
@@ -136,7 +211,7 @@ func (m *Machine) invalid(ctx context.Context, sub event.Submitted, reason strin
 	}}
 	fail(rec, now, "", reason)
 	if _, err := m.store.Create(ctx, rec); errors.Is(err, state.ErrExists) {
-		r.log.Info().Msg("invalid submission of a known id: ignored")
+		r.info().Msg("invalid submission of a known id: ignored")
 		return nil
 	} else if err != nil {
 		return err
@@ -251,7 +326,7 @@ func (r *run) executed(ctx context.Context, ev event.Executed) error {
 			polls++
 			continue
 		default:
-			r.log.Info().Str("status", string(rec.Status)).Str("step", string(rec.Step)).Msg("executed event ignored")
+			r.info().Str("status", string(rec.Status)).Str("step", string(rec.Step)).Msg("executed event ignored")
 			return nil
 		}
 		_, ok, err := r.write(ctx, rec, rev, base)
@@ -280,7 +355,7 @@ func (r *run) resume(ctx context.Context, ev event.Resume) error {
 		case rec.Status == event.StatusInProcessing && rec.Pause == ev.Pause && rec.Pause > 0:
 			return r.drive(ctx) // this resume was applied; its handler stopped before finishing
 		default:
-			r.log.Info().Str("status", string(rec.Status)).Int("pause", rec.Pause).Int("resume_pause", ev.Pause).
+			r.info().Str("status", string(rec.Status)).Int("pause", rec.Pause).Int("resume_pause", ev.Pause).
 				Msg("resume event ignored")
 			return nil
 		}
@@ -331,7 +406,7 @@ func (r *run) retry(ctx context.Context, ev event.Retry) error {
 		case rec.Status == event.StatusInProcessing && rec.ErrorCount == ev.FromError:
 			return r.drive(ctx) // this retry was applied; its handler stopped before finishing
 		default:
-			r.log.Info().Str("status", string(rec.Status)).Int("error_count", rec.ErrorCount).
+			r.info().Str("status", string(rec.Status)).Int("error_count", rec.ErrorCount).
 				Int("from_error", ev.FromError).Msg("retry event ignored")
 			return nil
 		}

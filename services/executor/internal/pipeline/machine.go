@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -102,6 +103,9 @@ type Machine struct {
 	hooks   Hooks
 	log     zerolog.Logger
 	now     func() time.Time
+
+	openedMu sync.Mutex
+	opened   map[string]openedSecrets
 }
 
 // Deps are what a Machine works with.
@@ -120,7 +124,8 @@ type Deps struct {
 // New returns a Machine.
 func New(cfg Config, d Deps) *Machine {
 	return &Machine{cfg: cfg, store: d.Store, plans: d.Plans, js: d.JS, sender: d.Sender, secrets: d.Secrets,
-		tokens: d.Tokens, metrics: d.Metrics, hooks: d.Hooks, log: d.Log, now: time.Now}
+		tokens: d.Tokens, metrics: d.Metrics, hooks: d.Hooks, log: d.Log, now: time.Now,
+		opened: map[string]openedSecrets{}}
 }
 
 var errClaimed = errors.New("pipeline: another worker is calling this webhook")

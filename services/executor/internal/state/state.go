@@ -4,10 +4,12 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,6 +43,164 @@ type Record struct {
 	// confirmed published; EventSeq numbers them (it is their Nats-Msg-Id).
 	Outbox   []Pending `json:"outbox,omitempty"`
 	EventSeq int       `json:"event_seq"`
+
+	// plan caches the JSON of Request.Plan: the plan snapshot does not change while a request runs,
+	// so it is encoded (or kept from the decoded record) once instead of on every CAS.
+	plan planCache
+}
+
+// planCache is the JSON of a plan and what identifies the plan it was made from. A plan snapshot
+// is never changed in place: a new one (another policy version or other slices) has another key.
+type planCache struct {
+	key  planKey
+	json json.RawMessage
+}
+
+type planKey struct {
+	policyKey string
+	version   int64
+	published time.Time
+	pre, post *event.PlanWebhook
+	nPre      int
+	nPost     int
+}
+
+func keyOf(p *event.Plan) planKey {
+	k := planKey{policyKey: p.PolicyKey, version: p.Version, published: p.PublishedAt, nPre: len(p.Pre), nPost: len(p.Post)}
+	if len(p.Pre) > 0 {
+		k.pre = &p.Pre[0]
+	}
+	if len(p.Post) > 0 {
+		k.post = &p.Post[0]
+	}
+	return k
+}
+
+// wireRecord is the JSON form of a Record with its plan pre-encoded: its Plan field, shallower
+// than Record.Request.Plan, takes the "plan" key in both directions.
+type wireRecord struct {
+	*Record
+	Plan json.RawMessage `json:"plan"`
+}
+
+// maxPlans bounds each map of a planInterner; a full map is emptied.
+const maxPlans = 256
+
+// planInterner shares plan snapshots and their JSON between the records in memory: records
+// created from the same plan (the same slices) share one encoding, and records decoded with the same
+// plan JSON share one decoded plan. With thousands of requests in flight on a few policies this
+// keeps one copy of each plan instead of one per request. Plans are never changed in place.
+type planInterner struct {
+	mu     sync.Mutex
+	byKey  map[planKey]json.RawMessage
+	byJSON map[string]event.Plan
+}
+
+func newPlanInterner() *planInterner {
+	return &planInterner{byKey: map[planKey]json.RawMessage{}, byJSON: map[string]event.Plan{}}
+}
+
+// planJSON returns the JSON of p, encoding it when it is not known.
+func (pi *planInterner) planJSON(p *event.Plan, k planKey) (json.RawMessage, error) {
+	pi.mu.Lock()
+	b, ok := pi.byKey[k]
+	pi.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	pi.mu.Lock()
+	if len(pi.byKey) >= maxPlans {
+		clear(pi.byKey)
+	}
+	pi.byKey[k] = b
+	pi.mu.Unlock()
+	return b, nil
+}
+
+// plan returns the plan whose JSON is raw, decoding it when it is not known.
+func (pi *planInterner) plan(raw json.RawMessage) (event.Plan, json.RawMessage, error) {
+	pi.mu.Lock()
+	p, ok := pi.byJSON[string(raw)]
+	pi.mu.Unlock()
+	if ok {
+		return p, pi.known(&p, raw), nil
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return event.Plan{}, nil, err
+	}
+	pi.mu.Lock()
+	if len(pi.byJSON) >= maxPlans {
+		clear(pi.byJSON)
+	}
+	pi.byJSON[string(raw)] = p
+	pi.mu.Unlock()
+	return p, pi.known(&p, raw), nil
+}
+
+// known records raw as the JSON of p and returns the shared copy.
+func (pi *planInterner) known(p *event.Plan, raw json.RawMessage) json.RawMessage {
+	k := keyOf(p)
+	pi.mu.Lock()
+	defer pi.mu.Unlock()
+	if b, ok := pi.byKey[k]; ok {
+		return b
+	}
+	if len(pi.byKey) >= maxPlans {
+		clear(pi.byKey)
+	}
+	pi.byKey[k] = raw
+	return raw
+}
+
+// encode returns the JSON of r, encoding its plan only when it changed since the last encode.
+func (pi *planInterner) encode(r *Record) ([]byte, error) {
+	k := keyOf(&r.Plan)
+	if r.plan.json == nil || r.plan.key != k {
+		b, err := pi.planJSON(&r.Plan, k)
+		if err != nil {
+			return nil, err
+		}
+		r.plan = planCache{key: k, json: b}
+	}
+	// The record is encoded with a one-byte placeholder for the plan, which is then replaced by
+	// the cached JSON: a json.RawMessage would be validated and copied byte by byte on every encode,
+	// which costs as much as encoding the plan.
+	b, err := json.Marshal(wireRecord{Record: r, Plan: planPlaceholder})
+	if err != nil {
+		return nil, err
+	}
+	const tail = `,"plan":0}` // Plan is wireRecord's last field
+	if !bytes.HasSuffix(b, []byte(tail)) {
+		return json.Marshal(wireRecord{Record: r, Plan: r.plan.json})
+	}
+	out := make([]byte, 0, len(b)+len(r.plan.json))
+	out = append(out, b[:len(b)-len(tail)+len(`,"plan":`)]...)
+	out = append(out, r.plan.json...)
+	return append(out, '}'), nil
+}
+
+var planPlaceholder = json.RawMessage("0")
+
+// decode reads a record from its JSON, sharing its plan with the records that have the same.
+func (pi *planInterner) decode(b []byte) (*Record, error) {
+	r := &Record{}
+	w := wireRecord{Record: r}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, err
+	}
+	if len(w.Plan) > 0 && string(w.Plan) != "null" {
+		p, raw, err := pi.plan(w.Plan)
+		if err != nil {
+			return nil, err
+		}
+		r.Plan = p
+		r.plan = planCache{key: keyOf(&r.Plan), json: raw}
+	}
+	return r, nil
 }
 
 // Claim is a lease on one webhook call.
@@ -74,12 +234,17 @@ type Store struct {
 	identities jetstream.KeyValue
 	keyring    *secret.Keyring
 	identTTL   time.Duration
+	plans      *planInterner
 }
 
 // NewStore returns a Store over the two buckets; keyring seals identities (PurposeIdentities).
 func NewStore(requests, identities jetstream.KeyValue, keyring *secret.Keyring, identityTTL time.Duration) *Store {
-	return &Store{requests: requests, identities: identities, keyring: keyring, identTTL: identityTTL}
+	return &Store{requests: requests, identities: identities, keyring: keyring, identTTL: identityTTL,
+		plans: newPlanInterner()}
 }
+
+// IdentityTTL is how long an identity entry lives after its last write.
+func (s *Store) IdentityTTL() time.Duration { return s.identTTL }
 
 // Load returns the record of id and its revision.
 func (s *Store) Load(ctx context.Context, id string) (*Record, uint64, error) {
@@ -90,16 +255,16 @@ func (s *Store) Load(ctx context.Context, id string) (*Record, uint64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("state: load %s: %w", id, err)
 	}
-	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	r, err := s.plans.decode(e.Value())
+	if err != nil {
 		return nil, 0, fmt.Errorf("state: decode %s: %w", id, err)
 	}
-	return &r, e.Revision(), nil
+	return r, e.Revision(), nil
 }
 
 // Create writes the first record of a request; ErrExists when the id is known.
 func (s *Store) Create(ctx context.Context, r *Record) (uint64, error) {
-	b, err := json.Marshal(r)
+	b, err := s.plans.encode(r)
 	if err != nil {
 		return 0, fmt.Errorf("state: encode %s: %w", r.ID, err)
 	}
@@ -115,7 +280,7 @@ func (s *Store) Create(ctx context.Context, r *Record) (uint64, error) {
 
 // Update writes r if the stored revision is still rev; ErrConflict otherwise.
 func (s *Store) Update(ctx context.Context, r *Record, rev uint64) (uint64, error) {
-	b, err := json.Marshal(r)
+	b, err := s.plans.encode(r)
 	if err != nil {
 		return 0, fmt.Errorf("state: encode %s: %w", r.ID, err)
 	}

@@ -17,9 +17,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
@@ -42,8 +44,9 @@ type Config struct {
 	CAFile string
 	// MaxIdleConnsPerHost sizes the keep-alive pool per receiver.
 	MaxIdleConnsPerHost int
-	// MaxConnsPerHost caps the connections to one receiver (0: no cap); further calls wait for a
-	// free connection within their WEBHOOK_TIMEOUT instead of each opening a TLS connection.
+	// MaxConnsPerHost caps the calls in progress to one receiver, and so its connections (0: no
+	// cap); further calls wait for a free call slot within their WEBHOOK_TIMEOUT instead of each
+	// opening a TLS connection.
 	MaxConnsPerHost int
 	// UserAgent is sent on every call.
 	UserAgent string
@@ -56,6 +59,11 @@ type Sender struct {
 	timeout   time.Duration
 	userAgent string
 	now       func() time.Time
+	// perHost bounds the calls in progress to one host (scheme and host:port), 0: no cap. slots
+	// holds the slots of each host called so far (one small channel per host, kept).
+	perHost int
+	slotsMu sync.Mutex
+	slots   map[string]chan struct{}
 }
 
 // NewSender builds the shared transport: keep-alive, TLS roots from the system plus CAFile, a
@@ -96,6 +104,8 @@ func NewSender(cfg Config) (*Sender, error) {
 		timeout:   cfg.Timeout,
 		userAgent: cfg.UserAgent,
 		now:       time.Now,
+		perHost:   cfg.MaxConnsPerHost,
+		slots:     map[string]chan struct{}{},
 	}, nil
 }
 
@@ -120,6 +130,8 @@ type Call struct {
 	// ReplyTo and ReplyToken are set on pre-execution two-way calls only.
 	ReplyTo    string
 	ReplyToken string
+	// Slot is the call slot taken for this call (TryAcquire, Acquire); Send takes one when nil.
+	Slot *Slot
 }
 
 // Result is what a call produced.
@@ -164,24 +176,117 @@ func Sign(key []byte, id string, timestamp int64, body []byte) string {
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// Send makes the call once. It never returns an error: every failure is in the Result.
+// Slot is a call slot of one webhook host, taken by TryAcquire or Acquire and released by the Send
+// of the call it was taken for. The call's WEBHOOK_TIMEOUT counts from when the slot was asked for.
+type Slot struct {
+	ch       chan struct{} // the host's slots; nil when no slot is held
+	start    time.Time
+	deadline time.Time
+	err      error
+}
+
+// Release gives the slot back; Send calls it, and a caller that does not send after all must.
+// Releasing twice is harmless.
+func (sl *Slot) Release() {
+	if sl.ch != nil {
+		<-sl.ch
+		sl.ch = nil
+	}
+}
+
+// hostSlots returns the slots of rawURL's host (scheme and host:port), nil when calls are not
+// capped or the URL does not parse (the call reports it).
+func (s *Sender) hostSlots(rawURL string) chan struct{} {
+	if s.perHost <= 0 {
+		return nil
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil
+	}
+	key := strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host)
+	s.slotsMu.Lock()
+	defer s.slotsMu.Unlock()
+	ch, ok := s.slots[key]
+	if !ok {
+		ch = make(chan struct{}, s.perHost)
+		s.slots[key] = ch
+	}
+	return ch
+}
+
+// TryAcquire takes a call slot of rawURL's host if one is free now; nil otherwise.
+func (s *Sender) TryAcquire(rawURL string) *Slot {
+	now := s.now()
+	sl := &Slot{start: now, deadline: now.Add(s.timeout)}
+	ch := s.hostSlots(rawURL)
+	if ch == nil {
+		return sl
+	}
+	select {
+	case ch <- struct{}{}:
+		sl.ch = ch
+		return sl
+	default:
+		return nil
+	}
+}
+
+// Acquire takes a call slot of rawURL's host, waiting at most WEBHOOK_TIMEOUT; the call made with
+// a slot that could not be taken in time fails as a timeout (retryable).
+func (s *Sender) Acquire(ctx context.Context, rawURL string) *Slot {
+	now := s.now()
+	sl := &Slot{start: now, deadline: now.Add(s.timeout)}
+	ch := s.hostSlots(rawURL)
+	if ch == nil {
+		return sl
+	}
+	select {
+	case ch <- struct{}{}:
+		sl.ch = ch
+		return sl
+	default:
+	}
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	select {
+	case ch <- struct{}{}:
+		sl.ch = ch
+	case <-t.C:
+		sl.err = errors.New("timeout: no free connection to the webhook host within the webhook timeout")
+	case <-ctx.Done():
+		sl.err = ctx.Err()
+	}
+	return sl
+}
+
+// Send makes the call once, in c.Slot (taken here when nil, and released in any case). It never
+// returns an error: every failure is in the Result.
 func (s *Sender) Send(ctx context.Context, c Call) Result {
-	start := s.now()
+	if c.Slot == nil {
+		// The slot is taken before anything of the call is built: with thousands of calls waiting
+		// for one host, each waits with no request, body or connection state.
+		c.Slot = s.Acquire(ctx, c.Secrets.URL)
+	}
+	defer c.Slot.Release()
 	res := s.send(ctx, c)
-	res.Latency = s.now().Sub(start)
+	res.Latency = s.now().Sub(c.Slot.start)
 	return res
 }
 
 func (s *Sender) send(ctx context.Context, c Call) Result {
+	if c.Slot.err != nil {
+		return Result{Err: c.Slot.err}
+	}
 	if err := s.policy.CheckURL(c.Secrets.URL); err != nil {
 		return Result{Err: err, Forbidden: true}
 	}
+	ctx, cancel := context.WithDeadline(ctx, c.Slot.deadline)
+	defer cancel()
 	body, err := json.Marshal(c.Body)
 	if err != nil {
 		return Result{Err: fmt.Errorf("encode body: %w", err)}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Secrets.URL, bytes.NewReader(body))
 	if err != nil {
 		return Result{Err: fmt.Errorf("build request: %w", err), Forbidden: true}
