@@ -108,6 +108,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.WebhookRetryMaxDelay < c.WebhookRetryBaseDelay {
 		r.Fail("WEBHOOK_RETRY_MAX_DELAY", "must not be shorter than WEBHOOK_RETRY_BASE_DELAY")
 	}
+	// Timers are scheduled messages in the stream: one due after the stream's MaxAge would be
+	// removed before it fires, and its request would never time out.
+	for name, d := range map[string]time.Duration{
+		"PRIVACY_REQUEST_DELAY_TIMEOUT": c.PauseTimeout, "EXECUTION_TIMEOUT": c.ExecutionTimeout,
+	} {
+		if d >= natsconn.StreamMaxAge {
+			r.Fail(name, "must be shorter than %s, how long the %s stream keeps its timers", natsconn.StreamMaxAge, event.Stream)
+		}
+	}
 	if c.WebhookCAFile != "" {
 		if _, err := webhook.NewSender(webhook.Config{Timeout: time.Second, CAFile: c.WebhookCAFile}); err != nil {
 			r.Fail("WEBHOOK_CA_FILE", "%v", err)

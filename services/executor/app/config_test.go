@@ -34,6 +34,8 @@ func TestLoadConfig(t *testing.T) {
 		{"EXECUTOR_CONCURRENCY", "-1"},
 		{"EXECUTOR_ACTIVE_HANDLERS", "0"},
 		{"WEBHOOK_RETRY_MAX_DELAY", "1ms"},
+		{"EXECUTION_TIMEOUT", "720h"},
+		{"PRIVACY_REQUEST_DELAY_TIMEOUT", "336h"},
 		{"APP_ENCRYPTION_KEY", "short"},
 	} {
 		env := map[string]string{"APP_ENCRYPTION_KEY": appKey, tc.name: tc.value}
