@@ -436,8 +436,7 @@ func (r *run) retry(ctx context.Context, ev event.Retry) error {
 			}
 		} else {
 			rec.Next = 0
-			_, offset, _ := stepWebhooks(rec)
-			hooks, _, _ := stepWebhooks(rec)
+			hooks, offset, _ := stepWebhooks(rec)
 			for i := range hooks {
 				rec.Webhooks[offset+i].Outcome = event.OutcomePending
 			}
