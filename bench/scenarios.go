@@ -33,24 +33,30 @@ type Options struct {
 
 // Result is one scenario's figures; its JSON is the machine-readable line.
 type Result struct {
-	Scenario            string  `json:"scenario"`
-	Requests            int     `json:"requests"`
-	Concurrency         int     `json:"concurrency"`
-	ReceiverDelayMS     int     `json:"receiver_delay_ms"`
-	RateLimit           float64 `json:"rate_limit,omitempty"`
-	RequestsPerSecond   float64 `json:"requests_per_second"`
-	BaselineRPS         float64 `json:"baseline_requests_per_second"`
-	Ratio               float64 `json:"ratio"`
-	P50MS               float64 `json:"p50_ms"`
-	P95MS               float64 `json:"p95_ms"`
-	P99MS               float64 `json:"p99_ms"`
-	WebhookCallsPerSec  float64 `json:"webhook_calls_per_second"`
-	CPUSecondsPer1000   float64 `json:"executor_cpu_seconds_per_1000"`
-	ExecutorPeakRSSMB   float64 `json:"executor_peak_rss_mb"`
-	Failed              int     `json:"failed"`
+	Scenario           string  `json:"scenario"`
+	Requests           int     `json:"requests"`
+	Concurrency        int     `json:"concurrency"`
+	ReceiverDelayMS    int     `json:"receiver_delay_ms"`
+	RateLimit          float64 `json:"rate_limit,omitempty"`
+	RequestsPerSecond  float64 `json:"requests_per_second"`
+	BaselineRPS        float64 `json:"baseline_requests_per_second"`
+	Ratio              float64 `json:"ratio"`
+	P50MS              float64 `json:"p50_ms"`
+	P95MS              float64 `json:"p95_ms"`
+	P99MS              float64 `json:"p99_ms"`
+	WebhookCallsPerSec float64 `json:"webhook_calls_per_second"`
+	CPUSecondsPer1000  float64 `json:"executor_cpu_seconds_per_1000"`
+	ExecutorPeakRSSMB  float64 `json:"executor_peak_rss_mb"`
+	Failed             int     `json:"failed"`
+	// BoundRPS is, for receivers answering after a delay, the most the concurrency allows:
+	// concurrency / (webhooks per request x delay).
+	BoundRPS            float64 `json:"bound_requests_per_second,omitempty"`
 	BaselineP99MS       float64 `json:"baseline_p99_ms,omitempty"`
 	BaselineConcurrency int     `json:"-"`
 }
+
+// webhooksPerRequest is the number of webhook calls of one request of the benchmark policy.
+const webhooksPerRequest = 3
 
 // point describes one measurement.
 type point struct {
@@ -131,18 +137,24 @@ func measureAll(ctx context.Context, bin string, n int, concs []int, inFlight in
 	results = append(results, withBaseline(r, "await", baselines[mid]))
 
 	if len(concs) > 1 || n >= 1000 {
-		fmt.Fprintf(w, "receivers answering after 50 ms, concurrency %d...\n", mid)
-		slow := point{n: n, concurrency: mid, delay: 50 * time.Millisecond}
-		base, err := measureBaseline(ctx, slow)
-		if err != nil {
-			return nil, fmt.Errorf("baseline 50ms: %w", err)
+		// With slow receivers the bound is concurrency / latency: each point should come near it
+		// and grow with the concurrency, which shows the executor is not the limit.
+		for _, c := range concs {
+			fmt.Fprintf(w, "receivers answering after 50 ms, concurrency %d...\n", c)
+			slow := point{n: n, concurrency: c, delay: 50 * time.Millisecond}
+			base, err := measureBaseline(ctx, slow)
+			if err != nil {
+				return nil, fmt.Errorf("baseline 50ms c=%d: %w", c, err)
+			}
+			slow.stage = "skip"
+			r, err := measureProduct(ctx, bin, slow)
+			if err != nil {
+				return nil, fmt.Errorf("skip 50ms c=%d: %w", c, err)
+			}
+			r = withBaseline(r, "skip_receivers_50ms", base)
+			r.BoundRPS = round(float64(c) / (webhooksPerRequest * slow.delay.Seconds()))
+			results = append(results, r)
 		}
-		slow.stage = "skip"
-		r, err = measureProduct(ctx, bin, slow)
-		if err != nil {
-			return nil, fmt.Errorf("skip 50ms: %w", err)
-		}
-		results = append(results, withBaseline(r, "skip_receivers_50ms", base))
 
 		rate := best / 2
 		fmt.Fprintf(w, "latency at half the peak rate (%.0f requests/s, open loop)...\n", rate)
@@ -398,10 +410,14 @@ func measureBaseline(ctx context.Context, p point) (Load, error) {
 func report(w io.Writer, results []Result) {
 	fmt.Fprintf(w, "\nmachine: %s, %d cores, %s\n\n", cpuModel(), runtime.NumCPU(), runtime.Version())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tbaseline req/s\tratio\tp50 ms\tp95 ms\tp99 ms\tcalls/s\tcpu s/1k\tpeak RSS MB\tfailed\t")
+	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tbaseline req/s\tratio\tbound req/s\tp50 ms\tp95 ms\tp99 ms\tcalls/s\tcpu s/1k\tpeak RSS MB\tfailed\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%.1f\t%.1f\t%.1f\t%.0f\t%.3f\t%.1f\t%d\t\n",
-			r.Scenario, r.Concurrency, r.Requests, r.RequestsPerSecond, r.BaselineRPS, r.Ratio,
+		bound := "-"
+		if r.BoundRPS > 0 {
+			bound = fmt.Sprintf("%.0f", r.BoundRPS)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.3f\t%.1f\t%d\t\n",
+			r.Scenario, r.Concurrency, r.Requests, r.RequestsPerSecond, r.BaselineRPS, r.Ratio, bound,
 			r.P50MS, r.P95MS, r.P99MS, r.WebhookCallsPerSec, r.CPUSecondsPer1000, r.ExecutorPeakRSSMB, r.Failed)
 	}
 	_ = tw.Flush()
