@@ -168,3 +168,21 @@ func KVKey(id string) string {
 	}
 	return strings.NewReplacer(":", "=3A", ".", "=2E").Replace(id)
 }
+
+// ValidKVKey reports whether k can be a NATS KV key: letters, digits and -/_=. only, not starting
+// or ending with '.', and no empty token (".."). It is the rule nats.go enforces, checked up front so
+// that an unusable key is refused as bad input rather than failing as a KV error.
+func ValidKVKey(k string) bool {
+	if k == "" || k[0] == '.' || k[len(k)-1] == '.' || strings.Contains(k, "..") {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		switch c := k[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '/', c == '_', c == '=', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}

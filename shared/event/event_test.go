@@ -3,7 +3,6 @@ package event
 import (
 	"encoding/json"
 	"errors"
-	"regexp"
 	"strings"
 	"testing"
 )
@@ -60,13 +59,23 @@ func TestRequestKey(t *testing.T) {
 		{".x..y.", "=2Ex=2E=2Ey=2E"},
 		{"urn:req:1.2", "urn=3Areq=3A1=2E2"},
 	}
-	valid := regexp.MustCompile(`^[-/_=a-zA-Z0-9]+$`) // no dots left at all
 	for _, tt := range tests {
-		if got := KVKey(tt.id); got != tt.want || !valid.MatchString(got) {
+		if got := KVKey(tt.id); got != tt.want || !ValidKVKey(got) {
 			t.Errorf("KVKey(%q) = %q, want %q (a valid KV key)", tt.id, got, tt.want)
 		}
 	}
 	if KVKey("a:b") == KVKey("a.b") {
 		t.Error("KVKey is not one-to-one")
+	}
+}
+
+func TestValidKVKey(t *testing.T) {
+	for k, want := range map[string]bool{
+		"pri_1": true, "a.b-c/d=e": true, "a=3Ab": true,
+		"": false, ".a": false, "a.": false, "a..b": false, "a:b": false, "a b": false, "a*": false, "a>": false,
+	} {
+		if got := ValidKVKey(k); got != want {
+			t.Errorf("ValidKVKey(%q) = %v, want %v", k, got, want)
+		}
 	}
 }

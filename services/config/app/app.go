@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/config/internal/policy"
 	"github.com/policyhooks/policyhooks/services/config/internal/store"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
+	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/policyhooks/policyhooks/shared/logging"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
@@ -59,8 +59,6 @@ type Config struct {
 	PlanRepublishInterval time.Duration
 }
 
-var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9_=-][A-Za-z0-9_=.-]*$`)
-
 // LoadConfig reads the configuration through getenv and reports every problem, each naming its
 // variable.
 func LoadConfig(getenv func(string) string) (Config, error) {
@@ -83,8 +81,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if strings.ContainsAny(c.MongoDatabase, `/\. "$`) {
 		r.Fail("MONGODB_DATABASE", "must not contain /, \\, ., space, \" or $, got %q", c.MongoDatabase)
 	}
-	if c.RootClientID != "" && !clientIDPattern.MatchString(c.RootClientID) {
-		r.Fail("OAUTH_ROOT_CLIENT_ID", "must contain only letters, digits, '_', '-', '=' and '.', not first")
+	// Client ids are keys of the oauth_clients bucket.
+	if c.RootClientID != "" && !event.ValidKVKey(c.RootClientID) {
+		r.Fail("OAUTH_ROOT_CLIENT_ID", "must contain only letters, digits and '_-=./', not start or end with '.' nor hold '..'")
 	}
 	if c.WebhookCAFile != "" {
 		if _, err := loadRoots(c.WebhookCAFile); err != nil {

@@ -52,6 +52,7 @@ func TestLoadConfig(t *testing.T) {
 		{"missing root id", with("OAUTH_ROOT_CLIENT_ID", ""), "OAUTH_ROOT_CLIENT_ID"},
 		{"missing root secret", with("OAUTH_ROOT_CLIENT_SECRET", ""), "OAUTH_ROOT_CLIENT_SECRET"},
 		{"root id with a space", with("OAUTH_ROOT_CLIENT_ID", "root client"), "OAUTH_ROOT_CLIENT_ID"},
+		{"root id with an empty token", with("OAUTH_ROOT_CLIENT_ID", "root..client"), "OAUTH_ROOT_CLIENT_ID"},
 		{"short app key", with("APP_ENCRYPTION_KEY", "short"), "APP_ENCRYPTION_KEY"},
 		{"bad ttl", with("OAUTH_ACCESS_TOKEN_TTL", "soon"), "OAUTH_ACCESS_TOKEN_TTL"},
 		{"bad interval", with("PLAN_REPUBLISH_INTERVAL", "-1s"), "PLAN_REPUBLISH_INTERVAL"},

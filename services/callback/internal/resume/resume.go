@@ -166,7 +166,7 @@ func (s *Service) open(raw string) (token.ResumeClaims, error) {
 	switch {
 	case err != nil && !errors.Is(err, token.ErrExpired):
 		return claims, ErrNotAuthorized
-	case !claims.HasScope(token.ScopeResume) || claims.RequestID == "" || !validKey(claims.ID):
+	case !claims.HasScope(token.ScopeResume) || claims.RequestID == "" || !event.ValidKVKey(claims.ID):
 		return claims, ErrNotAuthorized
 	case err != nil:
 		return claims, ErrTokenExpired
@@ -179,7 +179,7 @@ func (s *Service) open(raw string) (token.ResumeClaims, error) {
 func (s *Service) request(ctx context.Context, id string) (event.Request, error) {
 	var req event.Request
 	key := event.KVKey(id)
-	if !event.ValidRequestID(id) || !validKey(key) {
+	if !event.ValidRequestID(id) {
 		return req, refuse(ErrNotFound, id)
 	}
 	entry, err := s.requests.Get(ctx, key)
@@ -302,21 +302,4 @@ func (s *Service) Get(ctx context.Context, id string) (View, error) {
 		return View{}, err
 	}
 	return NewView(req), nil
-}
-
-// validKey reports whether k can be a NATS KV key.
-func validKey(k string) bool {
-	if k == "" || k[0] == '.' || k[len(k)-1] == '.' {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '-', c == '/', c == '_', c == '=', c == '.':
-		default:
-			return false
-		}
-	}
-	return true
 }

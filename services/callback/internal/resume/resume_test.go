@@ -161,13 +161,3 @@ func TestClaimTTL(t *testing.T) {
 		}
 	}
 }
-
-func TestValidKey(t *testing.T) {
-	for k, want := range map[string]bool{
-		"pri_1": true, "a.b-c/d=e": true, "": false, ".a": false, "a.": false, "a:b": false, "a b": false, "a*": false, "a>": false,
-	} {
-		if got := validKey(k); got != want {
-			t.Errorf("validKey(%q) = %v, want %v", k, got, want)
-		}
-	}
-}

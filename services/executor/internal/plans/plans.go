@@ -87,7 +87,7 @@ func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
 	if ok {
 		return p, nil
 	}
-	if !validKey(kvKey) {
+	if !event.ValidKVKey(kvKey) { // a policy key named by an event may hold anything
 		return event.Plan{}, ErrNotFound
 	}
 	e, err := v.kv.Get(ctx, kvKey)
@@ -101,20 +101,4 @@ func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
 		return event.Plan{}, fmt.Errorf("plans: decode %q: %w", key, err)
 	}
 	return p, nil
-}
-
-// validKey reports whether an escaped key (event.KVKey) holds only KV key characters: a policy key
-// named by an event may hold anything.
-func validKey(key string) bool {
-	if key == "" {
-		return false
-	}
-	for _, c := range key {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '=', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
