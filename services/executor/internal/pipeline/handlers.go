@@ -285,135 +285,97 @@ var executedPolls = []time.Duration{time.Millisecond, 2 * time.Millisecond, 5 * 
 
 func (r *run) executed(ctx context.Context, ev event.Executed) error {
 	polls := 0
-	for {
-		rec, rev, err := r.load(ctx)
-		if errors.Is(err, state.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		base := rec.EventSeq
-		now := r.m.now()
+	return r.transition(ctx, func(rec *state.Record, now time.Time) (decision, error) {
 		switch {
 		case rec.Status == event.StatusInProcessing && rec.Step == event.StepExecution:
-			if ev.Succeeded {
-				rec.Step, rec.Next, rec.Run, rec.ExecutionDeadline = event.StepPostWebhooks, 0, 1, nil
-				rec.UpdatedAt = now
-				if _, err := r.identity(ctx); err != nil && !errors.Is(err, state.ErrNotFound) {
-					return err
-				}
-				r.lookahead(rec, now)
-			} else {
+			if !ev.Succeeded {
 				msg := ev.Error
 				if msg == "" {
 					msg = "execution failed"
 				}
 				fail(rec, now, "", msg)
+				return write, nil
 			}
+			rec.Step, rec.Next, rec.Run, rec.ExecutionDeadline = event.StepPostWebhooks, 0, 1, nil
+			rec.UpdatedAt = now
+			if _, err := r.identity(ctx); err != nil && !errors.Is(err, state.ErrNotFound) {
+				return leave, err
+			}
+			r.lookahead(rec, now)
+			return write, nil
 		case rec.Status == event.StatusInProcessing && rec.Step == event.StepPreWebhooks &&
 			rec.Next >= len(rec.Plan.Pre) && r.m.cfg.AwaitExecution:
 			// The execute event is out and the step change is being written: read again shortly,
 			// then let the message come back.
 			if polls == len(executedPolls) {
-				return retryLater(200*time.Millisecond, "executed before the execution step was recorded")
+				return leave, retryLater(200*time.Millisecond, "executed before the execution step was recorded")
 			}
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return leave, ctx.Err()
 			case <-time.After(executedPolls[polls]):
 			}
 			polls++
-			continue
+			return again, nil
 		default:
 			r.info().Str("status", string(rec.Status)).Str("step", string(rec.Step)).Msg("executed event ignored")
-			return nil
+			return leave, nil
 		}
-		_, ok, err := r.write(ctx, rec, rev, base)
-		if err != nil {
-			return err
-		}
-		if ok {
-			return r.drive(ctx)
-		}
-	}
+	})
 }
 
 func (r *run) resume(ctx context.Context, ev event.Resume) error {
-	for {
-		rec, rev, err := r.load(ctx)
-		if errors.Is(err, state.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		base := rec.EventSeq
-		now := r.m.now()
+	return r.transition(ctx, func(rec *state.Record, now time.Time) (decision, error) {
 		switch {
 		case rec.Status == event.StatusPaused && rec.Pause == ev.Pause && rec.PausedWebhookID == ev.WebhookID:
 		case rec.Status == event.StatusInProcessing && rec.Pause == ev.Pause && rec.Pause > 0:
-			return r.drive(ctx) // this resume was applied; its handler stopped before finishing
+			return driveOn, nil // this resume was applied; its handler stopped before finishing
 		default:
 			r.info().Str("status", string(rec.Status)).Int("pause", rec.Pause).Int("resume_pause", ev.Pause).
 				Msg("resume event ignored")
-			return nil
+			return leave, nil
 		}
 		ident, err := r.identity(ctx)
 		if errors.Is(err, state.ErrNotFound) {
 			fail(rec, now, webhookKey(rec, ev.WebhookID), identityExpired)
-		} else if err != nil {
-			return err
-		} else {
-			if ev.DerivedIdentity != nil {
-				merged := ident.Merge(*ev.DerivedIdentity)
-				exp, _, err := r.m.store.PutIdentity(ctx, r.id, merged, false)
-				if err != nil {
-					return err
-				}
-				r.ident = &merged
-				rec.IdentityExpiresAt = &exp
-			}
-			rec.PausedWebhookID = ""
-			rec.PauseExpiresAt = nil
-			rec.SetStatus(event.StatusInProcessing, now, "", "")
-			r.lookahead(rec, now)
+			return write, nil
 		}
-		_, ok, err := r.write(ctx, rec, rev, base)
 		if err != nil {
-			return err
+			return leave, err
 		}
-		if ok {
-			return r.drive(ctx)
+		if ev.DerivedIdentity != nil {
+			merged := ident.Merge(*ev.DerivedIdentity)
+			exp, _, err := r.m.store.PutIdentity(ctx, r.id, merged, false)
+			if err != nil {
+				return leave, err
+			}
+			r.ident = &merged
+			rec.IdentityExpiresAt = &exp
 		}
-	}
+		rec.PausedWebhookID = ""
+		rec.PauseExpiresAt = nil
+		rec.SetStatus(event.StatusInProcessing, now, "", "")
+		r.lookahead(rec, now)
+		return write, nil
+	})
 }
 
 func (r *run) retry(ctx context.Context, ev event.Retry) error {
 	m := r.m
-	for {
-		rec, rev, err := r.load(ctx)
-		if errors.Is(err, state.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		base := rec.EventSeq
-		now := m.now()
+	return r.transition(ctx, func(rec *state.Record, now time.Time) (decision, error) {
 		switch {
 		case rec.Status == event.StatusError && rec.ErrorCount == ev.FromError:
 		case rec.Status == event.StatusInProcessing && rec.ErrorCount == ev.FromError:
-			return r.drive(ctx) // this retry was applied; its handler stopped before finishing
+			return driveOn, nil // this retry was applied; its handler stopped before finishing
 		default:
 			r.info().Str("status", string(rec.Status)).Int("error_count", rec.ErrorCount).
 				Int("from_error", ev.FromError).Msg("retry event ignored")
-			return nil
+			return leave, nil
 		}
 		if planMissing(rec) {
 			plan, err := m.plans.Get(ctx, rec.PolicyKey)
 			if err != nil && !errors.Is(err, plans.ErrNotFound) {
-				return err
+				return leave, err
 			}
 			if err == nil {
 				snapshot(rec, plan)
@@ -431,8 +393,9 @@ func (r *run) retry(ctx context.Context, ev event.Retry) error {
 		if planMissing(rec) {
 			msg = fmt.Sprintf("No Policy found for key %s.", rec.PolicyKey)
 		} else if rec.Step == event.StepExecution {
+			var err error
 			if msg, err = r.startExecution(ctx, rec); err != nil {
-				return err
+				return leave, err
 			}
 		} else {
 			rec.Next = 0
@@ -445,18 +408,62 @@ func (r *run) retry(ctx context.Context, ev event.Retry) error {
 		if msg != "" {
 			fail(rec, now, "", msg)
 		}
-		_, ok, err := r.write(ctx, rec, rev, base)
-		if err != nil {
-			return err
-		}
-		if ok {
-			return r.drive(ctx)
-		}
-	}
+		return write, nil
+	})
 }
 
 func (r *run) timer(ctx context.Context, f timers.Fire) error {
 	m := r.m
+	return r.transition(ctx, func(rec *state.Record, now time.Time) (decision, error) {
+		switch f.Kind {
+		case timers.PauseExpiry:
+			if rec.Status != event.StatusPaused || rec.Pause != f.Pause || rec.PauseExpiresAt == nil {
+				return leave, nil
+			}
+			due, msg := *rec.PauseExpiresAt, "the request was not resumed before its resume token expired"
+			if e := rec.IdentityExpiresAt; e != nil && e.Before(due) {
+				due, msg = *e, identityExpired
+			}
+			if now.Before(due) {
+				return leave, retryLater(due.Sub(now), "pause expires later")
+			}
+			fail(rec, now, webhookKey(rec, rec.PausedWebhookID), msg)
+			return write, nil
+		case timers.ExecutionTimeout:
+			if rec.Status != event.StatusInProcessing || rec.Step != event.StepExecution || rec.Run != f.Run ||
+				rec.ExecutionDeadline == nil {
+				return leave, nil
+			}
+			if now.Before(*rec.ExecutionDeadline) {
+				return leave, retryLater(rec.ExecutionDeadline.Sub(now), "execution deadline later")
+			}
+			fail(rec, now, "", "execution did not finish within "+m.cfg.ExecutionTimeout.String())
+			return write, nil
+		default:
+			return leave, nil
+		}
+	})
+}
+
+// decision is what an event handler decided after reading the request's record.
+type decision int
+
+const (
+	// leave: nothing to do (a stale or mismatched event), or the error returned says why not now.
+	leave decision = iota
+	// driveOn: the event was applied before (its handler stopped before finishing): drive on.
+	driveOn
+	// again: read the record again and decide anew.
+	again
+	// write: the record was changed; CAS it and drive the request on.
+	write
+)
+
+// transition is the loop of ARCHITECTURE.md's state machine that every event handler shares: read
+// the record, let decide look at it and change it, CAS the change over the revision that was read
+// (on a conflict someone else moved the request: read again and decide anew), then drive the
+// request on from its new state. An unknown request is left alone.
+func (r *run) transition(ctx context.Context, decide func(rec *state.Record, now time.Time) (decision, error)) error {
 	for {
 		rec, rev, err := r.load(ctx)
 		if errors.Is(err, state.ErrNotFound) {
@@ -466,35 +473,24 @@ func (r *run) timer(ctx context.Context, f timers.Fire) error {
 			return err
 		}
 		base := rec.EventSeq
-		now := m.now()
-		switch f.Kind {
-		case timers.PauseExpiry:
-			if rec.Status != event.StatusPaused || rec.Pause != f.Pause || rec.PauseExpiresAt == nil {
-				return nil
-			}
-			due, msg := *rec.PauseExpiresAt, "the request was not resumed before its resume token expired"
-			if e := rec.IdentityExpiresAt; e != nil && e.Before(due) {
-				due, msg = *e, identityExpired
-			}
-			if now.Before(due) {
-				return retryLater(due.Sub(now), "pause expires later")
-			}
-			fail(rec, now, webhookKey(rec, rec.PausedWebhookID), msg)
-		case timers.ExecutionTimeout:
-			if rec.Status != event.StatusInProcessing || rec.Step != event.StepExecution || rec.Run != f.Run ||
-				rec.ExecutionDeadline == nil {
-				return nil
-			}
-			if now.Before(*rec.ExecutionDeadline) {
-				return retryLater(rec.ExecutionDeadline.Sub(now), "execution deadline later")
-			}
-			fail(rec, now, "", "execution did not finish within "+m.cfg.ExecutionTimeout.String())
-		default:
+		d, err := decide(rec, r.m.now())
+		if err != nil {
+			return err
+		}
+		switch d {
+		case leave:
 			return nil
+		case driveOn:
+			return r.drive(ctx)
+		case again:
+			continue
 		}
 		_, ok, err := r.write(ctx, rec, rev, base)
-		if err != nil || ok {
+		if err != nil {
 			return err
+		}
+		if ok {
+			return r.drive(ctx)
 		}
 	}
 }
