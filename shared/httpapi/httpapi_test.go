@@ -153,3 +153,27 @@ func TestRequireAndMiddleware(t *testing.T) {
 		t.Fatalf("X-Request-ID = %q, want a generated id", got)
 	}
 }
+
+// TestLogsCarryRequestID pins SPEC §1: the request id of a request is on its log lines, both the
+// access log and what a handler logs through the request's context.
+func TestLogsCarryRequestID(t *testing.T) {
+	var logs strings.Builder
+	r := mux.NewRouter()
+	r.Use(Middleware(zerolog.New(&logs), nil))
+	r.HandleFunc("/x", func(w http.ResponseWriter, r *http.Request) {
+		zerolog.Ctx(r.Context()).Info().Msg("handler line")
+		WriteJSON(w, 200, nil)
+	})
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	req.Header.Set(HeaderRequestID, "req-log-1")
+	r.ServeHTTP(httptest.NewRecorder(), req)
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log lines = %q, want the handler's and the access log's", lines)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, `"request_id":"req-log-1"`) {
+			t.Errorf("log line %s lacks the request id", l)
+		}
+	}
+}
