@@ -52,7 +52,7 @@ func TestIdentityWire(t *testing.T) {
 	}
 }
 
-func TestRequestKey(t *testing.T) {
+func TestKVKey(t *testing.T) {
 	tests := []struct{ id, want string }{
 		{"pri_029832ba-3b84-40f7", "pri_029832ba-3b84-40f7"},
 		{"a:b", "a=3Ab"},

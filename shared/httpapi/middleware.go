@@ -105,9 +105,6 @@ func Middleware(log zerolog.Logger, m *Metrics) mux.MiddlewareFunc {
 	}
 }
 
-// RequestIDFrom returns the request id the middleware set on the response.
-func RequestIDFrom(w http.ResponseWriter) string { return w.Header().Get(HeaderRequestID) }
-
 func newRequestID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])

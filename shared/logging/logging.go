@@ -3,7 +3,6 @@
 package logging
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"time"
@@ -23,6 +22,3 @@ func New(w io.Writer, level, format, service string) (zerolog.Logger, error) {
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", service).Logger(), nil
 }
-
-// FromContext returns the logger stored in ctx (by zerolog's WithContext), or a disabled one.
-func FromContext(ctx context.Context) *zerolog.Logger { return zerolog.Ctx(ctx) }
