@@ -1,6 +1,8 @@
 package app_test
 
 import (
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +83,53 @@ func TestAnswerOverOneMiB(t *testing.T) {
 	e.submit("pri_big_one", "big_one_way", identity("a@example.com", ""))
 	if r := e.waitStatus("pri_big_one", 10*time.Second, event.StatusComplete, event.StatusError); r.Status != event.StatusComplete {
 		t.Fatalf("one-way with a 2 MiB answer: record %s, want complete", describe(r))
+	}
+}
+
+// TestUndecodableControlEventsTerminated: an executed, resume or retry event that does not decode is
+// not redelivered forever: it is terminated with the reason (JetStream publishes a terminated-message
+// advisory for it) and nothing stays pending on the control consumer.
+func TestUndecodableControlEventsTerminated(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.config())
+	advisories, err := e.nc.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + event.Stream + "." + app.ConsumerControl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{
+		event.SubjectExecuted: `not json`,
+		event.SubjectResume:   `{"request_id": "has space"}`,
+		event.SubjectRetry:    `[]`,
+	}
+	for subject, body := range bad {
+		e.publish(subject, []byte(body), "")
+	}
+	var reasons []string
+	for range bad {
+		m, err := advisories.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("terminated advisories %q, want %d: %v", reasons, len(bad), err)
+		}
+		var adv struct {
+			Reason string `json:"reason"`
+		}
+		_ = json.Unmarshal(m.Data, &adv)
+		reasons = append(reasons, adv.Reason)
+	}
+	for _, r := range reasons {
+		if !strings.Contains(r, "undecodable") {
+			t.Errorf("termination reason %q, want it to say the event is undecodable", r)
+		}
+	}
+	cons, err := e.js.Consumer(context.Background(), event.Stream, app.ConsumerControl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.NumRedelivered != 0 {
+		t.Fatalf("control consumer: %d pending, %d ack pending, %d redelivered; want 0", info.NumPending, info.NumAckPending, info.NumRedelivered)
 	}
 }

@@ -238,39 +238,37 @@ func (m *Machine) reject(ctx context.Context, data []byte, reason string) error 
 	return nil
 }
 
-// HandleControl takes executed, resume, retry and fired timers.
+// HandleControl handles executed, resume, retry and fired timers. A message that does not decode
+// (or names no valid request id) is terminated with the reason: it is never worth redelivering, and
+// JetStream's terminated-message advisory makes it visible to operators.
 func (m *Machine) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 	subject := msg.Subject()
 	switch {
 	case subject == event.SubjectExecuted:
 		var ev event.Executed
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !event.ValidRequestID(ev.ID) {
-			m.log.Warn().Msg("undecodable executed event ignored")
-			return nil
+			return undecodable("executed", err)
 		}
 		r := m.newRun(ev.ID)
 		return r.finish(ctx, r.executed(ctx, ev))
 	case subject == event.SubjectResume:
 		var ev event.Resume
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !event.ValidRequestID(ev.RequestID) {
-			m.log.Warn().Msg("undecodable resume event ignored")
-			return nil
+			return undecodable("resume", err)
 		}
 		r := m.newRun(ev.RequestID)
 		return r.finish(ctx, r.resume(ctx, ev))
 	case subject == event.SubjectRetry:
 		var ev event.Retry
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil || !event.ValidRequestID(ev.RequestID) {
-			m.log.Warn().Msg("undecodable retry event ignored")
-			return nil
+			return undecodable("retry", err)
 		}
 		r := m.newRun(ev.RequestID)
 		return r.finish(ctx, r.retry(ctx, ev))
 	case timers.IsFire(subject):
 		var f timers.Fire
 		if err := json.Unmarshal(msg.Data(), &f); err != nil || !event.ValidRequestID(f.RequestID) {
-			m.log.Warn().Msg("undecodable timer ignored")
-			return nil
+			return undecodable("timer", err)
 		}
 		r := m.newRun(f.RequestID)
 		return r.finish(ctx, r.timer(ctx, f))
@@ -493,6 +491,14 @@ func (r *run) transition(ctx context.Context, decide func(rec *state.Record, now
 			return r.drive(ctx)
 		}
 	}
+}
+
+// undecodable is the permanent error of a control message that cannot be handled.
+func undecodable(what string, err error) error {
+	if err == nil {
+		err = errors.New("no valid request id")
+	}
+	return consume.Permanent(fmt.Errorf("undecodable %s event: %w", what, err))
 }
 
 func webhookKey(rec *state.Record, id string) string {
