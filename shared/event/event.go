@@ -4,11 +4,15 @@
 package event
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Stream is the JetStream stream that holds every privacy.request.> subject.
@@ -56,6 +60,53 @@ type Identity struct {
 	PhoneNumber *string `json:"phone_number"`
 }
 
+// Bounds of what an event may carry (SPEC §5): each keeps a request record and its sealed identity
+// far inside a NATS message, so that no input can make a write fail for its size.
+const (
+	// MaxIdentityValue is the longest identity value (email, phone number), submitted or derived, in
+	// characters.
+	MaxIdentityValue = 1024
+	// MaxExternalID is the longest external_id, in characters.
+	MaxExternalID = 255
+	// MaxPolicyKey is the longest policy_key, in characters.
+	MaxPolicyKey = 255
+	// MaxReason is the longest reason recorded on a request (an attempt's error, the error of a
+	// failed request, a data layer's error), in bytes; longer ones are cut (see Reason).
+	MaxReason = 512
+)
+
+// Validate checks the identity's values: each at most MaxIdentityValue characters. It does not
+// require a value (a derived identity may change nothing).
+func (i Identity) Validate() error {
+	var problems []string
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{{"email", i.Email}, {"phone_number", i.PhoneNumber}} {
+		if f.v != nil && utf8.RuneCountInString(*f.v) > MaxIdentityValue {
+			problems = append(problems, fmt.Sprintf("identity.%s is longer than %d characters", f.name, MaxIdentityValue))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidEvent, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Reason returns s cut to MaxReason bytes (on a character boundary, with "…" at the cut), the form
+// in which reasons are recorded and published.
+func Reason(s string) string {
+	if len(s) <= MaxReason {
+		return s
+	}
+	const ellipsis = "…"
+	cut := MaxReason - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
+}
+
 // Empty reports whether no identity field is known.
 func (i Identity) Empty() bool {
 	return (i.Email == nil || *i.Email == "") && (i.PhoneNumber == nil || *i.PhoneNumber == "")
@@ -80,7 +131,10 @@ type Submitted struct {
 	ExternalID string   `json:"external_id,omitempty"`
 }
 
-var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
+var (
+	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
+	policyKeyPattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
+)
 
 // ErrInvalidEvent reports an event payload that breaks the contract.
 var ErrInvalidEvent = errors.New("invalid event")
@@ -88,18 +142,27 @@ var ErrInvalidEvent = errors.New("invalid event")
 // ValidRequestID reports whether id is a valid privacy request id (1–255 of A-Za-z0-9_.:-).
 func ValidRequestID(id string) bool { return requestIDPattern.MatchString(id) }
 
-// Validate checks the contract of SPEC §5: a valid id, a policy key and at least one identity
-// field.
+// Validate checks the contract of SPEC §5: a valid id, a policy key (a key of SPEC §1, at most
+// MaxPolicyKey characters), at least one identity field, and the bounds of the identity values and
+// external_id.
 func (s Submitted) Validate() error {
 	var problems []string
 	if !ValidRequestID(s.ID) {
 		problems = append(problems, "id must be 1-255 characters of A-Za-z0-9_.:-")
 	}
-	if strings.TrimSpace(s.PolicyKey) == "" {
+	switch {
+	case strings.TrimSpace(s.PolicyKey) == "":
 		problems = append(problems, "policy_key is required")
+	case len(s.PolicyKey) > MaxPolicyKey || !policyKeyPattern.MatchString(s.PolicyKey):
+		problems = append(problems, fmt.Sprintf("policy_key must be 1-%d characters of a-zA-Z0-9_.-", MaxPolicyKey))
 	}
 	if s.Identity.Empty() {
 		problems = append(problems, "identity needs at least one of email, phone_number")
+	} else if err := s.Identity.Validate(); err != nil {
+		problems = append(problems, strings.TrimPrefix(err.Error(), ErrInvalidEvent.Error()+": "))
+	}
+	if utf8.RuneCountInString(s.ExternalID) > MaxExternalID {
+		problems = append(problems, fmt.Sprintf("external_id is longer than %d characters", MaxExternalID))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidEvent, strings.Join(problems, "; "))
@@ -108,17 +171,31 @@ func (s Submitted) Validate() error {
 }
 
 // Execute is the payload of privacy.request.execute: the data layer runs the request.
+// ExecutionID names this execution run of the request: a repeated execute (after a crash, at any
+// time) carries the same one, so data layers de-duplicate on it, and a retry of the execution step
+// gets a new one.
 type Execute struct {
-	ID        string   `json:"id"`
-	PolicyKey string   `json:"policy_key"`
-	Identity  Identity `json:"identity"`
+	ID          string   `json:"id"`
+	ExecutionID string   `json:"execution_id"`
+	PolicyKey   string   `json:"policy_key"`
+	Identity    Identity `json:"identity"`
 }
 
-// Executed is the payload of privacy.request.executed, published by the data layer.
+// Executed is the payload of privacy.request.executed, published by the data layer. ExecutionID
+// echoes the execute it answers; an executed naming an earlier run is ignored. Without it (data
+// layers written before it existed) the answer is taken for the current run.
 type Executed struct {
-	ID        string `json:"id"`
-	Succeeded bool   `json:"succeeded"`
-	Error     string `json:"error,omitempty"`
+	ID          string `json:"id"`
+	ExecutionID string `json:"execution_id,omitempty"`
+	Succeeded   bool   `json:"succeeded"`
+	Error       string `json:"error,omitempty"`
+}
+
+// ExecutionID derives the execution id of run (1, 2, ... as the execution step is retried) of
+// request id: the same inputs give the same id.
+func ExecutionID(requestID string, run int) string {
+	sum := sha256.Sum256([]byte(requestID + "\x00execution\x00" + strconv.Itoa(run)))
+	return "exe_" + hex.EncodeToString(sum[:16])
 }
 
 // Resume is the payload of privacy.request.resume, published by callback after it validated a
@@ -139,11 +216,14 @@ type Retry struct {
 	FromError int    `json:"from_error"`
 }
 
-// StatusChanged is the payload of privacy.request.status.<status>.
+// StatusChanged is the payload of privacy.request.status.<status>. Previous is nil (JSON null) for
+// a request's first event. Seq numbers a request's events from 1; id and seq identify an event
+// (its Nats-Msg-Id is status:<id>:<seq>), so consumers de-duplicate on them.
 type StatusChanged struct {
 	ID         string    `json:"id"`
+	Seq        int       `json:"seq"`
 	Status     Status    `json:"status"`
-	Previous   Status    `json:"previous"`
+	Previous   *Status   `json:"previous"`
 	At         time.Time `json:"at"`
 	Step       Step      `json:"step"`
 	WebhookKey string    `json:"webhook_key,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func ptr(s string) *string { return &s }
@@ -24,6 +25,13 @@ func TestSubmittedValidate(t *testing.T) {
 		{"no policy", Submitted{ID: "x", Identity: email}, "policy_key is required"},
 		{"no identity", Submitted{ID: "x", PolicyKey: "p"}, "identity needs"},
 		{"empty identity", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr("")}}, "identity needs"},
+		{"longest email", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr(strings.Repeat("é", MaxIdentityValue))}}, ""},
+		{"email too long (D4)", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr(strings.Repeat("a", 800<<10))}}, "identity.email is longer than 1024"},
+		{"phone too long", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr("a"), PhoneNumber: ptr(strings.Repeat("5", MaxIdentityValue+1))}}, "identity.phone_number is longer"},
+		{"policy key too long (D4)", Submitted{ID: "x", PolicyKey: strings.Repeat("p", MaxPolicyKey+1), Identity: email}, "policy_key must be"},
+		{"policy key not a key", Submitted{ID: "x", PolicyKey: "my policy", Identity: email}, "policy_key must be"},
+		{"longest external id", Submitted{ID: "x", PolicyKey: "p", Identity: email, ExternalID: strings.Repeat("e", MaxExternalID)}, ""},
+		{"external id too long (D4)", Submitted{ID: "x", PolicyKey: "p", Identity: email, ExternalID: strings.Repeat("e", MaxExternalID+1)}, "external_id is longer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,5 +85,30 @@ func TestValidKVKey(t *testing.T) {
 		if got := ValidKVKey(k); got != want {
 			t.Errorf("ValidKVKey(%q) = %v, want %v", k, got, want)
 		}
+	}
+}
+
+func TestReason(t *testing.T) {
+	if got := Reason("short"); got != "short" {
+		t.Errorf("Reason(short) = %q", got)
+	}
+	long := strings.Repeat("é", MaxReason) // 2 bytes each
+	got := Reason(long)
+	if len(got) > MaxReason || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) {
+		t.Errorf("Reason(%d bytes) = %d bytes, valid UTF-8 %v, want at most %d ending in …", len(long), len(got), utf8.ValidString(got), MaxReason)
+	}
+}
+
+func TestExecutionID(t *testing.T) {
+	a, b, c := ExecutionID("pri_1", 1), ExecutionID("pri_1", 1), ExecutionID("pri_1", 2)
+	if a != b || a == c || ExecutionID("pri_2", 1) == a || !strings.HasPrefix(a, "exe_") {
+		t.Errorf("ExecutionID: run 1 %q and %q, run 2 %q: want equal for the same run, different otherwise, exe_ prefix", a, b, c)
+	}
+}
+
+func TestFirstStatusEventHasNullPrevious(t *testing.T) {
+	b, _ := json.Marshal(StatusChanged{ID: "pri_1", Seq: 1, Status: StatusPending})
+	if !strings.Contains(string(b), `"previous":null`) || !strings.Contains(string(b), `"seq":1`) {
+		t.Errorf("first status event %s, want previous null and seq 1 (D19)", b)
 	}
 }

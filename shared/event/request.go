@@ -97,7 +97,11 @@ type WebhookRecord struct {
 	Direction    Direction    `json:"direction"`
 	Order        int          `json:"order"`
 	Attempts     []Attempt    `json:"attempts"`
-	Outcome      Outcome      `json:"outcome"`
+	// Interrupted counts the calls of this webhook whose answer was never recorded because the
+	// executor making them stopped (crash, or a shutdown past its grace period); they are not
+	// attempts, and each is repeated with the same webhook-id.
+	Interrupted int     `json:"interrupted,omitempty"`
+	Outcome     Outcome `json:"outcome"`
 }
 
 // Attempt is one call of a webhook.

@@ -219,12 +219,16 @@ type Pending struct {
 
 // SetStatus changes the status and puts the status event in the outbox.
 func (r *Record) SetStatus(s event.Status, now time.Time, webhookKey, message string) {
-	prev := r.Status
+	var prev *event.Status
+	if r.EventSeq > 0 {
+		p := r.Status
+		prev = &p
+	}
 	r.Status = s
 	r.UpdatedAt = now
 	r.EventSeq++
 	r.Outbox = append(r.Outbox, Pending{Seq: r.EventSeq, Event: event.StatusChanged{
-		ID: r.ID, Status: s, Previous: prev, At: now, Step: r.Step, WebhookKey: webhookKey, Error: message,
+		ID: r.ID, Seq: r.EventSeq, Status: s, Previous: prev, At: now, Step: r.Step, WebhookKey: webhookKey, Error: message,
 	}})
 }
 
