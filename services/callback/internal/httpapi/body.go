@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 )
-
-// maxIdentityLength bounds each derived identity value, so that a resume event always fits in a
-// NATS message.
-const maxIdentityLength = 1024
 
 // decodeResumeBody decodes the strict resume body of SPEC §7: empty, {} or
 // {"derived_identity": {"email"?, "phone_number"?}}. Every problem, malformed JSON included, is a
@@ -64,8 +61,8 @@ func decodeResumeBody(b []byte) (*event.Identity, error) {
 				switch {
 				case v == "":
 					problems = append(problems, api.FieldError{Loc: loc, Msg: "ensure this value has at least 1 characters", Type: "value_error.any_str.min_length"})
-				case len(v) > maxIdentityLength:
-					problems = append(problems, api.FieldError{Loc: loc, Msg: fmt.Sprintf("ensure this value has at most %d characters", maxIdentityLength), Type: "value_error.any_str.max_length"})
+				case utf8.RuneCountInString(v) > event.MaxIdentityValue:
+					problems = append(problems, api.FieldError{Loc: loc, Msg: fmt.Sprintf("ensure this value has at most %d characters", event.MaxIdentityValue), Type: "value_error.any_str.max_length"})
 				default:
 					*dst = &v
 				}

@@ -228,6 +228,11 @@ func TestResumeRefusals(t *testing.T) {
 			raw, _ := f.replyToken(id, "wh-verify", 1)
 			return call{resumePath(id), bearer(raw), `{"derived_identity": {"phone_number": ""}}`}
 		}, 422, `["body","derived_identity","phone_number"] value_error.any_str.min_length`},
+		{"identity value over the bound", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": "` + strings.Repeat("é", event.MaxIdentityValue+1) + `"}}`}
+		}, 422, `["body","derived_identity","email"] value_error.any_str.max_length`},
 		{"body over 1 MiB", func(id string) call {
 			f.putRequest(pausedRequest(id, 1))
 			raw, _ := f.replyToken(id, "wh-verify", 1)
@@ -328,6 +333,7 @@ func TestResumeSucceedsOnce(t *testing.T) {
 func TestResumeBodies(t *testing.T) {
 	f := newFixture(t)
 	phone := "555-5555"
+	longest := strings.Repeat("é", event.MaxIdentityValue) // 2048 bytes: the bound counts characters
 	tests := []struct {
 		name string
 		body string
@@ -338,6 +344,7 @@ func TestResumeBodies(t *testing.T) {
 		{"null identity", `{"derived_identity": null}`, nil},
 		{"empty identity", `{"derived_identity": {}}`, nil},
 		{"phone only", `{"derived_identity": {"phone_number": "555-5555"}}`, &event.Identity{PhoneNumber: &phone}},
+		{"longest value, in characters", `{"derived_identity": {"email": "` + longest + `"}}`, &event.Identity{Email: &longest}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
