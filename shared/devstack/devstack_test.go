@@ -5,12 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -19,52 +17,35 @@ import (
 func TestNATSTopologySurvivesRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n := devstack.NATSForTest(t)
-	nc, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	if _, err := natsconn.EnsureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	// Twice: creation is idempotent.
-	if _, err := natsconn.EnsureStream(ctx, js); err != nil {
+	n := testkit.StartNATS(t) // devstack.StartNATS, the stream ensured once already
+	// Again: creation is idempotent.
+	if _, err := natsconn.EnsureStream(ctx, n.JS); err != nil {
 		t.Fatalf("second EnsureStream: %v", err)
 	}
-	kv, err := natsconn.RequestsBucket(ctx, js)
-	if err != nil {
+	if _, err := n.Bucket(t, event.BucketRequests).Put(ctx, "pri_1", []byte(`{"status":"pending"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx, "pri_1", []byte(`{"status":"pending"}`)); err != nil {
+	if _, err := n.JS.Publish(ctx, event.SubjectSubmitted, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, event.SubjectSubmitted, []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
+	url := n.URL()
 
-	n2, err := n.Restart()
-	if err != nil {
-		t.Fatal(err)
+	n.Restart(t) // devstack's Restart: the same address and store
+	if n.URL() != url {
+		t.Fatalf("URL after restart = %s, want %s", n.URL(), url)
 	}
-	t.Cleanup(n2.Shutdown)
-	nc2, err := nats.Connect(n2.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc2.Close()
-	js2, _ := jetstream.New(nc2)
-	kv2, err := natsconn.RequestsBucket(ctx, js2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv2.Get(ctx, "pri_1")
+	e, err := n.Bucket(t, event.BucketRequests).Get(ctx, "pri_1")
 	if err != nil || string(e.Value()) != `{"status":"pending"}` {
 		t.Fatalf("after restart Get = %v, %v", e, err)
 	}
-	s, _ := js2.Stream(ctx, event.Stream)
-	info, _ := s.Info(ctx)
+	s, err := n.JS.Stream(ctx, event.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if info.State.Msgs != 1 {
 		t.Fatalf("stream messages after restart = %d, want 1", info.State.Msgs)
 	}
