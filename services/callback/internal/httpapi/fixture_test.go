@@ -45,6 +45,13 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with the resume service publishing through publisher(js) instead
+// of js itself (nil: js), so that a test can inject faults.
+func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Publisher) *fixture {
+	t.Helper()
 	srv := devstack.NATSForTest(t)
 	nc, err := nats.Connect(srv.URL())
 	if err != nil {
@@ -71,7 +78,11 @@ func newFixture(t testing.TB) *fixture {
 	}
 	f.resume = sealer(t, secret.PurposeResumeTokens)
 	f.access = sealer(t, secret.PurposeAccessTokens)
-	svc := resume.New(resume.Config{Requests: f.requests, Claims: f.claims, Publisher: js, Tokens: []*token.Sealer{f.resume}})
+	var pub resume.Publisher = js
+	if publisher != nil {
+		pub = publisher(js)
+	}
+	svc := resume.New(resume.Config{Requests: f.requests, Claims: f.claims, Publisher: pub, Tokens: []*token.Sealer{f.resume}})
 	f.router = NewRouter(Deps{
 		Log:      zerolog.Nop(),
 		Registry: f.registry,
@@ -238,6 +249,22 @@ func (f *fixture) events(subject string) []jetstream.Msg {
 	}
 	if len(out) != n {
 		f.t.Fatalf("read %d messages on %s, the stream holds %d", len(out), subject, n)
+	}
+	return out
+}
+
+// resumesOf returns the resume events on the stream that carry token jti.
+func (f *fixture) resumesOf(jti string) []event.Resume {
+	f.t.Helper()
+	var out []event.Resume
+	for _, m := range f.events(event.SubjectResume) {
+		var r event.Resume
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			f.t.Fatal(err)
+		}
+		if r.TokenID == jti {
+			out = append(out, r)
+		}
 	}
 	return out
 }

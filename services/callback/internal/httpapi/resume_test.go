@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/token"
@@ -404,8 +406,8 @@ func TestResumeConcurrentSameToken(t *testing.T) {
 	}
 }
 
-// TestResumePublishFailure deletes the stream so that the publish fails: the answer is 503, the
-// claim is removed, and the same token works once the stream is back.
+// TestResumePublishFailure deletes the stream so that the publish fails: the answer is 503, no
+// claim is written, and the same token works once the stream is back.
 func TestResumePublishFailure(t *testing.T) {
 	f := newFixture(t)
 	const id = "pri_nostream"
@@ -436,6 +438,109 @@ func TestResumePublishFailure(t *testing.T) {
 	}
 	if got := f.count(event.SubjectResume); got != 1 {
 		t.Errorf("resume events = %d, want 1", got)
+	}
+}
+
+// faultyPublisher publishes through js, except that its first call goes to fault instead.
+type faultyPublisher struct {
+	js    jetstream.JetStream
+	fault func(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	mu    sync.Mutex
+	calls int
+}
+
+func (p *faultyPublisher) Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	p.mu.Lock()
+	p.calls++
+	first := p.calls == 1
+	p.mu.Unlock()
+	if first {
+		return p.fault(ctx, subject, payload, opts...)
+	}
+	return p.js.Publish(ctx, subject, payload, opts...)
+}
+
+// TestResumeNeverBurnsAToken is the regression test of D28: a resume whose publish fails, panics
+// (the middleware answers 500) or loses its ack leaves no claim, so the receiver's retry with the
+// same token resumes (one event on the stream) and only a third call is 409. No call is ever
+// answered 409 while the stream holds no resume event for the token.
+func TestResumeNeverBurnsAToken(t *testing.T) {
+	type publishFunc = func(context.Context, string, []byte, ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	tests := []struct {
+		name  string
+		fault func(js jetstream.JetStream) publishFunc
+		first int // the answer to the call whose publish is faulty
+		// events is how many resume events the stream holds after that call.
+		events int
+	}{
+		{"publish fails", func(jetstream.JetStream) publishFunc {
+			return func(context.Context, string, []byte, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+				return nil, errors.New("injected: nats: timeout")
+			}
+		}, http.StatusServiceUnavailable, 0},
+		{"publisher panics", func(jetstream.JetStream) publishFunc {
+			return func(context.Context, string, []byte, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+				panic("injected fault")
+			}
+		}, http.StatusInternalServerError, 0},
+		{"ack lost", func(js jetstream.JetStream) publishFunc {
+			return func(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+				if _, err := js.Publish(ctx, subject, payload, opts...); err != nil {
+					return nil, err
+				}
+				return nil, errors.New("injected: ack lost")
+			}
+		}, http.StatusServiceUnavailable, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixtureWith(t, func(js jetstream.JetStream) resume.Publisher {
+				return &faultyPublisher{js: js, fault: tt.fault(js)}
+			})
+			const id = "pri_d28"
+			f.putRequest(pausedRequest(id, 1))
+			raw, jti := f.replyToken(id, "wh-verify", 1)
+			ctx := context.Background()
+			call := func(n int) int {
+				t.Helper()
+				code := f.do(http.MethodPost, resumePath(id), bearer(raw), `{}`).Code
+				if got := len(f.resumesOf(jti)); code == http.StatusConflict && got == 0 {
+					t.Errorf("call %d: 409 without a resume event: the token was used up, nothing was published", n)
+				}
+				return code
+			}
+
+			if got := call(1); got != tt.first {
+				t.Fatalf("call 1 (faulty publish): got %d, want %d", got, tt.first)
+			}
+			if got := len(f.resumesOf(jti)); got != tt.events {
+				t.Errorf("after call 1: resume events = %d, want %d", got, tt.events)
+			}
+			if _, err := f.claims.Get(ctx, jti); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				t.Errorf("after call 1: claim Get error = %v, want ErrKeyNotFound: no claim without a published resume", err)
+			}
+
+			if got := call(2); got != http.StatusOK {
+				t.Fatalf("call 2 (the receiver's retry): got %d, want 200", got)
+			}
+			evs := f.resumesOf(jti)
+			if len(evs) != 1 {
+				t.Fatalf("after call 2: resume events = %d, want 1", len(evs))
+			}
+			if evs[0].RequestID != id || evs[0].WebhookID != "wh-verify" || evs[0].Pause != 1 {
+				t.Errorf("event = %+v, want request %s, webhook wh-verify, pause 1", evs[0], id)
+			}
+			if _, err := f.claims.Get(ctx, jti); err != nil {
+				t.Errorf("after call 2: claim Get = %v, want the claim", err)
+			}
+
+			if got := call(3); got != http.StatusConflict {
+				t.Fatalf("call 3: got %d, want 409", got)
+			}
+			if got := len(f.resumesOf(jti)); got != 1 {
+				t.Errorf("after call 3: resume events = %d, want 1", got)
+			}
+		})
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package resume is the domain of the callback service (SPEC §7): it checks reply-to-tokens in the
-// order the contract gives, claims a token so that it is used once, publishes the resume and retry
-// events the executor consumes, and builds the public view of a privacy request. It reads
-// privacy_requests and never writes it; its only state is the claim of a used token.
+// order the contract gives, publishes the resume and retry events the executor consumes, claims a
+// token after its resume is published so that it is used once, and builds the public view of a
+// privacy request. It reads privacy_requests and never writes it; its only state is the claim of a
+// used token.
 package resume
 
 import (
@@ -100,8 +101,9 @@ func New(cfg Config) *Service {
 	}
 }
 
-// publishTimeout bounds the claim, the publish and the undo of one resume or retry. They run on a
-// context detached from the HTTP request, so that a client going away cannot stop them halfway.
+// publishTimeout bounds the publish and the claim of one resume, or the publish of one retry. They
+// run on a context detached from the HTTP request, so that a client going away cannot stop them
+// halfway.
 const publishTimeout = 10 * time.Second
 
 // claimSlack keeps a claim a little past the token's expiry, against clock skew between this
@@ -215,26 +217,20 @@ type claim struct {
 	ClaimedAt time.Time `json:"claimed_at"`
 }
 
-// Resume claims the ticket's token, then publishes the resume event with the derived identity
-// (nil when none) and returns the request as it is being resumed. Losing the claim to a concurrent
-// resume with the same token is ErrTokenUsed. When the publish fails the claim is removed, so that
-// the receiver can try again, and the error wraps ErrUnavailable.
+// Resume publishes the resume event of the ticket's token with the derived identity (nil when
+// none), then claims the token, and returns the request as it is being resumed.
+//
+// The publish comes first so that a token is never used up without its event: a publish that
+// fails (or a crash before the claim) leaves no claim, and the receiver's next attempt publishes
+// again. A repeated publish is harmless: it carries the same Nats-Msg-Id (the jti), and the
+// executor ignores a resume whose pause no longer matches. A failed publish wraps
+// ErrUnavailable. Losing the claim to a concurrent resume with the same token is ErrTokenUsed
+// (both published the one, de-duplicated event). A claim that fails otherwise is logged and the
+// resume stands: its event is on the stream.
 func (s *Service) Resume(ctx context.Context, t *Ticket, derived *event.Identity) (View, error) {
 	id, jti := t.claims.RequestID, t.claims.ID
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
-
-	value, err := json.Marshal(claim{RequestID: id, WebhookID: t.claims.WebhookID, Pause: t.claims.Pause, ClaimedAt: s.now().UTC()})
-	if err != nil {
-		return View{}, fmt.Errorf("resume: encode claim: %w", err)
-	}
-	rev, err := s.claims.Create(ctx, jti, value, jetstream.KeyTTL(s.claimTTL(t.claims.Expiry)))
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return View{}, refuse(ErrTokenUsed, id)
-	}
-	if err != nil {
-		return View{}, fmt.Errorf("resume: claim token of request %q: %w", id, err)
-	}
 
 	if derived != nil && derived.Email == nil && derived.PhoneNumber == nil {
 		derived = nil
@@ -242,19 +238,26 @@ func (s *Service) Resume(ctx context.Context, t *Ticket, derived *event.Identity
 	payload, err := json.Marshal(event.Resume{
 		RequestID: id, WebhookID: t.claims.WebhookID, Pause: t.claims.Pause, TokenID: jti, DerivedIdentity: derived,
 	})
-	if err == nil {
-		_, err = s.publisher.Publish(ctx, event.SubjectResume, payload, jetstream.WithMsgID(jti))
-	}
 	if err != nil {
-		// Best effort: without the claim the receiver's next attempt goes through. Should the
-		// publish have reached the stream after all, the next one carries the same Nats-Msg-Id and
-		// the executor checks the pause number of whatever arrives.
-		if uerr := s.claims.Purge(ctx, jti, jetstream.LastRevision(rev), jetstream.PurgeTTL(s.claimTTL(t.claims.Expiry))); uerr != nil {
-			zerolog.Ctx(ctx).Error().Err(uerr).Str("request_id", id).Msg("resume: could not remove the claim of an unpublished resume")
-		}
+		return View{}, fmt.Errorf("resume: encode event: %w", err)
+	}
+	value, err := json.Marshal(claim{RequestID: id, WebhookID: t.claims.WebhookID, Pause: t.claims.Pause, ClaimedAt: s.now().UTC()})
+	if err != nil {
+		return View{}, fmt.Errorf("resume: encode claim: %w", err)
+	}
+	if _, err := s.publisher.Publish(ctx, event.SubjectResume, payload, jetstream.WithMsgID(jti)); err != nil {
 		return View{}, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: id}
 	}
-	zerolog.Ctx(ctx).Info().Str("privacy_request_id", id).Int("pause", t.claims.Pause).
+	log := zerolog.Ctx(ctx)
+	_, err = s.claims.Create(ctx, jti, value, jetstream.KeyTTL(s.claimTTL(t.claims.Expiry)))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return View{}, refuse(ErrTokenUsed, id)
+	case err != nil:
+		log.Warn().Err(err).Str("privacy_request_id", id).Int("pause", t.claims.Pause).
+			Msg("resume published, but the token could not be recorded as used")
+	}
+	log.Info().Str("privacy_request_id", id).Int("pause", t.claims.Pause).
 		Str("webhook_id", t.claims.WebhookID).Bool("derived_identity", derived != nil).Msg("resume published")
 
 	req := t.request

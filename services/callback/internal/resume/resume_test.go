@@ -1,10 +1,12 @@
 package resume
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/rs/zerolog"
 )
 
 type env struct {
@@ -141,6 +144,71 @@ func TestClaimExpiresWithToken(t *testing.T) {
 	var got claim
 	if err := json.Unmarshal(msg.Data, &got); err != nil || got.RequestID != "pri_ttl" || got.Pause != 3 || got.WebhookID != "wh" {
 		t.Errorf("claim = %+v (%v), want request pri_ttl, pause 3, webhook wh", got, err)
+	}
+}
+
+// failingCreate is a resume_tokens bucket whose Create fails with err.
+type failingCreate struct {
+	jetstream.KeyValue
+	err error
+}
+
+func (f failingCreate) Create(context.Context, string, []byte, ...jetstream.KVCreateOpt) (uint64, error) {
+	return 0, f.err
+}
+
+// TestResumeClaimFailsAfterPublish: when the resume is published but the claim cannot be written
+// (for another reason than a concurrent claim), the resume stands: no error, the event is on the
+// stream, and a warning is logged without the token.
+func TestResumeClaimFailsAfterPublish(t *testing.T) {
+	e := newEnv(t)
+	sealer := newSealer(t, "0123456789abcdef0123456789abcdef")
+	e.put(t, event.Request{ID: "pri_noclaim", Status: event.StatusPaused, Pause: 2, PausedWebhookID: "wh"})
+	c := token.ResumeClaims{RequestID: "pri_noclaim", WebhookID: "wh", Pause: 2, Scopes: []string{token.ScopeResume}}
+	raw, err := sealer.Seal(&c, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(Config{Requests: e.requests, Claims: failingCreate{KeyValue: e.claims, err: errors.New("injected: kv unavailable")},
+		Publisher: e.js, Tokens: []*token.Sealer{sealer}})
+	var logs bytes.Buffer
+	ctx := zerolog.New(&logs).WithContext(context.Background())
+	ticket, err := svc.Check(ctx, "pri_noclaim", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err := svc.Resume(ctx, ticket, nil)
+	if err != nil || view.Status != event.StatusInProcessing {
+		t.Fatalf("Resume = %s, %v; want in_processing, nil", view.Status, err)
+	}
+
+	stream, err := e.js.Stream(ctx, event.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, event.SubjectResume)
+	if err != nil {
+		t.Fatalf("resume event: %v, want one on %s", err, event.SubjectResume)
+	}
+	var got event.Resume
+	if err := json.Unmarshal(msg.Data, &got); err != nil || got.RequestID != "pri_noclaim" || got.TokenID != c.ID || got.Pause != 2 {
+		t.Errorf("event = %+v (%v), want request pri_noclaim, jti %s, pause 2", got, err, c.ID)
+	}
+	if _, err := e.claims.Get(ctx, c.ID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("claim Get error = %v, want ErrKeyNotFound", err)
+	}
+	var warned bool
+	for line := range strings.Lines(logs.String()) {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err == nil && entry["level"] == "warn" && entry["privacy_request_id"] == "pri_noclaim" {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no warning naming the request in the logs:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), raw) {
+		t.Errorf("the logs carry the token")
 	}
 }
 
