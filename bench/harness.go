@@ -25,7 +25,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/secret"
@@ -34,11 +33,11 @@ import (
 // appKey is the benchmark's APP_ENCRYPTION_KEY: the executor opens the plan's secrets with it.
 const appKey = "bench-key-0123456789abcdef012345"
 
-// Env is one measured environment: a fresh embedded NATS with file storage and the HTTPS
-// receivers, on loopback.
+// Env is one measured environment: a fresh NATS server with file storage in its own process, and
+// the HTTPS receivers, on loopback.
 type Env struct {
 	dir    string
-	nats   *devstack.NATS
+	nats   *NATSProcess
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	recv   *httptest.Server
@@ -53,15 +52,18 @@ func NewEnv(ctx context.Context, delay time.Duration) (*Env, error) {
 		return nil, err
 	}
 	e := &Env{dir: dir}
-	n, err := devstack.StartNATS(filepath.Join(dir, "nats"), "127.0.0.1", -1)
+	n, err := StartNATSProcess(ctx, filepath.Join(dir, "nats"), filepath.Join(dir, "nats.log"))
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	e.nats = n
 	if e.nc, err = nats.Connect(n.URL()); err != nil {
+		e.Close()
 		return nil, err
 	}
 	if e.js, err = jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(1<<16)); err != nil {
+		e.Close()
 		return nil, err
 	}
 	e.recv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -83,6 +85,7 @@ func NewEnv(ctx context.Context, delay time.Duration) (*Env, error) {
 	e.caFile = filepath.Join(dir, "receiver-ca.pem")
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.recv.Certificate().Raw})
 	if err := os.WriteFile(e.caFile, pemBytes, 0o600); err != nil {
+		e.Close()
 		return nil, err
 	}
 	return e, nil
@@ -97,7 +100,7 @@ func (e *Env) Close() {
 		e.nc.Close()
 	}
 	if e.nats != nil {
-		e.nats.Shutdown()
+		e.nats.Stop()
 	}
 	_ = os.RemoveAll(e.dir)
 }
@@ -146,8 +149,10 @@ func (e *Env) PutPlan(ctx context.Context) error {
 
 // Executor is the executor running as its own process, so that its CPU time and memory are its own.
 type Executor struct {
-	cmd  *exec.Cmd
-	done chan error
+	cmd     *exec.Cmd
+	done    chan struct{}
+	httpURL string // its HTTP_ADDR, as http://127.0.0.1:PORT
+	client  *http.Client
 }
 
 // BuildExecutor compiles the executor (in ../services/executor, relative to the bench directory)
@@ -163,17 +168,34 @@ func BuildExecutor(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-// StartExecutor runs the executor binary with its production settings against e.
-func (e *Env) StartExecutor(bin string, concurrency int, stage string) (*Executor, error) {
-	logFile, err := os.Create(filepath.Join(e.dir, "executor.log"))
+// StartExecutor runs the executor binary with its production settings against e, its HTTP_ADDR
+// on a free loopback port, and waits until that port accepts connections.
+func (e *Env) StartExecutor(ctx context.Context, bin string, concurrency int, stage string) (*Executor, error) {
+	for attempt := 1; ; attempt++ {
+		port, err := freeLoopbackPort()
+		if err != nil {
+			return nil, err
+		}
+		x, err := e.startExecutor(ctx, bin, port, concurrency, stage)
+		if !errors.Is(err, errExited) || attempt == 3 {
+			return x, err
+		}
+		// The port may have been taken before the executor listened on it: try another one.
+	}
+}
+
+func (e *Env) startExecutor(ctx context.Context, bin string, port, concurrency int, stage string) (*Executor, error) {
+	logPath := filepath.Join(e.dir, "executor.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"NATS_URL="+e.nats.URL(),
 		"APP_ENCRYPTION_KEY="+appKey,
-		"HTTP_ADDR=127.0.0.1:0",
+		"HTTP_ADDR="+addr,
 		"LOG_LEVEL=warn",
 		"WEBHOOK_CA_FILE="+e.caFile,
 		"WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
@@ -182,10 +204,20 @@ func (e *Env) StartExecutor(bin string, concurrency int, stage string) (*Executo
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
+		logFile.Close()
 		return nil, err
 	}
-	x := &Executor{cmd: cmd, done: make(chan error, 1)}
-	go func() { x.done <- cmd.Wait(); logFile.Close() }()
+	x := &Executor{cmd: cmd, done: make(chan struct{}), httpURL: "http://" + addr,
+		client: &http.Client{Timeout: 10 * time.Second}}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(x.done)
+	}()
+	if err := waitAccepting(ctx, addr, x.done, time.Minute); err != nil {
+		x.Stop()
+		return nil, fmt.Errorf("executor HTTP_ADDR %s (log %s): %w", addr, logPath, err)
+	}
 	return x, nil
 }
 
@@ -201,34 +233,15 @@ func (x *Executor) Stop() {
 }
 
 // CPUSeconds returns the user+system CPU time the executor used so far.
-func (x *Executor) CPUSeconds() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", x.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	if len(fields) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(fields[11], 64)
-	st, _ := strconv.ParseFloat(fields[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
+func (x *Executor) CPUSeconds() float64 { return procCPUSeconds(x.cmd.Process.Pid) }
 
 // PeakRSSMB returns the executor's peak resident set size (VmHWM) in MiB.
-func (x *Executor) PeakRSSMB() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", x.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return 0
+func (x *Executor) PeakRSSMB() float64 { return procPeakRSSMB(x.cmd.Process.Pid) }
+
+// NATSRequests returns the executor's NATS request/replies so far, the sum of the series of
+// executor_nats_requests_total on its /metrics; ok is false when it does not expose that counter.
+func (x *Executor) NATSRequests(ctx context.Context) (n float64, ok bool, err error) {
+	return scrapeCounter(ctx, x.client, x.httpURL+"/metrics", natsRequestsMetric)
 }
 
 // Load is what a driver measured.

@@ -29,6 +29,8 @@ type Options struct {
 	Quick       bool
 	// InFlightOnly measures only the memory scenario (InFlight requests held in flight).
 	InFlightOnly bool
+	// ExecutorBin is an executor binary to measure instead of building ../services/executor.
+	ExecutorBin string
 }
 
 // Result is one scenario's figures; its JSON is the machine-readable line.
@@ -46,13 +48,33 @@ type Result struct {
 	P99MS              float64 `json:"p99_ms"`
 	WebhookCallsPerSec float64 `json:"webhook_calls_per_second"`
 	CPUSecondsPer1000  float64 `json:"executor_cpu_seconds_per_1000"`
-	ExecutorPeakRSSMB  float64 `json:"executor_peak_rss_mb"`
-	Failed             int     `json:"failed"`
+	// ServerCPUPer1000 is the NATS server's CPU over the same run; TotalCPUPer1000 is the sum of both.
+	ServerCPUPer1000  float64 `json:"server_cpu_seconds_per_1000"`
+	TotalCPUPer1000   float64 `json:"total_cpu_seconds_per_1000"`
+	ExecutorPeakRSSMB float64 `json:"executor_peak_rss_mb"`
+	Failed            int     `json:"failed"`
+	// NATSRequestsPerRequest is the executor's executor_nats_requests_total over the run divided by
+	// the completed requests; nil (left out of the JSON) when the executor has no such counter.
+	NATSRequestsPerRequest *float64 `json:"nats_requests_per_request,omitempty"`
 	// BoundRPS is, for receivers answering after a delay, the most the concurrency allows:
 	// concurrency / (webhooks per request x delay).
-	BoundRPS            float64 `json:"bound_requests_per_second,omitempty"`
-	BaselineP99MS       float64 `json:"baseline_p99_ms,omitempty"`
-	BaselineConcurrency int     `json:"-"`
+	BoundRPS      float64 `json:"bound_requests_per_second,omitempty"`
+	BaselineP99MS float64 `json:"baseline_p99_ms,omitempty"`
+	// BaselineServerCPUPer1000 is the NATS server's CPU during the raw loop's run; the raw loop's
+	// own CPU is not counted (it runs inside the harness, with the driver and the receivers).
+	BaselineServerCPUPer1000 float64 `json:"baseline_server_cpu_seconds_per_1000,omitempty"`
+	// BaselineNATSRequestsPerRequest is the raw loop's own request/replies per completed request.
+	BaselineNATSRequestsPerRequest *float64 `json:"baseline_nats_requests_per_request,omitempty"`
+	BaselineConcurrency            int      `json:"-"`
+}
+
+// Baseline is what the raw loop measured at one point.
+type Baseline struct {
+	Load
+	// ServerCPUPer1000 is the NATS server's CPU seconds per 1,000 requests.
+	ServerCPUPer1000 float64
+	// NATSRequestsPerRequest counts the loop's own request/replies, as the executor's counter does.
+	NATSRequestsPerRequest float64
 }
 
 // webhooksPerRequest is the number of webhook calls of one request of the benchmark policy.
@@ -92,10 +114,14 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintln(w, "building the executor...")
-	bin, err := BuildExecutor(ctx, dir)
-	if err != nil {
-		return err
+	bin := o.ExecutorBin
+	if bin == "" {
+		fmt.Fprintln(w, "building the executor...")
+		if bin, err = BuildExecutor(ctx, dir); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(w, "executor: %s\n", bin)
 	}
 	var results []Result
 	if o.InFlightOnly {
@@ -112,7 +138,7 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 
 func measureAll(ctx context.Context, bin string, n int, concs []int, inFlight int, w io.Writer) ([]Result, error) {
 	var results []Result
-	baselines := map[int]Load{}
+	baselines := map[int]Baseline{}
 	best := 0.0
 	for _, c := range concs {
 		fmt.Fprintf(w, "skip scenario, concurrency %d...\n", c)
@@ -183,27 +209,32 @@ func measureInFlight(ctx context.Context, bin string, n int, w io.Writer) ([]Res
 	if err != nil {
 		return nil, fmt.Errorf("in flight: %w", err)
 	}
-	return []Result{withBaseline(r, "skip_10k_in_flight", Load{})}, nil
+	return []Result{withBaseline(r, "skip_10k_in_flight", Baseline{})}, nil
 }
 
-func withBaseline(r Result, scenario string, base Load) Result {
+func withBaseline(r Result, scenario string, base Baseline) Result {
 	r.Scenario = scenario
 	if base.Completed > 0 {
 		r.BaselineRPS = round(base.RPS())
 		r.Ratio = round(r.RequestsPerSecond / base.RPS())
 		r.BaselineP99MS = round(base.Percentile(0.99))
+		r.BaselineServerCPUPer1000 = round3(base.ServerCPUPer1000)
+		r.BaselineNATSRequestsPerRequest = ptr(round(base.NATSRequestsPerRequest))
 	}
 	return r
 }
 
 func round(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 
+// round3 keeps three decimals, for CPU seconds per 1,000 requests.
+func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+
 func submitted(id string) []byte {
 	b, _ := json.Marshal(event.Submitted{ID: id, PolicyKey: "bench", Identity: event.Identity{Email: ptr(id + "@example.com")}})
 	return b
 }
 
-func ptr(s string) *string { return &s }
+func ptr[T any](v T) *T { return &v }
 
 // measureProduct runs p's requests through the executor process.
 func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
@@ -220,7 +251,7 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 	if err := e.PutPlan(ctx); err != nil {
 		return Result{}, err
 	}
-	x, err := e.StartExecutor(bin, p.concurrency, p.stage)
+	x, err := e.StartExecutor(ctx, bin, p.concurrency, p.stage)
 	if err != nil {
 		return Result{}, err
 	}
@@ -267,7 +298,18 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 	if _, err := warm.run(ctx, "warm", 0, submit); err != nil {
 		return Result{}, fmt.Errorf("warm-up: %w", err)
 	}
-	cpu0, calls0 := x.CPUSeconds(), e.calls.Load()
+	// CPU and NATS requests are read once the executor is quiet, before and after the run, so that
+	// the warm-up's trailing writes are left out and the run's last ones counted.
+	counter := func() (float64, bool) {
+		n, ok, _ := x.NATSRequests(ctx)
+		return n, ok
+	}
+	settle(ctx, x.CPUSeconds, counter)
+	reqs0, hasCounter, err := x.NATSRequests(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	cpu0, serverCPU0, calls0 := x.CPUSeconds(), e.nats.CPUSeconds(), e.calls.Load()
 	slots := p.concurrency
 	if p.rate > 0 {
 		slots = 0
@@ -278,8 +320,17 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	cpu := x.CPUSeconds() - cpu0
 	calls := e.calls.Load() - calls0
+	settle(ctx, x.CPUSeconds, counter)
+	cpu, serverCPU := x.CPUSeconds()-cpu0, e.nats.CPUSeconds()-serverCPU0
+	reqs1, hasCounter1, err := x.NATSRequests(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	var natsPerRequest *float64
+	if hasCounter && hasCounter1 && load.Completed > 0 {
+		natsPerRequest = ptr(round((reqs1 - reqs0) / float64(load.Completed)))
+	}
 	return Result{
 		Requests: p.n, Concurrency: p.concurrency, ReceiverDelayMS: int(p.delay.Milliseconds()), RateLimit: round(p.rate),
 		RequestsPerSecond:  round(load.RPS()),
@@ -287,34 +338,38 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 		P95MS:              round(load.Percentile(0.95)),
 		P99MS:              round(load.Percentile(0.99)),
 		WebhookCallsPerSec: round(float64(calls) / load.Elapsed.Seconds()),
-		CPUSecondsPer1000:  round(cpu / float64(p.n) * 1000),
+		CPUSecondsPer1000:  round3(cpu / float64(p.n) * 1000),
+		ServerCPUPer1000:   round3(serverCPU / float64(p.n) * 1000),
+		TotalCPUPer1000:    round3((cpu + serverCPU) / float64(p.n) * 1000),
 		ExecutorPeakRSSMB:  round(x.PeakRSSMB()),
 		Failed:             load.Failed,
+
+		NATSRequestsPerRequest: natsPerRequest,
 	}, nil
 }
 
 // measureBaseline runs the raw loop: consume from JetStream, make the same HTTPS POSTs to the same
 // receivers, ack, and publish one event — the work with no product around it.
-func measureBaseline(ctx context.Context, p point) (Load, error) {
+func measureBaseline(ctx context.Context, p point) (Baseline, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	e, err := NewEnv(ctx, p.delay)
 	if err != nil {
-		return Load{}, err
+		return Baseline{}, err
 	}
 	defer e.Close()
 	stream, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return Load{}, err
+		return Baseline{}, err
 	}
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: "raw", FilterSubject: "bench.in", AckPolicy: jetstream.AckExplicitPolicy,
 		MaxAckPending: p.concurrency * 2, AckWait: time.Minute,
 	})
 	if err != nil {
-		return Load{}, err
+		return Baseline{}, err
 	}
 	client := e.HTTPClient(p.concurrency)
 	url := e.recv.URL
@@ -334,6 +389,7 @@ func measureBaseline(ctx context.Context, p point) (Load, error) {
 		}
 		return nil
 	}
+	var natsRequests atomic.Int64
 	handle := func(m jetstream.Msg) {
 		var s event.Submitted
 		if err := json.Unmarshal(m.Data(), &s); err != nil {
@@ -349,6 +405,9 @@ func measureBaseline(ctx context.Context, p point) (Load, error) {
 			}
 		}
 		_ = m.Ack()
+		// A JetStream publish with ack: the loop's one request/reply per request (the ack above
+		// is a plain publish, and pulls bring whole batches).
+		natsRequests.Add(1)
 		_, _ = e.js.PublishAsync("bench.out", []byte(s.ID))
 	}
 	work := make(chan jetstream.Msg)
@@ -364,7 +423,7 @@ func measureBaseline(ctx context.Context, p point) (Load, error) {
 	}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(p.concurrency))
 	if err != nil {
-		return Load{}, err
+		return Baseline{}, err
 	}
 	go func() {
 		defer close(work)
@@ -385,7 +444,7 @@ func measureBaseline(ctx context.Context, p point) (Load, error) {
 		}
 	})
 	if err != nil {
-		return Load{}, err
+		return Baseline{}, err
 	}
 	_ = sub.SetPendingLimits(-1, -1)
 	defer sub.Unsubscribe()
@@ -396,29 +455,48 @@ func measureBaseline(ctx context.Context, p point) (Load, error) {
 	warm := newDriver(100, 100)
 	current.Store(warm)
 	if _, err := warm.run(ctx, "warm", 0, submit); err != nil {
-		return Load{}, fmt.Errorf("warm-up: %w", err)
+		return Baseline{}, fmt.Errorf("warm-up: %w", err)
 	}
 	slots := p.concurrency
 	if p.rate > 0 {
 		slots = 0
 	}
+	serverCPU := func() float64 { return e.nats.CPUSeconds() }
+	settle(ctx, serverCPU, nil)
+	cpu0, reqs0 := serverCPU(), natsRequests.Load()
 	d := newDriver(p.n, slots)
 	current.Store(d)
-	return d.run(ctx, "req", p.rate, submit)
+	load, err := d.run(ctx, "req", p.rate, submit)
+	if err != nil {
+		return Baseline{}, err
+	}
+	settle(ctx, serverCPU, nil)
+	b := Baseline{Load: load, ServerCPUPer1000: (serverCPU() - cpu0) / float64(p.n) * 1000}
+	if load.Completed > 0 {
+		b.NATSRequestsPerRequest = float64(natsRequests.Load()-reqs0) / float64(load.Completed)
+	}
+	return b, nil
 }
 
 func report(w io.Writer, results []Result) {
 	fmt.Fprintf(w, "\nmachine: %s, %d cores, %s\n\n", cpuModel(), runtime.NumCPU(), runtime.Version())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tbaseline req/s\tratio\tbound req/s\tp50 ms\tp95 ms\tp99 ms\tcalls/s\tcpu s/1k\tpeak RSS MB\tfailed\t")
+	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tbaseline req/s\tratio\tbound req/s\tp50 ms\tp95 ms\tp99 ms\tcalls/s"+
+		"\tcpu s/1k\tserver cpu s/1k\ttotal cpu s/1k\tbaseline server cpu s/1k\tnats req/req\tbaseline nats req/req\tpeak RSS MB\tfailed\t")
 	for _, r := range results {
 		bound := "-"
 		if r.BoundRPS > 0 {
 			bound = fmt.Sprintf("%.0f", r.BoundRPS)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.3f\t%.1f\t%d\t\n",
+		baseServerCPU := "-"
+		if r.BaselineRPS > 0 {
+			baseServerCPU = fmt.Sprintf("%.3f", r.BaselineServerCPUPer1000)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t%.1f\t%d\t\n",
 			r.Scenario, r.Concurrency, r.Requests, r.RequestsPerSecond, r.BaselineRPS, r.Ratio, bound,
-			r.P50MS, r.P95MS, r.P99MS, r.WebhookCallsPerSec, r.CPUSecondsPer1000, r.ExecutorPeakRSSMB, r.Failed)
+			r.P50MS, r.P95MS, r.P99MS, r.WebhookCallsPerSec, r.CPUSecondsPer1000, r.ServerCPUPer1000, r.TotalCPUPer1000,
+			baseServerCPU, optional(r.NATSRequestsPerRequest), optional(r.BaselineNATSRequestsPerRequest),
+			r.ExecutorPeakRSSMB, r.Failed)
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
@@ -426,6 +504,14 @@ func report(w io.Writer, results []Result) {
 		b, _ := json.Marshal(r)
 		fmt.Fprintln(w, string(b))
 	}
+}
+
+// optional formats a figure that may be missing as "-".
+func optional(f *float64) string {
+	if f == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", *f)
 }
 
 func cpuModel() string {
