@@ -4,19 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/config/app"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/rs/zerolog"
 )
 
@@ -72,23 +68,15 @@ func TestLoadConfig(t *testing.T) {
 }
 
 // TestStartAndVerify starts the whole service as main does, checks health and readiness, issues
-// a token, verifies secrets against an httptest TLS server trusted through WEBHOOK_CA_FILE, and
-// stops it.
+// a token, verifies secrets against a testkit receiver (httptest TLS) trusted through
+// WEBHOOK_CA_FILE, and stops it.
 func TestStartAndVerify(t *testing.T) {
-	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.Errorf("verification sent an HTTP request: %s %s", r.Method, r.URL)
-	}))
-	defer tlsSrv.Close()
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw})
-	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n := devstack.NATSForTest(t)
+	rc := testkit.NewReceiver(t)
+	n := testkit.StartNATS(t)
 	cfg, err := app.LoadConfig(env(map[string]string{
 		"APP_ENCRYPTION_KEY": appKey, "OAUTH_ROOT_CLIENT_ID": "root", "OAUTH_ROOT_CLIENT_SECRET": "root-secret",
 		"NATS_URL": n.URL(), "MONGODB_URI": ferret.ForTest(t), "MONGODB_DATABASE": "apptest", "HTTP_ADDR": "127.0.0.1:0",
-		"WEBHOOK_CA_FILE": caFile, "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+		"WEBHOOK_CA_FILE": rc.CAFile(), "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -135,12 +123,15 @@ func TestStartAndVerify(t *testing.T) {
 	if status, out := do(http.MethodPatch, "/api/v1/connection", `[{"name": "Hooks", "key": "hooks", "connection_type": "https", "access": "read"}]`); status != 200 {
 		t.Fatalf("create connection: %d %v", status, out)
 	}
-	status, out := do(http.MethodPut, "/api/v1/connection/hooks/secret?verify=true", `{"url": "`+tlsSrv.URL+`/hook", "authorization": "a"}`)
+	status, out := do(http.MethodPut, "/api/v1/connection/hooks/secret?verify=true", `{"url": "`+rc.URL("/hook")+`", "authorization": "a"}`)
 	if status != 200 || out["test_status"] != "succeeded" || out["failure_reason"] != nil {
 		t.Fatalf("verify against the trusted TLS server: got %d %v, want succeeded", status, out)
 	}
 	if _, c := do(http.MethodGet, "/api/v1/connection/hooks", ""); c["last_test_succeeded"] != true || c["last_test_timestamp"] == nil {
 		t.Fatalf("recorded test: got %v", c)
+	}
+	for _, c := range rc.Calls() {
+		t.Errorf("verification sent an HTTP request: %s %s", c.Method, c.Path)
 	}
 	cancel()
 	done := make(chan error, 1)

@@ -25,13 +25,13 @@ import (
 	"github.com/policyhooks/policyhooks/services/config/internal/plans"
 	"github.com/policyhooks/policyhooks/services/config/internal/policy"
 	"github.com/policyhooks/policyhooks/services/config/internal/store"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/netguard"
 	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -87,8 +87,8 @@ type envOptions struct {
 	appKey, previousKey string
 	allowPrivate        bool
 	roots               *x509.CertPool
-	db                  string         // database name; a fresh one when empty
-	nats                *devstack.NATS // shared NATS; a fresh one when nil
+	db                  string        // database name; a fresh one when empty
+	nats                *testkit.NATS // shared NATS; a fresh one when nil
 }
 
 // env is the config service wired as app.Start wires it, over a fresh database and NATS, with the
@@ -99,7 +99,7 @@ type env struct {
 	router    *mux.Router
 	srv       *httptest.Server
 	st        *store.Store
-	nats      *devstack.NATS
+	nats      *testkit.NATS
 	plansKV   jetstream.KeyValue
 	clientsKV jetstream.KeyValue
 	pub       *plans.Publisher
@@ -120,7 +120,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		opt.db = "t" + token.NewID()[:16]
 	}
 	if opt.nats == nil {
-		opt.nats = devstack.NATSForTest(t)
+		opt.nats = testkit.StartNATS(t)
 	}
 	logs := &syncBuffer{}
 	log := zerolog.New(logs).With().Timestamp().Logger()
@@ -349,16 +349,4 @@ func (e *env) plan(key string) (map[string]any, []byte, bool) {
 		e.t.Fatal(err)
 	}
 	return p, ent.Value(), true
-}
-
-// eventually polls cond until it holds or ten seconds pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -7,8 +7,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 // TestOpenAPIDocument checks that the served document is OpenAPI 3 JSON and describes every
@@ -59,7 +61,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		}
 	}
 	e.nats.Shutdown()
-	eventually(t, "/ready to report NATS down", func() bool {
+	testkit.Eventually(t, 10*time.Second, "/ready to report NATS down", func() bool {
 		status, _, _ := e.raw(http.MethodGet, "/ready", "", nil)
 		return status == http.StatusServiceUnavailable
 	})

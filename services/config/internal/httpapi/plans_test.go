@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 func (e *env) planOf(key string) (event.Plan, bool) {
@@ -89,7 +90,7 @@ func TestPlanView(t *testing.T) {
 			e.pub.Run(ctx, 20*time.Millisecond)
 		}()
 		defer func() { cancel(); <-done }()
-		eventually(t, "the periodic re-publish to restore p2", func() bool {
+		testkit.Eventually(t, 10*time.Second, "the periodic re-publish to restore p2", func() bool {
 			p, ok := e.planOf("p2")
 			return ok && p.Version == want.Version && len(p.Post) == 1 && p.Post[0].ID == want.Post[0].ID
 		})

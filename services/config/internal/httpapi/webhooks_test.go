@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 type orderEntry struct {
@@ -477,7 +480,7 @@ func TestWebhookConcurrentEdits(t *testing.T) {
 		t.Fatalf("keys: got %v, want a permutation of %v", got, keys)
 	}
 	// The published plan shows the same order.
-	eventually(t, "plan with the final order", func() bool {
+	testkit.Eventually(t, 10*time.Second, "plan with the final order", func() bool {
 		p, _, ok := e.plan("p")
 		if !ok {
 			return false
