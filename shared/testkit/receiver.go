@@ -24,6 +24,9 @@ type Call struct {
 	At        time.Time
 }
 
+// String is the method, path and request id of c, for failure messages.
+func (c Call) String() string { return c.Method + " " + c.Path + " (" + c.RequestID + ")" }
+
 // Decode unmarshals the body of c into v and fails the test when it is not that JSON.
 func (c Call) Decode(t testing.TB, v any) {
 	t.Helper()

@@ -170,6 +170,9 @@ func TestReceiverCountsPerRequestAndPath(t *testing.T) {
 			t.Fatalf("step %d (%s %s): got %d %q header %q, want %d %q header %q", i, s.id, s.path, status, b, h, s.wantStatus, s.wantBody, s.wantHeader)
 		}
 	}
+	if got, want := fmt.Sprint(rc.CallsOf("pri_b", "")), "[POST /flaky (pri_b) POST /echo (pri_b) POST /flaky (pri_b)]"; got != want {
+		t.Errorf("calls of pri_b printed: got %s, want %s", got, want)
+	}
 	if got := len(rc.Calls()); got != len(steps) {
 		t.Fatalf("Calls: got %d, want %d", got, len(steps))
 	}
