@@ -135,6 +135,16 @@ func pausedRequest(id string, pause int) event.Request {
 	}
 }
 
+// awaitingRequest is the request of pausedRequest one moment earlier: in processing, its call of
+// "wh-verify" in flight and not answered yet. pause is the number of the last pause, so the call's
+// reply-to-token carries pause+1.
+func awaitingRequest(id string, pause int) event.Request {
+	req := pausedRequest(id, pause)
+	req.Status, req.Next, req.PausedWebhookID, req.PauseExpiresAt, req.PausedAt = event.StatusInProcessing, 1, "", nil, nil
+	req.Webhooks[1].Outcome, req.Webhooks[1].Attempts = event.OutcomePending, nil
+	return req
+}
+
 // putRequest writes req into privacy_requests as the executor does (under event.KVKey) and
 // returns its revision.
 func (f *fixture) putRequest(req event.Request) uint64 {

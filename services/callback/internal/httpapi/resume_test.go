@@ -166,6 +166,49 @@ func TestResumeRefusals(t *testing.T) {
 			raw, _ := f.replyToken(id, "wh-verify", 1)
 			return call{resumePath(id), bearer(raw), `{}`}
 		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"in processing, awaiting another webhook", func(id string) call {
+			req := awaitingRequest(id, 0)
+			req.Next = 0 // the one-way wh-wake is being called
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"in processing, token of another webhook", func(id string) call {
+			f.putRequest(awaitingRequest(id, 0))
+			raw, _ := f.replyToken(id, "wh-wake", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"in processing, token of the last pause", func(id string) call {
+			f.putRequest(awaitingRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"in processing, token two pauses ahead", func(id string) call {
+			f.putRequest(awaitingRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 3)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"in processing, post_webhooks step", func(id string) call {
+			req := awaitingRequest(id, 0)
+			req.Step = event.StepPostWebhooks
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"in processing, next past the pre-webhooks", func(id string) call {
+			req := awaitingRequest(id, 0)
+			req.Next = len(req.Plan.Pre)
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = in_processing."},
+		{"pending, at the webhook", func(id string) call {
+			req := awaitingRequest(id, 0)
+			req.Status = event.StatusPending
+			f.putRequest(req)
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{}`}
+		}, 400, "Invalid resume request: privacy request '%s' status = pending."},
 		{"complete", func(id string) call {
 			req := pausedRequest(id, 1)
 			req.Status = event.StatusComplete
@@ -329,6 +372,91 @@ func TestResumeSucceedsOnce(t *testing.T) {
 	}
 	if n := f.count(event.SubjectResume); n != 1 {
 		t.Errorf("resume events after the second call = %d, want 1", n)
+	}
+}
+
+// TestResumeBeforePauseRecorded is the regression test of D3: a receiver that resumes right after
+// answering {"halt": true}, before the executor has recorded the pause, is accepted once, with
+// one resume event for the pause its token names, and its claim.
+func TestResumeBeforePauseRecorded(t *testing.T) {
+	f := newFixture(t)
+	email := "derived@example.com"
+	tests := []struct {
+		name    string
+		pause   int // the request's last pause; the token names pause+1
+		body    string
+		derived *event.Identity
+	}{
+		{"first pause", 0, `{}`, nil},
+		{"third pause, derived identity", 2, `{"derived_identity": {"email": "derived@example.com"}}`, &event.Identity{Email: &email}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("pri_early_%d", i)
+			req := awaitingRequest(id, tt.pause)
+			rev := f.putRequest(req)
+			raw, jti := f.replyToken(id, "wh-verify", tt.pause+1)
+
+			w := f.do(http.MethodPost, resumePath(id), bearer(raw), tt.body)
+			if w.Code != http.StatusOK {
+				t.Fatalf("got %d %s, want 200", w.Code, w.Body)
+			}
+			var view map[string]any
+			if err := json.Unmarshal(w.Body.Bytes(), &view); err != nil {
+				t.Fatal(err)
+			}
+			if view["status"] != "in_processing" || view["id"] != id || view["step"] != "pre_webhooks" {
+				t.Errorf("view status=%v id=%v step=%v, want in_processing %s pre_webhooks", view["status"], view["id"], view["step"], id)
+			}
+
+			var found []jetstream.Msg
+			for _, m := range f.events(event.SubjectResume) {
+				if m.Headers().Get(jetstream.MsgIDHeader) == jti {
+					found = append(found, m)
+				}
+			}
+			if len(found) != 1 {
+				t.Fatalf("resume events with Nats-Msg-Id %s = %d, want 1", jti, len(found))
+			}
+			var got event.Resume
+			if err := json.Unmarshal(found[0].Data(), &got); err != nil {
+				t.Fatal(err)
+			}
+			want := event.Resume{RequestID: id, WebhookID: "wh-verify", Pause: tt.pause + 1, TokenID: jti, DerivedIdentity: tt.derived}
+			gotJSON, _ := json.Marshal(got)
+			wantJSON, _ := json.Marshal(want)
+			if string(gotJSON) != string(wantJSON) {
+				t.Errorf("event = %s, want %s", gotJSON, wantJSON)
+			}
+			entry, err := f.claims.Get(context.Background(), jti)
+			if err != nil {
+				t.Fatalf("claim of %s: %v, want stored", jti, err)
+			}
+			var c struct {
+				RequestID string `json:"request_id"`
+				WebhookID string `json:"webhook_id"`
+				Pause     int    `json:"pause"`
+			}
+			if err := json.Unmarshal(entry.Value(), &c); err != nil || c.RequestID != id || c.WebhookID != "wh-verify" || c.Pause != tt.pause+1 {
+				t.Errorf("claim = %s (%v), want request %s, webhook wh-verify, pause %d", entry.Value(), err, id, tt.pause+1)
+			}
+			if got := f.revision(id); got != rev {
+				t.Errorf("request revision = %d, want %d: the callback never writes the request", got, rev)
+			}
+
+			// The same token again, before and after the executor records the pause: used.
+			if w := f.do(http.MethodPost, resumePath(id), bearer(raw), tt.body); w.Code != http.StatusConflict {
+				t.Errorf("second call before the pause is recorded: got %d %s, want 409", w.Code, w.Body)
+			}
+			req.Status, req.Pause, req.PausedWebhookID = event.StatusPaused, tt.pause+1, "wh-verify"
+			f.putRequest(req)
+			if w := f.do(http.MethodPost, resumePath(id), bearer(raw), tt.body); w.Code != http.StatusConflict {
+				t.Errorf("call once the pause is recorded: got %d %s, want 409", w.Code, w.Body)
+			}
+			if n := len(f.resumesOf(jti)); n != 1 {
+				t.Errorf("resume events after the repeats = %d, want 1", n)
+			}
+		})
 	}
 }
 

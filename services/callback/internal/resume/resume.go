@@ -32,7 +32,8 @@ var (
 	ErrOtherRequest = errors.New("token issued for another privacy request")
 	// ErrTokenUsed: the token already resumed the request (409).
 	ErrTokenUsed = errors.New("token already used")
-	// ErrNotPaused: a resume of a request that is not paused (400).
+	// ErrNotPaused: a resume of a request that is neither paused nor awaiting the answer of the
+	// call the token was issued for (400).
 	ErrNotPaused = errors.New("privacy request not paused")
 	// ErrEarlierPause: the token was issued for an earlier pause of the request (400).
 	ErrEarlierPause = errors.New("token issued for an earlier pause")
@@ -118,8 +119,9 @@ type Ticket struct {
 
 // Check runs the checks of SPEC §7 on raw, the bearer token of a resume of request id, in the
 // contract's order: no token, a token that does not open or lacks the scope, an expired token, an
-// unknown request, a token of another request, a used token, a request that is not paused, a token
-// of an earlier pause. It changes nothing.
+// unknown request, a token of another request, a used token, a request that is neither paused nor
+// awaiting the answer of the call the token was issued for (see awaitingHalt), a token of an
+// earlier pause. It changes nothing.
 func (s *Service) Check(ctx context.Context, id, raw string) (*Ticket, error) {
 	if raw == "" {
 		return nil, refuse(ErrNoToken, id)
@@ -142,13 +144,26 @@ func (s *Service) Check(ctx context.Context, id, raw string) (*Ticket, error) {
 	if used {
 		return nil, refuse(ErrTokenUsed, id)
 	}
-	if req.Status != event.StatusPaused {
+	switch {
+	case req.Status == event.StatusPaused:
+		if claims.Pause != req.Pause || claims.WebhookID != req.PausedWebhookID {
+			return nil, refuse(ErrEarlierPause, id)
+		}
+	case !awaitingHalt(req, claims):
 		return nil, &Error{Err: ErrNotPaused, ID: id, Status: req.Status}
 	}
-	if claims.Pause != req.Pause || claims.WebhookID != req.PausedWebhookID {
-		return nil, refuse(ErrEarlierPause, id)
-	}
 	return &Ticket{claims: claims, request: req}, nil
+}
+
+// awaitingHalt reports whether req is still waiting for the answer of the call that claims was
+// issued for: in processing at that pre-webhook, with the pause the token names not yet recorded.
+// The executor issues the token with the next pause number and records the pause only once the
+// call has answered {"halt": true}, so a receiver that resumes at once arrives here (D3); the
+// executor takes the resume after it has recorded the pause.
+func awaitingHalt(req event.Request, claims token.ResumeClaims) bool {
+	return req.Status == event.StatusInProcessing && req.Step == event.StepPreWebhooks &&
+		claims.Pause == req.Pause+1 &&
+		req.Next >= 0 && req.Next < len(req.Plan.Pre) && req.Plan.Pre[req.Next].ID == claims.WebhookID
 }
 
 // open decrypts raw with the first sealer that can and checks its scope, then its expiry: a token
