@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 // flow is a whole local stack (embedded NATS and FerretDB, config, callback and executor) with
@@ -30,44 +30,26 @@ type flow struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	token string
-	rcv   *httptest.Server
-
-	mu       sync.Mutex
-	calls    map[string][]webhookCall
-	handlers map[string]func(webhookCall) (int, string)
+	// rcv is the webhook receiver (HTTPS); the executor trusts it through WEBHOOK_CA_FILE.
+	rcv *testkit.Receiver
 }
 
-type webhookCall struct {
-	Header http.Header
-	Body   struct {
-		ID           string         `json:"privacy_request_id"`
-		CallbackType string         `json:"callback_type"`
-		Identity     event.Identity `json:"identity"`
-	}
+// webhookBody is the part of a webhook call's body the flows check.
+type webhookBody struct {
+	ID           string         `json:"privacy_request_id"`
+	CallbackType string         `json:"callback_type"`
+	Identity     event.Identity `json:"identity"`
 }
 
 func newFlow(t *testing.T, env map[string]string) *flow {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	f := &flow{t: t, ctx: ctx, env: env, dir: t.TempDir(), calls: map[string][]webhookCall{},
-		handlers: map[string]func(webhookCall) (int, string){}}
-	f.rcv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var c webhookCall
-		c.Header = r.Header.Clone()
-		_ = json.NewDecoder(r.Body).Decode(&c.Body)
-		f.mu.Lock()
-		f.calls[r.URL.Path] = append(f.calls[r.URL.Path], c)
-		h := f.handlers[r.URL.Path]
-		f.mu.Unlock()
-		status, body := 200, ""
-		if h != nil {
-			status, body = h(c)
-		}
-		w.WriteHeader(status)
-		_, _ = io.WriteString(w, body)
-	}))
-	t.Cleanup(f.rcv.Close)
+	f := &flow{t: t, ctx: ctx, env: map[string]string{}, dir: t.TempDir(), rcv: testkit.NewReceiver(t)}
+	for k, v := range env {
+		f.env[k] = v
+	}
+	f.env["WEBHOOK_CA_FILE"] = f.rcv.CAFile()
 	f.startStack()
 	return f
 }
@@ -99,17 +81,13 @@ func (f *flow) startStack() {
 	f.token = accessToken(t, f.ctx, stack)
 }
 
-func (f *flow) on(path string, h func(webhookCall) (int, string)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.handlers[path] = h
+// answer scripts path to answer every call with status 200 and body.
+func (f *flow) answer(path, body string) {
+	f.rcv.On(path, func(int, testkit.Call) testkit.Answer { return testkit.Answer{Body: body} })
 }
 
-func (f *flow) callsTo(path string) []webhookCall {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]webhookCall(nil), f.calls[path]...)
-}
+// callsTo returns the calls to path of every request, in order.
+func (f *flow) callsTo(path string) []testkit.Call { return f.rcv.CallsOf("", path) }
 
 // api calls a REST endpoint with the root client's token and returns the status and body.
 func (f *flow) api(method, url, body string) (int, []byte) {
@@ -156,7 +134,7 @@ func (f *flow) policy(key string, pre, post []hookSpec) {
 			f.mustAPI(http.MethodPatch, "/api/v1/connection",
 				fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, conn, conn))
 			f.mustAPI(http.MethodPut, "/api/v1/connection/"+conn+"/secret?verify=false",
-				fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, f.rcv.URL+h.path))
+				fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, f.rcv.URL(h.path)))
 			items = append(items, fmt.Sprintf(`{"connection_config_key": %q, "direction": %q, "key": %q, "name": %q}`,
 				conn, h.direction, h.key, h.key))
 		}
@@ -191,40 +169,45 @@ func (f *flow) view(id string) requestView {
 	return v
 }
 
+func (v requestView) String() string {
+	return fmt.Sprintf("status %q (step %q, error %s)", v.Status, v.Step, v.Error)
+}
+
 func (f *flow) waitStatus(id, want string, within time.Duration) requestView {
 	f.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	return testkit.WaitFor(f.t, within, fmt.Sprintf("request %s to be %s", id, want), func() (requestView, bool) {
 		v := f.view(id)
-		if v.Status == want {
-			return v
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("request %s: status %q (step %q, error %s), want %q", id, v.Status, v.Step, v.Error, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return v, v.Status == want
+	})
 }
 
-func (f *flow) waitCalls(path string, n int, within time.Duration) []webhookCall {
+func (f *flow) waitCalls(path string, n int, within time.Duration) []testkit.Call {
 	f.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if c := f.callsTo(path); len(c) >= n {
-			return c
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("%s called %d times, want %d", path, len(f.callsTo(path)), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testkit.WaitFor(f.t, within, fmt.Sprintf("%d calls to %s", n, path), func() ([]testkit.Call, bool) {
+		c := f.callsTo(path)
+		return c, len(c) >= n
+	})
 }
 
-func email(c webhookCall) string {
-	if c.Body.Identity.Email == nil {
-		return ""
+func (f *flow) body(c testkit.Call) webhookBody {
+	f.t.Helper()
+	var b webhookBody
+	c.Decode(f.t, &b)
+	return b
+}
+
+// emails returns the identity email of each call ("" when it has none).
+func (f *flow) emails(calls []testkit.Call) []string {
+	f.t.Helper()
+	out := []string{}
+	for _, c := range calls {
+		e := ""
+		if b := f.body(c); b.Identity.Email != nil {
+			e = *b.Identity.Email
+		}
+		out = append(out, e)
 	}
-	return *c.Body.Identity.Email
+	return out
 }
 
 // TestHaltResumeWithDerivedEmail: a two-way pre-webhook halts; the receiver posts its
@@ -232,7 +215,7 @@ func email(c webhookCall) string {
 // post-webhook see the new email; the same token again is refused with 409 and nothing runs twice.
 func TestHaltResumeWithDerivedEmail(t *testing.T) {
 	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "await"})
-	f.on("/halt", func(webhookCall) (int, string) { return 200, `{"halt": true}` })
+	f.answer("/halt", `{"halt": true}`)
 	f.policy("halting", []hookSpec{{"ask", "two_way", "/halt"}, {"next", "one_way", "/next"}},
 		[]hookSpec{{"after", "one_way", "/post"}})
 
@@ -278,13 +261,11 @@ func TestHaltResumeWithDerivedEmail(t *testing.T) {
 	}
 
 	f.waitStatus("pri_flow_1", "complete", 20*time.Second)
-	next := f.callsTo("/next")
-	if len(next) != 1 || email(next[0]) != "new@example.com" {
-		t.Fatalf("/next calls %d, email %q; want 1 call with the derived email", len(next), email(next[0]))
+	if got := f.emails(f.callsTo("/next")); len(got) != 1 || got[0] != "new@example.com" {
+		t.Fatalf("/next calls with emails %q; want 1 call with the derived email", got)
 	}
-	post := f.callsTo("/post")
-	if len(post) != 1 || email(post[0]) != "new@example.com" {
-		t.Fatalf("/post calls %d; want 1 with the derived email", len(post))
+	if got := f.emails(f.callsTo("/post")); len(got) != 1 || got[0] != "new@example.com" {
+		t.Fatalf("/post calls with emails %q; want 1 with the derived email", got)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -299,13 +280,17 @@ func TestHaltResumeWithDerivedEmail(t *testing.T) {
 // TestExpiredTokenThenPauseExpiry: with a short PRIVACY_REQUEST_DELAY_TIMEOUT the token is refused
 // as expired and the paused request goes to error when its pause expires.
 func TestExpiredTokenThenPauseExpiry(t *testing.T) {
-	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip", "PRIVACY_REQUEST_DELAY_TIMEOUT": "2s"})
-	f.on("/halt", func(webhookCall) (int, string) { return 200, `{"halt": "true"}` })
+	const delay = 2 * time.Second
+	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip", "PRIVACY_REQUEST_DELAY_TIMEOUT": delay.String()})
+	f.answer("/halt", `{"halt": "true"}`)
 	f.policy("short_pause", []hookSpec{{"ask", "two_way", "/halt"}, {"next", "one_way", "/next"}}, nil)
 	f.submit("pri_flow_expired", "short_pause", "a@example.com")
 	halt := f.waitCalls("/halt", 1, 20*time.Second)[0]
 	f.waitStatus("pri_flow_expired", "paused", 10*time.Second)
-	time.Sleep(3 * time.Second)
+	// Letting the token's lifetime pass is the thing under test, and no event marks its end: the
+	// token was sealed to live PRIVACY_REQUEST_DELAY_TIMEOUT before the halt call carried it, so it
+	// has expired delay after that call; the margin covers the whole-second expiry check.
+	time.Sleep(time.Until(halt.At.Add(delay + 250*time.Millisecond)))
 	status, body := f.call(http.MethodPost, halt.Header.Get("reply-to"), `{}`, "Bearer "+halt.Header.Get("reply-to-token"))
 	if status != 403 || !strings.Contains(string(body), "Webhook token expired") {
 		t.Fatalf("resume with an expired token: %d %s, want 403 Webhook token expired", status, body)
@@ -325,13 +310,13 @@ func TestRetryAfterWebhookFailure(t *testing.T) {
 	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
 	var broken sync.Mutex
 	failing := true
-	f.on("/lookup", func(webhookCall) (int, string) {
+	f.rcv.On("/lookup", func(int, testkit.Call) testkit.Answer {
 		broken.Lock()
 		defer broken.Unlock()
 		if failing {
-			return 404, "no such user"
+			return testkit.Answer{Status: 404, Body: "no such user"}
 		}
-		return 200, `{"derived_identity": {"phone_number": "555-0100"}}`
+		return testkit.Answer{Body: `{"derived_identity": {"phone_number": "555-0100"}}`}
 	})
 	f.policy("flaky", []hookSpec{{"first", "one_way", "/first"}, {"lookup", "two_way", "/lookup"}},
 		[]hookSpec{{"after", "one_way", "/post"}})
@@ -352,8 +337,8 @@ func TestRetryAfterWebhookFailure(t *testing.T) {
 		t.Fatalf("/first called %d times, want 2 (the step restarts from its first webhook)", n)
 	}
 	post := f.callsTo("/post")
-	if len(post) != 1 || post[0].Body.Identity.PhoneNumber == nil || *post[0].Body.Identity.PhoneNumber != "555-0100" {
-		t.Fatalf("/post calls = %d, want 1 with the derived phone number", len(post))
+	if len(post) != 1 || f.body(post[0]).Identity.PhoneNumber == nil || *f.body(post[0]).Identity.PhoneNumber != "555-0100" {
+		t.Fatalf("/post calls = %v, want 1 with the derived phone number", post)
 	}
 	status, body = f.api(http.MethodPost, f.stack.CallbackURL+"/api/v1/privacy-request/pri_flow_retry/retry", "")
 	if status != 400 || !strings.Contains(string(body), "status = complete") {
@@ -390,7 +375,7 @@ func TestPolicyKeyWithDots(t *testing.T) {
 // before the restart resumes it to completion.
 func TestRestartKeepsConfigurationAndResumes(t *testing.T) {
 	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
-	f.on("/halt", func(webhookCall) (int, string) { return 200, `{"halt": true}` })
+	f.answer("/halt", `{"halt": true}`)
 	f.policy("durable", []hookSpec{{"ask", "two_way", "/halt"}, {"next", "one_way", "/next"}},
 		[]hookSpec{{"after", "one_way", "/post"}})
 	f.submit("pri_restart", "durable", "a@example.com")
