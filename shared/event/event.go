@@ -191,6 +191,15 @@ type Executed struct {
 	Error       string `json:"error,omitempty"`
 }
 
+// WebhookID derives the Standard Webhooks webhook-id of a call from what identifies it: request id,
+// callback type, the plan webhook's id and the run of the step (SPEC §6). Every repeat of one call
+// (a retry after a failed attempt, a call made again after an executor stopped during it) carries
+// the same id; a retry of the step from error starts a new run and so new ids.
+func WebhookID(requestID string, ct CallbackType, planWebhookID string, run int) string {
+	sum := sha256.Sum256([]byte(requestID + "\x00" + string(ct) + "\x00" + planWebhookID + "\x00" + strconv.Itoa(run)))
+	return "msg_" + hex.EncodeToString(sum[:16])
+}
+
 // ExecutionID derives the execution id of run (1, 2, ... as the execution step is retried) of
 // request id: the same inputs give the same id.
 func ExecutionID(requestID string, run int) string {

@@ -112,3 +112,14 @@ func TestFirstStatusEventHasNullPrevious(t *testing.T) {
 		t.Errorf("first status event %s, want previous null and seq 1 (D19)", b)
 	}
 }
+
+func TestWebhookID(t *testing.T) {
+	a := WebhookID("r1", Pre, "w1", 1)
+	if a != WebhookID("r1", Pre, "w1", 1) || a == WebhookID("r1", Pre, "w1", 2) || a == WebhookID("r1", Post, "w1", 1) {
+		t.Errorf("webhook ids must be stable per call and differ per run and callback type")
+	}
+	// The derivation is part of the contract receivers de-duplicate on: it must not change.
+	if want := "msg_"; a[:4] != want || len(a) != 36 {
+		t.Errorf("WebhookID = %q, want msg_ and 32 hex digits", a)
+	}
+}

@@ -87,10 +87,23 @@ func RequestsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyV
 	})
 }
 
-// IdentitiesBucket creates or opens privacy_identities; entries expire ttl after their last write.
+// IdentitiesBucket creates or opens privacy_identities. Each entry carries its own TTL (IDENTITY_TTL
+// when it was written, as a per-message TTL); the bucket's MaxAge is only a backstop: it is ttl for
+// a new bucket and never lowered, so lowering IDENTITY_TTL (or replicas set differently) never
+// shortens identities stored before, whose records know when they expire.
 func IdentitiesBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
+	maxAge := ttl
+	if kv, err := js.KeyValue(ctx, event.BucketIdentities); err == nil {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("natsconn: bucket %s: %w", event.BucketIdentities, err)
+		}
+		maxAge = max(maxAge, st.TTL())
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("natsconn: bucket %s: %w", event.BucketIdentities, err)
+	}
 	return bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: event.BucketIdentities, Description: "sealed identity per privacy request", History: 1, TTL: ttl,
+		Bucket: event.BucketIdentities, Description: "sealed identity per privacy request", History: 1, TTL: maxAge,
 		LimitMarkerTTL: time.Minute,
 	})
 }

@@ -1,5 +1,6 @@
 // Package app wires the executor: configuration, NATS topology, the plans view, the webhook sender,
-// the state machine with its two durable consumers, and the health/readiness/metrics listener.
+// the runner of the lifecycle with its two durable consumers, the health/readiness/metrics
+// listener, and the graceful stop.
 package app
 
 import (
@@ -17,9 +18,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/internal/consume"
-	"github.com/policyhooks/policyhooks/services/executor/internal/pipeline"
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/services/executor/internal/plans"
-	"github.com/policyhooks/policyhooks/services/executor/internal/state"
+	"github.com/policyhooks/policyhooks/services/executor/internal/publish"
+	"github.com/policyhooks/policyhooks/services/executor/internal/runner"
+	"github.com/policyhooks/policyhooks/services/executor/internal/secrets"
+	"github.com/policyhooks/policyhooks/services/executor/internal/store"
 	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
@@ -65,12 +69,14 @@ type Config struct {
 	ExecutionStage         string        // await or skip
 	ExecutionTimeout       time.Duration
 	Concurrency            int
-	// ActiveHandlers bounds the handlers working at once (EXECUTOR_ACTIVE_HANDLERS, default 256,
-	// 0 here means 256; at most Concurrency); handlers waiting for a webhook answer, a call slot or
-	// a backoff do not count.
+	// ActiveHandlers bounds the handlers working at once (EXECUTOR_ACTIVE_HANDLERS, default 256, at
+	// most Concurrency); handlers waiting for a webhook answer or a call slot do not count.
 	ActiveHandlers int
 	// PProf serves net/http/pprof under /debug/pprof on HTTP_ADDR (PPROF, default false).
 	PProf bool
+	// ShutdownGrace is how long a stopping executor lets its calls in flight finish
+	// (EXECUTOR_SHUTDOWN_GRACE, default 25s).
+	ShutdownGrace time.Duration
 
 	// AckWait is how long a message may go without a sign of life before it is redelivered, and
 	// LeaseMargin what a claim on a webhook call lasts beyond WEBHOOK_TIMEOUT. Not read from the
@@ -78,7 +84,7 @@ type Config struct {
 	AckWait     time.Duration
 	LeaseMargin time.Duration
 	// Hooks are test hooks; nil in production.
-	Hooks pipeline.Hooks
+	Hooks runner.Hooks
 }
 
 // LoadConfig reads and checks the configuration, reporting every bad variable.
@@ -102,6 +108,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Concurrency:            r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
 		ActiveHandlers:         r.Int("EXECUTOR_ACTIVE_HANDLERS", 256, 1, 100000),
 		PProf:                  r.Bool("PPROF", false),
+		ShutdownGrace:          r.Duration("EXECUTOR_SHUTDOWN_GRACE", 25*time.Second),
 		AckWait:                30 * time.Second,
 		LeaseMargin:            15 * time.Second,
 	}
@@ -156,7 +163,9 @@ func (s *Service) fail(err error) {
 }
 
 // Start connects, declares the topology, starts consuming and serving, and returns once ready.
-// Everything stops when ctx ends.
+// When ctx ends the executor stops: it pulls no more messages and starts no new call, lets the
+// calls in flight finish within ShutdownGrace (then cuts them off and records them as
+// interrupted), hands back every message it holds and closes its connection.
 func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 30 * time.Second
@@ -164,11 +173,11 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if cfg.LeaseMargin <= 0 {
 		cfg.LeaseMargin = 15 * time.Second
 	}
-	secrets, err := secret.NewKeyring(cfg.AppKey, cfg.PreviousAppKey, secret.PurposeSecrets)
+	secretKeys, err := secret.NewKeyring(cfg.AppKey, cfg.PreviousAppKey, secret.PurposeSecrets)
 	if err != nil {
 		return nil, fmt.Errorf("executor: secrets keyring: %w", err)
 	}
-	identities, err := secret.NewKeyring(cfg.AppKey, cfg.PreviousAppKey, secret.PurposeIdentities)
+	identityKeys, err := secret.NewKeyring(cfg.AppKey, cfg.PreviousAppKey, secret.PurposeIdentities)
 	if err != nil {
 		return nil, fmt.Errorf("executor: identities keyring: %w", err)
 	}
@@ -223,40 +232,49 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, err
 	}
+	// runCtx ends at the soft stop (ctx), workCtx at the hard stop (ShutdownGrace later).
 	runCtx, cancel := context.WithCancel(ctx)
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		if !ok {
 			cancel()
+			cancelWork()
 		}
 	}()
-	view, err := plans.Watch(runCtx, plansKV, log)
+	view, err := plans.Watch(workCtx, plansKV, log)
 	if err != nil {
 		return nil, err
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := pipeline.NewMetrics(reg)
-	machine := pipeline.New(pipeline.Config{
-		MaxAttempts:       cfg.WebhookMaxAttempts,
+	metrics := runner.NewMetrics(reg)
+	pool := consume.NewPool(cfg.Concurrency)
+	run := runner.New(runner.Config{
+		Lifecycle: lifecycle.Config{
+			MaxAttempts:      cfg.WebhookMaxAttempts,
+			ClaimTTL:         cfg.WebhookTimeout + cfg.LeaseMargin,
+			PauseTimeout:     cfg.PauseTimeout,
+			AwaitExecution:   cfg.ExecutionStage == "await",
+			ExecutionTimeout: cfg.ExecutionTimeout,
+			IdentityTTL:      cfg.IdentityTTL,
+		},
+		CallbackPublicURL: cfg.CallbackPublicURL,
 		RetryBaseDelay:    cfg.WebhookRetryBaseDelay,
 		RetryMaxDelay:     cfg.WebhookRetryMaxDelay,
-		WebhookTimeout:    cfg.WebhookTimeout,
-		LeaseMargin:       cfg.LeaseMargin,
-		CallbackPublicURL: cfg.CallbackPublicURL,
-		PauseTimeout:      cfg.PauseTimeout,
-		AwaitExecution:    cfg.ExecutionStage == "await",
-		ExecutionTimeout:  cfg.ExecutionTimeout,
-	}, pipeline.Deps{
-		Store:   state.NewStore(requestsKV, identitiesKV, identities, cfg.IdentityTTL),
-		Plans:   view,
-		JS:      js,
-		Sender:  sender,
-		Secrets: secrets,
-		Tokens:  sealer,
-		Metrics: metrics,
-		Hooks:   cfg.Hooks,
-		Log:     log,
+	}, runner.Deps{
+		Records:    store.NewRecords(requestsKV, metrics.CountNATS),
+		Identities: store.NewIdentities(identitiesKV, js, identityKeys, cfg.IdentityTTL, metrics.CountNATS),
+		Publisher:  publish.New(js, metrics.CountNATS),
+		Timers:     timers.NewScheduler(js, metrics.CountNATS),
+		Plans:      view,
+		Caller:     sender,
+		Secrets:    secrets.NewOpener(secretKeys),
+		Seal:       func(c *token.ResumeClaims, ttl time.Duration) (string, error) { return sealer.Seal(c, ttl) },
+		Pool:       pool,
+		Metrics:    metrics,
+		Hooks:      cfg.Hooks,
+		Log:        log,
 	})
 
 	consumers := []struct {
@@ -264,52 +282,64 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		filters []string
 		handler consume.Handler
 	}{
-		{ConsumerSubmitted, []string{event.SubjectSubmitted}, machine.HandleSubmitted},
-		{ConsumerControl, []string{event.SubjectExecuted, event.SubjectResume, event.SubjectRetry, timers.FireSubjects}, machine.HandleControl},
+		{ConsumerSubmitted, []string{event.SubjectSubmitted}, run.HandleSubmitted},
+		{ConsumerControl, []string{event.SubjectExecuted, event.SubjectResume, event.SubjectRetry, timers.FireSubjects}, run.HandleControl},
 	}
-	slots := make(chan struct{}, cfg.Concurrency)
-	activeN := cfg.ActiveHandlers
-	if activeN <= 0 {
-		activeN = 256
-	}
-	active := make(chan struct{}, min(activeN, cfg.Concurrency))
+	active := make(chan struct{}, min(cfg.ActiveHandlers, cfg.Concurrency))
 	var loops []*consume.Loop
-	for _, c := range consumers {
-		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:        c.name,
-			FilterSubjects: c.filters,
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        cfg.AckWait,
-			MaxDeliver:     -1,
-			MaxAckPending:  cfg.Concurrency,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("executor: consumer %s: %w", c.name, err)
-		}
-		loop, err := consume.Start(runCtx, cons, c.handler, consume.Options{
-			Slots: slots, Active: active, KeepAlive: cfg.AckWait / 3, Batch: cfg.Concurrency,
-			OnStart: metrics.InFlight.Inc, OnDone: metrics.InFlight.Dec,
-		}, log.With().Str("consumer", c.name).Logger())
-		if err != nil {
-			return nil, err
-		}
-		loops = append(loops, loop)
-	}
-
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("executor: listen %s: %w", cfg.HTTPAddr, err)
-	}
-	router := routes(log, reg, cfg.PProf, map[string]httpapi.Check{
+	ready := map[string]httpapi.Check{
 		"nats": func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
+		"stream": func(ctx context.Context) error {
+			_, err := stream.Info(ctx)
+			return err
+		},
 		"plans": func(context.Context) error {
 			if !view.Loaded() {
 				return errors.New("plans view not loaded yet")
 			}
 			return nil
 		},
-	})
+	}
+	for _, c := range consumers {
+		ccfg := jetstream.ConsumerConfig{
+			Durable:        c.name,
+			FilterSubjects: c.filters,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        cfg.AckWait,
+			MaxDeliver:     -1,
+			// Each replica pulls only what its slots can take; the server does not bound the
+			// messages pending (handled, or handed back for later) of all replicas together.
+			MaxAckPending: -1,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		}
+		open := func(ctx context.Context) (jetstream.Consumer, error) {
+			return js.CreateOrUpdateConsumer(ctx, event.Stream, ccfg)
+		}
+		loop, err := consume.Start(runCtx, open, c.handler, consume.Options{
+			Pool: pool, Active: active, KeepAlive: cfg.AckWait / 3,
+			Prefetch: max(1, min(16, cfg.Concurrency/4)), MaxBatch: max(1, min(cfg.Concurrency, 256)),
+			Work: workCtx,
+			OnStart: metrics.InFlight.Inc, OnDone: metrics.InFlight.Dec,
+		}, log.With().Str("consumer", c.name).Logger())
+		if err != nil {
+			return nil, fmt.Errorf("executor: consumer %s: %w", c.name, err)
+		}
+		loops = append(loops, loop)
+		name := c.name
+		ready["consumer "+name] = func(ctx context.Context) error {
+			if err := loop.Ready(); err != nil {
+				return err
+			}
+			_, err := js.Consumer(ctx, event.Stream, name)
+			return err
+		}
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("executor: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	router := routes(log, reg, cfg.PProf, ready)
 	s := &Service{ln: ln}
 	ok = true
 	s.wg.Add(1)
@@ -324,9 +354,21 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	go func() {
 		defer s.wg.Done()
 		<-runCtx.Done()
-		for _, l := range loops {
-			l.Wait()
+		drained := make(chan struct{})
+		go func() {
+			for _, l := range loops {
+				l.Wait()
+			}
+			close(drained)
+		}()
+		select {
+		case <-drained:
+		case <-time.After(cfg.ShutdownGrace):
+			log.Warn().Dur("grace", cfg.ShutdownGrace).Msg("calls still in flight after the grace period: cutting them off")
+			cancelWork()
+			<-drained
 		}
+		cancelWork()
 		sender.Close()
 		if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			nc.Close()
@@ -335,7 +377,6 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			time.Sleep(20 * time.Millisecond)
 		}
 		nc.Close()
-		cancel()
 	}()
 	// Ready once the plans view holds the bucket's content, so that the first requests find their
 	// plans locally.

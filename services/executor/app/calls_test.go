@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/executor/app"
-	"github.com/policyhooks/policyhooks/services/executor/internal/state"
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/token"
@@ -145,7 +145,7 @@ func TestOrderAndPlanSnapshot(t *testing.T) {
 	release := make(chan struct{})
 	e.rc.on("/pre1", func(int, call) answer { <-release; return ok("") })
 	e.submit("pri_order", "ordered", identity("", "555"))
-	e.waitFor("pri_order", 10*time.Second, "pre1 being called", func(*state.Record) bool { return len(e.rc.callsOf("pri_order", "/pre1")) == 1 })
+	e.waitFor("pri_order", 10*time.Second, "pre1 being called", func(*lifecycle.Record) bool { return len(e.rc.callsOf("pri_order", "/pre1")) == 1 })
 	// Edit the policy while the request is in its second webhook.
 	e.putPlan("ordered", []hook{{Key: "new", URL: e.rc.url("/new")}}, nil)
 	close(release)

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/executor/app"
-	"github.com/policyhooks/policyhooks/services/executor/internal/state"
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
 )
 
@@ -31,7 +31,7 @@ func TestTimersFireAfterRestart(t *testing.T) {
 	e.submit("pri_pause_expiry", "halting", identity("a@b", ""))
 	e.submit("pri_exec_timeout", "executing", identity("a@b", ""))
 	p := e.waitStatus("pri_pause_expiry", 10*time.Second, event.StatusPaused)
-	x := e.waitFor("pri_exec_timeout", 10*time.Second, "execution step", func(r *state.Record) bool {
+	x := e.waitFor("pri_exec_timeout", 10*time.Second, "execution step", func(r *lifecycle.Record) bool {
 		return r.Step == event.StepExecution && r.Status == event.StatusInProcessing
 	})
 	stop()

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/app"
-	"github.com/policyhooks/policyhooks/services/executor/internal/state"
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
@@ -325,7 +325,7 @@ func (e *env) publishJSON(subject string, v any) {
 }
 
 // record reads the state of id; nil when absent.
-func (e *env) record(id string) *state.Record {
+func (e *env) record(id string) *lifecycle.Record {
 	e.t.Helper()
 	kv, err := e.js.KeyValue(context.Background(), event.BucketRequests)
 	if err != nil {
@@ -335,7 +335,7 @@ func (e *env) record(id string) *state.Record {
 	if err != nil {
 		return nil
 	}
-	var r state.Record
+	var r lifecycle.Record
 	if err := json.Unmarshal(ent.Value(), &r); err != nil {
 		e.t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func (e *env) record(id string) *state.Record {
 }
 
 // waitFor polls until cond holds for the record of id or the deadline passes.
-func (e *env) waitFor(id string, within time.Duration, what string, cond func(*state.Record) bool) *state.Record {
+func (e *env) waitFor(id string, within time.Duration, what string, cond func(*lifecycle.Record) bool) *lifecycle.Record {
 	e.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -358,9 +358,9 @@ func (e *env) waitFor(id string, within time.Duration, what string, cond func(*s
 	}
 }
 
-func (e *env) waitStatus(id string, within time.Duration, statuses ...event.Status) *state.Record {
+func (e *env) waitStatus(id string, within time.Duration, statuses ...event.Status) *lifecycle.Record {
 	e.t.Helper()
-	return e.waitFor(id, within, fmt.Sprintf("status in %v", statuses), func(r *state.Record) bool {
+	return e.waitFor(id, within, fmt.Sprintf("status in %v", statuses), func(r *lifecycle.Record) bool {
 		for _, s := range statuses {
 			if r.Status == s && len(r.Outbox) == 0 {
 				return true
@@ -370,7 +370,7 @@ func (e *env) waitStatus(id string, within time.Duration, statuses ...event.Stat
 	})
 }
 
-func describe(r *state.Record) string {
+func describe(r *lifecycle.Record) string {
 	if r == nil {
 		return "no record"
 	}

@@ -170,27 +170,40 @@ func TestBadSubmittedEvents(t *testing.T) {
 			t.Fatalf("%s: no rejected event", tc.name)
 		}
 	}
+	// A valid id with other problems is reported on status.error and writes nothing, so a corrected
+	// submission can still take the id (D25); an unknown policy is a request in error.
 	for _, tc := range []struct {
 		name, id, payload, message string
+		record                     bool
 	}{
-		{"no policy key", "pri_nopolicy", `{"id": "pri_nopolicy", "identity": {"email": "a@b"}}`, "policy_key is required"},
-		{"no identity", "pri_noident", `{"id": "pri_noident", "policy_key": "p", "identity": {"email": null}}`, "identity needs"},
-		{"unknown policy", "pri_unknownpolicy", `{"id": "pri_unknownpolicy", "policy_key": "nope", "identity": {"email": "a@b"}}`, "No Policy found for key nope."},
+		{"no policy key", "pri_nopolicy", `{"id": "pri_nopolicy", "identity": {"email": "a@b"}}`, "policy_key is required", false},
+		{"no identity", "pri_noident", `{"id": "pri_noident", "policy_key": "p", "identity": {"email": null}}`, "identity needs", false},
+		{"unknown policy", "pri_unknownpolicy", `{"id": "pri_unknownpolicy", "policy_key": "nope", "identity": {"email": "a@b"}}`, "No Policy found for key nope.", true},
 	} {
 		e.publish(event.SubjectSubmitted, []byte(tc.payload), "")
-		r := e.waitStatus(tc.id, 5*time.Second, event.StatusError)
-		if r.Error == nil || !strings.Contains(r.Error.Message, tc.message) || r.ErrorCount != 1 {
-			t.Errorf("%s: record %s, want error containing %q", tc.name, describe(r), tc.message)
-		}
 		select {
 		case s := <-errs:
-			if s.ID != tc.id || !strings.Contains(s.Error, tc.message) {
+			if s.ID != tc.id || !strings.Contains(s.Error, tc.message) || s.Previous != nil && !tc.record {
 				t.Errorf("%s: status event %+v, want id %s error containing %q", tc.name, s, tc.id, tc.message)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: no status.error event", tc.name)
 		}
+		if !tc.record {
+			if r := e.record(tc.id); r != nil {
+				t.Errorf("%s: record %s written, want none (D25)", tc.name, describe(r))
+			}
+			continue
+		}
+		r := e.waitStatus(tc.id, 5*time.Second, event.StatusError)
+		if r.Error == nil || !strings.Contains(r.Error.Message, tc.message) || r.ErrorCount != 1 {
+			t.Errorf("%s: record %s, want error containing %q", tc.name, describe(r), tc.message)
+		}
 	}
+	// D25: the corrected submission of an id whose first submission was malformed is taken.
+	e.putPlan("p", []hook{{Key: "h", URL: e.rc.url("/dup")}}, nil)
+	e.publish(event.SubjectSubmitted, []byte(`{"id": "pri_nopolicy", "policy_key": "p", "identity": {"email": "a@b"}}`), "corrected")
+	e.waitStatus("pri_nopolicy", 5*time.Second, event.StatusComplete)
 	// Nothing is left to redeliver.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -211,7 +224,6 @@ func TestBadSubmittedEvents(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// A second submission of a known id is ignored.
-	e.putPlan("p", []hook{{Key: "h", URL: e.rc.url("/dup")}}, nil)
 	e.submit("pri_dup", "p", identity("a@b", ""))
 	e.waitStatus("pri_dup", 5*time.Second, event.StatusComplete)
 	e.submit("pri_dup", "p", identity("c@d", ""))

@@ -1,8 +1,9 @@
-// Package consume runs a durable JetStream consumer: one loop fetches messages, runs a handler per
-// message in its own goroutine within a concurrency bound (and a smaller bound on the handlers
-// working at once), keeps each message alive while its handler works or waits, lets a handler
-// suspend a long wait onto a fresh goroutine, and maps the handler's result to Ack, NakWithDelay or
-// TermWithReason.
+// Package consume runs a durable JetStream consumer: one loop pulls only as many messages as the
+// slot pool has room for (plus a small prefetch), keeps every message it holds alive — while it
+// waits for a slot as while its handler works — runs one handler per message, and maps the
+// handler's result to Ack, NakWithDelay or TermWithReason. A deleted consumer is created again. On
+// stop it pulls nothing more, hands back the messages still waiting for a slot, and lets the
+// handlers finish: they see Stopping and their context ends only at the hard stop.
 package consume
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,7 +37,7 @@ type retryError struct {
 func (e *retryError) Error() string { return e.err.Error() }
 func (e *retryError) Unwrap() error { return e.err }
 
-// Retry returns err marked for redelivery after delay.
+// Retry returns err marked for redelivery after delay (0: at once).
 func Retry(delay time.Duration, err error) error { return &retryError{delay: delay, err: err} }
 
 type permanentError struct{ err error }
@@ -46,101 +48,237 @@ func (e *permanentError) Unwrap() error { return e.err }
 // Permanent returns err marked as never worth redelivering.
 func Permanent(err error) error { return &permanentError{err: err} }
 
+// Pool is the message slots of the loops of one process: a message is handled only while it holds
+// a slot.
+type Pool struct {
+	slots    chan struct{}
+	released chan struct{}
+}
+
+// NewPool returns a pool of n slots.
+func NewPool(n int) *Pool {
+	return &Pool{slots: make(chan struct{}, n), released: make(chan struct{}, 1)}
+}
+
+// Cap is the number of slots.
+func (p *Pool) Cap() int { return cap(p.slots) }
+
+// Used is the number of slots held.
+func (p *Pool) Used() int { return len(p.slots) }
+
+func (p *Pool) take(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (p *Pool) give() {
+	<-p.slots
+	select {
+	case p.released <- struct{}{}:
+	default:
+	}
+}
+
 // Options tune a Loop.
 type Options struct {
-	// Slots bounds the messages being handled at once; it may be shared by several loops.
-	Slots chan struct{}
+	// Pool bounds the messages being handled at once; several loops may share it.
+	Pool *Pool
 	// Active, when not nil, bounds the handlers working at once (deciding, reading and writing
-	// state) among the messages being handled: a handler does not hold it while suspended (see
-	// Suspend) or inside Blocking. With thousands of messages in flight, it keeps the deep stacks
-	// of working handlers few; it may be shared by several loops.
+	// state) among the messages being handled: a handler does not hold it inside Blocking. With
+	// thousands of messages in flight, it keeps the deep stacks of working handlers few; several
+	// loops may share it.
 	Active chan struct{}
-	// KeepAlive is how often a message being handled is marked in progress.
+	// KeepAlive is how often a message held is marked in progress.
 	KeepAlive time.Duration
-	// Batch is how many messages the client buffers.
-	Batch int
+	// Prefetch is how many messages beyond the free slots the loop pulls, so that a freed slot
+	// finds a message at once; they are kept alive while they wait.
+	Prefetch int
+	// MaxBatch bounds one pull.
+	MaxBatch int
+	// PullExpiry is how long one pull waits for messages (default 2s); a stop waits for the pull
+	// under way.
+	PullExpiry time.Duration
+	// Work is the context of the handlers: it ends at the hard stop (the grace period is over).
+	// Nil: the loop's context.
+	Work context.Context
 	// OnStart and OnDone are called around each handler (metrics).
 	OnStart, OnDone func()
 }
 
+// Open creates the durable consumer, or updates it to the loop's configuration.
+type Open func(ctx context.Context) (jetstream.Consumer, error)
+
 // Loop is a running consumer loop.
 type Loop struct {
-	done chan struct{}
+	open    Open
+	h       Handler
+	opt     Options
+	log     zerolog.Logger
+	stop    <-chan struct{}
+	waiting atomic.Int64
+	jobs    sync.WaitGroup
+	pulled  chan struct{}
+	errMu   sync.Mutex
+	err     error
 }
 
-// Start consumes cons until ctx ends. Handlers get a context that ends with ctx.
-func Start(ctx context.Context, cons jetstream.Consumer, h Handler, opt Options, log zerolog.Logger) (*Loop, error) {
-	it, err := cons.Messages(jetstream.PullMaxMessages(max(opt.Batch, 1)))
+// Start opens the consumer, then pulls from it until ctx ends (the soft stop), opening it again
+// when it is gone. Wait returns once the loop stopped pulling and every handler returned.
+func Start(ctx context.Context, open Open, h Handler, opt Options, log zerolog.Logger) (*Loop, error) {
+	cons, err := open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("consume: messages: %w", err)
+		return nil, fmt.Errorf("consume: open consumer: %w", err)
 	}
-	l := &Loop{done: make(chan struct{})}
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
-	shared := &loopShared{opt: opt, log: log}
-	go func() {
-		defer close(l.done)
-		wg := &shared.wg
-		defer wg.Wait()
-		for {
-			msg, err := it.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-					return
-				}
-				log.Warn().Err(err).Msg("consume: next message")
-				continue
-			}
-			select {
-			case opt.Slots <- struct{}{}:
-			case <-ctx.Done():
-				return // not acked: redelivered to another worker
-			}
-			wg.Add(1)
-			j := &job{l: shared, ctx: ctx, msg: msg}
-			go j.start(h)
-		}
-	}()
+	if opt.Work == nil {
+		opt.Work = ctx
+	}
+	opt.KeepAlive = max(opt.KeepAlive, 10*time.Millisecond)
+	opt.MaxBatch = max(opt.MaxBatch, 1)
+	if opt.PullExpiry <= 0 {
+		opt.PullExpiry = 2 * time.Second
+	}
+	l := &Loop{open: open, h: h, opt: opt, log: log, stop: ctx.Done(), pulled: make(chan struct{})}
+	go l.pull(ctx, cons)
 	return l, nil
 }
 
-// Wait blocks until the loop stopped and every handler returned.
-func (l *Loop) Wait() { <-l.done }
-
-// Suspend returns an error that makes the loop end the handler's goroutine, keep the message
-// (alive, unacked), wait with wait in a new goroutine and then continue with then, whose result
-// is handled as the handler's. A handler that has to wait a long time after deep work suspends
-// so that the wait holds a fresh, small goroutine stack instead of the grown one: with thousands
-// of messages waiting, stacks were most of the memory.
-func Suspend(wait func(ctx context.Context), then func(ctx context.Context) error) error {
-	return &suspension{wait: wait, then: then}
+// Wait blocks until the loop stopped pulling and every handler returned.
+func (l *Loop) Wait() {
+	<-l.pulled
+	l.jobs.Wait()
 }
 
-type suspension struct {
-	wait func(ctx context.Context)
-	then func(ctx context.Context) error
+// Ready reports why the loop cannot pull now (its consumer is missing or unreachable); nil when it
+// can.
+func (l *Loop) Ready() error {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return l.err
 }
 
-func (*suspension) Error() string { return "consume: handler suspended" }
-
-// loopShared is what the jobs of one loop share.
-type loopShared struct {
-	opt Options
-	log zerolog.Logger
-	wg  sync.WaitGroup
+func (l *Loop) setErr(err error) {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	l.err = err
 }
 
-// job is the handling of one message, over one or more goroutines (see Suspend). It is kept
-// small: there is one per message in flight.
+func (l *Loop) pull(ctx context.Context, cons jetstream.Consumer) {
+	defer close(l.pulled)
+	backoff := 100 * time.Millisecond
+	pause := func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	for ctx.Err() == nil {
+		if cons == nil {
+			c, err := l.open(ctx)
+			if err != nil {
+				l.setErr(fmt.Errorf("consume: open consumer: %w", err))
+				l.log.Warn().Err(err).Msg("consume: open consumer")
+				pause()
+				continue
+			}
+			cons = c
+			l.setErr(nil)
+		}
+		want := l.opt.Pool.Cap() - l.opt.Pool.Used() + l.opt.Prefetch - int(l.waiting.Load())
+		if want <= 0 {
+			select {
+			case <-ctx.Done():
+			case <-l.opt.Pool.released:
+			}
+			continue
+		}
+		// A short pull needs no heartbeat: a pull lost to a leader change or a reconnect ends by
+		// itself, and a stop waits for at most one.
+		batch, err := cons.Fetch(min(want, l.opt.MaxBatch), jetstream.FetchMaxWait(l.opt.PullExpiry))
+		if err == nil {
+			for msg := range batch.Messages() {
+				l.dispatch(ctx, msg)
+			}
+			err = batch.Error()
+		}
+		if err != nil {
+			// A deleted consumer, a stream re-created, a lost connection: open it again (creating
+			// it when it is gone), with backoff, and say so in Ready meanwhile.
+			l.setErr(fmt.Errorf("consume: pull: %w", err))
+			if ctx.Err() == nil {
+				l.log.Warn().Err(err).Msg("consume: pull")
+			}
+			cons = nil
+			pause()
+			continue
+		}
+		l.setErr(nil)
+		backoff = 100 * time.Millisecond
+	}
+}
+
+// dispatch hands msg to a new job: it is kept alive from now, waits for a slot and is handled.
+func (l *Loop) dispatch(ctx context.Context, msg jetstream.Msg) {
+	l.waiting.Add(1)
+	l.jobs.Add(1)
+	j := &job{l: l, msg: msg}
+	j.keepAlive()
+	go func() {
+		ok := l.opt.Pool.take(ctx)
+		l.waiting.Add(-1)
+		if !ok {
+			// Stopping before it got a slot: handed back at once, for another executor.
+			j.stopKeepAlive()
+			_ = msg.Nak()
+			l.jobs.Done()
+			return
+		}
+		j.run()
+	}()
+}
+
+// Stopping reports whether the executor is stopping: a handler finishes what it started (a call
+// in flight) and starts nothing new. ctx must be (derived from) the one the handler got.
+func Stopping(ctx context.Context) bool {
+	j, _ := ctx.Value(jobKey{}).(*job)
+	if j == nil {
+		return false
+	}
+	select {
+	case <-j.l.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Blocking runs wait, a wait that needs no work (a webhook call, a call slot), without holding the
+// handler's token of Options.Active, and takes the token again after it. ctx must be (derived
+// from) the one the handler got; elsewhere Blocking just runs wait.
+func Blocking(ctx context.Context, wait func()) {
+	j, _ := ctx.Value(jobKey{}).(*job)
+	if j == nil || j.l.opt.Active == nil {
+		wait()
+		return
+	}
+	j.release()
+	wait()
+	j.acquire(ctx)
+}
+
+// job is the handling of one message. The keep-alive is a timer, not a goroutine per message: with
+// thousands of messages held, goroutine stacks were a large part of the memory. A mark in progress
+// that is running when the handler returns finishes before the message is acked.
 type job struct {
-	l   *loopShared
-	ctx context.Context
-	msg jetstream.Msg
-	// The keep-alive is a timer, not a goroutine per message: with thousands of messages in
-	// flight the goroutines' stacks were a large part of the memory. A mark in progress that is
-	// running when the handler returns finishes before the message is acked.
+	l       *Loop
+	msg     jetstream.Msg
 	kmu     sync.Mutex
 	stopped bool
 	keep    *time.Timer
@@ -150,8 +288,29 @@ type job struct {
 
 type jobKey struct{}
 
+func (j *job) keepAlive() {
+	j.kmu.Lock()
+	defer j.kmu.Unlock()
+	j.keep = time.AfterFunc(j.l.opt.KeepAlive, func() {
+		j.kmu.Lock()
+		defer j.kmu.Unlock()
+		if j.stopped {
+			return
+		}
+		_ = j.msg.InProgress()
+		j.keep.Reset(j.l.opt.KeepAlive)
+	})
+}
+
+func (j *job) stopKeepAlive() {
+	j.kmu.Lock()
+	defer j.kmu.Unlock()
+	j.stopped = true
+	j.keep.Stop()
+}
+
 // acquire takes a token of Options.Active; false when ctx ended first.
-func (j *job) acquire() bool {
+func (j *job) acquire(ctx context.Context) bool {
 	if j.l.opt.Active == nil {
 		return true
 	}
@@ -159,7 +318,7 @@ func (j *job) acquire() bool {
 	case j.l.opt.Active <- struct{}{}:
 		j.active = true
 		return true
-	case <-j.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -171,74 +330,31 @@ func (j *job) release() {
 	}
 }
 
-// Blocking runs wait, a wait that needs no work (a webhook call, a backoff), without holding the
-// handler's token of Options.Active, and takes the token again after it. ctx must be (derived
-// from) the one the handler got; elsewhere Blocking just runs wait.
-func Blocking(ctx context.Context, wait func()) {
-	j, _ := ctx.Value(jobKey{}).(*job)
-	if j == nil || j.l.opt.Active == nil {
-		wait()
-		return
-	}
-	j.release()
-	wait()
-	j.acquire()
-}
-
-func (j *job) start(h Handler) {
+func (j *job) run() {
 	if j.l.opt.OnStart != nil {
 		j.l.opt.OnStart()
 	}
-	j.kmu.Lock()
-	j.keep = time.AfterFunc(j.l.opt.KeepAlive, func() {
-		j.kmu.Lock()
-		defer j.kmu.Unlock()
-		if j.stopped {
-			return
-		}
-		_ = j.msg.InProgress()
-		j.keep.Reset(j.l.opt.KeepAlive)
-	})
-	j.kmu.Unlock()
-	j.ctx = context.WithValue(j.ctx, jobKey{}, j)
-	if !j.acquire() {
-		j.finish(j.ctx.Err()) // stopping: nak'd, redelivered
-		return
+	ctx := context.WithValue(j.l.opt.Work, jobKey{}, j)
+	var err error
+	if j.acquire(ctx) {
+		err = safeHandle(ctx, j.msg, j.l.h)
+	} else {
+		err = ctx.Err() // stopped hard before it could work: nak'd, redelivered
 	}
-	j.settle(safeHandle(j.ctx, j.msg, h))
+	j.finish(ctx, err)
 }
 
-// settle continues a suspended handler in a new goroutine, or ends the job with err.
-func (j *job) settle(err error) {
-	var s *suspension
-	if errors.As(err, &s) {
-		j.release()
-		go j.resume(s)
-		return
-	}
-	j.finish(err)
-}
-
-func (j *job) resume(s *suspension) {
-	s.wait(j.ctx)
-	j.acquire() // when ctx ended, then runs without a token and stops at once
-	j.settle(safeRun(j.ctx, s.then))
-}
-
-func (j *job) finish(err error) {
+func (j *job) finish(ctx context.Context, err error) {
 	j.release()
 	defer func() {
-		<-j.l.opt.Slots
-		j.l.wg.Done()
+		j.l.opt.Pool.give()
+		j.l.jobs.Done()
 	}()
 	if j.l.opt.OnDone != nil {
 		defer j.l.opt.OnDone()
 	}
-	j.kmu.Lock()
-	j.stopped = true
-	j.keep.Stop()
-	j.kmu.Unlock()
-	ctx, msg, log := j.ctx, j.msg, j.l.log
+	j.stopKeepAlive()
+	msg, log := j.msg, j.l.log
 	var perm *permanentError
 	var retry *retryError
 	switch {
@@ -258,17 +374,12 @@ func (j *job) finish(err error) {
 		if ctx.Err() == nil {
 			log.Debug().Err(err).Str("subject", msg.Subject()).Dur("delay", delay).Msg("consume: retry later")
 		}
-		_ = msg.NakWithDelay(delay)
-	}
-}
-
-func safeRun(ctx context.Context, f func(ctx context.Context) error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("consume: handler panicked: %v", p)
+		if delay <= 0 {
+			_ = msg.Nak()
+		} else {
+			_ = msg.NakWithDelay(delay)
 		}
-	}()
-	return f(ctx)
+	}
 }
 
 func safeHandle(ctx context.Context, msg jetstream.Msg, h Handler) (err error) {

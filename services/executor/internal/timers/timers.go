@@ -19,30 +19,20 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
-)
-
-// Kind of timer.
-type Kind string
-
-// Kinds.
-const (
-	// PauseExpiry fires when a paused request's token or identity expires.
-	PauseExpiry Kind = "pause"
-	// ExecutionTimeout fires when waiting for the data layer gives up.
-	ExecutionTimeout Kind = "execution"
 )
 
 // FireSubjects is the filter that receives every fired timer.
 const FireSubjects = event.SubjectTimerPrefix + "fire.>"
 
-// Fire is the payload of a timer.
+// Fire is the payload of a timer: the lifecycle's timer and its request.
 type Fire struct {
-	RequestID string    `json:"request_id"`
-	Kind      Kind      `json:"kind"`
-	Pause     int       `json:"pause,omitempty"`
-	Run       int       `json:"run,omitempty"`
-	Due       time.Time `json:"due"`
+	RequestID string              `json:"request_id"`
+	Kind      lifecycle.TimerKind `json:"kind"`
+	Pause     int                 `json:"pause,omitempty"`
+	Run       int                 `json:"run,omitempty"`
+	Due       time.Time           `json:"due"`
 }
 
 // IsFire reports whether subject is a fired timer.
@@ -53,6 +43,26 @@ func IsFire(subject string) bool {
 func token(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(sum[:12])
+}
+
+// Scheduler schedules timers in the stream.
+type Scheduler struct {
+	js    jetstream.JetStream
+	count func(op string)
+}
+
+// NewScheduler returns a Scheduler publishing through js; count (may be nil) counts its requests.
+func NewScheduler(js jetstream.JetStream, count func(op string)) *Scheduler {
+	if count == nil {
+		count = func(string) {}
+	}
+	return &Scheduler{js: js, count: count}
+}
+
+// Schedule schedules t of request id.
+func (s *Scheduler) Schedule(ctx context.Context, id string, t lifecycle.Timer) error {
+	s.count("js_publish")
+	return Schedule(ctx, s.js, Fire{RequestID: id, Kind: t.Kind, Pause: t.Pause, Run: t.Run, Due: t.Due})
 }
 
 // Schedule publishes f to fire at f.Due (rounded up to the second, the schedule's resolution).

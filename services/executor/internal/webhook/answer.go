@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/policyhooks/policyhooks/shared/event"
 )
@@ -104,6 +105,10 @@ func ParseTwoWay(body []byte) (*event.Identity, bool, error) {
 				return nil, false, fmt.Errorf("derived_identity.%s is not a string", name)
 			}
 		}
+		if err := derived.Validate(); err != nil {
+			// Bounded like submitted values, so a derived identity always fits its stores (D15).
+			return nil, false, fmt.Errorf("derived %s", strings.TrimPrefix(err.Error(), event.ErrInvalidEvent.Error()+": "))
+		}
 	}
 	halt := false
 	switch h := obj["halt"].(type) {
@@ -116,7 +121,7 @@ func ParseTwoWay(body []byte) (*event.Identity, bool, error) {
 			halt = true
 		case "false":
 		default:
-			return nil, false, fmt.Errorf("halt must be true or false, got %q", h)
+			return nil, false, fmt.Errorf("halt must be true or false, got %q", event.Reason(h))
 		}
 	default:
 		return nil, false, fmt.Errorf("halt must be true or false")

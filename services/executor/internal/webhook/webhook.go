@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,13 +147,6 @@ type Result struct {
 	Latency    time.Duration
 }
 
-// WebhookID derives the Standard Webhooks webhook-id of a call from what identifies it: the same
-// request, callback type, webhook and step run give the same id.
-func WebhookID(requestID string, ct event.CallbackType, webhookID string, run int) string {
-	sum := sha256.Sum256([]byte(requestID + "\x00" + string(ct) + "\x00" + webhookID + "\x00" + strconv.Itoa(run)))
-	return "msg_" + hex.EncodeToString(sum[:16])
-}
-
 // SigningKey returns the HMAC key of a signing secret: the base64-decoded bytes after a "whsec_"
 // prefix (the Standard Webhooks format), else the secret's raw bytes.
 func SigningKey(secret string) ([]byte, error) {
@@ -177,13 +169,15 @@ func Sign(key []byte, id string, timestamp int64, body []byte) string {
 }
 
 // Slot is a call slot of one webhook host, taken by TryAcquire or Acquire and released by the Send
-// of the call it was taken for. The call's WEBHOOK_TIMEOUT counts from when the slot was asked for.
+// of the call it was taken for (or by Release, when the call is not made after all).
 type Slot struct {
-	ch       chan struct{} // the host's slots; nil when no slot is held
-	start    time.Time
-	deadline time.Time
-	err      error
+	ch  chan struct{} // the host's slots; nil when no slot is held
+	err error
 }
+
+// Err reports why Acquire got no slot (none freed within the webhook timeout, or ctx ended); a
+// call is not made without one.
+func (sl *Slot) Err() error { return sl.err }
 
 // Release gives the slot back; Send calls it, and a caller that does not send after all must.
 // Releasing twice is harmless.
@@ -217,8 +211,7 @@ func (s *Sender) hostSlots(rawURL string) chan struct{} {
 
 // TryAcquire takes a call slot of rawURL's host if one is free now; nil otherwise.
 func (s *Sender) TryAcquire(rawURL string) *Slot {
-	now := s.now()
-	sl := &Slot{start: now, deadline: now.Add(s.timeout)}
+	sl := &Slot{}
 	ch := s.hostSlots(rawURL)
 	if ch == nil {
 		return sl
@@ -232,11 +225,10 @@ func (s *Sender) TryAcquire(rawURL string) *Slot {
 	}
 }
 
-// Acquire takes a call slot of rawURL's host, waiting at most WEBHOOK_TIMEOUT; the call made with
-// a slot that could not be taken in time fails as a timeout (retryable).
+// Acquire takes a call slot of rawURL's host, waiting at most WEBHOOK_TIMEOUT; Err says why a slot
+// could not be taken.
 func (s *Sender) Acquire(ctx context.Context, rawURL string) *Slot {
-	now := s.now()
-	sl := &Slot{start: now, deadline: now.Add(s.timeout)}
+	sl := &Slot{}
 	ch := s.hostSlots(rawURL)
 	if ch == nil {
 		return sl
@@ -260,28 +252,30 @@ func (s *Sender) Acquire(ctx context.Context, rawURL string) *Slot {
 	return sl
 }
 
-// Send makes the call once, in c.Slot (taken here when nil, and released in any case). It never
-// returns an error: every failure is in the Result.
+// Send makes the call once, in c.Slot (taken here when nil, and released in any case), within
+// WEBHOOK_TIMEOUT from now. It never returns an error: every failure is in the Result.
 func (s *Sender) Send(ctx context.Context, c Call) Result {
+	start := s.now()
 	if c.Slot == nil {
 		// The slot is taken before anything of the call is built: with thousands of calls waiting
 		// for one host, each waits with no request, body or connection state.
 		c.Slot = s.Acquire(ctx, c.Secrets.URL)
+		start = s.now()
 	}
 	defer c.Slot.Release()
-	res := s.send(ctx, c)
-	res.Latency = s.now().Sub(c.Slot.start)
+	res := s.send(ctx, c, start.Add(s.timeout))
+	res.Latency = s.now().Sub(start)
 	return res
 }
 
-func (s *Sender) send(ctx context.Context, c Call) Result {
+func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 	if c.Slot.err != nil {
 		return Result{Err: c.Slot.err}
 	}
 	if err := s.policy.CheckURL(c.Secrets.URL); err != nil {
 		return Result{Err: err, Forbidden: true}
 	}
-	ctx, cancel := context.WithDeadline(ctx, c.Slot.deadline)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	body, err := json.Marshal(c.Body)
 	if err != nil {

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -31,8 +32,15 @@ func TestParseTwoWay(t *testing.T) {
 		{body: `[]`, wantErr: true},
 		{body: `"halt"`, wantErr: true},
 		{body: `<html>`, wantErr: true},
+		// D15: bounded derived values and reasons.
+		{body: `{"derived_identity": {"email": "` + strings.Repeat("é", event.MaxIdentityValue) + `"}}`, wantEmail: strings.Repeat("é", event.MaxIdentityValue)},
+		{body: `{"derived_identity": {"phone_number": "` + strings.Repeat("5", event.MaxIdentityValue+1) + `"}}`, wantErr: true},
+		{body: `{"halt": "` + strings.Repeat("x", 400<<10) + `"}`, wantErr: true},
 	} {
 		d, halt, err := ParseTwoWay([]byte(tc.body))
+		if err != nil && len(err.Error()) > event.MaxReason+64 {
+			t.Errorf("error of %d bytes, want it bounded near %d: %.80s…", len(err.Error()), event.MaxReason, err)
+		}
 		if (err != nil) != tc.wantErr || halt != tc.wantHalt {
 			t.Errorf("%q: halt %v err %v, want halt %v err %v", tc.body, halt, err, tc.wantHalt, tc.wantErr)
 			continue
@@ -79,11 +87,7 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
-func TestWebhookIDAndSigningKey(t *testing.T) {
-	a := WebhookID("r1", event.Pre, "w1", 1)
-	if a != WebhookID("r1", event.Pre, "w1", 1) || a == WebhookID("r1", event.Pre, "w1", 2) || a == WebhookID("r1", event.Post, "w1", 1) {
-		t.Errorf("webhook ids must be stable per call and differ per run and callback type")
-	}
+func TestSigningKey(t *testing.T) {
 	if k, err := SigningKey("whsec_aGVsbG8="); err != nil || string(k) != "hello" {
 		t.Errorf("whsec_ key: %q %v, want hello", k, err)
 	}

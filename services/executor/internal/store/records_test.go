@@ -1,4 +1,4 @@
-package state
+package store
 
 import (
 	"encoding/json"
@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
 )
 
-// TestEncodeMatchesPlainJSON checks that the record's JSON with its cached plan is the JSON of the
+// TestEncodeMatchesPlainJSON checks that the record's JSON with its interned plan is the JSON of the
 // record as encoding/json writes it, also after the plan is replaced, and that it decodes back.
 func TestEncodeMatchesPlainJSON(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -18,18 +19,18 @@ func TestEncodeMatchesPlainJSON(t *testing.T) {
 		Post: []event.PlanWebhook{{ID: "w2", Key: "b", Direction: event.OneWay, Secrets: "sealed-b"}}}
 	planB := event.Plan{PolicyKey: "p", Version: 2, PublishedAt: at.Add(time.Hour),
 		Pre: []event.PlanWebhook{{ID: "w3", Key: "c", Direction: event.OneWay}}}
-	r := &Record{Request: event.Request{ID: "pri_1", PolicyKey: "p", Status: event.StatusInProcessing,
+	r := &lifecycle.Record{Request: event.Request{ID: "pri_1", PolicyKey: "p", Status: event.StatusInProcessing,
 		Step: event.StepPreWebhooks, Run: 1, CreatedAt: at, UpdatedAt: at, Webhooks: []event.WebhookRecord{}}}
 	pi := newPlanInterner()
 	for _, tc := range []struct {
 		name   string
-		change func(r *Record)
+		change func(r *lifecycle.Record)
 	}{
-		{name: "no plan", change: func(*Record) {}},
-		{name: "plan A", change: func(r *Record) { r.Plan = planA }},
-		{name: "plan A again, other fields changed", change: func(r *Record) { r.Next = 1; r.EventSeq = 3 }},
-		{name: "plan B", change: func(r *Record) { r.Plan = planB }},
-		{name: "plan A, fresh slices", change: func(r *Record) {
+		{name: "no plan", change: func(*lifecycle.Record) {}},
+		{name: "plan A", change: func(r *lifecycle.Record) { r.Plan = planA }},
+		{name: "plan A again, other fields changed", change: func(r *lifecycle.Record) { r.Next = 1; r.EventSeq = 3 }},
+		{name: "plan B", change: func(r *lifecycle.Record) { r.Plan = planB }},
+		{name: "plan A, fresh slices", change: func(r *lifecycle.Record) {
 			p := planA
 			p.Pre = append([]event.PlanWebhook(nil), planA.Pre...)
 			p.Pre[0].Key = "a2"
@@ -41,7 +42,7 @@ func TestEncodeMatchesPlainJSON(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: encode: %v", tc.name, err)
 		}
-		want, err := json.Marshal(wireless(r))
+		want, err := json.Marshal(r)
 		if err != nil {
 			t.Fatalf("%s: marshal: %v", tc.name, err)
 		}
@@ -65,11 +66,4 @@ func TestEncodeMatchesPlainJSON(t *testing.T) {
 			t.Errorf("%s: decoded plan %+v, want %+v", tc.name, back.Plan, r.Plan)
 		}
 	}
-}
-
-// wireless returns r's JSON as encoding/json writes a Record (the cache does not encode).
-func wireless(r *Record) any {
-	c := *r
-	c.plan = planCache{}
-	return &c
 }

@@ -1,0 +1,217 @@
+// Package lifecycle is the executor's state machine (SPEC §5.1) as pure functions over a request's
+// record: what an input records (ApplyInput), what a webhook answer records (ApplyAnswer), and what
+// the request does next (Decide, Settle). The three tables in table.go are the whole lifecycle; this
+// package does no I/O. The runner (internal/runner) performs what they decide: it writes the record
+// by compare-and-set, calls webhooks, publishes events and schedules timers.
+package lifecycle
+
+import (
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// Record is the value of a request in privacy_requests: the contract event.Request (which the
+// callback service reads) plus fields only the executor uses, beside them in the same JSON object.
+// It holds no personal data: identities live sealed in privacy_identities.
+type Record struct {
+	event.Request
+	// Claim is the webhook call being made right now. It is written just before the call (in the
+	// write that records the previous answer when nothing comes between), so that one worker calls
+	// while others wait, and another takes the call over when it expires.
+	Claim *Claim `json:"claim,omitempty"`
+	// RetryAt is when the next attempt of the current call is due after a retryable failure.
+	RetryAt *time.Time `json:"retry_at,omitempty"`
+	// Interrupts counts the calls of the current webhook whose answer was never recorded (an
+	// executor stopped during them) since its last recorded answer.
+	Interrupts int `json:"interrupts,omitempty"`
+	// IdentityExpiresAt is when the stored identity expires (its last write plus IDENTITY_TTL).
+	IdentityExpiresAt *time.Time `json:"identity_expires_at,omitempty"`
+	// IdentityPatches names, in order, derived identities stored beside the identity (by the
+	// runner's identity store) that the request merges into it before it calls anything.
+	IdentityPatches []string `json:"identity_patches,omitempty"`
+	// EarlyResume is a resume that arrived for the pause the current call may start, before its
+	// answer was recorded; it is applied when the answer halts and dropped otherwise.
+	EarlyResume *EarlyResume `json:"early_resume,omitempty"`
+	// Executed is the data layer's answer for the execution run it names, recorded when it arrives
+	// and applied by the lifecycle (it may arrive before the execution step is recorded).
+	Executed *Executed `json:"executed,omitempty"`
+	// Outbox holds the status events written with the transitions that caused them and not yet
+	// known to be stored in the stream; EventSeq numbers a request's events (their Nats-Msg-Id).
+	Outbox   []Pending `json:"outbox,omitempty"`
+	EventSeq int       `json:"event_seq"`
+}
+
+// Claim is a lease on one webhook call.
+type Claim struct {
+	// Owner is the run (one message being handled) that makes the call.
+	Owner string    `json:"owner"`
+	At    time.Time `json:"at"`
+	// Until is when another worker may take the call over: the webhook timeout plus a margin.
+	Until time.Time `json:"until"`
+	// WebhookID is the call's Standard Webhooks webhook-id (event.WebhookID).
+	WebhookID string `json:"webhook_id"`
+}
+
+// EarlyResume is a validated resume of a pause that is not recorded yet.
+type EarlyResume struct {
+	Pause     int    `json:"pause"`
+	WebhookID string `json:"webhook_id"`
+	// Patch names the resume's derived identity, stored beside the identity; empty when none.
+	Patch string `json:"patch,omitempty"`
+}
+
+// Executed is a recorded answer of the data layer.
+type Executed struct {
+	// ExecutionID is the run it answers (event.ExecutionID).
+	ExecutionID string `json:"execution_id"`
+	Succeeded   bool   `json:"succeeded"`
+	Error       string `json:"error,omitempty"`
+}
+
+// Pending is a status event in the outbox.
+type Pending struct {
+	Seq   int                 `json:"seq"`
+	Event event.StatusChanged `json:"event"`
+}
+
+// Config holds the settings the lifecycle decides with.
+type Config struct {
+	// MaxAttempts is WEBHOOK_MAX_ATTEMPTS: recorded answers of one call before the request fails.
+	MaxAttempts int
+	// MaxInterrupts bounds the calls of one webhook cut off by a stopping executor in a row, so
+	// that an answer that crashes every executor cannot loop forever.
+	MaxInterrupts int
+	// ClaimTTL is how long a claim lasts: WEBHOOK_TIMEOUT plus a margin.
+	ClaimTTL time.Duration
+	// PauseTimeout is PRIVACY_REQUEST_DELAY_TIMEOUT: the life of a pause and its resume token.
+	PauseTimeout time.Duration
+	// AwaitExecution is EXECUTION_STAGE=await; ExecutionTimeout bounds the wait for the data layer.
+	AwaitExecution   bool
+	ExecutionTimeout time.Duration
+	// IdentityTTL is IDENTITY_TTL.
+	IdentityTTL time.Duration
+}
+
+// DefaultMaxInterrupts is Config.MaxInterrupts unless set.
+const DefaultMaxInterrupts = 10
+
+// maxKeptAttempts bounds the attempts kept per webhook (the oldest go first), so that retries from
+// error cannot grow a record without bound. WEBHOOK_MAX_ATTEMPTS is at most 100.
+const maxKeptAttempts = 100
+
+// Env is what a decision depends on besides the record: the clock, and the run deciding (a claim
+// owned by it is its own call).
+type Env struct {
+	Now   time.Time
+	Owner string
+	Cfg   Config
+}
+
+// SetStatus changes the status and puts the status event in the outbox; a request's first event
+// has no previous status.
+func (r *Record) SetStatus(s event.Status, now time.Time, webhookKey, message string) {
+	var prev *event.Status
+	if r.EventSeq > 0 {
+		p := r.Status
+		prev = &p
+	}
+	r.Status = s
+	r.UpdatedAt = now
+	r.EventSeq++
+	r.Outbox = append(r.Outbox, Pending{Seq: r.EventSeq, Event: event.StatusChanged{
+		ID: r.ID, Seq: r.EventSeq, Status: s, Previous: prev, At: now, Step: r.Step,
+		WebhookKey: webhookKey, Error: event.Reason(message),
+	}})
+}
+
+// hooks returns the webhooks of the current step, the offset of their records in Webhooks and
+// their callback type.
+func (r *Record) hooks() ([]event.PlanWebhook, int, event.CallbackType) {
+	if r.Step == event.StepPostWebhooks {
+		return r.Plan.Post, len(r.Plan.Pre), event.Post
+	}
+	return r.Plan.Pre, 0, event.Pre
+}
+
+// Current returns the webhook the request calls next in its step, and its record; false when the
+// step has none left (or is not a webhook step).
+func (r *Record) Current() (event.PlanWebhook, *event.WebhookRecord, bool) {
+	if r.Step != event.StepPreWebhooks && r.Step != event.StepPostWebhooks {
+		return event.PlanWebhook{}, nil, false
+	}
+	hooks, offset, _ := r.hooks()
+	if r.Next >= len(hooks) || offset+r.Next >= len(r.Webhooks) {
+		return event.PlanWebhook{}, nil, false
+	}
+	return hooks[r.Next], &r.Webhooks[offset+r.Next], true
+}
+
+// CallID returns the webhook-id of the current call (the webhook Current returns, in this run).
+func (r *Record) CallID() string {
+	w, _, ok := r.Current()
+	if !ok {
+		return ""
+	}
+	_, _, ct := r.hooks()
+	return event.WebhookID(r.ID, ct, w.ID, r.Run)
+}
+
+// CallbackType is the callback type of the current step's webhooks.
+func (r *Record) CallbackType() event.CallbackType {
+	_, _, ct := r.hooks()
+	return ct
+}
+
+// Pausing reports whether the current call may halt the request: a pre-execution two-way webhook.
+func (r *Record) Pausing() bool {
+	w, _, ok := r.Current()
+	return ok && r.Step == event.StepPreWebhooks && w.Direction == event.TwoWay
+}
+
+// Attempts counts the recorded answers of the current call.
+func (r *Record) Attempts() int {
+	_, wr, ok := r.Current()
+	if !ok {
+		return 0
+	}
+	id, n := r.CallID(), 0
+	for _, a := range wr.Attempts {
+		if a.WebhookID == id {
+			n++
+		}
+	}
+	return n
+}
+
+// PlanMissing reports a request whose policy had no plan when it was submitted (or retried).
+func (r *Record) PlanMissing() bool { return r.Plan.PolicyKey == "" }
+
+// ExecutionID is the id of the current execution run; at the pre-execution step it is the id of
+// the run the request starts next (1: a request reaches execution from pre-webhooks only once
+// per pre-webhooks run, and retries of execution happen at the execution step).
+func (r *Record) ExecutionID() string {
+	if r.Step == event.StepExecution {
+		return event.ExecutionID(r.ID, r.Run)
+	}
+	return event.ExecutionID(r.ID, 1)
+}
+
+// PauseDue is when the current pause ends: its token's expiry, or the identity's when earlier,
+// with the message its error records.
+func (r *Record) PauseDue() (time.Time, string) {
+	if r.PauseExpiresAt == nil {
+		return time.Time{}, ""
+	}
+	due, msg := *r.PauseExpiresAt, MsgNotResumed
+	if e := r.IdentityExpiresAt; e != nil && e.Before(due) {
+		due, msg = *e, MsgIdentityExpired
+	}
+	return due, msg
+}
+
+// Messages recorded on failed requests that several places give.
+const (
+	MsgIdentityExpired = "the identity of the request has expired"
+	MsgNotResumed      = "the request was not resumed before its resume token expired"
+)

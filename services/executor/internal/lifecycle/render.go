@@ -1,0 +1,64 @@
+package lifecycle
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// Markdown renders the three tables as docs/ARCHITECTURE.md shows them; a test keeps the page equal
+// to it, so the page cannot drift from the code.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("Inputs (`ApplyInput`): what an event or timer records, in one compare-and-set.\n\n")
+	b.WriteString("| Row | Input | Status | Step | When | Records |\n|---|---|---|---|---|---|\n")
+	for _, r := range inputs {
+		kind := string(r.kind)
+		if kind == "" {
+			kind = "any"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.id, kind, statuses(r.statuses), steps(r.steps), r.when, r.effect)
+	}
+	b.WriteString("\nAnswers (`ApplyAnswer`): what a webhook call's outcome records. Every answer clears the claim.\n\n")
+	b.WriteString("| Row | Answer | Records |\n|---|---|---|\n")
+	for _, r := range answers {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", r.id, r.when, r.effect)
+	}
+	b.WriteString("\nDecisions (`Decide`): the next action, from the record and the clock alone; the first matching row wins.\n\n")
+	b.WriteString("| Row | Status | Step | When | Next action |\n|---|---|---|---|---|\n")
+	for _, r := range decisions {
+		do := r.do.String()
+		if r.do == Wait || r.do == Later {
+			var d Decision
+			if r.detail != nil && r.do == Wait {
+				r.detail(&Record{}, Env{}, &d)
+				do += ": " + d.Reason
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.id, r.status, steps(r.steps), r.when, do)
+	}
+	return b.String()
+}
+
+func statuses(ss []event.Status) string {
+	if ss == nil {
+		return "any"
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	return strings.Join(out, ", ")
+}
+
+func steps(ss []event.Step) string {
+	if ss == nil {
+		return "any"
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	return strings.Join(out, ", ")
+}

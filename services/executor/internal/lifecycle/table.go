@@ -1,0 +1,468 @@
+package lifecycle
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// The lifecycle is three tables, read against SPEC §5.1 and §6:
+//
+//   - inputs: what each input (an event or a timer) records on the record, in each status;
+//   - answers: what a webhook's answer records;
+//   - decisions: what the request does next, from its record and the clock alone.
+//
+// A row matches when the record is in one of its statuses and steps and its condition holds; the
+// first matching row of a table wins. Every input and every answer is recorded by one
+// compare-and-set of the record, and then the request is driven from its record by the decisions,
+// whichever message arrived: the lifecycle is level-triggered, so a redelivered, duplicated, late or
+// early message can only find a request that needs driving, and drive it.
+//
+// A message is acknowledged only when the decision is Wait (the request waits for an outside party
+// or has finished) and its input asks to keep nothing: as long as a request can make progress on its
+// own, the message that drove it stays unacknowledged (redelivered after the ack wait if its worker
+// dies, or at the time a Later decision names), so a durable trigger always exists. A request that
+// waits for an outside party has its own: the pause timer and the execution timer are scheduled
+// before the write that starts the wait, and the resume, retry and executed events are durable.
+
+// Action is what a request does next.
+type Action int
+
+// Actions. Wait, Later, Call and MergeIdentity need the runner; the others only change the record
+// (and may ask for effects), so Settle applies them in memory and one write records them with what
+// came before.
+const (
+	// Wait: nothing to do until an outside party acts (a resume, the data layer, a retry, or
+	// nothing: the request finished). Decision.Reason says what it waits for.
+	Wait Action = iota
+	// Later: nothing to do until Decision.At (a backoff, or another worker's live claim).
+	Later
+	// Call: claim the current webhook's call (unless the run holds the claim), make it and record
+	// its answer (table answers).
+	Call
+	// MergeIdentity: merge the recorded identity patches into the identity, in order.
+	MergeIdentity
+	// Fail: set error with Decision.Reason.
+	Fail
+	// Skip: the current webhook's connection is disabled; mark it skipped and go to the next.
+	Skip
+	// TakeOver: the claim expired without an answer; count the interruption and free the call.
+	TakeOver
+	// Complete: every post-execution webhook is done.
+	Complete
+	// EnterPost: go to the post-execution webhooks (EXECUTION_STAGE=skip).
+	EnterPost
+	// StartExecution: schedule the execution timer and publish execute (effects), then record the
+	// execution step with its deadline.
+	StartExecution
+	// FinishExecution: apply the data layer's recorded answer.
+	FinishExecution
+	// StartProcessing: a pending record (written by an earlier version) goes in_processing.
+	StartProcessing
+)
+
+var actionNames = map[Action]string{
+	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", Fail: "fail", Skip: "skip",
+	TakeOver: "take over", Complete: "complete", EnterPost: "enter post-webhooks", StartExecution: "start execution",
+	FinishExecution: "finish execution", StartProcessing: "start processing",
+}
+
+func (a Action) String() string { return actionNames[a] }
+
+// pure reports whether the action only changes the record.
+func (a Action) pure() bool { return a >= Fail }
+
+// Decision is the next action of a request, with the row that chose it.
+type Decision struct {
+	Action Action
+	Row    string
+	// At is when a Later decision is due.
+	At time.Time
+	// Reason is the message of a Fail, or what a Wait waits for.
+	Reason string
+	// WebhookKey is the webhook a Fail names.
+	WebhookKey string
+}
+
+var (
+	webhookSteps = []event.Step{event.StepPreWebhooks, event.StepPostWebhooks}
+	preStep      = []event.Step{event.StepPreWebhooks}
+	execStep     = []event.Step{event.StepExecution}
+)
+
+// decisions: the next action of a request, from its record and the clock alone (Decide).
+var decisions = []decisionRow{
+	{"N1", event.StatusPending, nil, "the policy had no plan (a record of an earlier version)", Fail, planMissing, failNoPolicy},
+	{"N2", event.StatusPending, nil, "otherwise (a record of an earlier version)", StartProcessing, always, nil},
+
+	{"W1", event.StatusInProcessing, webhookSteps, "identity patches are recorded", MergeIdentity, hasPatches, nil},
+	{"W2", event.StatusInProcessing, []event.Step{event.StepPostWebhooks}, "every post-execution webhook is done", Complete, stepDone, nil},
+	{"W3", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=await", StartExecution, stepDoneAwait, nil},
+	{"W4", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=skip", EnterPost, stepDone, nil},
+	{"W5", event.StatusInProcessing, webhookSteps, "the current webhook's connection is disabled", Skip, connectionDisabled, nil},
+	{"W6", event.StatusInProcessing, webhookSteps, "MaxInterrupts calls of the current webhook were cut off in a row", Fail, interruptedTooOften, failInterrupted},
+	{"W7", event.StatusInProcessing, webhookSteps, "this run holds the claim on the call", Call, claimedByMe, nil},
+	{"W8", event.StatusInProcessing, webhookSteps, "another worker holds a live claim", Later, claimLive, laterClaim},
+	{"W9", event.StatusInProcessing, webhookSteps, "the claim expired without an answer", TakeOver, claimExpired, nil},
+	{"W10", event.StatusInProcessing, webhookSteps, "the next attempt is due later (backoff)", Later, retryLater, laterRetry},
+	{"W11", event.StatusInProcessing, webhookSteps, "WEBHOOK_MAX_ATTEMPTS answers are recorded (the setting was lowered)", Fail, attemptsUsed, failAttempts},
+	{"W12", event.StatusInProcessing, webhookSteps, "otherwise", Call, always, nil},
+
+	{"X1", event.StatusInProcessing, execStep, "the execution run is not started (no deadline: a retry)", StartExecution, notStarted, nil},
+	{"X2", event.StatusInProcessing, execStep, "the data layer's answer for this run is recorded", FinishExecution, executedRecorded, nil},
+	{"X3", event.StatusInProcessing, execStep, "the execution deadline passed", Fail, deadlinePassed, failExecutionTimeout},
+	{"X4", event.StatusInProcessing, execStep, "otherwise", Wait, always, waitFor("the data layer's executed, or the execution timer at the deadline")},
+
+	{"P1", event.StatusPaused, preStep, "the pause is due: its token expired, or the identity before it", Fail, pauseDue, failPauseDue},
+	{"P2", event.StatusPaused, preStep, "otherwise", Wait, always, waitFor("a resume, or the pause timer at the pause's due time")},
+
+	{"C1", event.StatusComplete, nil, "always", Wait, always, waitFor("nothing: the request is complete")},
+	{"E1", event.StatusError, nil, "always", Wait, always, waitFor("a retry")},
+}
+
+// InputKind is an input of the lifecycle.
+type InputKind string
+
+// Inputs.
+const (
+	InSubmitted      InputKind = "submitted"
+	InResume         InputKind = "resume"
+	InRetry          InputKind = "retry"
+	InExecuted       InputKind = "executed"
+	InPauseTimer     InputKind = "pause timer"
+	InExecutionTimer InputKind = "execution timer"
+)
+
+// Input is an event or a timer about a request, decoded.
+type Input struct {
+	Kind InputKind
+	// Resume: the pause and the plan webhook the token was issued for, and the name of its derived
+	// identity stored beside the identity ("" when none). Pause timer: the pause it guards.
+	Pause     int
+	WebhookID string
+	Patch     string
+	// Retry: the error it answers, and the policy's plan when the record has none (nil when the
+	// policy still has none).
+	FromError int
+	Plan      *event.Plan
+	// Executed: the execution run it names ("" from data layers that do not send it), and the
+	// answer. Execution timer: the run it guards.
+	ExecutionID string
+	Succeeded   bool
+	Error       string
+	Run         int
+}
+
+// InputResult is what ApplyInput did.
+type InputResult struct {
+	Row string
+	// Changed reports that the record changed and must be written.
+	Changed bool
+	// Keep is when the message of the input must come back (it is its request's trigger then);
+	// zero when it may be acknowledged once the request waits.
+	Keep time.Time
+}
+
+// inputs: what an input records (ApplyInput). A submitted event of a new id creates the record
+// (NewRecord); of a known id it records nothing (the runner stores its identity if none is).
+var inputs = []inputRow{
+	{"I1", InSubmitted, nil, nil, "the id is known", "nothing (the identity is stored if none is: a crash before it was)", always2, nil},
+	{"I2", InResume, []event.Status{event.StatusPaused}, preStep, "the pause and its webhook match", "in_processing; its derived identity queued as a patch", resumeMatches, resume},
+	{"I3", InResume, []event.Status{event.StatusInProcessing}, preStep, "the token's call is the current one and its answer is not recorded (pause = this pause + 1)", "early resume recorded, applied when the answer halts", resumeEarly, recordEarlyResume},
+	{"I4", InRetry, []event.Status{event.StatusError}, nil, "from_error is the current error", "in_processing at the failed step: run + 1, its webhooks pending from the first (pre: pause number + 1, so older tokens are refused), or the execution run restarted", retryMatches, retry},
+	{"I5", InExecuted, []event.Status{event.StatusInProcessing}, execStep, "it names this run (or no run), none recorded", "the answer recorded", executedThisRun, recordExecuted},
+	{"I6", InExecuted, []event.Status{event.StatusInProcessing}, preStep, "every pre-webhook is done and it names run 1 (or no run), none recorded: execute is out, its step not recorded yet", "the answer recorded", executedEarly, recordExecuted},
+	{"I7", InPauseTimer, []event.Status{event.StatusPaused}, preStep, "it guards this pause, which is not due yet (an early fire)", "nothing; the message is kept until the pause is due", pauseTimerEarly, keepUntilPauseDue},
+	{"I8", InExecutionTimer, []event.Status{event.StatusInProcessing}, execStep, "it guards this run, whose deadline is later", "nothing; the message is kept until the deadline", executionTimerEarly, keepUntilDeadline},
+	{"I9", "", nil, nil, "any other input, status or step", "nothing (a stale or duplicate input; the decisions drive the request)", always2, nil},
+}
+
+// Verdict classifies a webhook call's outcome (SPEC §6).
+type Verdict int
+
+// Verdicts.
+const (
+	// Done: a 2xx answer accepted (a two-way body parsed).
+	Done Verdict = iota
+	// Ignored: a one-way webhook answered another 3xx/4xx; the request goes on.
+	Ignored
+	// Retry: transport error, timeout, 408, 429 or 5xx.
+	Retry
+	// Refused: an answer or call that fails the request without retry.
+	Refused
+	// NotMade: the call could not be made (no secrets, secrets that do not open, the identity
+	// gone); no attempt is recorded.
+	NotMade
+	// Interrupted: the call was cut off by a stopping executor; no attempt is recorded.
+	Interrupted
+)
+
+// Answer is the outcome of one call, as ApplyAnswer records it.
+type Answer struct {
+	Verdict Verdict
+	// Status is the HTTP status, 0 without an answer; Reason explains Retry, Refused, NotMade and
+	// an Ignored status.
+	Status int
+	Reason string
+	// Halt is a two-way answer's halt.
+	Halt bool
+	// At is when the call started, Latency how long it took; RetryIn the backoff before the next attempt (jitter and
+	// Retry-After applied by the runner).
+	At      time.Time
+	Latency time.Duration
+	RetryIn time.Duration
+	// IdentityExpiresAt is the new expiry of the identity when the answer's derived identity was
+	// stored.
+	IdentityExpiresAt *time.Time
+}
+
+// answers: what a webhook's answer records (ApplyAnswer). Every answer clears the claim; all but
+// NotMade and Interrupted record an attempt.
+var answers = []answerRow{
+	{"A1", "done, the call may halt and halts, and an early resume of this pause is recorded", "paused, then in_processing at once; the resume's derived identity queued", haltsResumed, haltThenResume},
+	{"A2", "done, the call may halt and halts", "paused (the pause timer is scheduled before the write)", halts, pause},
+	{"A3", "done", "succeeded; next webhook", verdictIs(Done), next(event.OutcomeSucceeded)},
+	{"A4", "ignored (one-way 3xx/4xx)", "ignored_status; next webhook", verdictIs(Ignored), next(event.OutcomeIgnoredStatus)},
+	{"A5", "retry, with attempts left", "retry_at = now + backoff", retryLeft, backoff},
+	{"A6", "retry, WEBHOOK_MAX_ATTEMPTS reached", "failed; error", verdictIs(Retry), failRetriesUsed},
+	{"A7", "refused", "failed; error", verdictIs(Refused), failRefused},
+	{"A8", "not made", "failed; error (no attempt recorded)", verdictIs(NotMade), failNotMade},
+	{"A9", "interrupted (the executor stopped during the call)", "the interruption counted (no attempt); the call is made again with the same webhook-id", verdictIs(Interrupted), interrupted},
+}
+
+// Decide returns the next action of r.
+func Decide(r *Record, e Env) Decision {
+	for _, row := range decisions {
+		if row.status != r.Status || !stepIn(r.Step, row.steps) || !row.cond(r, e) {
+			continue
+		}
+		d := Decision{Action: row.do, Row: row.id}
+		if row.detail != nil {
+			row.detail(r, e, &d)
+		}
+		return d
+	}
+	// Unreachable for the statuses the lifecycle writes; a record it cannot place waits.
+	return Decision{Action: Wait, Row: "-", Reason: fmt.Sprintf("nothing: status %s at step %s has no row", r.Status, r.Step)}
+}
+
+// ApplyInput records in on r (table inputs).
+func ApplyInput(r *Record, in Input, e Env) InputResult {
+	for _, row := range inputs {
+		if row.kind != "" && row.kind != in.Kind {
+			continue
+		}
+		if row.statuses != nil && !statusIn(r.Status, row.statuses) || !stepIn(r.Step, row.steps) || !row.cond(r, in, e) {
+			continue
+		}
+		res := InputResult{Row: row.id}
+		if row.apply != nil {
+			row.apply(r, in, e, &res)
+		}
+		return res
+	}
+	return InputResult{Row: "-"}
+}
+
+// ApplyAnswer records the answer of the call r's claim is on (table answers). The caller holds
+// the claim (Env.Owner); it returns the effects needed before the record is written.
+func ApplyAnswer(r *Record, a Answer, e Env) (string, []Effect) {
+	for _, row := range answers {
+		if row.cond(r, a, e) {
+			return row.id, row.apply(r, a, e)
+		}
+	}
+	return "-", nil
+}
+
+// Settle applies to r, in memory, the pure decisions (those that only change the record) one
+// after the other, and returns the first decision that needs the runner, with the effects the
+// applied ones need before r is written. With startExecution false it stops at StartExecution
+// too (a record being created must exist before the data layer can answer).
+func Settle(r *Record, e Env, startExecution bool) (Decision, []Effect, bool) {
+	var effects []Effect
+	changed := false
+	for range 4 * (len(r.Webhooks) + 8) { // each pure action moves the record on; bound the loop anyway
+		d := Decide(r, e)
+		if !d.Action.pure() || d.Action == StartExecution && !startExecution {
+			return d, effects, changed
+		}
+		effects = append(effects, apply(r, d, e)...)
+		changed = true
+	}
+	panic("lifecycle: Settle did not settle")
+}
+
+// ---- rows ----
+
+type decisionRow struct {
+	id     string
+	status event.Status
+	steps  []event.Step // nil: any step
+	when   string
+	do     Action
+	cond   func(*Record, Env) bool
+	detail func(*Record, Env, *Decision)
+}
+
+type inputRow struct {
+	id       string
+	kind     InputKind      // "": any input
+	statuses []event.Status // nil: any status
+	steps    []event.Step   // nil: any step
+	when     string
+	effect   string
+	cond     func(*Record, Input, Env) bool
+	apply    func(*Record, Input, Env, *InputResult)
+}
+
+type answerRow struct {
+	id     string
+	when   string
+	effect string
+	cond   func(*Record, Answer, Env) bool
+	apply  func(*Record, Answer, Env) []Effect
+}
+
+func stepIn(s event.Step, steps []event.Step) bool {
+	if steps == nil {
+		return true
+	}
+	for _, x := range steps {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func statusIn(s event.Status, statuses []event.Status) bool {
+	for _, x := range statuses {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ---- decision conditions ----
+
+func always(*Record, Env) bool                  { return true }
+func always2(*Record, Input, Env) bool          { return true }
+func planMissing(r *Record, _ Env) bool         { return r.PlanMissing() }
+func hasPatches(r *Record, _ Env) bool          { return len(r.IdentityPatches) > 0 }
+func stepDone(r *Record, _ Env) bool            { _, _, ok := r.Current(); return !ok }
+func stepDoneAwait(r *Record, e Env) bool       { return stepDone(r, e) && e.Cfg.AwaitExecution }
+func notStarted(r *Record, _ Env) bool          { return r.ExecutionDeadline == nil }
+func interruptedTooOften(r *Record, e Env) bool { return r.Interrupts >= maxInterrupts(e) }
+func claimedByMe(r *Record, e Env) bool {
+	return r.Claim != nil && r.Claim.Owner == e.Owner && r.Claim.WebhookID == r.CallID()
+}
+func claimLive(r *Record, e Env) bool      { return r.Claim != nil && e.Now.Before(r.Claim.Until) }
+func claimExpired(r *Record, _ Env) bool   { return r.Claim != nil }
+func retryLater(r *Record, e Env) bool     { return r.RetryAt != nil && e.Now.Before(*r.RetryAt) }
+func attemptsUsed(r *Record, e Env) bool   { return r.Attempts() >= e.Cfg.MaxAttempts }
+func deadlinePassed(r *Record, e Env) bool { return !e.Now.Before(*r.ExecutionDeadline) }
+func connectionDisabled(r *Record, _ Env) bool {
+	w, _, ok := r.Current()
+	return ok && w.ConnectionDisabled
+}
+
+func executedRecorded(r *Record, _ Env) bool {
+	return r.Executed != nil && r.Executed.ExecutionID == r.ExecutionID()
+}
+
+func pauseDue(r *Record, e Env) bool {
+	due, _ := r.PauseDue()
+	return r.PauseExpiresAt != nil && !e.Now.Before(due)
+}
+
+func maxInterrupts(e Env) int {
+	if e.Cfg.MaxInterrupts > 0 {
+		return e.Cfg.MaxInterrupts
+	}
+	return DefaultMaxInterrupts
+}
+
+// ---- decision details ----
+
+func waitFor(what string) func(*Record, Env, *Decision) {
+	return func(_ *Record, _ Env, d *Decision) { d.Reason = what }
+}
+
+func laterClaim(r *Record, _ Env, d *Decision) { d.At = r.Claim.Until }
+func laterRetry(r *Record, _ Env, d *Decision) { d.At = *r.RetryAt }
+
+func failNoPolicy(r *Record, _ Env, d *Decision) {
+	d.Reason = fmt.Sprintf("No Policy found for key %s.", r.PolicyKey)
+}
+
+func failInterrupted(r *Record, _ Env, d *Decision) {
+	w, _, _ := r.Current()
+	d.WebhookKey = w.Key
+	d.Reason = fmt.Sprintf("webhook %s: the executor stopped during %d calls of it in a row", w.Key, r.Interrupts)
+}
+
+func failAttempts(r *Record, _ Env, d *Decision) {
+	w, wr, _ := r.Current()
+	d.WebhookKey = w.Key
+	d.Reason = fmt.Sprintf("webhook %s failed after %d attempts: %s", w.Key, r.Attempts(), lastError(wr))
+}
+
+func failExecutionTimeout(_ *Record, e Env, d *Decision) {
+	d.Reason = "execution did not finish within " + e.Cfg.ExecutionTimeout.String()
+}
+
+func failPauseDue(r *Record, _ Env, d *Decision) {
+	_, d.Reason = r.PauseDue()
+	d.WebhookKey = preWebhookKey(r, r.PausedWebhookID)
+}
+
+// ---- input conditions ----
+
+func resumeMatches(r *Record, in Input, _ Env) bool {
+	return r.Pause == in.Pause && r.PausedWebhookID == in.WebhookID
+}
+
+func resumeEarly(r *Record, in Input, _ Env) bool {
+	w, _, ok := r.Current()
+	return ok && w.ID == in.WebhookID && in.Pause == r.Pause+1 && r.EarlyResume == nil
+}
+
+func retryMatches(r *Record, in Input, _ Env) bool { return r.ErrorCount == in.FromError }
+
+func executedThisRun(r *Record, in Input, _ Env) bool {
+	return r.Executed == nil && (in.ExecutionID == "" || in.ExecutionID == r.ExecutionID())
+}
+
+func executedEarly(r *Record, in Input, e Env) bool {
+	return e.Cfg.AwaitExecution && stepDone(r, e) && executedThisRun(r, in, e)
+}
+
+func pauseTimerEarly(r *Record, in Input, e Env) bool {
+	due, _ := r.PauseDue()
+	return r.Pause == in.Pause && r.PauseExpiresAt != nil && e.Now.Before(due)
+}
+
+func executionTimerEarly(r *Record, in Input, e Env) bool {
+	return r.Run == in.Run && r.ExecutionDeadline != nil && e.Now.Before(*r.ExecutionDeadline)
+}
+
+// ---- answer conditions ----
+
+func verdictIs(v Verdict) func(*Record, Answer, Env) bool {
+	return func(_ *Record, a Answer, _ Env) bool { return a.Verdict == v }
+}
+
+func halts(r *Record, a Answer, _ Env) bool { return a.Verdict == Done && a.Halt && r.Pausing() }
+
+func haltsResumed(r *Record, a Answer, e Env) bool {
+	w, _, _ := r.Current()
+	er := r.EarlyResume
+	return halts(r, a, e) && er != nil && er.Pause == r.Pause+1 && er.WebhookID == w.ID
+}
+
+func retryLeft(r *Record, a Answer, e Env) bool {
+	return a.Verdict == Retry && r.Attempts()+1 < e.Cfg.MaxAttempts
+}

@@ -1,0 +1,75 @@
+// Package publish publishes the executor's events on JetStream, each with a Nats-Msg-Id so that a
+// repeat (a crash between the publish and the write that records it) is stored once: status events
+// asynchronously, execute, and the reports of submissions that were not taken.
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/services/executor/internal/runner"
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// Publisher publishes through one JetStream context.
+type Publisher struct {
+	js    jetstream.JetStream
+	count func(op string)
+}
+
+// New returns a Publisher; count (may be nil) counts the publishes waited for, by operation.
+func New(js jetstream.JetStream, count func(op string)) *Publisher {
+	if count == nil {
+		count = func(string) {}
+	}
+	return &Publisher{js: js, count: count}
+}
+
+// Status publishes a status event asynchronously with Nats-Msg-Id status:<id>:<seq>.
+func (p *Publisher) Status(ev event.StatusChanged) (runner.Ack, error) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("publish: encode status event: %w", err)
+	}
+	p.count("js_publish_async")
+	f, err := p.js.PublishAsync(event.StatusSubject(ev.Status), b,
+		jetstream.WithMsgID("status:"+ev.ID+":"+strconv.Itoa(ev.Seq)))
+	if err != nil {
+		return nil, fmt.Errorf("publish: status event %d of %s: %w", ev.Seq, ev.ID, err)
+	}
+	return f, nil
+}
+
+// Execute publishes execute with Nats-Msg-Id = its execution id.
+func (p *Publisher) Execute(ctx context.Context, ev event.Execute) error {
+	return p.sync(ctx, event.SubjectExecute, ev, ev.ExecutionID)
+}
+
+// Invalid publishes the status.error of a submission that was not taken.
+func (p *Publisher) Invalid(ctx context.Context, ev event.StatusChanged, msgID string) error {
+	return p.sync(ctx, event.StatusSubject(ev.Status), ev, msgID)
+}
+
+// Rejected publishes privacy.request.rejected.
+func (p *Publisher) Rejected(ctx context.Context, ev event.Rejected) error {
+	return p.sync(ctx, event.SubjectRejected, ev, "")
+}
+
+func (p *Publisher) sync(ctx context.Context, subject string, v any, msgID string) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("publish: encode %s: %w", subject, err)
+	}
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	p.count("js_publish")
+	if _, err := p.js.Publish(ctx, subject, b, opts...); err != nil {
+		return fmt.Errorf("publish: %s: %w", subject, err)
+	}
+	return nil
+}

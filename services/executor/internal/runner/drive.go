@@ -1,0 +1,326 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/policyhooks/policyhooks/services/executor/internal/consume"
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
+	"github.com/policyhooks/policyhooks/services/executor/internal/store"
+	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/token"
+)
+
+// hostBusyDelay is about when a request whose webhook host holds its share of the slots comes back.
+const hostBusyDelay = time.Second
+
+// answerWriteTimeout bounds the write of an answer after the handler's context ended (a call cut
+// off by a stopping executor is still recorded, so that nobody waits out its claim).
+const answerWriteTimeout = 5 * time.Second
+
+// drive moves the request on from its record until it waits (lifecycle.Decide), writing every
+// change by compare-and-set; a conflict reads the record again and decides anew. It returns when
+// the message must come back (zero: never, it may be acknowledged), or the error that stopped it.
+func (u *run) drive(ctx context.Context) (time.Time, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return time.Time{}, err
+		}
+		if err := u.load(ctx); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return time.Time{}, nil
+			}
+			return time.Time{}, err
+		}
+		u.tick()
+		d := u.settle(u.rev != 0)
+		switch d.Action {
+		case lifecycle.Wait, lifecycle.Later, lifecycle.StartExecution:
+			// StartExecution comes back unapplied only for a record not created yet: create it,
+			// then start.
+			ok, err := u.write(ctx)
+			switch {
+			case err != nil:
+				return time.Time{}, err
+			case !ok || d.Action == lifecycle.StartExecution:
+				continue
+			case d.Action == lifecycle.Later:
+				return d.At, nil
+			}
+			return time.Time{}, nil
+		case lifecycle.MergeIdentity:
+			if err := u.mergeIdentity(ctx); err != nil {
+				return time.Time{}, err
+			}
+		case lifecycle.Call:
+			later, stop, err := u.call(ctx)
+			if err != nil || stop {
+				return later, err
+			}
+		}
+	}
+}
+
+// settle applies the pure decisions to the record (lifecycle.Settle) and returns the next one.
+func (u *run) settle(startExecution bool) lifecycle.Decision {
+	d, fx, changed := lifecycle.Settle(u.rec, u.env, startExecution)
+	u.effects = append(u.effects, fx...)
+	u.dirty = u.dirty || changed
+	u.r.m.rows.WithLabelValues("decisions", d.Row).Inc()
+	return d
+}
+
+// mergeIdentity merges the record's identity patches into the identity, in order.
+func (u *run) mergeIdentity(ctx context.Context) error {
+	ident, err := u.identity(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		lifecycle.SetError(u.rec, u.env, "", lifecycle.MsgIdentityExpired)
+		u.dirty = true
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, name := range u.rec.IdentityPatches {
+		p, err := u.r.d.Identities.Patch(ctx, u.id, name)
+		if errors.Is(err, store.ErrNotFound) {
+			u.warn().Str("patch", name).Msg("derived identity to merge is gone (expired): skipped")
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		ident = ident.Merge(p)
+	}
+	exp, err := u.r.d.Identities.Put(ctx, u.id, ident)
+	if err != nil {
+		return err
+	}
+	u.ident = &ident
+	u.merged = append(u.merged, u.rec.IdentityPatches...)
+	lifecycle.IdentityMerged(u.rec, exp, u.env)
+	u.dirty = true
+	return nil
+}
+
+// call makes the current webhook's call: it takes the host's share and a call slot, writes the
+// claim (unless the run claimed it ahead), calls and records the answer. stop reports that the run
+// ends here, the message coming back at later.
+func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) {
+	rec := u.rec
+	w, _, _ := rec.Current()
+	mine := rec.Claim != nil && rec.Claim.Owner == u.env.Owner
+	secrets, msg := u.r.d.Secrets.Open(w)
+	var ident event.Identity
+	if msg == "" {
+		ident, err = u.identity(ctx)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			msg = lifecycle.MsgIdentityExpired
+		case err != nil:
+			return time.Time{}, true, err
+		}
+	}
+	if msg != "" {
+		u.answer(lifecycle.Answer{Verdict: lifecycle.NotMade, Reason: msg})
+		return time.Time{}, false, nil
+	}
+	// Handing the call back: a stopping executor makes no new call, a host that holds its share
+	// waits, and so does a call that got no connection to its host in time. The claim taken ahead
+	// for it, if any, is given back so that nobody waits it out.
+	handBack := func(after time.Duration) (time.Time, bool, error) {
+		if lifecycle.ReleaseClaim(rec, u.env) {
+			u.dirty = true
+		}
+		u.releaseSlot()
+		if _, err := u.write(ctx); err != nil {
+			return time.Time{}, true, err
+		}
+		return u.r.now().Add(after), true, nil
+	}
+	if consume.Stopping(ctx) {
+		return handBack(0)
+	}
+	if !u.enterHost(hostOf(secrets.URL)) {
+		return handBack(hostBusyDelay/2 + time.Duration(jitter(int64(hostBusyDelay))))
+	}
+	// A claim taken ahead holds the slot it was taken with; without it (the record was read again,
+	// or the slot waited for) the claim is written afresh, so that it lasts the whole call.
+	mine = mine && u.slot != nil && u.slotURL == secrets.URL
+	slot := u.takeSlot(ctx, secrets.URL)
+	if err := slot.Err(); err != nil {
+		slot.Release()
+		if ctx.Err() != nil {
+			return time.Time{}, true, ctx.Err()
+		}
+		return handBack(hostBusyDelay)
+	}
+	if !mine {
+		lifecycle.ClaimCall(rec, u.env)
+		u.dirty = true
+		ok, err := u.write(ctx)
+		if err != nil || !ok {
+			slot.Release()
+			return time.Time{}, err != nil, err
+		}
+	}
+	a, err := u.send(ctx, w, secrets, ident, slot)
+	if err != nil {
+		return time.Time{}, true, err
+	}
+	return time.Time{}, false, u.recordAnswer(ctx, a)
+}
+
+// takeSlot returns the call slot held for url, or takes one, waiting for it (without holding an
+// active-handler token) when none is free.
+func (u *run) takeSlot(ctx context.Context, url string) *webhook.Slot {
+	if u.slot != nil && u.slotURL == url {
+		s := u.slot
+		u.slot, u.slotURL = nil, ""
+		return s
+	}
+	u.releaseSlot()
+	if s := u.r.d.Caller.TryAcquire(url); s != nil {
+		return s
+	}
+	var s *webhook.Slot
+	consume.Blocking(ctx, func() { s = u.r.d.Caller.Acquire(ctx, url) })
+	return s
+}
+
+// send makes the claimed call in slot and returns its answer for the lifecycle. A derived identity
+// in the answer is stored before the answer is recorded: a crash in between repeats the call,
+// which is harmless, and never loses the identity.
+func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPSSecrets, ident event.Identity,
+	slot *webhook.Slot) (lifecycle.Answer, error) {
+	rec := u.rec
+	c := webhook.Call{
+		Slot: slot, Secrets: secrets, WebhookID: rec.CallID(),
+		Body: webhook.Body{PrivacyRequestID: u.id, PolicyKey: rec.PolicyKey, Direction: w.Direction,
+			CallbackType: rec.CallbackType(), Identity: ident},
+	}
+	if rec.Pausing() {
+		tok, err := u.r.d.Seal(&token.ResumeClaims{RequestID: u.id, WebhookID: w.ID, Pause: rec.Pause + 1,
+			Scopes: []string{token.ScopeResume}}, u.r.cfg.Lifecycle.PauseTimeout)
+		if err != nil {
+			slot.Release()
+			return lifecycle.Answer{}, err
+		}
+		c.ReplyTo, c.ReplyToken = u.r.replyTo(u.id), tok
+	}
+	started := u.r.now()
+	var res webhook.Result
+	consume.Blocking(ctx, func() { res = u.r.d.Caller.Send(ctx, c) })
+	if ctx.Err() != nil {
+		// Cut off by a stopping executor: not an attempt; recorded so that the call is made again
+		// at once, with the same webhook-id, by whoever takes the request.
+		return lifecycle.Answer{Verdict: lifecycle.Interrupted, At: started}, nil
+	}
+	if h := u.r.d.Hooks.AfterCall; h != nil {
+		if err := h(u.id, w.Key); err != nil {
+			return lifecycle.Answer{}, consume.ErrAbandon
+		}
+	}
+	u.r.m.latency.Observe(res.Latency.Seconds())
+	cl := webhook.Classify(w.Direction, res)
+	a := lifecycle.Answer{Status: res.Status, Reason: cl.Reason, Halt: cl.Halt, At: started, Latency: res.Latency}
+	switch cl.Verdict {
+	case webhook.Done:
+		a.Verdict = lifecycle.Done
+	case webhook.Ignored:
+		a.Verdict = lifecycle.Ignored
+	case webhook.Retry:
+		a.Verdict = lifecycle.Retry
+		a.RetryIn = u.r.backoff(rec.Attempts()+1, res.RetryAfter, jitter)
+	default:
+		a.Verdict = lifecycle.Refused
+	}
+	u.r.m.attempts.WithLabelValues(verdictLabel(cl.Verdict)).Inc()
+	if cl.Verdict == webhook.Done && cl.Derived != nil {
+		merged := ident.Merge(*cl.Derived)
+		exp, err := u.r.d.Identities.Put(ctx, u.id, merged)
+		if err != nil {
+			return lifecycle.Answer{}, err
+		}
+		u.ident, a.IdentityExpiresAt = &merged, &exp
+	}
+	return a, nil
+}
+
+// recordAnswer writes the answer of the call this run claimed, together with what follows from it
+// without anything from outside (lifecycle.Settle) and the claim of the next call when its host has
+// a free slot now. On a conflict the record is read again: the answer is applied again while the
+// claim is still this run's, and dropped otherwise (another worker took the call over and records
+// its own).
+func (u *run) recordAnswer(ctx context.Context, a lifecycle.Answer) error {
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), answerWriteTimeout)
+		defer cancel()
+	}
+	callID := u.rec.CallID()
+	for {
+		u.answer(a)
+		u.lookahead(ctx)
+		ok, err := u.write(ctx)
+		if err != nil || ok {
+			return err
+		}
+		if err := u.load(ctx); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		u.tick()
+		if c := u.rec.Claim; c == nil || c.Owner != u.env.Owner || c.WebhookID != callID {
+			u.info().Str("webhook_id", callID).Msg("answer dropped: the call was taken over")
+			return nil
+		}
+	}
+}
+
+// answer applies an answer to the record.
+func (u *run) answer(a lifecycle.Answer) {
+	row, fx := lifecycle.ApplyAnswer(u.rec, a, u.env)
+	u.r.m.rows.WithLabelValues("answers", row).Inc()
+	u.effects = append(u.effects, fx...)
+	u.dirty = true
+}
+
+// lookahead applies what follows an answer without outside input and, when that is the next call
+// and its host's share and a call slot are free now, claims it in the same write (the call is then
+// made right after the write).
+func (u *run) lookahead(ctx context.Context) {
+	d := u.settle(u.rev != 0)
+	if d.Action != lifecycle.Call || u.rec.Claim != nil || u.ident == nil || consume.Stopping(ctx) {
+		return
+	}
+	w, _, _ := u.rec.Current()
+	secrets, msg := u.r.d.Secrets.Open(w)
+	if msg != "" || !u.enterHost(hostOf(secrets.URL)) {
+		return
+	}
+	slot := u.r.d.Caller.TryAcquire(secrets.URL)
+	if slot == nil {
+		return
+	}
+	u.releaseSlot()
+	u.slot, u.slotURL = slot, secrets.URL
+	lifecycle.ClaimCall(u.rec, u.env)
+}
+
+func verdictLabel(v webhook.Verdict) string {
+	switch v {
+	case webhook.Done:
+		return "done"
+	case webhook.Retry:
+		return "retry"
+	case webhook.Ignored:
+		return "ignored_status"
+	default:
+		return "refused"
+	}
+}
