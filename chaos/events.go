@@ -1,0 +1,62 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// ReadStatusEvents reads every privacy.request.status.> message in the PRIVACY_REQUESTS stream,
+// grouped by request id, in stream order.
+func ReadStatusEvents(ctx context.Context, js jetstream.JetStream) (map[string][]StatusEvent, error) {
+	stream, err := js.Stream(ctx, event.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("status events: %w", err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{event.SubjectStatusPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("status events: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status events: %w", err)
+	}
+	want := info.NumPending
+	out := map[string][]StatusEvent{}
+	var got uint64
+	for got < want {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("status events: %w", err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			got++
+			var ev event.StatusChanged
+			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+				return nil, fmt.Errorf("status event on %s: %w", msg.Subject(), err)
+			}
+			md, _ := msg.Metadata()
+			var seq uint64
+			if md != nil {
+				seq = md.Sequence.Stream
+			}
+			out[ev.ID] = append(out[ev.ID], StatusEvent{Subject: msg.Subject(), Seq: seq, Event: ev})
+		}
+		if n == 0 {
+			if err := batch.Error(); err != nil {
+				return nil, fmt.Errorf("status events after %d of %d: %w", got, want, err)
+			}
+			return nil, fmt.Errorf("status events: only %d of %d arrived", got, want)
+		}
+	}
+	return out, nil
+}

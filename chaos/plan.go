@@ -1,0 +1,99 @@
+package chaos
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// PolicyKey is the policy every request of the suite names.
+const PolicyKey = "chaos"
+
+// Behaviour of a webhook's receiver.
+type Behaviour int
+
+// Behaviours.
+const (
+	// Plain answers 200, or 503 at random.
+	Plain Behaviour = iota
+	// Halt answers {"halt": true, "derived_identity": {"phone_number": ...}} and posts the
+	// reply-to-token back, right after its answer or seconds later.
+	Halt
+	// Derive answers {"derived_identity": {"email": ...}} without halting, or 503 at random.
+	Derive
+)
+
+// Host names the receiver (one HTTPS server each) a webhook calls.
+type Host string
+
+// Hosts.
+const (
+	HostFast   Host = "fast"
+	HostHalt   Host = "halt"
+	HostDerive Host = "derive"
+	HostSlow   Host = "slow" // answers after 1–2.5 s, below WEBHOOK_TIMEOUT
+)
+
+// Hook is one webhook of the suite's policy; its key is also its connection's key suffix and the
+// path its receiver serves it on.
+type Hook struct {
+	Key       string
+	Pre       bool
+	Direction string
+	Host      Host
+	Behaviour Behaviour
+}
+
+// Hooks is the policy's plan in order: the pre-execution webhooks, then the post-execution ones.
+var Hooks = []Hook{
+	{Key: "wake", Pre: true, Direction: "one_way", Host: HostFast, Behaviour: Plain},
+	{Key: "halt", Pre: true, Direction: "two_way", Host: HostHalt, Behaviour: Halt},
+	{Key: "derive", Pre: true, Direction: "two_way", Host: HostDerive, Behaviour: Derive},
+	{Key: "slow_pre", Pre: true, Direction: "one_way", Host: HostSlow, Behaviour: Plain},
+	{Key: "notify", Pre: false, Direction: "one_way", Host: HostFast, Behaviour: Plain},
+	{Key: "slow_post", Pre: false, Direction: "one_way", Host: HostSlow, Behaviour: Plain},
+}
+
+// HookIndex returns the position of key in Hooks, -1 when unknown.
+func HookIndex(key string) int {
+	for i, h := range Hooks {
+		if h.Key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// Spec is one privacy request of the stream and what its receivers will do.
+type Spec struct {
+	ID    string
+	Index int
+	Email string // the submitted identity
+	// DerivedPhone is what the halting webhook derives, DerivedEmail what the derive webhook
+	// derives; every later call and the execute event must carry them.
+	DerivedPhone string
+	DerivedEmail string
+	// ResumeDelay is how long the halting receiver waits after its answer before posting the
+	// token back; 0 means right after flushing the answer.
+	ResumeDelay time.Duration
+}
+
+// MakeSpecs returns n requests; about half resume right after answering, the others 1–3 s later.
+func MakeSpecs(n int, rng *rand.Rand) []Spec {
+	specs := make([]Spec, n)
+	for i := range specs {
+		var delay time.Duration
+		if rng.IntN(2) == 1 {
+			delay = time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
+		}
+		specs[i] = Spec{
+			ID:           fmt.Sprintf("pri_chaos_%05d", i+1),
+			Index:        i + 1,
+			Email:        fmt.Sprintf("subject-%05d@example.com", i+1),
+			DerivedPhone: fmt.Sprintf("+1555%07d", i+1),
+			DerivedEmail: fmt.Sprintf("derived-%05d@example.net", i+1),
+			ResumeDelay:  delay,
+		}
+	}
+	return specs
+}
