@@ -48,6 +48,24 @@ func (e *permanentError) Unwrap() error { return e.err }
 // Permanent returns err marked as never worth redelivering.
 func Permanent(err error) error { return &permanentError{err: err} }
 
+// Fate is what the loop does with a message whose handler returned err: "ack", "abandon", "term"
+// or "nak" after delay.
+func Fate(err error) (string, time.Duration) {
+	var perm *permanentError
+	var retry *retryError
+	switch {
+	case err == nil:
+		return "ack", 0
+	case errors.Is(err, ErrAbandon):
+		return "abandon", 0
+	case errors.As(err, &perm):
+		return "term", 0
+	case errors.As(err, &retry):
+		return "nak", max(retry.delay, 0)
+	}
+	return "nak", DefaultRetryDelay
+}
+
 // Pool is the message slots of the loops of one process: a message is handled only while it holds
 // a slot.
 type Pool struct {
@@ -355,22 +373,16 @@ func (j *job) finish(ctx context.Context, err error) {
 	}
 	j.stopKeepAlive()
 	msg, log := j.msg, j.l.log
-	var perm *permanentError
-	var retry *retryError
-	switch {
-	case err == nil:
+	switch fate, delay := Fate(err); fate {
+	case "ack":
 		if aerr := msg.Ack(); aerr != nil {
 			log.Warn().Err(aerr).Str("subject", msg.Subject()).Msg("consume: ack")
 		}
-	case errors.Is(err, ErrAbandon):
-	case errors.As(err, &perm):
+	case "abandon":
+	case "term":
 		log.Error().Err(err).Str("subject", msg.Subject()).Msg("consume: message terminated")
 		_ = msg.TermWithReason(truncate(err.Error(), 200))
 	default:
-		delay := DefaultRetryDelay
-		if errors.As(err, &retry) {
-			delay = retry.delay
-		}
 		if ctx.Err() == nil {
 			log.Debug().Err(err).Str("subject", msg.Subject()).Dur("delay", delay).Msg("consume: retry later")
 		}

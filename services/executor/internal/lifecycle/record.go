@@ -73,6 +73,8 @@ type Executed struct {
 type Pending struct {
 	Seq   int                 `json:"seq"`
 	Event event.StatusChanged `json:"event"`
+	// By tags the message whose handling wrote it (the runner's msgTag).
+	By string `json:"by,omitempty"`
 }
 
 // Config holds the settings the lifecycle decides with.

@@ -144,7 +144,7 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 		return handBack(0)
 	}
 	if !u.enterHost(hostOf(secrets.URL)) {
-		return handBack(hostBusyDelay/2 + time.Duration(jitter(int64(hostBusyDelay))))
+		return handBack(hostBusyDelay/2 + time.Duration(u.r.d.Jitter(int64(hostBusyDelay))))
 	}
 	// A claim taken ahead holds the slot it was taken with; without it (the record was read again,
 	// or the slot waited for) the claim is written afresh, so that it lasts the whole call.
@@ -233,7 +233,7 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 		a.Verdict = lifecycle.Ignored
 	case webhook.Retry:
 		a.Verdict = lifecycle.Retry
-		a.RetryIn = u.r.backoff(rec.Attempts()+1, res.RetryAfter, jitter)
+		a.RetryIn = u.r.backoff(rec.Attempts()+1, res.RetryAfter, u.r.d.Jitter)
 	default:
 		a.Verdict = lifecycle.Refused
 	}

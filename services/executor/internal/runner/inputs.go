@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,21 +21,31 @@ import (
 
 // HandleSubmitted handles a privacy.request.submitted message (consume.Handler).
 func (r *Runner) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error {
-	return r.Submitted(ctx, msg.Data())
+	return r.submitted(ctx, msgTag(msg), msg.Data())
+}
+
+// msgTag identifies a message across its redeliveries (its stream sequence): the status events a
+// run writes are tagged with it (see run.flush).
+func msgTag(msg jetstream.Msg) string {
+	md, err := msg.Metadata()
+	if err != nil || md == nil {
+		return ""
+	}
+	return strconv.FormatUint(md.Sequence.Stream, 10)
 }
 
 // HandleControl handles executed, resume, retry and fired timers (consume.Handler). A message that
 // does not decode (or names no valid request id) is terminated with the reason: it is never worth
 // redelivering, and JetStream's terminated-message advisory makes it visible to operators.
 func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
-	subject, data := msg.Subject(), msg.Data()
+	subject, data, by := msg.Subject(), msg.Data(), msgTag(msg)
 	switch {
 	case subject == event.SubjectExecuted:
 		var ev event.Executed
 		if err := json.Unmarshal(data, &ev); err != nil || !event.ValidRequestID(ev.ID) {
 			return undecodable("executed", err)
 		}
-		return r.Input(ctx, ev.ID, lifecycle.Input{Kind: lifecycle.InExecuted, ExecutionID: ev.ExecutionID,
+		return r.input(ctx, by, ev.ID, lifecycle.Input{Kind: lifecycle.InExecuted, ExecutionID: ev.ExecutionID,
 			Succeeded: ev.Succeeded, Error: ev.Error}, nil)
 	case subject == event.SubjectResume:
 		var ev event.Resume
@@ -54,13 +64,13 @@ func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 		if ev.DerivedIdentity != nil {
 			in.Patch = patchName(ev.TokenID)
 		}
-		return r.Input(ctx, ev.RequestID, in, ev.DerivedIdentity)
+		return r.input(ctx, by, ev.RequestID, in, ev.DerivedIdentity)
 	case subject == event.SubjectRetry:
 		var ev event.Retry
 		if err := json.Unmarshal(data, &ev); err != nil || !event.ValidRequestID(ev.RequestID) {
 			return undecodable("retry", err)
 		}
-		return r.Input(ctx, ev.RequestID, lifecycle.Input{Kind: lifecycle.InRetry, FromError: ev.FromError}, nil)
+		return r.input(ctx, by, ev.RequestID, lifecycle.Input{Kind: lifecycle.InRetry, FromError: ev.FromError}, nil)
 	case timers.IsFire(subject):
 		var f timers.Fire
 		if err := json.Unmarshal(data, &f); err != nil || !event.ValidRequestID(f.RequestID) {
@@ -68,9 +78,9 @@ func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 		}
 		switch f.Kind {
 		case lifecycle.TimerPause:
-			return r.Input(ctx, f.RequestID, lifecycle.Input{Kind: lifecycle.InPauseTimer, Pause: f.Pause}, nil)
+			return r.input(ctx, by, f.RequestID, lifecycle.Input{Kind: lifecycle.InPauseTimer, Pause: f.Pause}, nil)
 		case lifecycle.TimerExecution:
-			return r.Input(ctx, f.RequestID, lifecycle.Input{Kind: lifecycle.InExecutionTimer, Run: f.Run}, nil)
+			return r.input(ctx, by, f.RequestID, lifecycle.Input{Kind: lifecycle.InExecutionTimer, Run: f.Run}, nil)
 		}
 		return undecodable("timer", fmt.Errorf("unknown kind %q", f.Kind))
 	}
@@ -95,10 +105,11 @@ func patchName(tokenID string) string {
 	return "r" + hex.EncodeToString(sum[:16])
 }
 
-// Input records an input of request id (lifecycle.ApplyInput) and drives the request on. derived
+// input records an input of request id (lifecycle.ApplyInput) and drives the request on. derived
 // is a resume's derived identity, stored as the patch the input names before the input is written.
-func (r *Runner) Input(ctx context.Context, id string, in lifecycle.Input, derived *event.Identity) error {
-	u := r.newRun(id)
+// by tags the message carrying it.
+func (r *Runner) input(ctx context.Context, by, id string, in lifecycle.Input, derived *event.Identity) error {
+	u := r.newRun(id, by)
 	err := u.record(ctx, in, derived)
 	var later time.Time
 	if err == nil && u.rec != nil {
@@ -168,9 +179,9 @@ func (u *run) patchRecorded(name string) bool {
 	return u.rec.EarlyResume != nil && u.rec.EarlyResume.Patch == name
 }
 
-// Submitted takes a privacy.request.submitted payload: a new id creates the request (its record
+// submitted takes a privacy.request.submitted payload: a new id creates the request (its record
 // and identity written at once), a known one is driven on, and a bad event is reported.
-func (r *Runner) Submitted(ctx context.Context, data []byte) error {
+func (r *Runner) submitted(ctx context.Context, by string, data []byte) error {
 	var sub event.Submitted
 	if err := json.Unmarshal(data, &sub); err != nil {
 		reason := "payload is not a valid submitted event: " + jsonProblem(err)
@@ -178,17 +189,17 @@ func (r *Runner) Submitted(ctx context.Context, data []byte) error {
 			ID string `json:"id"`
 		}
 		if json.Unmarshal(data, &probe) == nil && event.ValidRequestID(probe.ID) {
-			return r.invalid(ctx, probe.ID, reason, data)
+			return r.invalid(ctx, by, probe.ID, reason, data)
 		}
 		return r.reject(ctx, data, reason)
 	}
 	if err := sub.Validate(); err != nil {
 		if event.ValidRequestID(sub.ID) {
-			return r.invalid(ctx, sub.ID, err.Error(), data)
+			return r.invalid(ctx, by, sub.ID, err.Error(), data)
 		}
 		return r.reject(ctx, data, err.Error())
 	}
-	u := r.newRun(sub.ID)
+	u := r.newRun(sub.ID, by)
 	u.tick()
 	var planp *event.Plan
 	switch plan, err := r.d.Plans.Get(ctx, sub.PolicyKey); {
@@ -206,15 +217,14 @@ func (r *Runner) Submitted(ctx context.Context, data []byte) error {
 	// whose identity is missing; only a submission can drive a request before its first call, and
 	// its redelivery stores the identity it carries (Create keeps one that is there).
 	var (
-		wg        sync.WaitGroup
 		created   bool
 		identErr  error
 		ok        bool
 		recordErr error
 	)
-	wg.Go(func() { _, created, identErr = r.d.Identities.Create(ctx, sub.ID, sub.Identity) })
+	wait := r.d.Go(func() { _, created, identErr = r.d.Identities.Create(ctx, sub.ID, sub.Identity) })
 	ok, recordErr = u.write(ctx)
-	wg.Wait()
+	wait()
 	if recordErr == nil && identErr != nil {
 		recordErr = identErr
 	}
@@ -250,9 +260,9 @@ func (r *Runner) Submitted(ctx context.Context, data []byte) error {
 // id that exists is driven on (a bad copy never fails it); otherwise the event is reported on
 // privacy.request.status.error, and no record is written, so a corrected submission can still
 // take the id (D25).
-func (r *Runner) invalid(ctx context.Context, id, reason string, data []byte) error {
+func (r *Runner) invalid(ctx context.Context, by, id, reason string, data []byte) error {
 	r.log.Warn().Str("request_id", id).Str("reason", reason).Msg("invalid submitted event")
-	u := r.newRun(id)
+	u := r.newRun(id, by)
 	switch err := u.load(ctx); {
 	case err == nil:
 		later, err := u.drive(ctx)

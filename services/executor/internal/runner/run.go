@@ -22,6 +22,8 @@ type run struct {
 	r   *Runner
 	id  string
 	env lifecycle.Env
+	// by tags the message this run handles (msgTag); its status events carry it.
+	by string
 	// rec is the record as this run last read or wrote it, rev its revision (0: not created yet);
 	// nil when unknown (after a conflict). dirty reports changes not written yet, effects what
 	// must happen before they are.
@@ -45,8 +47,8 @@ type run struct {
 	host    string
 }
 
-func (r *Runner) newRun(id string) *run {
-	return &run{r: r, id: id, env: lifecycle.Env{Owner: token.NewID(), Cfg: r.cfg.Lifecycle}, sent: map[int]*published{}}
+func (r *Runner) newRun(id, by string) *run {
+	return &run{r: r, id: id, by: by, env: lifecycle.Env{Owner: token.NewID(), Cfg: r.cfg.Lifecycle}, sent: map[int]*published{}}
 }
 
 // tick reads the clock into the run's environment.
@@ -59,8 +61,7 @@ func (u *run) info() *zerolog.Event { return u.r.log.Info().Str("request_id", u.
 func (u *run) warn() *zerolog.Event { return u.r.log.Warn().Str("request_id", u.id) }
 
 // load reads the record unless the run knows it, and publishes the status events of its outbox
-// that this run has not (a crash between a write and its publish is healed here; Nats-Msg-Id
-// de-duplicates the ones published already).
+// that this run has not (see flush).
 func (u *run) load(ctx context.Context) error {
 	if u.rec != nil {
 		return nil
@@ -104,6 +105,11 @@ func (u *run) write(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	u.dropStored()
+	for i := range u.rec.Outbox {
+		if u.rec.Outbox[i].By == "" {
+			u.rec.Outbox[i].By = u.by
+		}
+	}
 	var (
 		rev uint64
 		err error
@@ -200,13 +206,29 @@ func (u *run) perform(ctx context.Context) error {
 	return nil
 }
 
-// flush publishes the outbox events this run has not published.
+// flush publishes the outbox events this run has not published and that may not be stored yet:
+// the ones its message wrote (a crash between a write and its publishes is healed by the
+// redelivery of the message that wrote them: it is acknowledged only once they are stored), and the
+// recent ones (their writer may still be at it; Nats-Msg-Id de-duplicates them within the stream's
+// duplicate window). An older event that another message wrote was stored before that message was
+// acknowledged, or will be by its redelivery; publishing it again would make a duplicate once the
+// window is over.
 func (u *run) flush() {
 	for _, p := range u.rec.Outbox {
 		if _, ok := u.sent[p.Seq]; ok {
 			continue
 		}
-		ack, err := u.r.d.Publisher.Status(p.Event)
+		if p.By != "" && p.By != u.by && u.r.now().Sub(p.Event.At) > republishWindow {
+			continue
+		}
+		var ack Ack
+		var err error
+		if h := u.r.d.Hooks.BeforePublish; h != nil {
+			err = h(p.Event)
+		}
+		if err == nil {
+			ack, err = u.r.d.Publisher.Status(p.Event)
+		}
 		if err != nil {
 			// Not published: the record keeps it in its outbox, and finish makes the message come
 			// back so that it is published then (D8).
@@ -234,6 +256,10 @@ func (u *run) dropStored() {
 	clear(u.rec.Outbox[len(kept):])
 	u.rec.Outbox = kept
 }
+
+// republishWindow is how old an event another message wrote may be and still be published again:
+// within the stream's duplicate window (2 minutes), with a margin for clocks.
+const republishWindow = 90 * time.Second
 
 // published is a status event this run published: its Ack's outcome, once known (an Ack delivers
 // it once).
@@ -369,7 +395,7 @@ func (r *Runner) clearOutbox(rec *lifecycle.Record, rev uint64, sent map[int]*pu
 	default:
 		return // enough clears under way; the next reader publishes them again, de-duplicated
 	}
-	r.d.Go(func() {
+	_ = r.d.Go(func() {
 		defer func() { <-r.clearing }()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

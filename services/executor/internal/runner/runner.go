@@ -109,6 +109,9 @@ type Hooks struct {
 	AfterCall func(requestID, webhookKey string) error
 	// AfterWrite runs after each write of a record.
 	AfterWrite func(requestID string) error
+	// BeforePublish runs before a status event is published; an error fails that publish, as a
+	// full publish buffer or a lost connection would.
+	BeforePublish func(ev event.StatusChanged) error
 }
 
 // Deps are what a Runner works with. Records and Identities report their outcomes with the errors
@@ -129,9 +132,12 @@ type Deps struct {
 	Log        zerolog.Logger
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
-	// Go runs background work (clearing outboxes after the message is acknowledged); nil: a
-	// goroutine. Tests that explore schedules run it themselves.
-	Go func(func())
+	// Go runs f beside the handler (the identity written with a new record, an outbox cleared
+	// after the message is acknowledged) and returns a wait for its end; nil: a goroutine. Tests
+	// that explore schedules track it.
+	Go func(f func()) (wait func())
+	// Jitter returns a random duration in [0, n) for backoffs; nil: math/rand.
+	Jitter func(n int64) int64
 }
 
 // Runner runs messages through the lifecycle.
@@ -160,9 +166,22 @@ func New(cfg Config, d Deps) *Runner {
 		m = NewMetrics(prometheus.NewRegistry())
 	}
 	if d.Go == nil {
-		d.Go = func(f func()) { go f() }
+		d.Go = goroutine
+	}
+	if d.Jitter == nil {
+		d.Jitter = jitter
 	}
 	return &Runner{cfg: cfg, d: d, shares: newShares(d.Pool), now: now, log: d.Log, m: m, clearing: make(chan struct{}, 64)}
+}
+
+// goroutine runs f in a goroutine; the wait returned blocks until it returned.
+func goroutine(f func()) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	return func() { <-done }
 }
 
 // backoff returns the delay before attempt n+1 after n failed attempts: exponential from the base

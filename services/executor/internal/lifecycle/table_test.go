@@ -1,0 +1,477 @@
+package lifecycle
+
+import (
+	"encoding/json"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+func testEnv() Env {
+	return Env{Now: t0, Owner: "me", Cfg: Config{MaxAttempts: 3, MaxInterrupts: 2, ClaimTTL: 45 * time.Second,
+		PauseTimeout: time.Hour, AwaitExecution: true, ExecutionTimeout: 10 * time.Minute, IdentityTTL: 24 * time.Hour}}
+}
+
+// testPlan has pre-execution webhooks a (one-way) and b (two-way), and post-execution c.
+func testPlan() event.Plan {
+	return event.Plan{PolicyKey: "p", Version: 1,
+		Pre: []event.PlanWebhook{
+			{ID: "wa", Key: "a", Direction: event.OneWay, ConnectionKey: "ca", Secrets: "s"},
+			{ID: "wb", Key: "b", Direction: event.TwoWay, ConnectionKey: "cb", Secrets: "s"},
+		},
+		Post: []event.PlanWebhook{{ID: "wc", Key: "c", Direction: event.OneWay, ConnectionKey: "cc", Secrets: "s"}}}
+}
+
+// fresh returns a new request, in_processing at its first pre-execution webhook.
+func fresh() *Record {
+	p := testPlan()
+	r := NewRecord(event.Submitted{ID: "pri_1", PolicyKey: "p"}, &p, testEnv())
+	r.Outbox = nil
+	return r
+}
+
+// at returns a fresh request moved to step at webhook next, in status.
+func at(status event.Status, step event.Step, next int) *Record {
+	r := fresh()
+	r.Status, r.Step, r.Next = status, step, next
+	return r
+}
+
+func ptime(t time.Time) *time.Time { return &t }
+
+func paused() *Record {
+	r := at(event.StatusPaused, event.StepPreWebhooks, 2)
+	r.Pause, r.PausedWebhookID = 1, "wb"
+	r.PausedAt, r.PauseExpiresAt = ptime(t0.Add(-time.Minute)), ptime(t0.Add(time.Hour))
+	return r
+}
+
+func atExecution() *Record {
+	r := at(event.StatusInProcessing, event.StepExecution, 0)
+	r.ExecutionDeadline = ptime(t0.Add(time.Minute))
+	return r
+}
+
+func TestDecisions(t *testing.T) {
+	env := testEnv()
+	skip := env
+	skip.Cfg.AwaitExecution = false
+	tests := []struct {
+		row  string
+		rec  func() *Record
+		env  Env
+		want Decision
+	}{
+		{"N1", func() *Record { r := at(event.StatusPending, event.StepPreWebhooks, 0); r.Plan = event.Plan{}; return r }, env,
+			Decision{Action: Fail, Reason: "No Policy found for key p."}},
+		{"N2", func() *Record { return at(event.StatusPending, event.StepPreWebhooks, 0) }, env, Decision{Action: StartProcessing}},
+		{"W1", func() *Record { r := fresh(); r.IdentityPatches = []string{"x"}; return r }, env, Decision{Action: MergeIdentity}},
+		{"W2", func() *Record { return at(event.StatusInProcessing, event.StepPostWebhooks, 1) }, env, Decision{Action: Complete}},
+		{"W3", func() *Record { return at(event.StatusInProcessing, event.StepPreWebhooks, 2) }, env, Decision{Action: StartExecution}},
+		{"W4", func() *Record { return at(event.StatusInProcessing, event.StepPreWebhooks, 2) }, skip, Decision{Action: EnterPost}},
+		{"W5", func() *Record { r := fresh(); r.Plan.Pre = append([]event.PlanWebhook(nil), r.Plan.Pre...); r.Plan.Pre[0].ConnectionDisabled = true; return r }, env,
+			Decision{Action: Skip}},
+		{"W6", func() *Record { r := fresh(); r.Interrupts = 2; return r }, env,
+			Decision{Action: Fail, WebhookKey: "a", Reason: "webhook a: the executor stopped during 2 calls of it in a row"}},
+		{"W7", func() *Record { r := fresh(); ClaimCall(r, env); return r }, env, Decision{Action: Call}},
+		{"W8", func() *Record { r := fresh(); o := env; o.Owner = "other"; ClaimCall(r, o); return r }, env,
+			Decision{Action: Later, At: t0.Add(45 * time.Second)}},
+		{"W9", func() *Record { r := fresh(); o := env; o.Owner, o.Now = "other", t0.Add(-time.Hour); ClaimCall(r, o); return r }, env,
+			Decision{Action: TakeOver}},
+		{"W10", func() *Record { r := fresh(); r.RetryAt = ptime(t0.Add(time.Second)); return r }, env,
+			Decision{Action: Later, At: t0.Add(time.Second)}},
+		{"W11", func() *Record {
+			r := fresh()
+			for range 3 {
+				r.Webhooks[0].Attempts = append(r.Webhooks[0].Attempts, event.Attempt{WebhookID: r.CallID(), Status: 503})
+			}
+			return r
+		}, env, Decision{Action: Fail, WebhookKey: "a", Reason: "webhook a failed after 3 attempts: status 503"}},
+		{"W12", fresh, env, Decision{Action: Call}},
+		{"X1", func() *Record { r := atExecution(); r.ExecutionDeadline = nil; return r }, env, Decision{Action: StartExecution}},
+		{"X2", func() *Record {
+			r := atExecution()
+			r.Executed = &Executed{ExecutionID: r.ExecutionID(), Succeeded: true}
+			return r
+		}, env, Decision{Action: FinishExecution}},
+		{"X3", func() *Record { r := atExecution(); r.ExecutionDeadline = ptime(t0); return r }, env,
+			Decision{Action: Fail, Reason: "execution did not finish within 10m0s"}},
+		{"X4", atExecution, env, Decision{Action: Wait, Reason: "the data layer's executed, or the execution timer at the deadline"}},
+		{"P1", func() *Record { r := paused(); r.PauseExpiresAt = ptime(t0); return r }, env,
+			Decision{Action: Fail, WebhookKey: "b", Reason: MsgNotResumed}},
+		{"P2", paused, env, Decision{Action: Wait, Reason: "a resume, or the pause timer at the pause's due time"}},
+		{"C1", func() *Record { return at(event.StatusComplete, event.StepPostWebhooks, 1) }, env,
+			Decision{Action: Wait, Reason: "nothing: the request is complete"}},
+		{"E1", func() *Record { return at(event.StatusError, event.StepPreWebhooks, 0) }, env, Decision{Action: Wait, Reason: "a retry"}},
+	}
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		t.Run(tt.row, func(t *testing.T) {
+			tt.want.Row = tt.row
+			if got := Decide(tt.rec(), tt.env); got != tt.want {
+				t.Errorf("Decide = %+v, want %+v", got, tt.want)
+			}
+		})
+		seen[tt.row] = true
+	}
+	for _, row := range decisions {
+		if !seen[row.id] {
+			t.Errorf("decision row %s (%s) has no test", row.id, row.when)
+		}
+	}
+}
+
+// TestPauseDueByIdentity: a pause whose identity expires before its token fails with the
+// identity's message (P1).
+func TestPauseDueByIdentity(t *testing.T) {
+	r := paused()
+	r.IdentityExpiresAt = ptime(t0.Add(-time.Second))
+	d := Decide(r, testEnv())
+	if d.Action != Fail || d.Reason != MsgIdentityExpired {
+		t.Fatalf("Decide = %+v, want fail: %s", d, MsgIdentityExpired)
+	}
+}
+
+func TestInputs(t *testing.T) {
+	env := testEnv()
+	early := func() *Record { r := fresh(); r.Next = 1; return r } // awaiting b, the two-way call
+	tests := []struct {
+		row   string
+		rec   func() *Record
+		in    Input
+		check func(t *testing.T, r *Record, res InputResult)
+	}{
+		{"I1", fresh, Input{Kind: InSubmitted}, unchanged},
+		{"I2", paused, Input{Kind: InResume, Pause: 1, WebhookID: "wb", Patch: "p1"}, func(t *testing.T, r *Record, res InputResult) {
+			if !res.Changed || r.Status != event.StatusInProcessing || r.PausedWebhookID != "" || r.PauseExpiresAt != nil ||
+				!reflect.DeepEqual(r.IdentityPatches, []string{"p1"}) {
+				t.Errorf("resumed record %+v", r)
+			}
+		}},
+		{"I3", early, Input{Kind: InResume, Pause: 1, WebhookID: "wb", Patch: "p1"}, func(t *testing.T, r *Record, res InputResult) {
+			if !res.Changed || r.Status != event.StatusInProcessing || *r.EarlyResume != (EarlyResume{Pause: 1, WebhookID: "wb", Patch: "p1"}) {
+				t.Errorf("early resume: %+v", r.EarlyResume)
+			}
+		}},
+		{"I4", func() *Record { r := at(event.StatusError, event.StepPreWebhooks, 1); r.ErrorCount = 1; r.Run = 1; return r },
+			Input{Kind: InRetry, FromError: 1}, func(t *testing.T, r *Record, res InputResult) {
+				if !res.Changed || r.Status != event.StatusInProcessing || r.Run != 2 || r.Next != 0 || r.Pause != 1 || r.Error != nil {
+					t.Errorf("retried record: status %s run %d next %d pause %d error %v", r.Status, r.Run, r.Next, r.Pause, r.Error)
+				}
+			}},
+		{"I5", atExecution, Input{Kind: InExecuted, ExecutionID: event.ExecutionID("pri_1", 1), Succeeded: true},
+			func(t *testing.T, r *Record, res InputResult) {
+				if !res.Changed || r.Executed == nil || !r.Executed.Succeeded {
+					t.Errorf("executed not recorded: %+v", r.Executed)
+				}
+			}},
+		{"I6", func() *Record { return at(event.StatusInProcessing, event.StepPreWebhooks, 2) }, Input{Kind: InExecuted, Succeeded: true},
+			func(t *testing.T, r *Record, res InputResult) {
+				if !res.Changed || r.Executed == nil || r.Executed.ExecutionID != event.ExecutionID("pri_1", 1) {
+					t.Errorf("early executed not recorded for run 1: %+v", r.Executed)
+				}
+			}},
+		{"I7", paused, Input{Kind: InPauseTimer, Pause: 1}, func(t *testing.T, r *Record, res InputResult) {
+			if res.Changed || !res.Keep.Equal(t0.Add(time.Hour)) {
+				t.Errorf("early pause timer: %+v, want kept until the pause is due", res)
+			}
+		}},
+		{"I8", atExecution, Input{Kind: InExecutionTimer, Run: 1}, func(t *testing.T, r *Record, res InputResult) {
+			if res.Changed || !res.Keep.Equal(t0.Add(time.Minute)) {
+				t.Errorf("early execution timer: %+v, want kept until the deadline", res)
+			}
+		}},
+		{"I9", paused, Input{Kind: InResume, Pause: 0, WebhookID: "wb"}, unchanged},
+	}
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		t.Run(tt.row, func(t *testing.T) {
+			r := tt.rec()
+			res := ApplyInput(r, tt.in, env)
+			if res.Row != tt.row {
+				t.Fatalf("row %s, want %s", res.Row, tt.row)
+			}
+			tt.check(t, r, res)
+		})
+		seen[tt.row] = true
+	}
+	for _, row := range inputs {
+		if !seen[row.id] {
+			t.Errorf("input row %s (%s) has no test", row.id, row.when)
+		}
+	}
+}
+
+func unchanged(t *testing.T, _ *Record, res InputResult) {
+	t.Helper()
+	if res.Changed || !res.Keep.IsZero() {
+		t.Errorf("result %+v, want nothing recorded and nothing kept", res)
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	env := testEnv()
+	claimed := func(next int) func() *Record {
+		return func() *Record { r := fresh(); r.Next = next; ClaimCall(r, env); return r }
+	}
+	tests := []struct {
+		row   string
+		rec   func() *Record
+		a     Answer
+		check func(t *testing.T, r *Record, fx []Effect)
+	}{
+		{"A1", func() *Record {
+			r := claimed(1)()
+			r.EarlyResume = &EarlyResume{Pause: 1, WebhookID: "wb", Patch: "p9"}
+			return r
+		}, Answer{Verdict: Done, Halt: true, Status: 200}, func(t *testing.T, r *Record, fx []Effect) {
+			if r.Status != event.StatusInProcessing || r.Pause != 1 || r.EarlyResume != nil || len(fx) != 0 ||
+				!reflect.DeepEqual(r.IdentityPatches, []string{"p9"}) || events(r) != "paused,in_processing" {
+				t.Errorf("halt with early resume: status %s pause %d events %s patches %v effects %v", r.Status, r.Pause, events(r), r.IdentityPatches, fx)
+			}
+		}},
+		{"A2", claimed(1), Answer{Verdict: Done, Halt: true, Status: 200, At: t0}, func(t *testing.T, r *Record, fx []Effect) {
+			want := []Effect{{Timer: &Timer{Kind: TimerPause, Pause: 1, Due: t0.Add(time.Hour)}}}
+			if r.Status != event.StatusPaused || r.PausedWebhookID != "wb" || r.Next != 2 || !reflect.DeepEqual(fx, want) ||
+				r.Webhooks[1].Outcome != event.OutcomeHalted {
+				t.Errorf("halt: status %s paused %q next %d effects %+v", r.Status, r.PausedWebhookID, r.Next, fx)
+			}
+		}},
+		{"A3", claimed(0), Answer{Verdict: Done, Status: 200}, func(t *testing.T, r *Record, _ []Effect) {
+			if r.Next != 1 || r.Claim != nil || r.Webhooks[0].Outcome != event.OutcomeSucceeded || len(r.Webhooks[0].Attempts) != 1 {
+				t.Errorf("done: next %d claim %v outcome %s attempts %d", r.Next, r.Claim, r.Webhooks[0].Outcome, len(r.Webhooks[0].Attempts))
+			}
+		}},
+		{"A4", claimed(0), Answer{Verdict: Ignored, Status: 404, Reason: "webhook answered 404"}, func(t *testing.T, r *Record, _ []Effect) {
+			if r.Next != 1 || r.Webhooks[0].Outcome != event.OutcomeIgnoredStatus || r.Webhooks[0].Attempts[0].Error == "" {
+				t.Errorf("ignored: next %d outcome %s", r.Next, r.Webhooks[0].Outcome)
+			}
+		}},
+		{"A5", claimed(0), Answer{Verdict: Retry, Status: 503, RetryIn: time.Second}, func(t *testing.T, r *Record, _ []Effect) {
+			if r.Next != 0 || r.RetryAt == nil || !r.RetryAt.Equal(t0.Add(time.Second)) || r.Claim != nil {
+				t.Errorf("retry: next %d retry_at %v", r.Next, r.RetryAt)
+			}
+		}},
+		{"A6", func() *Record {
+			r := claimed(0)()
+			for range 2 {
+				r.Webhooks[0].Attempts = append(r.Webhooks[0].Attempts, event.Attempt{WebhookID: r.CallID(), Status: 503})
+			}
+			return r
+		}, Answer{Verdict: Retry, Status: 503, Reason: "webhook answered 503"}, func(t *testing.T, r *Record, _ []Effect) {
+			if r.Status != event.StatusError || r.Error.Message != "webhook a failed after 3 attempts: webhook answered 503" ||
+				r.Webhooks[0].Outcome != event.OutcomeFailed {
+				t.Errorf("retries used: status %s error %+v", r.Status, r.Error)
+			}
+		}},
+		{"A7", claimed(1), Answer{Verdict: Refused, Status: 400, Reason: "two-way webhook answered 400"}, func(t *testing.T, r *Record, _ []Effect) {
+			if r.Status != event.StatusError || r.Error.WebhookKey != "b" || r.Error.Message != "webhook b: two-way webhook answered 400" {
+				t.Errorf("refused: %+v", r.Error)
+			}
+		}},
+		{"A8", claimed(0), Answer{Verdict: NotMade, Reason: MsgIdentityExpired}, func(t *testing.T, r *Record, _ []Effect) {
+			if r.Status != event.StatusError || len(r.Webhooks[0].Attempts) != 0 || r.Error.Message != MsgIdentityExpired {
+				t.Errorf("not made: status %s attempts %d error %+v", r.Status, len(r.Webhooks[0].Attempts), r.Error)
+			}
+		}},
+		{"A9", claimed(0), Answer{Verdict: Interrupted}, func(t *testing.T, r *Record, _ []Effect) {
+			if r.Claim != nil || r.Interrupts != 1 || r.Webhooks[0].Interrupted != 1 || len(r.Webhooks[0].Attempts) != 0 ||
+				r.Status != event.StatusInProcessing {
+				t.Errorf("interrupted: claim %v interrupts %d attempts %d", r.Claim, r.Interrupts, len(r.Webhooks[0].Attempts))
+			}
+		}},
+	}
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		t.Run(tt.row, func(t *testing.T) {
+			r := tt.rec()
+			r.Outbox = nil
+			row, fx := ApplyAnswer(r, tt.a, env)
+			if row != tt.row {
+				t.Fatalf("row %s, want %s", row, tt.row)
+			}
+			tt.check(t, r, fx)
+		})
+		seen[tt.row] = true
+	}
+	for _, row := range answers {
+		if !seen[row.id] {
+			t.Errorf("answer row %s (%s) has no test", row.id, row.when)
+		}
+	}
+}
+
+func events(r *Record) string {
+	var out []string
+	for _, p := range r.Outbox {
+		out = append(out, string(p.Event.Status))
+	}
+	return strings.Join(out, ",")
+}
+
+// states returns a record in every status and step the lifecycle writes, in variants: claims
+// (mine, another's live, another's expired), backoffs, patches, early resumes and answers.
+func states() map[string]*Record {
+	env := testEnv()
+	other := env
+	other.Owner = "other"
+	stale := other
+	stale.Now = t0.Add(-time.Hour)
+	out := map[string]*Record{}
+	for _, next := range []int{0, 1, 2} {
+		base := func() *Record { r := fresh(); r.Next = next; return r }
+		name := "pre" + string(rune('0'+next))
+		out[name] = base()
+		if next < 2 {
+			r := base()
+			ClaimCall(r, env)
+			out[name+" mine"] = r
+			r = base()
+			ClaimCall(r, other)
+			out[name+" claimed"] = r
+			r = base()
+			ClaimCall(r, stale)
+			out[name+" expired claim"] = r
+			r = base()
+			r.RetryAt = ptime(t0.Add(time.Second))
+			out[name+" backoff"] = r
+		}
+		r := base()
+		r.IdentityPatches = []string{"x"}
+		out[name+" patches"] = r
+	}
+	r := fresh()
+	r.Next = 1
+	r.EarlyResume = &EarlyResume{Pause: 1, WebhookID: "wb"}
+	out["pre1 early resume"] = r
+	out["execution"] = atExecution()
+	r = atExecution()
+	r.ExecutionDeadline = nil
+	out["execution not started"] = r
+	r = atExecution()
+	r.Executed = &Executed{ExecutionID: r.ExecutionID(), Succeeded: true}
+	out["execution answered"] = r
+	r = atExecution()
+	r.ExecutionDeadline = ptime(t0.Add(-time.Second))
+	out["execution late"] = r
+	r = at(event.StatusInProcessing, event.StepPreWebhooks, 2)
+	r.Executed = &Executed{ExecutionID: r.ExecutionID(), Succeeded: false, Error: "boom"}
+	out["pre done executed early"] = r
+	out["paused"] = paused()
+	r = paused()
+	r.PauseExpiresAt = ptime(t0)
+	out["paused due"] = r
+	for _, next := range []int{0, 1} {
+		out["post"+string(rune('0'+next))] = at(event.StatusInProcessing, event.StepPostWebhooks, next)
+	}
+	out["complete"] = at(event.StatusComplete, event.StepPostWebhooks, 1)
+	for _, step := range []event.Step{event.StepPreWebhooks, event.StepExecution, event.StepPostWebhooks} {
+		r := at(event.StatusError, step, 0)
+		r.ErrorCount = 1
+		out["error at "+string(step)] = r
+	}
+	return out
+}
+
+// allInputs returns every input, with parameters that match some state and some that match none.
+func allInputs() map[string]Input {
+	p := testPlan()
+	out := map[string]Input{
+		"submitted": {Kind: InSubmitted},
+		"retry 0":   {Kind: InRetry, FromError: 0}, "retry 1": {Kind: InRetry, FromError: 1},
+		"retry 1 with plan": {Kind: InRetry, FromError: 1, Plan: &p},
+		"executed run 1":    {Kind: InExecuted, ExecutionID: event.ExecutionID("pri_1", 1), Succeeded: true},
+		"executed run 2":    {Kind: InExecuted, ExecutionID: event.ExecutionID("pri_1", 2), Succeeded: true},
+		"executed no id":    {Kind: InExecuted, Succeeded: false, Error: "failed"},
+		"pause timer 1":     {Kind: InPauseTimer, Pause: 1}, "pause timer 2": {Kind: InPauseTimer, Pause: 2},
+		"execution timer 1": {Kind: InExecutionTimer, Run: 1}, "execution timer 2": {Kind: InExecutionTimer, Run: 2},
+	}
+	for _, pause := range []int{0, 1, 2} {
+		for _, w := range []string{"wa", "wb"} {
+			out["resume "+w+" "+string(rune('0'+pause))] = Input{Kind: InResume, Pause: pause, WebhookID: w, Patch: "p"}
+		}
+	}
+	return out
+}
+
+// TestEveryInputInEveryState applies every input (matching, stale and duplicated) to every state
+// and checks what must hold whatever the order: an input that records nothing changes nothing; the
+// same input twice records once; after any input the request's next decision never strands it (it
+// waits only where an outside party or a timer is due to act); and settling never loops.
+func TestEveryInputInEveryState(t *testing.T) {
+	env := testEnv()
+	for sname, base := range states() {
+		for iname, in := range allInputs() {
+			r := clone(t, base)
+			before := clone(t, r)
+			res := ApplyInput(r, in, env)
+			if !res.Changed && !reflect.DeepEqual(r, before) {
+				t.Errorf("%s + %s: row %s changed the record but did not say so", sname, iname, res.Row)
+			}
+			if res.Changed {
+				again := ApplyInput(r, in, env)
+				if again.Changed {
+					t.Errorf("%s + %s twice: the duplicate recorded again (rows %s, %s)", sname, iname, res.Row, again.Row)
+				}
+			}
+			d, _, _ := Settle(r, env, true)
+			checkNotStranded(t, sname+" + "+iname, r, d)
+		}
+	}
+}
+
+// checkNotStranded fails when a request is left waiting with nobody due to act: Wait is for
+// paused (a resume, or its timer), execution (the data layer, or its timer), complete and error
+// (a retry) only.
+func checkNotStranded(t *testing.T, what string, r *Record, d Decision) {
+	t.Helper()
+	switch d.Action {
+	case Wait:
+		ok := r.Status == event.StatusPaused && r.PauseExpiresAt != nil ||
+			r.Status == event.StatusInProcessing && r.Step == event.StepExecution && r.ExecutionDeadline != nil ||
+			r.Status == event.StatusComplete || r.Status == event.StatusError
+		if !ok {
+			t.Errorf("%s: waits (row %s) in %s at %s with nothing due to act", what, d.Row, r.Status, r.Step)
+		}
+	case Later:
+		if !d.At.After(testEnv().Now) {
+			t.Errorf("%s: later at %s, not after now", what, d.At)
+		}
+	}
+}
+
+func clone(t *testing.T, r *Record) *Record {
+	t.Helper()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Record
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// TestArchitectureShowsTheTables keeps docs/ARCHITECTURE.md equal to the code's tables.
+func TestArchitectureShowsTheTables(t *testing.T) {
+	b, err := os.ReadFile("../../../../docs/ARCHITECTURE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "<!-- lifecycle tables: begin -->\n", "<!-- lifecycle tables: end -->"
+	doc := string(b)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("docs/ARCHITECTURE.md has no %q ... %q section", strings.TrimSpace(begin), end)
+	}
+	if got, want := doc[i+len(begin):j], Markdown(); got != want {
+		t.Errorf("docs/ARCHITECTURE.md shows other lifecycle tables than the code; put this between the markers:\n%s", want)
+	}
+}

@@ -1,0 +1,345 @@
+package runner_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// TestExplore walks every schedule of a small request that deviates from the plain one in at most
+// a few moves — a thread overtaken by another, a message delivered while another is handled (a
+// duplicate or redelivery racing the original), time passing at any point (claims, backoffs and
+// pauses expiring mid-flight), a worker crashed between any two of its operations, the submission
+// published twice — and checks every schedule end to end: the request completes, nothing is ever
+// left without a message that will drive it, webhooks are called in order with the identity they
+// should see, repeats of a call carry its webhook-id, every recorded attempt was a call a receiver
+// saw, exactly one complete event is published, and the data layer runs each execution once.
+//
+// EXPLORE_DEVIATIONS sets the bound: 2 by default (1 under the race detector; make test runs the
+// explorer again without it), 3 in make chaos.
+func TestExplore(t *testing.T) {
+	bound := 2
+	if raceEnabled {
+		bound = 1
+	}
+	if v, err := strconv.Atoi(os.Getenv("EXPLORE_DEVIATIONS")); err == nil {
+		bound = v
+	}
+	for _, sc := range scenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			n, worst := explore(t, sc, bound)
+			t.Logf("%d schedules with up to %d deviations; longest %d moves", n, bound, worst)
+		})
+	}
+}
+
+// scenario is a small request: its plan, how receivers answer, and the lifecycle settings.
+type scenario struct {
+	name     string
+	plan     event.Plan
+	script   receiverScript
+	cfg      lifecycle.Config
+	lateBy   time.Duration   // when the receiver posts its token after answering (0: at once)
+	resumeID *event.Identity // the resume's derived identity
+	crashes  int             // crash budget per schedule
+	dups     int             // duplicate submissions per schedule
+}
+
+func strp(s string) *string { return &s }
+
+func scenarios() []scenario {
+	cfg := lifecycle.Config{MaxAttempts: 3, ClaimTTL: 45 * time.Second, PauseTimeout: time.Hour, AwaitExecution: true,
+		ExecutionTimeout: time.Hour, IdentityTTL: 24 * time.Hour}
+	plan := event.Plan{PolicyKey: "p", Version: 1,
+		Pre: []event.PlanWebhook{
+			{ID: "wa", Key: "a", Direction: event.OneWay, ConnectionKey: "c"},
+			{ID: "wb", Key: "b", Direction: event.TwoWay, ConnectionKey: "c"},
+		},
+		Post: []event.PlanWebhook{{ID: "wc", Key: "c", Direction: event.OneWay, ConnectionKey: "c"}}}
+	halting := func(key string, n int) (int, string) {
+		switch {
+		case key == "a" && n == 0:
+			return 503, ""
+		case key == "b":
+			return 200, `{"halt": true, "derived_identity": {"phone_number": "555"}}`
+		}
+		return 200, ""
+	}
+	skip := cfg
+	skip.AwaitExecution = false
+	return []scenario{
+		{name: "halt and resume at once, await", plan: plan, script: halting, cfg: cfg, resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, dups: 1},
+		{name: "halt and resume later, await", plan: plan, script: halting, cfg: cfg, lateBy: 2 * time.Second, crashes: 1},
+		{name: "derive without halting, skip", plan: plan, cfg: skip, crashes: 1, dups: 1, script: func(key string, n int) (int, string) {
+			if key == "b" {
+				return 200, `{"derived_identity": {"phone_number": "555"}}`
+			}
+			return 200, ""
+		}},
+	}
+}
+
+// explore runs every schedule within the bound and returns how many ran and the longest.
+func explore(t *testing.T, sc scenario, bound int) (int, int) {
+	type job struct{ prefix []int }
+	stack := []job{{}}
+	runs, longest := 0, 0
+	for len(stack) > 0 {
+		j := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		alts, ok := runSchedule(t, sc, j.prefix)
+		runs++
+		longest = max(longest, len(alts))
+		if !ok {
+			return runs, longest // the failure is reported; one is enough to debug
+		}
+		used := 0
+		for _, c := range j.prefix {
+			if c != 0 {
+				used++
+			}
+		}
+		if used >= bound {
+			continue
+		}
+		for p := len(j.prefix); p < len(alts); p++ {
+			for a := 1; a < alts[p]; a++ {
+				next := make([]int, p+1)
+				copy(next, j.prefix)
+				next[p] = a
+				stack = append(stack, job{prefix: next})
+			}
+		}
+	}
+	return runs, longest
+}
+
+// runSchedule runs one schedule: choices[i] picks the move at step i (0, the default, beyond it).
+// It returns the number of possible moves at each step, and false when a check failed.
+func runSchedule(t *testing.T, sc scenario, choices []int) ([]int, bool) {
+	w := newWorld(t, sc.plan, sc.script)
+	w.lateBy, w.resumeID = sc.lateBy, sc.resumeID
+	r := w.newRunner(sc.cfg)
+	sub, _ := json.Marshal(event.Submitted{ID: "pri_x", PolicyKey: "p", Identity: event.Identity{Email: strp("a@example.com")}})
+	w.enqueue(event.SubjectSubmitted, sub, w.now)
+	crashes, dups := sc.crashes, sc.dups
+	var alts []int
+	fail := func(format string, args ...any) ([]int, bool) {
+		var path []string
+		for i, c := range choices {
+			if c != 0 {
+				path = append(path, fmt.Sprintf("step %d: alternative %d", i, c))
+			}
+		}
+		t.Errorf("schedule [%s]: "+format+"\ntrace:\n  %s", append([]any{strings.Join(path, ", ")}, append(args, strings.Join(w.trace, "\n  "))...)...)
+		return alts, false
+	}
+	for step := 0; ; step++ {
+		if step > 3000 {
+			return fail("no end after %d moves", step)
+		}
+		w.quiet()
+		if msg := w.stranded(); msg != "" {
+			return fail("%s", msg)
+		}
+		moves := w.moves(crashes, dups)
+		if len(moves) == 0 {
+			break
+		}
+		alts = append(alts, len(moves))
+		c := 0
+		if step < len(choices) {
+			c = choices[step]
+		}
+		if c >= len(moves) {
+			c = 0 // the schedule changed shape before this point; the default keeps it going
+		}
+		mv := moves[c]
+		switch mv.kind {
+		case moveStep:
+			w.grant(mv.thread, false)
+		case moveDeliver:
+			w.deliver(r, mv.msg)
+		case moveTick:
+			w.mu.Lock()
+			next, _ := w.nextDue()
+			w.now = next
+			w.postDue()
+			w.mu.Unlock()
+		case moveCrash:
+			crashes--
+			w.crash(mv.worker)
+		case moveDup:
+			dups--
+			w.mu.Lock()
+			w.enqueue(event.SubjectSubmitted, sub, w.now)
+			w.logf("the submission is published again")
+			w.mu.Unlock()
+		}
+	}
+	if msg := w.check(); msg != "" {
+		return fail("%s", msg)
+	}
+	return alts, true
+}
+
+// crash makes every operation of worker fail from now on, and lets its waiting threads go.
+func (w *world) crash(worker int) {
+	w.mu.Lock()
+	w.crashed[worker] = true
+	w.logf("worker %d crashes", worker)
+	var waiting []*thread
+	for _, th := range w.threads {
+		if th.worker == worker && !th.ended && th.op != "" {
+			waiting = append(waiting, th)
+		}
+	}
+	w.mu.Unlock()
+	for _, th := range waiting {
+		w.grant(th, true)
+	}
+}
+
+// record returns the request's record as stored (decoded once per revision).
+func (w *world) record() *lifecycle.Record {
+	b, ok := w.records["pri_x"]
+	if !ok {
+		return nil
+	}
+	if w.decoded == nil || w.decodedRev != w.revs["pri_x"] {
+		w.decoded = &lifecycle.Record{}
+		_ = json.Unmarshal(b, w.decoded)
+		w.decodedRev = w.revs["pri_x"]
+	}
+	return w.decoded
+}
+
+// stranded checks, with every thread waiting, that a request that is not finished has a message
+// that will drive it (delivered to a worker, or due at some time): the lifecycle's promise that a
+// durable trigger always exists.
+func (w *world) stranded() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rec := w.record()
+	if rec == nil || rec.Status == event.StatusComplete || rec.Status == event.StatusError {
+		return ""
+	}
+	for _, m := range w.msgs {
+		if !m.done {
+			return ""
+		}
+	}
+	if len(w.posts) > 0 {
+		return "" // a receiver's post is due
+	}
+	return fmt.Sprintf("request %s at %s with no message left to drive it: %s", rec.Status, rec.Step, summary(rec))
+}
+
+// check runs the end-to-end assertions on a finished schedule.
+func (w *world) check() string {
+	rec := w.record()
+	if rec == nil {
+		return "no record"
+	}
+	if rec.Status != event.StatusComplete {
+		return fmt.Sprintf("request ended %s at %s (%+v), want complete; refused posts: %v", rec.Status, rec.Step, rec.Error, w.refused)
+	}
+	// Webhooks in order: a webhook is first called after the one before it answered with success.
+	order := []string{}
+	for _, p := range w.plan.Pre {
+		order = append(order, p.Key)
+	}
+	for _, p := range w.plan.Post {
+		order = append(order, p.Key)
+	}
+	for i := 1; i < len(order); i++ {
+		first := -1
+		for j, c := range w.calls {
+			if c.key == order[i] {
+				first = j
+				break
+			}
+		}
+		okBefore := false
+		for j := 0; j < first; j++ {
+			if w.calls[j].key == order[i-1] && w.calls[j].status < 300 {
+				okBefore = true
+			}
+		}
+		if first >= 0 && !okBefore {
+			return fmt.Sprintf("webhook %s called before %s answered with success: %+v", order[i], order[i-1], w.calls)
+		}
+	}
+	// Repeats of a call carry its webhook-id (one id per webhook: no retry from error here).
+	ids := map[string]string{}
+	for _, c := range w.calls {
+		if prev, ok := ids[c.key]; ok && prev != c.webhookID {
+			return fmt.Sprintf("webhook %s called with webhook-ids %s and %s", c.key, prev, c.webhookID)
+		}
+		ids[c.key] = c.webhookID
+	}
+	// Every recorded attempt is a call a receiver saw, with the status it answered.
+	for _, wr := range rec.Webhooks {
+		seen := map[int]int{}
+		for _, c := range w.calls {
+			if c.key == wr.Key {
+				seen[c.status]++
+			}
+		}
+		for _, a := range wr.Attempts {
+			if seen[a.Status] == 0 {
+				return fmt.Sprintf("webhook %s: attempt %+v recorded for a call the receiver never saw (calls %v)", wr.Key, a, seen)
+			}
+			seen[a.Status]--
+		}
+	}
+	// The derived identities reach every later call.
+	derived := false
+	for _, c := range w.calls {
+		if c.key == "c" && (c.identity.PhoneNumber == nil || *c.identity.PhoneNumber != "555") {
+			return fmt.Sprintf("post-execution call without the derived phone number: %+v", c.identity)
+		}
+		if c.key == "c" && w.resumeID != nil && (c.identity.Email == nil || *c.identity.Email != *w.resumeID.Email) {
+			return fmt.Sprintf("post-execution call without the resume's derived email: %+v", c.identity)
+		}
+		derived = derived || c.key == "c"
+	}
+	if !derived {
+		return "webhook c never called"
+	}
+	// Exactly one complete event; events numbered without gaps, each naming the one before.
+	complete := 0
+	var prev *event.StatusChanged
+	for i := range w.events {
+		ev := w.events[i]
+		if ev.Status == event.StatusComplete {
+			complete++
+		}
+		if prev != nil && (ev.Seq <= prev.Seq) {
+			return fmt.Sprintf("status events out of order: %d after %d", ev.Seq, prev.Seq)
+		}
+		prev = &ev
+	}
+	if complete != 1 {
+		return fmt.Sprintf("%d complete events, want 1", complete)
+	}
+	if w.events[0].Previous != nil {
+		return "the first status event has a previous status (D19)"
+	}
+	// The data layer ran one execution, and every execute of it carried its id.
+	if w.plan.Pre != nil && len(w.executes) > 0 {
+		for _, ex := range w.executes {
+			if ex.ExecutionID != w.executes[0].ExecutionID {
+				return fmt.Sprintf("executes with execution ids %s and %s for one execution", w.executes[0].ExecutionID, ex.ExecutionID)
+			}
+		}
+	}
+	return ""
+}
