@@ -42,14 +42,19 @@ func TestExplore(t *testing.T) {
 
 // scenario is a small request: its plan, how receivers answer, and the lifecycle settings.
 type scenario struct {
-	name     string
-	plan     event.Plan
-	script   receiverScript
-	cfg      lifecycle.Config
-	lateBy   time.Duration   // when the receiver posts its token after answering (0: at once)
-	resumeID *event.Identity // the resume's derived identity
-	crashes  int             // crash budget per schedule
-	dups     int             // duplicate submissions per schedule
+	name   string
+	plan   event.Plan
+	script receiverScript
+	cfg    lifecycle.Config
+	lateBy time.Duration // when the receiver posts its token after answering (0: at once)
+	// dataDelay is how long the data layer takes to answer execute.
+	dataDelay time.Duration
+	resumeID  *event.Identity // the resume's derived identity
+	crashes   int             // crash budget per schedule
+	dups      int             // duplicate submissions per schedule
+	// check is the end-to-end check of a finished schedule; nil: the request completes with
+	// everything world.check asserts.
+	check func(w *world) string
 }
 
 func strp(s string) *string { return &s }
@@ -74,6 +79,8 @@ func scenarios() []scenario {
 	}
 	skip := cfg
 	skip.AwaitExecution = false
+	shortPause := cfg
+	shortPause.PauseTimeout = 2 * time.Second
 	return []scenario{
 		{name: "halt and resume at once, await", plan: plan, script: halting, cfg: cfg, resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, dups: 1},
 		{name: "halt and resume later, await", plan: plan, script: halting, cfg: cfg, lateBy: 2 * time.Second, crashes: 1},
@@ -83,7 +90,30 @@ func scenarios() []scenario {
 			}
 			return 200, ""
 		}},
+		{name: "resume races the pause expiry (D22)", plan: plan, script: halting, cfg: shortPause, lateBy: 2 * time.Second,
+			resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, check: resumeOrExpiry},
 	}
+}
+
+// resumeOrExpiry checks a request whose resume arrives as its pause expires: either the resume
+// won (the request completes, its derived identity reaching later calls) or the expiry did (error),
+// and then the identity is the one submitted: a resume that lost never changed it (D22). No
+// derived identity is left stored beside it either way.
+func resumeOrExpiry(w *world) string {
+	rec := w.record()
+	if msg := w.patchesLeft(); msg != "" {
+		return msg
+	}
+	if rec != nil && rec.Status == event.StatusError {
+		if rec.Error.Message != lifecycle.MsgNotResumed {
+			return fmt.Sprintf("error %q, want %q", rec.Error.Message, lifecycle.MsgNotResumed)
+		}
+		if e := w.idents["pri_x"].ident.Email; e == nil || *e != "a@example.com" {
+			return fmt.Sprintf("the expired request's identity is %v, want the submitted one (D22)", e)
+		}
+		return ""
+	}
+	return w.check()
 }
 
 // explore runs every schedule within the bound and returns how many ran and the longest.
@@ -124,20 +154,25 @@ func explore(t *testing.T, sc scenario, bound int) (int, int) {
 // runSchedule runs one schedule: choices[i] picks the move at step i (0, the default, beyond it).
 // It returns the number of possible moves at each step, and false when a check failed.
 func runSchedule(t *testing.T, sc scenario, choices []int) ([]int, bool) {
+	return runWith(t, sc, func(_ *world, step int, moves []move) int {
+		if step < len(choices) && choices[step] < len(moves) {
+			return choices[step]
+		}
+		return 0 // beyond the prefix, or the schedule changed shape before this point: the default
+	})
+}
+
+// runWith runs one schedule, choose picking each move's index, and checks it.
+func runWith(t *testing.T, sc scenario, choose func(w *world, step int, moves []move) int) ([]int, bool) {
 	w := newWorld(t, sc.plan, sc.script)
-	w.lateBy, w.resumeID = sc.lateBy, sc.resumeID
+	w.lateBy, w.resumeID, w.dataDelay = sc.lateBy, sc.resumeID, sc.dataDelay
 	r := w.newRunner(sc.cfg)
 	sub, _ := json.Marshal(event.Submitted{ID: "pri_x", PolicyKey: "p", Identity: event.Identity{Email: strp("a@example.com")}})
 	w.enqueue(event.SubjectSubmitted, sub, w.now)
 	crashes, dups := sc.crashes, sc.dups
 	var alts []int
+	var path []string
 	fail := func(format string, args ...any) ([]int, bool) {
-		var path []string
-		for i, c := range choices {
-			if c != 0 {
-				path = append(path, fmt.Sprintf("step %d: alternative %d", i, c))
-			}
-		}
 		t.Errorf("schedule [%s]: "+format+"\ntrace:\n  %s", append([]any{strings.Join(path, ", ")}, append(args, strings.Join(w.trace, "\n  "))...)...)
 		return alts, false
 	}
@@ -154,14 +189,11 @@ func runSchedule(t *testing.T, sc scenario, choices []int) ([]int, bool) {
 			break
 		}
 		alts = append(alts, len(moves))
-		c := 0
-		if step < len(choices) {
-			c = choices[step]
-		}
-		if c >= len(moves) {
-			c = 0 // the schedule changed shape before this point; the default keeps it going
-		}
+		c := choose(w, step, moves)
 		mv := moves[c]
+		if c != 0 {
+			path = append(path, fmt.Sprintf("step %d: %s", step, mv))
+		}
 		switch mv.kind {
 		case moveStep:
 			w.grant(mv.thread, false)
@@ -184,7 +216,11 @@ func runSchedule(t *testing.T, sc scenario, choices []int) ([]int, bool) {
 			w.mu.Unlock()
 		}
 	}
-	if msg := w.check(); msg != "" {
+	check := sc.check
+	if check == nil {
+		check = (*world).check
+	}
+	if msg := check(w); msg != "" {
 		return fail("%s", msg)
 	}
 	return alts, true
@@ -240,6 +276,22 @@ func (w *world) stranded() string {
 		return "" // a receiver's post is due
 	}
 	return fmt.Sprintf("request %s at %s with no message left to drive it: %s", rec.Status, rec.Step, summary(rec))
+}
+
+// patchesLeft checks that no derived identity stays stored beside the identity, but when an
+// executor crashed between the write that merged (or refused) it and its removal: then it expires
+// no later than the identity (it was stored before the identity's last write).
+func (w *world) patchesLeft() string {
+	main, ok := w.idents["pri_x"]
+	for key, e := range w.idents {
+		if !strings.Contains(key, ".patch.") {
+			continue
+		}
+		if len(w.crashed) == 0 || !ok || e.expires.After(main.expires) {
+			return "a derived identity is left stored: " + key
+		}
+	}
+	return ""
 }
 
 // check runs the end-to-end assertions on a finished schedule.
@@ -329,6 +381,9 @@ func (w *world) check() string {
 	}
 	if complete != 1 {
 		return fmt.Sprintf("%d complete events, want 1", complete)
+	}
+	if msg := w.patchesLeft(); msg != "" {
+		return msg
 	}
 	if w.events[0].Previous != nil {
 		return "the first status event has a previous status (D19)"

@@ -121,9 +121,12 @@ func (r *Runner) input(ctx context.Context, by, id string, in lifecycle.Input, d
 // record applies the input to the record and writes it, reading the record again on a conflict. An
 // input about an unknown request is dropped (u.rec stays nil).
 func (u *run) record(ctx context.Context, in lifecycle.Input, derived *event.Identity) (err error) {
+	// A patch this input names and the record does not is removed: stored by this run for an input
+	// that lost its write, or by an earlier delivery of the message that crashed before writing.
+	// After an error it is kept (the write may have gone through): the message comes back.
 	patchStored := false
 	defer func() {
-		if patchStored && (err != nil || u.rec == nil || !u.patchRecorded(in.Patch)) {
+		if in.Patch != "" && err == nil && (u.rec == nil || !u.patchRecorded(in.Patch)) {
 			if derr := u.r.d.Identities.DeletePatch(context.WithoutCancel(ctx), u.id, in.Patch); derr != nil {
 				u.warn().Err(derr).Msg("delete unused identity patch")
 			}

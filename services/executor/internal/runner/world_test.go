@@ -109,9 +109,13 @@ type world struct {
 	refused  []string
 	script   receiverScript
 	lateBy   time.Duration // 0: the receiver posts its token right after answering
-	resumeID *event.Identity
-	plan     event.Plan
-	trace    []string
+	// dataDelay is how long the data layer takes to answer execute.
+	dataDelay time.Duration
+	resumeID  *event.Identity
+	plan      event.Plan
+	trace     []string
+	// fates are the fates of the messages handled, in order ("<subject>: ack").
+	fates []string
 	// decoded is the record at decodedRev, for the checks.
 	decoded    *lifecycle.Record
 	decodedRev uint64
@@ -415,14 +419,14 @@ func (f fakePublisher) Execute(_ context.Context, ev event.Execute) error {
 			f.w.logf("execute %s", ev.ExecutionID[:10])
 			// The data layer runs it (once per execution id) and answers.
 			b, _ := json.Marshal(event.Executed{ID: ev.ID, ExecutionID: ev.ExecutionID, Succeeded: true})
-			f.w.enqueue(event.SubjectExecuted, b, f.w.now)
+			f.w.enqueue(event.SubjectExecuted, b, f.w.now.Add(f.w.dataDelay))
 		}
 		return nil
 	})
 }
 
 func (f fakePublisher) Invalid(context.Context, event.StatusChanged, string) error { return nil }
-func (f fakePublisher) Rejected(context.Context, event.Rejected) error            { return nil }
+func (f fakePublisher) Rejected(context.Context, event.Rejected) error             { return nil }
 
 type fakeTimers struct{ w *world }
 
@@ -454,8 +458,8 @@ func (fakeSecrets) Open(w event.PlanWebhook) (event.HTTPSSecrets, string) {
 
 type fakeCaller struct{ w *world }
 
-func (fakeCaller) TryAcquire(string) *webhook.Slot                  { return &webhook.Slot{} }
-func (fakeCaller) Acquire(context.Context, string) *webhook.Slot    { return &webhook.Slot{} }
+func (fakeCaller) TryAcquire(string) *webhook.Slot               { return &webhook.Slot{} }
+func (fakeCaller) Acquire(context.Context, string) *webhook.Slot { return &webhook.Slot{} }
 func (f fakeCaller) Send(_ context.Context, c webhook.Call) webhook.Result {
 	key := strings.TrimPrefix(c.Secrets.URL, "https://receiver.example/")
 	var res webhook.Result
@@ -694,6 +698,7 @@ func (w *world) settle(worker int, m *message, err error) {
 		return
 	}
 	fate, delay := consume.Fate(err)
+	w.fates = append(w.fates, m.subject+": "+fate)
 	switch fate {
 	case "ack", "term":
 		m.done = true
