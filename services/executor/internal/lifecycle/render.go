@@ -29,12 +29,8 @@ func Markdown() string {
 	b.WriteString("| Row | Status | Step | When | Next action |\n|---|---|---|---|---|\n")
 	for _, r := range decisions {
 		do := r.do.String()
-		if r.do == Wait || r.do == Later {
-			var d Decision
-			if r.detail != nil && r.do == Wait {
-				r.detail(&Record{}, Env{}, &d)
-				do += ": " + d.Reason
-			}
+		if r.note != "" {
+			do += ": " + r.note
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.id, r.status, steps(r.steps), r.when, do)
 	}

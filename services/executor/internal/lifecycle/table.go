@@ -93,32 +93,32 @@ var (
 
 // decisions: the next action of a request, from its record and the clock alone (Decide).
 var decisions = []decisionRow{
-	{"N1", event.StatusPending, nil, "the policy had no plan (a record of an earlier version)", Fail, planMissing, failNoPolicy},
-	{"N2", event.StatusPending, nil, "otherwise (a record of an earlier version)", StartProcessing, always, nil},
+	{"N1", event.StatusPending, nil, "the policy had no plan (a record of an earlier version)", Fail, "No Policy found for key <key>.", planMissing, failNoPolicy},
+	{"N2", event.StatusPending, nil, "otherwise (a record of an earlier version)", StartProcessing, "", always, nil},
 
-	{"W1", event.StatusInProcessing, webhookSteps, "identity patches are recorded", MergeIdentity, hasPatches, nil},
-	{"W2", event.StatusInProcessing, []event.Step{event.StepPostWebhooks}, "every post-execution webhook is done", Complete, stepDone, nil},
-	{"W3", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=await", StartExecution, stepDoneAwait, nil},
-	{"W4", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=skip", EnterPost, stepDone, nil},
-	{"W5", event.StatusInProcessing, webhookSteps, "the current webhook's connection is disabled", Skip, connectionDisabled, nil},
-	{"W6", event.StatusInProcessing, webhookSteps, "MaxInterrupts calls of the current webhook were cut off in a row", Fail, interruptedTooOften, failInterrupted},
-	{"W7", event.StatusInProcessing, webhookSteps, "this run holds the claim on the call", Call, claimedByMe, nil},
-	{"W8", event.StatusInProcessing, webhookSteps, "another worker holds a live claim", Later, claimLive, laterClaim},
-	{"W9", event.StatusInProcessing, webhookSteps, "the claim expired without an answer", TakeOver, claimExpired, nil},
-	{"W10", event.StatusInProcessing, webhookSteps, "the next attempt is due later (backoff)", Later, retryLater, laterRetry},
-	{"W11", event.StatusInProcessing, webhookSteps, "WEBHOOK_MAX_ATTEMPTS answers are recorded (the setting was lowered)", Fail, attemptsUsed, failAttempts},
-	{"W12", event.StatusInProcessing, webhookSteps, "otherwise", Call, always, nil},
+	{"W1", event.StatusInProcessing, webhookSteps, "identity patches are recorded", MergeIdentity, "", hasPatches, nil},
+	{"W2", event.StatusInProcessing, []event.Step{event.StepPostWebhooks}, "every post-execution webhook is done", Complete, "", stepDone, nil},
+	{"W3", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=await", StartExecution, "", stepDoneAwait, nil},
+	{"W4", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=skip", EnterPost, "", stepDone, nil},
+	{"W5", event.StatusInProcessing, webhookSteps, "the current webhook's connection is disabled", Skip, "", connectionDisabled, nil},
+	{"W6", event.StatusInProcessing, webhookSteps, "MaxInterrupts (10) calls of the current webhook were cut off in a row", Fail, "the executor stopped during N calls of it in a row", interruptedTooOften, failInterrupted},
+	{"W7", event.StatusInProcessing, webhookSteps, "this run holds the claim on the call", Call, "make it", claimedByMe, nil},
+	{"W8", event.StatusInProcessing, webhookSteps, "another worker holds a live claim", Later, "when the claim expires", claimLive, laterClaim},
+	{"W9", event.StatusInProcessing, webhookSteps, "the claim expired without an answer", TakeOver, "", claimExpired, nil},
+	{"W10", event.StatusInProcessing, webhookSteps, "the next attempt is due later (backoff)", Later, "at retry_at", retryLater, laterRetry},
+	{"W11", event.StatusInProcessing, webhookSteps, "WEBHOOK_MAX_ATTEMPTS answers are recorded (the setting was lowered)", Fail, "webhook <key> failed after N attempts", attemptsUsed, failAttempts},
+	{"W12", event.StatusInProcessing, webhookSteps, "otherwise", Call, "claim it, then make it", always, nil},
 
-	{"X1", event.StatusInProcessing, execStep, "the execution run is not started (no deadline: a retry)", StartExecution, notStarted, nil},
-	{"X2", event.StatusInProcessing, execStep, "the data layer's answer for this run is recorded", FinishExecution, executedRecorded, nil},
-	{"X3", event.StatusInProcessing, execStep, "the execution deadline passed", Fail, deadlinePassed, failExecutionTimeout},
-	{"X4", event.StatusInProcessing, execStep, "otherwise", Wait, always, waitFor("the data layer's executed, or the execution timer at the deadline")},
+	{"X1", event.StatusInProcessing, execStep, "the execution run is not started (no deadline: a retry)", StartExecution, "", notStarted, nil},
+	{"X2", event.StatusInProcessing, execStep, "the data layer's answer for this run is recorded", FinishExecution, "post-webhooks, or error", executedRecorded, nil},
+	{"X3", event.StatusInProcessing, execStep, "the execution deadline passed", Fail, "execution did not finish within EXECUTION_TIMEOUT", deadlinePassed, failExecutionTimeout},
+	{"X4", event.StatusInProcessing, execStep, "otherwise", Wait, "the data layer's executed, or the execution timer at the deadline", always, nil},
 
-	{"P1", event.StatusPaused, preStep, "the pause is due: its token expired, or the identity before it", Fail, pauseDue, failPauseDue},
-	{"P2", event.StatusPaused, preStep, "otherwise", Wait, always, waitFor("a resume, or the pause timer at the pause's due time")},
+	{"P1", event.StatusPaused, preStep, "the pause is due: its token expired, or the identity before it", Fail, "not resumed in time / the identity expired", pauseDue, failPauseDue},
+	{"P2", event.StatusPaused, preStep, "otherwise", Wait, "a resume, or the pause timer at the pause's due time", always, nil},
 
-	{"C1", event.StatusComplete, nil, "always", Wait, always, waitFor("nothing: the request is complete")},
-	{"E1", event.StatusError, nil, "always", Wait, always, waitFor("a retry")},
+	{"C1", event.StatusComplete, nil, "always", Wait, "nothing: the request is complete", always, nil},
+	{"E1", event.StatusError, nil, "always", Wait, "a retry", always, nil},
 }
 
 // InputKind is an input of the lifecycle.
@@ -238,6 +238,9 @@ func Decide(r *Record, e Env) Decision {
 			continue
 		}
 		d := Decision{Action: row.do, Row: row.id}
+		if row.do == Wait {
+			d.Reason = row.note
+		}
 		if row.detail != nil {
 			row.detail(r, e, &d)
 		}
@@ -302,6 +305,7 @@ type decisionRow struct {
 	steps  []event.Step // nil: any step
 	when   string
 	do     Action
+	note   string // what the action does or waits for, as the docs show it
 	cond   func(*Record, Env) bool
 	detail func(*Record, Env, *Decision)
 }
@@ -386,10 +390,6 @@ func maxInterrupts(e Env) int {
 }
 
 // ---- decision details ----
-
-func waitFor(what string) func(*Record, Env, *Decision) {
-	return func(_ *Record, _ Env, d *Decision) { d.Reason = what }
-}
 
 func laterClaim(r *Record, _ Env, d *Decision) { d.At = r.Claim.Until }
 func laterRetry(r *Record, _ Env, d *Decision) { d.At = *r.RetryAt }

@@ -68,21 +68,36 @@ func TestDecisions(t *testing.T) {
 		env  Env
 		want Decision
 	}{
-		{"N1", func() *Record { r := at(event.StatusPending, event.StepPreWebhooks, 0); r.Plan = event.Plan{}; return r }, env,
+		{"N1", func() *Record {
+			r := at(event.StatusPending, event.StepPreWebhooks, 0)
+			r.Plan = event.Plan{}
+			return r
+		}, env,
 			Decision{Action: Fail, Reason: "No Policy found for key p."}},
 		{"N2", func() *Record { return at(event.StatusPending, event.StepPreWebhooks, 0) }, env, Decision{Action: StartProcessing}},
 		{"W1", func() *Record { r := fresh(); r.IdentityPatches = []string{"x"}; return r }, env, Decision{Action: MergeIdentity}},
 		{"W2", func() *Record { return at(event.StatusInProcessing, event.StepPostWebhooks, 1) }, env, Decision{Action: Complete}},
 		{"W3", func() *Record { return at(event.StatusInProcessing, event.StepPreWebhooks, 2) }, env, Decision{Action: StartExecution}},
 		{"W4", func() *Record { return at(event.StatusInProcessing, event.StepPreWebhooks, 2) }, skip, Decision{Action: EnterPost}},
-		{"W5", func() *Record { r := fresh(); r.Plan.Pre = append([]event.PlanWebhook(nil), r.Plan.Pre...); r.Plan.Pre[0].ConnectionDisabled = true; return r }, env,
+		{"W5", func() *Record {
+			r := fresh()
+			r.Plan.Pre = append([]event.PlanWebhook(nil), r.Plan.Pre...)
+			r.Plan.Pre[0].ConnectionDisabled = true
+			return r
+		}, env,
 			Decision{Action: Skip}},
 		{"W6", func() *Record { r := fresh(); r.Interrupts = 2; return r }, env,
 			Decision{Action: Fail, WebhookKey: "a", Reason: "webhook a: the executor stopped during 2 calls of it in a row"}},
 		{"W7", func() *Record { r := fresh(); ClaimCall(r, env); return r }, env, Decision{Action: Call}},
 		{"W8", func() *Record { r := fresh(); o := env; o.Owner = "other"; ClaimCall(r, o); return r }, env,
 			Decision{Action: Later, At: t0.Add(45 * time.Second)}},
-		{"W9", func() *Record { r := fresh(); o := env; o.Owner, o.Now = "other", t0.Add(-time.Hour); ClaimCall(r, o); return r }, env,
+		{"W9", func() *Record {
+			r := fresh()
+			o := env
+			o.Owner, o.Now = "other", t0.Add(-time.Hour)
+			ClaimCall(r, o)
+			return r
+		}, env,
 			Decision{Action: TakeOver}},
 		{"W10", func() *Record { r := fresh(); r.RetryAt = ptime(t0.Add(time.Second)); return r }, env,
 			Decision{Action: Later, At: t0.Add(time.Second)}},
@@ -159,7 +174,12 @@ func TestInputs(t *testing.T) {
 				t.Errorf("early resume: %+v", r.EarlyResume)
 			}
 		}},
-		{"I4", func() *Record { r := at(event.StatusError, event.StepPreWebhooks, 1); r.ErrorCount = 1; r.Run = 1; return r },
+		{"I4", func() *Record {
+			r := at(event.StatusError, event.StepPreWebhooks, 1)
+			r.ErrorCount = 1
+			r.Run = 1
+			return r
+		},
 			Input{Kind: InRetry, FromError: 1}, func(t *testing.T, r *Record, res InputResult) {
 				if !res.Changed || r.Status != event.StatusInProcessing || r.Run != 2 || r.Next != 0 || r.Pause != 1 || r.Error != nil {
 					t.Errorf("retried record: status %s run %d next %d pause %d error %v", r.Status, r.Run, r.Next, r.Pause, r.Error)
