@@ -13,14 +13,14 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/executor/app"
-	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/policyhooks/policyhooks/shared/token"
 )
 
 // verifySignature checks a Standard Webhooks signature the way a receiver would.
-func verifySignature(t *testing.T, c call, signingSecret string) {
+func verifySignature(t *testing.T, c testkit.Call, signingSecret string) {
 	t.Helper()
 	var key []byte
 	if rest, ok := strings.CutPrefix(signingSecret, "whsec_"); ok {
@@ -47,16 +47,17 @@ func verifySignature(t *testing.T, c call, signingSecret string) {
 }
 
 func TestCallHeadersAndBody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
 	rawSecret := "plain-signing-secret"
 	plan := e.putPlan("headers", []hook{
-		{Key: "pre_one", URL: e.rc.url("/pre_one"), Secrets: &event.HTTPSSecrets{URL: e.rc.url("/pre_one"),
+		{Key: "pre_one", URL: e.rc.URL("/pre_one"), Secrets: &event.HTTPSSecrets{URL: e.rc.URL("/pre_one"),
 			Authorization: "Token abc def", Headers: map[string]string{"X-Tenant": "t1"}}},
-		{Key: "pre_two", Direction: event.TwoWay, URL: e.rc.url("/pre_two"), Secrets: &event.HTTPSSecrets{URL: e.rc.url("/pre_two"),
+		{Key: "pre_two", Direction: event.TwoWay, URL: e.rc.URL("/pre_two"), Secrets: &event.HTTPSSecrets{URL: e.rc.URL("/pre_two"),
 			Authorization: "Bearer two", SigningSecret: testSigningSecret}},
 	}, []hook{
-		{Key: "post_two", Direction: event.TwoWay, URL: e.rc.url("/post_two"), Secrets: &event.HTTPSSecrets{URL: e.rc.url("/post_two"),
+		{Key: "post_two", Direction: event.TwoWay, URL: e.rc.URL("/post_two"), Secrets: &event.HTTPSSecrets{URL: e.rc.URL("/post_two"),
 			Authorization: "Bearer post", SigningSecret: rawSecret}},
 	})
 	e.submit("pri_headers", "headers", identity("a@example.com", ""))
@@ -74,7 +75,7 @@ func TestCallHeadersAndBody(t *testing.T) {
 		{"/post_two", "post", "two_way", "Bearer post", rawSecret, false, plan.Post[0].ID},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
-			calls := e.rc.callsOf("pri_headers", tc.path)
+			calls := e.rc.CallsOf("pri_headers", tc.path)
 			if len(calls) != 1 {
 				t.Fatalf("%d calls, want 1", len(calls))
 			}
@@ -132,26 +133,27 @@ func TestCallHeadersAndBody(t *testing.T) {
 // TestOrderAndPlanSnapshot: webhooks run strictly in order, and a plan edit made while a request
 // runs does not change that request.
 func TestOrderAndPlanSnapshot(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
 	var pre, post []hook
 	for i := range 5 {
-		pre = append(pre, hook{Key: fmt.Sprintf("pre%d", i), URL: e.rc.url(fmt.Sprintf("/pre%d", i))})
+		pre = append(pre, hook{Key: fmt.Sprintf("pre%d", i), URL: e.rc.URL(fmt.Sprintf("/pre%d", i))})
 	}
 	for i := range 3 {
-		post = append(post, hook{Key: fmt.Sprintf("post%d", i), Direction: event.TwoWay, URL: e.rc.url(fmt.Sprintf("/post%d", i))})
+		post = append(post, hook{Key: fmt.Sprintf("post%d", i), Direction: event.TwoWay, URL: e.rc.URL(fmt.Sprintf("/post%d", i))})
 	}
 	e.putPlan("ordered", pre, post)
 	release := make(chan struct{})
-	e.rc.on("/pre1", func(int, call) answer { <-release; return ok("") })
+	e.rc.On("/pre1", func(int, testkit.Call) testkit.Answer { <-release; return ok("") })
 	e.submit("pri_order", "ordered", identity("", "555"))
-	e.waitFor("pri_order", 10*time.Second, "pre1 being called", func(*lifecycle.Record) bool { return len(e.rc.callsOf("pri_order", "/pre1")) == 1 })
+	testkit.Eventually(t, 10*time.Second, "pre1 being called", func() bool { return len(e.rc.CallsOf("pri_order", "/pre1")) == 1 })
 	// Edit the policy while the request is in its second webhook.
-	e.putPlan("ordered", []hook{{Key: "new", URL: e.rc.url("/new")}}, nil)
+	e.putPlan("ordered", []hook{{Key: "new", URL: e.rc.URL("/new")}}, nil)
 	close(release)
 	r := e.waitStatus("pri_order", 20*time.Second, event.StatusComplete)
 	var got []string
-	for _, c := range e.rc.callsOf("pri_order", "") {
+	for _, c := range e.rc.CallsOf("pri_order", "") {
 		got = append(got, c.Path)
 	}
 	want := []string{"/pre0", "/pre1", "/pre2", "/pre3", "/pre4", "/post0", "/post1", "/post2"}
@@ -164,7 +166,7 @@ func TestOrderAndPlanSnapshot(t *testing.T) {
 	// A new request takes the edited plan.
 	e.submit("pri_order_2", "ordered", identity("", "555"))
 	e.waitStatus("pri_order_2", 10*time.Second, event.StatusComplete)
-	if n := len(e.rc.callsOf("pri_order_2", "/new")); n != 1 {
+	if n := len(e.rc.CallsOf("pri_order_2", "/new")); n != 1 {
 		t.Errorf("new plan webhook called %d times, want 1", n)
 	}
 }
@@ -172,13 +174,14 @@ func TestOrderAndPlanSnapshot(t *testing.T) {
 // TestIDsWithColonsAndDots runs requests whose ids hold characters KV keys cannot (SPEC §5 allows
 // ':' and '.'): they are stored under event.KVKey and complete like any other.
 func TestIDsWithColonsAndDots(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
-	e.putPlan("odd_ids", []hook{{Key: "pre", URL: e.rc.url("/pre")}}, []hook{{Key: "post", URL: e.rc.url("/post")}})
+	e.putPlan("odd_ids", []hook{{Key: "pre", URL: e.rc.URL("/pre")}}, []hook{{Key: "post", URL: e.rc.URL("/post")}})
 	for _, id := range []string{"urn:req:1", "a..b", ".lead", "trail.", "x.y:z"} {
 		e.submit(id, "odd_ids", identity("a@example.com", ""))
 		e.waitStatus(id, 10*time.Second, event.StatusComplete)
-		if got := e.rc.callsOf(id, ""); len(got) != 2 {
+		if got := e.rc.CallsOf(id, ""); len(got) != 2 {
 			t.Errorf("request %q: %d calls, want 2", id, len(got))
 		}
 	}
@@ -189,6 +192,7 @@ func TestIDsWithColonsAndDots(t *testing.T) {
 // than WEBHOOK_MAX_CONNS_PER_HOST calls reach the host at once, and every request completes with
 // exactly one call per webhook.
 func TestCallsPerHostBounded(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name          string
 		slots, active int
@@ -197,6 +201,7 @@ func TestCallsPerHostBounded(t *testing.T) {
 		{name: "two slots, one active handler", slots: 2, active: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			e.start(e.config(func(c *app.Config) {
 				c.WebhookMaxConnsPerHost = tc.slots
@@ -204,21 +209,22 @@ func TestCallsPerHostBounded(t *testing.T) {
 			}))
 			var mu sync.Mutex
 			cur, most := 0, 0
-			slow := func(int, call) answer {
+			slow := func(int, testkit.Call) testkit.Answer {
 				mu.Lock()
 				cur++
 				most = max(most, cur)
 				mu.Unlock()
+				// The call lasts a moment, so that calls beyond the bound would overlap here.
 				time.Sleep(20 * time.Millisecond)
 				mu.Lock()
 				cur--
 				mu.Unlock()
 				return ok("")
 			}
-			e.rc.on("/pre", slow)
-			e.rc.on("/post", slow)
+			e.rc.On("/pre", slow)
+			e.rc.On("/post", slow)
 			policy := "bounded_" + strconv.Itoa(tc.slots)
-			e.putPlan(policy, []hook{{Key: "pre", URL: e.rc.url("/pre")}}, []hook{{Key: "post", URL: e.rc.url("/post")}})
+			e.putPlan(policy, []hook{{Key: "pre", URL: e.rc.URL("/pre")}}, []hook{{Key: "post", URL: e.rc.URL("/post")}})
 			const n = 12
 			for i := range n {
 				e.submit(fmt.Sprintf("pri_bounded_%d", i), policy, identity("b@example.com", ""))
@@ -227,7 +233,7 @@ func TestCallsPerHostBounded(t *testing.T) {
 				id := fmt.Sprintf("pri_bounded_%d", i)
 				e.waitStatus(id, 20*time.Second, event.StatusComplete)
 				for _, path := range []string{"/pre", "/post"} {
-					if got := len(e.rc.callsOf(id, path)); got != 1 {
+					if got := len(e.rc.CallsOf(id, path)); got != 1 {
 						t.Errorf("%s %s: %d calls, want 1", id, path, got)
 					}
 				}

@@ -12,21 +12,23 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 // TestTimersFireAfterRestart: the pause expiry and the execution timeout fire although the
 // executor that set them was stopped, and the pause expiry sets error exactly once with two
 // executors running.
 func TestTimersFireAfterRestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	short := func(c *app.Config) {
 		c.ExecutionStage = "await"
 		c.ExecutionTimeout = 2 * time.Second
 		c.PauseTimeout = 2 * time.Second
 	}
-	stop := e.start(e.config(short))
-	e.putPlan("halting", []hook{{Key: "halter", Direction: event.TwoWay, URL: e.rc.url("/halter")}}, nil)
-	e.rc.on("/halter", seq(ok(`{"halt": true}`)))
+	first := e.start(e.config(short))
+	e.putPlan("halting", []hook{{Key: "halter", Direction: event.TwoWay, URL: e.rc.URL("/halter")}}, nil)
+	e.rc.On("/halter", seq(ok(`{"halt": true}`)))
 	e.putPlan("executing", nil, nil)
 	e.submit("pri_pause_expiry", "halting", identity("a@b", ""))
 	e.submit("pri_exec_timeout", "executing", identity("a@b", ""))
@@ -34,8 +36,9 @@ func TestTimersFireAfterRestart(t *testing.T) {
 	x := e.waitFor("pri_exec_timeout", 10*time.Second, "execution step", func(r *lifecycle.Record) bool {
 		return r.Step == event.StepExecution && r.Status == event.StatusInProcessing
 	})
-	stop()
-	// Let both deadlines pass while no executor runs.
+	first.stop()
+	// Letting both deadlines pass while no executor runs is the thing under test: the timers must
+	// fire after the restart although nobody was there when they were due.
 	due := p.PauseExpiresAt
 	if x.ExecutionDeadline.After(*due) {
 		due = x.ExecutionDeadline
@@ -54,9 +57,10 @@ func TestTimersFireAfterRestart(t *testing.T) {
 	if r.Error == nil || !strings.Contains(r.Error.Message, "execution did not finish") || r.Error.Step != event.StepExecution {
 		t.Errorf("execution timeout record %s", describe(r))
 	}
-	time.Sleep(time.Second)
+	// Both timers handled to the end (by either executor): any second error event is in the stream.
+	e.settled(app.ConsumerControl, 0, 10*time.Second)
 	n := 0
-	for _, ev := range e.streamEvents(event.StatusSubject(event.StatusError)) {
+	for _, ev := range e.nats.StatusEvents(t, event.StatusSubject(event.StatusError)) {
 		if ev.ID == "pri_pause_expiry" {
 			n++
 		}
@@ -66,8 +70,8 @@ func TestTimersFireAfterRestart(t *testing.T) {
 	}
 }
 
-// crashAfter returns hooks that stop the executor (cancel its context and abandon the message)
-// at the n-th call of the chosen point.
+// crasher is a test hook that stops the executor (cancels its context and abandons the message)
+// at the at-th call of the chosen point, and abandons every message that reaches it after that.
 type crasher struct {
 	n     atomic.Int64
 	at    int64
@@ -88,9 +92,10 @@ func (c *crasher) hit() error {
 }
 
 func TestCrashSafety(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
-	pre := []hook{{Key: "p0", URL: e.rc.url("/c/p0")}, {Key: "p1", Direction: event.TwoWay, URL: e.rc.url("/c/p1")}, {Key: "p2", URL: e.rc.url("/c/p2")}}
-	post := []hook{{Key: "q0", URL: e.rc.url("/c/q0")}, {Key: "q1", Direction: event.TwoWay, URL: e.rc.url("/c/q1")}}
+	pre := []hook{{Key: "p0", URL: e.rc.URL("/c/p0")}, {Key: "p1", Direction: event.TwoWay, URL: e.rc.URL("/c/p1")}, {Key: "p2", URL: e.rc.URL("/c/p2")}}
+	post := []hook{{Key: "q0", URL: e.rc.URL("/c/q0")}, {Key: "q1", Direction: event.TwoWay, URL: e.rc.URL("/c/q1")}}
 	e.putPlan("crashy", pre, post)
 	const requests = 12
 	for i := range requests {
@@ -98,18 +103,18 @@ func TestCrashSafety(t *testing.T) {
 	}
 	// Phase 1: crash after a webhook answered, before its answer is written.
 	afterCall := &crasher{at: 15, ready: make(chan struct{})}
-	stop1 := e.start(e.config(func(c *app.Config) {
+	x1 := e.start(e.config(func(c *app.Config) {
 		c.Hooks.AfterCall = func(string, string) error { return afterCall.hit() }
 	}))
-	afterCall.stop = stop1
+	afterCall.stop = x1.stop
 	close(afterCall.ready)
 	stop1Wait(t, afterCall)
 	// Phase 2: crash right after a state write, between steps.
 	afterWrite := &crasher{at: 25, ready: make(chan struct{})}
-	stop2 := e.start(e.config(func(c *app.Config) {
+	x2 := e.start(e.config(func(c *app.Config) {
 		c.Hooks.AfterWrite = func(string) error { return afterWrite.hit() }
 	}))
-	afterWrite.stop = stop2
+	afterWrite.stop = x2.stop
 	close(afterWrite.ready)
 	stop1Wait(t, afterWrite)
 	// Phase 3: a healthy executor finishes everything.
@@ -121,7 +126,7 @@ func TestCrashSafety(t *testing.T) {
 		r := e.waitStatus(id, 30*time.Second, event.StatusComplete)
 		var paths []string
 		ids := map[string]string{}
-		for _, c := range e.rc.callsOf(id, "") {
+		for _, c := range e.rc.CallsOf(id, "") {
 			if len(paths) == 0 || paths[len(paths)-1] != c.Path {
 				paths = append(paths, c.Path)
 			}
@@ -150,24 +155,23 @@ func TestCrashSafety(t *testing.T) {
 	t.Logf("%d repeated calls", repeated)
 }
 
+// stop1Wait waits until the crash point was reached c.at times, then stops the executor.
 func stop1Wait(t *testing.T, c *crasher) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for c.n.Load() < c.at {
-		if time.Now().After(deadline) {
-			t.Fatalf("crash point reached %d times, want %d", c.n.Load(), c.at)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 20*time.Second, fmt.Sprintf("the crash point to be reached %d times", c.at), func() (int64, bool) {
+		n := c.n.Load()
+		return n, n >= c.at
+	})
 	c.stop()
 }
 
 func TestTwoExecutors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
 	e.start(e.config())
-	e.putPlan("shared", []hook{{Key: "a", URL: e.rc.url("/s/a")}, {Key: "b", Direction: event.TwoWay, URL: e.rc.url("/s/b")}},
-		[]hook{{Key: "c", URL: e.rc.url("/s/c")}})
+	e.putPlan("shared", []hook{{Key: "a", URL: e.rc.URL("/s/a")}, {Key: "b", Direction: event.TwoWay, URL: e.rc.URL("/s/b")}},
+		[]hook{{Key: "c", URL: e.rc.URL("/s/c")}})
 	const requests = 40
 	var wg sync.WaitGroup
 	for i := range requests {
@@ -182,13 +186,13 @@ func TestTwoExecutors(t *testing.T) {
 		id := fmt.Sprintf("pri_two_%02d", i)
 		e.waitStatus(id, 20*time.Second, event.StatusComplete)
 		for _, p := range []string{"/s/a", "/s/b", "/s/c"} {
-			if n := len(e.rc.callsOf(id, p)); n != 1 {
+			if n := len(e.rc.CallsOf(id, p)); n != 1 {
 				t.Errorf("%s: %s called %d times, want 1", id, p, n)
 			}
 		}
 	}
 	completes := 0
-	for _, ev := range e.streamEvents(event.StatusSubject(event.StatusComplete)) {
+	for _, ev := range e.nats.StatusEvents(t, event.StatusSubject(event.StatusComplete)) {
 		if strings.HasPrefix(ev.ID, "pri_two_") {
 			completes++
 		}
@@ -202,6 +206,7 @@ func TestTwoExecutors(t *testing.T) {
 // in_processing, before the identity is stored: its redelivery stores the identity it carries and
 // the request completes, calling its webhooks with that identity.
 func TestCrashBeforeIdentityStored(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var once sync.Once
 	e.start(e.config(func(c *app.Config) {
@@ -214,15 +219,15 @@ func TestCrashBeforeIdentityStored(t *testing.T) {
 			return nil
 		}
 	}))
-	e.putPlan("early_crash", []hook{{Key: "pre", URL: e.rc.url("/early/pre")}}, []hook{{Key: "post", URL: e.rc.url("/early/post")}})
+	e.putPlan("early_crash", []hook{{Key: "pre", URL: e.rc.URL("/early/pre")}}, []hook{{Key: "post", URL: e.rc.URL("/early/post")}})
 	e.submit("pri_early_crash", "early_crash", identity("early@example.com", ""))
 	e.waitStatus("pri_early_crash", 20*time.Second, event.StatusComplete)
 	for _, path := range []string{"/early/pre", "/early/post"} {
-		calls := e.rc.callsOf("pri_early_crash", path)
+		calls := e.rc.CallsOf("pri_early_crash", path)
 		if len(calls) == 0 {
 			t.Fatalf("%s: no call, want at least one", path)
 		}
-		ident, _ := calls[0].body(t)["identity"].(map[string]any)
+		ident, _ := bodyOf(t, calls[0])["identity"].(map[string]any)
 		if got := ident["email"]; got != "early@example.com" {
 			t.Errorf("%s: identity email %v, want early@example.com", path, got)
 		}

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -9,18 +8,20 @@ import (
 
 	"github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 // TestIdentityExpiryWhilePaused pins SPEC §5.1: a paused request whose identity expires (IDENTITY_TTL)
 // before its resume token does goes to error, naming the webhook that halted it.
 func TestIdentityExpiryWhilePaused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config(func(c *app.Config) {
 		c.IdentityTTL = 2 * time.Second
 		c.PauseTimeout = time.Hour
 	}))
-	e.putPlan("forgetful", []hook{{Key: "halter", Direction: event.TwoWay, URL: e.rc.url("/halter")}}, nil)
-	e.rc.on("/halter", seq(ok(`{"halt": true}`)))
+	e.putPlan("forgetful", []hook{{Key: "halter", Direction: event.TwoWay, URL: e.rc.URL("/halter")}}, nil)
+	e.rc.On("/halter", seq(ok(`{"halt": true}`)))
 	e.submit("pri_ident_expiry", "forgetful", identity("a@example.com", ""))
 	e.waitStatus("pri_ident_expiry", 10*time.Second, event.StatusPaused)
 	r := e.waitStatus("pri_ident_expiry", 15*time.Second, event.StatusError)
@@ -33,6 +34,7 @@ func TestIdentityExpiryWhilePaused(t *testing.T) {
 // secrets were sealed under the old APP_ENCRYPTION_KEY are still called while it is given as
 // APP_ENCRYPTION_KEY_PREVIOUS (config re-seals them later), and refused without it.
 func TestPlanSecretsUnderPreviousKey(t *testing.T) {
+	t.Parallel()
 	const newKey = "fedcba9876543210fedcba9876543210"
 	tests := []struct {
 		name       string
@@ -44,9 +46,10 @@ func TestPlanSecretsUnderPreviousKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			e.start(e.config(func(c *app.Config) { c.AppKey, c.PreviousAppKey = newKey, tt.previous }))
-			e.putPlan("rotated", []hook{{Key: "hook", URL: e.rc.url("/hook")}}, nil) // sealed under appKey
+			e.putPlan("rotated", []hook{{Key: "hook", URL: e.rc.URL("/hook")}}, nil) // sealed under appKey
 			e.submit("pri_rotated", "rotated", identity("a@example.com", ""))
 			r := e.waitStatus("pri_rotated", 10*time.Second, event.StatusComplete, event.StatusError)
 			if r.Status != tt.wantStatus {
@@ -56,7 +59,7 @@ func TestPlanSecretsUnderPreviousKey(t *testing.T) {
 				t.Fatalf("error %q, want the secrets refused", r.Error.Message)
 			}
 			wantCalls := map[event.Status]int{event.StatusComplete: 1, event.StatusError: 0}[tt.wantStatus]
-			if n := len(e.rc.callsOf("pri_rotated", "/hook")); n != wantCalls {
+			if n := len(e.rc.CallsOf("pri_rotated", "/hook")); n != wantCalls {
 				t.Fatalf("%d calls, want %d", n, wantCalls)
 			}
 		})
@@ -67,12 +70,13 @@ func TestPlanSecretsUnderPreviousKey(t *testing.T) {
 // answer larger than that is not valid JSON and sets error, while a one-way webhook's large answer
 // is simply done.
 func TestAnswerOverOneMiB(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
 	big := `{"halt": false, "padding": "` + strings.Repeat("a", 2<<20) + `"}`
-	e.putPlan("big_two_way", []hook{{Key: "talker", Direction: event.TwoWay, URL: e.rc.url("/big")}}, nil)
-	e.putPlan("big_one_way", []hook{{Key: "pinger", URL: e.rc.url("/big")}}, nil)
-	e.rc.on("/big", func(int, call) answer { return ok(big) })
+	e.putPlan("big_two_way", []hook{{Key: "talker", Direction: event.TwoWay, URL: e.rc.URL("/big")}}, nil)
+	e.putPlan("big_one_way", []hook{{Key: "pinger", URL: e.rc.URL("/big")}}, nil)
+	e.rc.On("/big", func(int, testkit.Call) testkit.Answer { return ok(big) })
 
 	e.submit("pri_big_two", "big_two_way", identity("a@example.com", ""))
 	r := e.waitStatus("pri_big_two", 10*time.Second, event.StatusComplete, event.StatusError)
@@ -90,6 +94,7 @@ func TestAnswerOverOneMiB(t *testing.T) {
 // not redelivered forever: it is terminated with the reason (JetStream publishes a terminated-message
 // advisory for it) and nothing stays pending on the control consumer.
 func TestUndecodableControlEventsTerminated(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
 	advisories, err := e.nc.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + event.Stream + "." + app.ConsumerControl)
@@ -121,14 +126,7 @@ func TestUndecodableControlEventsTerminated(t *testing.T) {
 			t.Errorf("termination reason %q, want it to say the event is undecodable", r)
 		}
 	}
-	cons, err := e.js.Consumer(context.Background(), event.Stream, app.ConsumerControl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := e.consumerInfo(app.ConsumerControl)
 	if info.NumAckPending != 0 || info.NumPending != 0 || info.NumRedelivered != 0 {
 		t.Fatalf("control consumer: %d pending, %d ack pending, %d redelivered; want 0", info.NumPending, info.NumAckPending, info.NumRedelivered)
 	}

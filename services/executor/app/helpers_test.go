@@ -4,15 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,10 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/event"
-	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/rs/zerolog"
 )
 
@@ -33,113 +27,25 @@ const appKey = "0123456789abcdef0123456789abcdef"
 // testSigningSecret is "whsec_" + base64("test-signing-key-0123456789").
 var testSigningSecret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("test-signing-key-0123456789"))
 
-// call is one request a receiver got.
-type call struct {
-	Path   string
-	Header http.Header
-	Body   []byte
-	At     time.Time
-}
-
-func (c call) body(t *testing.T) map[string]any {
+// bodyOf decodes the JSON object body of a webhook call.
+func bodyOf(t *testing.T, c testkit.Call) map[string]any {
 	t.Helper()
 	var m map[string]any
-	if err := json.Unmarshal(c.Body, &m); err != nil {
-		t.Fatalf("call body %q: %v", c.Body, err)
-	}
+	c.Decode(t, &m)
 	return m
 }
 
-// answer is what a receiver answers; Sleep delays it.
-type answer struct {
-	Status int
-	Body   string
-	Header map[string]string
-	Sleep  time.Duration
-}
-
-// receiver is a real HTTPS server whose answers are scripted per path.
-type receiver struct {
-	srv    *httptest.Server
-	caFile string
-	mu     sync.Mutex
-	calls  []call
-	script map[string]func(n int, c call) answer // n: calls of this path for this request, from 0
-}
-
-func newReceiver(t *testing.T) *receiver {
-	t.Helper()
-	rc := &receiver{script: map[string]func(int, call) answer{}}
-	rc.srv = httptest.NewTLSServer(http.HandlerFunc(rc.serve))
-	t.Cleanup(rc.srv.Close)
-	rc.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rc.srv.Certificate().Raw})
-	if err := os.WriteFile(rc.caFile, pemBytes, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return rc
-}
-
-func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
-	b, _ := io.ReadAll(r.Body)
-	c := call{Path: r.URL.Path, Header: r.Header.Clone(), Body: b, At: time.Now()}
-	var id struct {
-		ID string `json:"privacy_request_id"`
-	}
-	_ = json.Unmarshal(b, &id)
-	rc.mu.Lock()
-	n := 0
-	for _, prev := range rc.calls {
-		if prev.Path == c.Path && strings.Contains(string(prev.Body), `"privacy_request_id":"`+id.ID+`"`) {
-			n++
+// seq answers the n-th call of a path with answers[n], and every later call with the last one.
+func seq(answers ...testkit.Answer) func(int, testkit.Call) testkit.Answer {
+	return func(n int, _ testkit.Call) testkit.Answer {
+		if n < len(answers) {
+			return answers[n]
 		}
+		return answers[len(answers)-1]
 	}
-	rc.calls = append(rc.calls, c)
-	fn := rc.script[c.Path]
-	rc.mu.Unlock()
-	a := answer{Status: 200}
-	if fn != nil {
-		a = fn(n, c)
-	}
-	if a.Sleep > 0 {
-		select {
-		case <-time.After(a.Sleep):
-		case <-r.Context().Done():
-		}
-	}
-	for k, v := range a.Header {
-		w.Header().Set(k, v)
-	}
-	w.WriteHeader(a.Status)
-	_, _ = io.WriteString(w, a.Body)
 }
 
-func (rc *receiver) on(path string, fn func(n int, c call) answer) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.script[path] = fn
-}
-
-func (rc *receiver) url(path string) string { return rc.srv.URL + path }
-
-// callsOf returns the calls made for request id, in order, optionally only for path.
-func (rc *receiver) callsOf(id, path string) []call {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	var out []call
-	for _, c := range rc.calls {
-		if strings.Contains(string(c.Body), `"privacy_request_id":"`+id+`"`) && (path == "" || c.Path == path) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func (rc *receiver) allCalls() []call {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]call(nil), rc.calls...)
-}
+func ok(body string) testkit.Answer { return testkit.Answer{Status: 200, Body: body} }
 
 // hook describes a webhook of a test plan.
 type hook struct {
@@ -151,35 +57,48 @@ type hook struct {
 	NoSecrets bool
 }
 
-// env is one embedded NATS with a client and helpers.
+// env is one embedded NATS (testkit) with a webhook receiver and helpers. Executors started from it
+// trust the certificates of its receivers.
 type env struct {
 	t    *testing.T
-	nats *devstack.NATS
+	nats *testkit.NATS
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	rc   *receiver
+	rc   *testkit.Receiver
+	// caFile is the PEM file of the receivers' certificates given as WEBHOOK_CA_FILE.
+	caFile string
+	// receivers are the receivers whose certificates caFile holds.
+	receivers []*testkit.Receiver
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	n := devstack.NATSForTest(t)
-	nc, err := nats.Connect(n.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := natsconn.EnsureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, nats: n, nc: nc, js: js, rc: newReceiver(t)}
+	n := testkit.StartNATS(t)
+	rc := testkit.NewReceiver(t)
+	return &env{t: t, nats: n, nc: n.NC, js: n.JS, rc: rc, caFile: rc.CAFile(), receivers: []*testkit.Receiver{rc}}
 }
 
-// config returns a test configuration: short timeouts and backoffs, the receiver trusted.
+// addReceiver starts another receiver (another webhook host); executors started after it trust it.
+func (e *env) addReceiver() *testkit.Receiver {
+	e.t.Helper()
+	rc := testkit.NewReceiver(e.t)
+	e.receivers = append(e.receivers, rc)
+	var bundle []byte
+	for _, r := range e.receivers {
+		b, err := os.ReadFile(r.CAFile())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		bundle = append(bundle, b...)
+	}
+	e.caFile = filepath.Join(e.t.TempDir(), "receivers-ca.pem")
+	if err := os.WriteFile(e.caFile, bundle, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return rc
+}
+
+// config returns a test configuration: short timeouts and backoffs, the receivers trusted.
 func (e *env) config(mutate ...func(*app.Config)) app.Config {
 	e.t.Helper()
 	getenv := func(k string) string {
@@ -190,7 +109,7 @@ func (e *env) config(mutate ...func(*app.Config)) app.Config {
 			"WEBHOOK_TIMEOUT":                "2s",
 			"WEBHOOK_MAX_ATTEMPTS":           "3",
 			"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-			"WEBHOOK_CA_FILE":                e.rc.caFile,
+			"WEBHOOK_CA_FILE":                e.caFile,
 			"WEBHOOK_RETRY_BASE_DELAY":       "50ms",
 			"WEBHOOK_RETRY_MAX_DELAY":        "1500ms",
 			"EXECUTION_STAGE":                "skip",
@@ -210,21 +129,16 @@ func (e *env) config(mutate ...func(*app.Config)) app.Config {
 	return cfg
 }
 
-// startService starts an executor and returns its HTTP address.
-func startService(t *testing.T, e *env) string {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := app.Start(ctx, e.config(), zerolog.New(zerolog.NewTestWriter(t)).Level(testLogLevel()))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = s.Wait() })
-	return s.Addr()
+// executor is an executor started by env.start.
+type executor struct {
+	// addr is the host:port of its health/readiness/metrics listener.
+	addr string
+	// stop cancels its context (a soft stop) and waits until it stopped; later calls do nothing.
+	stop func()
 }
 
-// start starts an executor; the returned stop cancels it and waits.
-func (e *env) start(cfg app.Config) (stop func()) {
+// start starts an executor; it is stopped when the test ends.
+func (e *env) start(cfg app.Config) *executor {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := zerolog.New(zerolog.NewTestWriter(e.t)).Level(testLogLevel())
@@ -234,16 +148,16 @@ func (e *env) start(cfg app.Config) (stop func()) {
 		e.t.Fatal(err)
 	}
 	var once sync.Once
-	stop = func() {
+	x := &executor{addr: s.Addr(), stop: func() {
 		once.Do(func() {
 			cancel()
 			if err := s.Wait(); err != nil {
 				e.t.Errorf("executor stopped with %v", err)
 			}
 		})
-	}
-	e.t.Cleanup(stop)
-	return stop
+	}}
+	e.t.Cleanup(x.stop)
+	return x
 }
 
 func keyring(t *testing.T) *secret.Keyring {
@@ -258,11 +172,7 @@ func keyring(t *testing.T) *secret.Keyring {
 // putPlan writes a plan into policy_webhooks as config would, secrets sealed.
 func (e *env) putPlan(policy string, pre, post []hook) event.Plan {
 	e.t.Helper()
-	ctx := context.Background()
-	kv, err := natsconn.PlansBucket(ctx, e.js)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	kv := e.nats.Bucket(e.t, event.BucketPlans)
 	k := keyring(e.t)
 	build := func(hs []hook, kind string) []event.PlanWebhook {
 		out := []event.PlanWebhook{}
@@ -292,7 +202,7 @@ func (e *env) putPlan(policy string, pre, post []hook) event.Plan {
 	p := event.Plan{PolicyKey: policy, Version: time.Now().UnixNano(), PublishedAt: time.Now(),
 		Pre: build(pre, "pre"), Post: build(post, "post")}
 	b, _ := json.Marshal(p)
-	if _, err := kv.Put(ctx, policy, b); err != nil {
+	if _, err := kv.Put(context.Background(), event.KVKey(policy), b); err != nil {
 		e.t.Fatal(err)
 	}
 	return p
@@ -300,28 +210,32 @@ func (e *env) putPlan(policy string, pre, post []hook) event.Plan {
 
 func strp(s string) *string { return &s }
 
-// submit publishes a submitted event.
-func (e *env) submit(id, policy string, ident event.Identity) {
+// submit publishes a submitted event (Nats-Msg-Id: the id) and returns its stream sequence.
+func (e *env) submit(id, policy string, ident event.Identity) uint64 {
 	e.t.Helper()
 	b, _ := json.Marshal(event.Submitted{ID: id, PolicyKey: policy, Identity: ident})
-	e.publish(event.SubjectSubmitted, b, id)
+	return e.publish(event.SubjectSubmitted, b, id)
 }
 
-func (e *env) publish(subject string, data []byte, msgID string) {
+// publish publishes data on subject (with Nats-Msg-Id msgID unless empty) and returns its stream
+// sequence.
+func (e *env) publish(subject string, data []byte, msgID string) uint64 {
 	e.t.Helper()
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
-	if _, err := e.js.Publish(context.Background(), subject, data, opts...); err != nil {
+	ack, err := e.js.Publish(context.Background(), subject, data, opts...)
+	if err != nil {
 		e.t.Fatal(err)
 	}
+	return ack.Sequence
 }
 
-func (e *env) publishJSON(subject string, v any) {
+func (e *env) publishJSON(subject string, v any) uint64 {
 	e.t.Helper()
 	b, _ := json.Marshal(v)
-	e.publish(subject, b, "")
+	return e.publish(subject, b, "")
 }
 
 // record reads the state of id; nil when absent.
@@ -342,25 +256,24 @@ func (e *env) record(id string) *lifecycle.Record {
 	return &r
 }
 
-// waitFor polls until cond holds for the record of id or the deadline passes.
+// shown prints a record as its JSON in failure messages.
+type shown struct{ r *lifecycle.Record }
+
+func (s shown) String() string { return describe(s.r) }
+
+// waitFor waits until cond holds for the record of id.
 func (e *env) waitFor(id string, within time.Duration, what string, cond func(*lifecycle.Record) bool) *lifecycle.Record {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	return testkit.WaitFor(e.t, within, fmt.Sprintf("request %s: %s", id, what), func() (shown, bool) {
 		r := e.record(id)
-		if r != nil && cond(r) {
-			return r
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("request %s: waited %s for %s; got %s", id, within, what, describe(r))
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+		return shown{r}, r != nil && cond(r)
+	}).r
 }
 
+// waitStatus waits until the record of id is in one of statuses with its outbox published.
 func (e *env) waitStatus(id string, within time.Duration, statuses ...event.Status) *lifecycle.Record {
 	e.t.Helper()
-	return e.waitFor(id, within, fmt.Sprintf("status in %v", statuses), func(r *lifecycle.Record) bool {
+	return e.waitFor(id, within, fmt.Sprintf("status in %v, outbox empty", statuses), func(r *lifecycle.Record) bool {
 		for _, s := range statuses {
 			if r.Status == s && len(r.Outbox) == 0 {
 				return true
@@ -378,39 +291,43 @@ func describe(r *lifecycle.Record) string {
 	return string(b)
 }
 
-// streamEvents returns the status events stored in the stream for subject filter.
-func (e *env) streamEvents(filter string) []event.StatusChanged {
+// consumerInfo returns the state of the executor's durable consumer name.
+func (e *env) consumerInfo(name string) *jetstream.ConsumerInfo {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := e.js.OrderedConsumer(ctx, event.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	cons, err := e.js.Consumer(ctx, event.Stream, name)
 	if err != nil {
-		e.t.Fatal(err)
+		e.t.Fatalf("consumer %s: %v", name, err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		e.t.Fatal(err)
+		e.t.Fatalf("consumer %s: %v", name, err)
 	}
-	var out []event.StatusChanged
-	remaining := int(info.NumPending)
-	for remaining > 0 {
-		batch, err := cons.Fetch(remaining, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			var ev event.StatusChanged
-			_ = json.Unmarshal(m.Data(), &ev)
-			out = append(out, ev)
-			n++
-		}
-		if n == 0 {
-			break
-		}
-		remaining -= n
-	}
-	return out
+	return info
+}
+
+// consumerState is what failure messages show of a consumer.
+type consumerState struct {
+	Delivered, Pending, AckPending, Redelivered uint64
+}
+
+func stateOf(info *jetstream.ConsumerInfo) consumerState {
+	return consumerState{Delivered: info.Delivered.Stream, Pending: info.NumPending,
+		AckPending: uint64(info.NumAckPending), Redelivered: uint64(info.NumRedelivered)}
+}
+
+// settled waits until the executor's consumer name has been delivered every message up to stream
+// sequence seq and holds none unacknowledged: each was handled to its end.
+func (e *env) settled(name string, seq uint64, within time.Duration) *jetstream.ConsumerInfo {
+	e.t.Helper()
+	var info *jetstream.ConsumerInfo
+	testkit.WaitFor(e.t, within, fmt.Sprintf("consumer %s to handle everything up to stream sequence %d", name, seq),
+		func() (consumerState, bool) {
+			info = e.consumerInfo(name)
+			return stateOf(info), info.Delivered.Stream >= seq && info.NumPending == 0 && info.NumAckPending == 0
+		})
+	return info
 }
 
 // closedPort returns a loopback address nobody listens on.

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -10,27 +11,29 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 func TestResumeAndRetry(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config(func(c *app.Config) { c.WebhookMaxAttempts = 2 }))
 
 	t.Run("resume continues after the halting webhook with the derived identity", func(t *testing.T) {
 		plan := e.putPlan("resumable", []hook{
-			{Key: "first", URL: e.rc.url("/r/first")},
-			{Key: "halter", Direction: event.TwoWay, URL: e.rc.url("/r/halter")},
-			{Key: "after", URL: e.rc.url("/r/after")},
-		}, []hook{{Key: "post", URL: e.rc.url("/r/post")}})
-		e.rc.on("/r/halter", seq(ok(`{"halt": true}`)))
+			{Key: "first", URL: e.rc.URL("/r/first")},
+			{Key: "halter", Direction: event.TwoWay, URL: e.rc.URL("/r/halter")},
+			{Key: "after", URL: e.rc.URL("/r/after")},
+		}, []hook{{Key: "post", URL: e.rc.URL("/r/post")}})
+		e.rc.On("/r/halter", seq(ok(`{"halt": true}`)))
 		e.submit("pri_resume", "resumable", identity("old@example.com", "111"))
 		e.waitStatus("pri_resume", 10*time.Second, event.StatusPaused)
 		halter := plan.Pre[1].ID
 		// Stale or mismatched resumes are ignored.
 		e.publishJSON(event.SubjectResume, event.Resume{RequestID: "pri_resume", WebhookID: halter, Pause: 0, TokenID: "t0"})
 		e.publishJSON(event.SubjectResume, event.Resume{RequestID: "pri_resume", WebhookID: plan.Pre[0].ID, Pause: 1, TokenID: "t1"})
-		e.publishJSON(event.SubjectResume, event.Resume{RequestID: "pri_unknown", WebhookID: halter, Pause: 1, TokenID: "t2"})
-		time.Sleep(300 * time.Millisecond)
+		last := e.publishJSON(event.SubjectResume, event.Resume{RequestID: "pri_unknown", WebhookID: halter, Pause: 1, TokenID: "t2"})
+		e.settled(app.ConsumerControl, last, 10*time.Second)
 		if r := e.record("pri_resume"); r.Status != event.StatusPaused {
 			t.Fatalf("after stale resumes: status %s, want paused", r.Status)
 		}
@@ -38,11 +41,11 @@ func TestResumeAndRetry(t *testing.T) {
 			DerivedIdentity: &event.Identity{Email: strp("new@example.com")}})
 		r := e.waitStatus("pri_resume", 10*time.Second, event.StatusComplete)
 		for path, n := range map[string]int{"/r/first": 1, "/r/halter": 1, "/r/after": 1, "/r/post": 1} {
-			if got := len(e.rc.callsOf("pri_resume", path)); got != n {
+			if got := len(e.rc.CallsOf("pri_resume", path)); got != n {
 				t.Errorf("%s called %d times, want %d", path, got, n)
 			}
 		}
-		ident := e.rc.callsOf("pri_resume", "/r/after")[0].body(t)["identity"].(map[string]any)
+		ident := bodyOf(t, e.rc.CallsOf("pri_resume", "/r/after")[0])["identity"].(map[string]any)
 		if ident["email"] != "new@example.com" || ident["phone_number"] != "111" {
 			t.Errorf("identity after resume %v, want new email and old phone", ident)
 		}
@@ -52,16 +55,16 @@ func TestResumeAndRetry(t *testing.T) {
 	})
 
 	t.Run("retry from error re-runs the failed step and completes", func(t *testing.T) {
-		e.putPlan("retryable", []hook{{Key: "a", URL: e.rc.url("/t/a")}}, []hook{
-			{Key: "b", URL: e.rc.url("/t/b")}, {Key: "c", URL: e.rc.url("/t/c")},
+		e.putPlan("retryable", []hook{{Key: "a", URL: e.rc.URL("/t/a")}}, []hook{
+			{Key: "b", URL: e.rc.URL("/t/b")}, {Key: "c", URL: e.rc.URL("/t/c")},
 		})
 		healthy := make(chan struct{})
-		e.rc.on("/t/c", func(int, call) answer {
+		e.rc.On("/t/c", func(int, testkit.Call) testkit.Answer {
 			select {
 			case <-healthy:
 				return ok("")
 			default:
-				return answer{Status: 500}
+				return testkit.Answer{Status: 500}
 			}
 		})
 		e.submit("pri_retry", "retryable", identity("x@example.com", ""))
@@ -70,17 +73,17 @@ func TestResumeAndRetry(t *testing.T) {
 			t.Fatalf("error record %s", describe(r))
 		}
 		close(healthy)
-		e.publishJSON(event.SubjectRetry, event.Retry{RequestID: "pri_retry", FromError: 0}) // stale: ignored
-		time.Sleep(300 * time.Millisecond)
+		stale := e.publishJSON(event.SubjectRetry, event.Retry{RequestID: "pri_retry", FromError: 0}) // ignored
+		e.settled(app.ConsumerControl, stale, 10*time.Second)
 		if r := e.record("pri_retry"); r.Status != event.StatusError {
 			t.Fatalf("stale retry moved the request to %s", r.Status)
 		}
 		e.publishJSON(event.SubjectRetry, event.Retry{RequestID: "pri_retry", FromError: 1})
 		r = e.waitStatus("pri_retry", 10*time.Second, event.StatusComplete)
-		if n := len(e.rc.callsOf("pri_retry", "/t/a")); n != 1 {
+		if n := len(e.rc.CallsOf("pri_retry", "/t/a")); n != 1 {
 			t.Errorf("pre webhook called %d times, want 1 (only the failed step re-runs)", n)
 		}
-		b := e.rc.callsOf("pri_retry", "/t/b")
+		b := e.rc.CallsOf("pri_retry", "/t/b")
 		if len(b) != 2 || b[0].Header.Get("webhook-id") == b[1].Header.Get("webhook-id") {
 			t.Errorf("post webhook b: %d calls, want 2 with different webhook-ids", len(b))
 		}
@@ -91,10 +94,11 @@ func TestResumeAndRetry(t *testing.T) {
 }
 
 func TestExecutionStageAwait(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config(func(c *app.Config) { c.ExecutionStage = "await" }))
-	e.putPlan("awaited", []hook{{Key: "pre", Direction: event.TwoWay, URL: e.rc.url("/a/pre")}}, []hook{{Key: "post", URL: e.rc.url("/a/post")}})
-	e.rc.on("/a/pre", seq(ok(`{"derived_identity": {"email": "derived@example.com"}}`)))
+	e.putPlan("awaited", []hook{{Key: "pre", Direction: event.TwoWay, URL: e.rc.URL("/a/pre")}}, []hook{{Key: "post", URL: e.rc.URL("/a/post")}})
+	e.rc.On("/a/pre", seq(ok(`{"derived_identity": {"email": "derived@example.com"}}`)))
 	executes := make(chan event.Execute, 10)
 	sub, err := e.nc.Subscribe(event.SubjectExecute, func(m *nats.Msg) {
 		var ex event.Execute
@@ -118,7 +122,7 @@ func TestExecutionStageAwait(t *testing.T) {
 	if r.Step != event.StepExecution || r.Error == nil || r.Error.Message != "disk on fire" {
 		t.Errorf("failed execution record %s", describe(r))
 	}
-	if n := len(e.rc.callsOf("pri_exec_fail", "/a/post")); n != 0 {
+	if n := len(e.rc.CallsOf("pri_exec_fail", "/a/post")); n != 0 {
 		t.Errorf("post webhook called %d times after a failed execution", n)
 	}
 	got := map[string]event.Execute{}
@@ -136,6 +140,7 @@ func TestExecutionStageAwait(t *testing.T) {
 }
 
 func TestBadSubmittedEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
 	rejected := make(chan event.Rejected, 10)
@@ -201,42 +206,33 @@ func TestBadSubmittedEvents(t *testing.T) {
 		}
 	}
 	// D25: the corrected submission of an id whose first submission was malformed is taken.
-	e.putPlan("p", []hook{{Key: "h", URL: e.rc.url("/dup")}}, nil)
+	e.putPlan("p", []hook{{Key: "h", URL: e.rc.URL("/dup")}}, nil)
 	e.publish(event.SubjectSubmitted, []byte(`{"id": "pri_nopolicy", "policy_key": "p", "identity": {"email": "a@b"}}`), "corrected")
 	e.waitStatus("pri_nopolicy", 5*time.Second, event.StatusComplete)
 	// Nothing is left to redeliver.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cons, err := e.js.Consumer(context.Background(), event.Stream, app.ConsumerSubmitted)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := cons.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer: %d pending, %d ack pending, %d redelivered; want 0", info.NumPending, info.NumAckPending, info.NumRedelivered)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "nothing pending, ack pending or redelivered on the submitted consumer", func() (consumerState, bool) {
+		info := e.consumerInfo(app.ConsumerSubmitted)
+		return stateOf(info), info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0
+	})
 	// A second submission of a known id is ignored.
 	e.submit("pri_dup", "p", identity("a@b", ""))
 	e.waitStatus("pri_dup", 5*time.Second, event.StatusComplete)
 	e.submit("pri_dup", "p", identity("c@d", ""))
-	e.publish(event.SubjectSubmitted, []byte(`{"id": "pri_dup", "policy_key": "p", "identity": {"email": "e@f"}}`), "other-msg-id")
-	time.Sleep(500 * time.Millisecond)
-	if n := len(e.rc.callsOf("pri_dup", "/dup")); n != 1 {
+	last := e.publish(event.SubjectSubmitted, []byte(`{"id": "pri_dup", "policy_key": "p", "identity": {"email": "e@f"}}`), "other-msg-id")
+	e.settled(app.ConsumerSubmitted, last, 10*time.Second)
+	if n := len(e.rc.CallsOf("pri_dup", "/dup")); n != 1 {
 		t.Errorf("duplicate submission: webhook called %d times, want 1", n)
 	}
 }
 
 func TestSSRFAndRedirects(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
-	port := e.rc.srv.Listener.Addr().String()[strings.LastIndex(e.rc.srv.Listener.Addr().String(), ":")+1:]
+	u, err := url.Parse(e.rc.URL("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := u.Port()
 	e.start(e.config(func(c *app.Config) { c.WebhookAllowPrivate = false }))
 	for i, tc := range []struct{ url, want string }{
 		{"https://127.0.0.1:" + port + "/x", "not public"},
@@ -256,26 +252,27 @@ func TestSSRFAndRedirects(t *testing.T) {
 			t.Errorf("%s: record %s, want one refused attempt with %q", tc.url, describe(r), tc.want)
 		}
 	}
-	if n := len(e.rc.allCalls()); n != 0 {
+	if n := len(e.rc.Calls()); n != 0 {
 		t.Errorf("receiver got %d calls, want 0", n)
 	}
 }
 
 func TestRedirectsNotFollowed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
-	redirect := func(int, call) answer {
-		return answer{Status: 307, Header: map[string]string{"Location": e.rc.url("/target")}}
+	redirect := func(int, testkit.Call) testkit.Answer {
+		return testkit.Answer{Status: 307, Header: map[string]string{"Location": e.rc.URL("/target")}}
 	}
-	e.rc.on("/one", redirect)
-	e.rc.on("/two", redirect)
-	e.putPlan("redir", []hook{{Key: "one", URL: e.rc.url("/one")}, {Key: "two", Direction: event.TwoWay, URL: e.rc.url("/two")}}, nil)
+	e.rc.On("/one", redirect)
+	e.rc.On("/two", redirect)
+	e.putPlan("redir", []hook{{Key: "one", URL: e.rc.URL("/one")}, {Key: "two", Direction: event.TwoWay, URL: e.rc.URL("/two")}}, nil)
 	e.submit("pri_redir", "redir", identity("a@b", ""))
 	r := e.waitStatus("pri_redir", 10*time.Second, event.StatusError)
 	if r.Webhooks[0].Outcome != event.OutcomeIgnoredStatus || r.Webhooks[0].Attempts[0].Status != 307 || r.Error.WebhookKey != "two" {
 		t.Errorf("record %s, want one_way ignored 307 and two_way error", describe(r))
 	}
-	if n := len(e.rc.callsOf("pri_redir", "/target")); n != 0 {
+	if n := len(e.rc.CallsOf("pri_redir", "/target")); n != 0 {
 		t.Errorf("redirect target called %d times, want 0", n)
 	}
 }

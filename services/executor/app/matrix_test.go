@@ -8,29 +8,20 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
-
-func seq(answers ...answer) func(int, call) answer {
-	return func(n int, _ call) answer {
-		if n < len(answers) {
-			return answers[n]
-		}
-		return answers[len(answers)-1]
-	}
-}
-
-func ok(body string) answer { return answer{Status: 200, Body: body} }
 
 // TestAnswerMatrix runs one request per case: the tested webhook answers as scripted, a one-way
 // probe webhook after it (same step) shows the identity the next webhook receives.
 func TestAnswerMatrix(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	refused := "https://" + closedPort(t) + "/refused"
 	type tc struct {
 		name       string
 		dir        event.Direction
 		ct         event.CallbackType
-		answers    []answer
+		answers    []testkit.Answer
 		url        string // default: the receiver
 		wantStatus event.Status
 		wantOut    event.Outcome
@@ -43,32 +34,32 @@ func TestAnswerMatrix(t *testing.T) {
 	const email, phone = "customer-1@example.com", "555-5555"
 	derived := `{"derived_identity": {"email": "derived@example.com"}}`
 	cases := []tc{
-		{name: "one_way pre 200 empty", dir: event.OneWay, ct: event.Pre, answers: []answer{ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "one_way pre 200 body ignored", dir: event.OneWay, ct: event.Pre, answers: []answer{ok(`{"halt": true, "derived_identity": {"email": "x@y"}}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "one_way post 204", dir: event.OneWay, ct: event.Post, answers: []answer{{Status: 204}}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "two_way pre 200 empty", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "two_way pre {}", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok("{}")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "two_way pre derived identity", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok(derived)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: "derived@example.com", wantPhone: phone},
-		{name: "two_way post derived identity", dir: event.TwoWay, ct: event.Post, answers: []answer{ok(`{"derived_identity": {"phone_number": "+1 555"}, "halt": false}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: "+1 555"},
-		{name: "two_way pre halt true", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok(`{"halt": true}`)}, wantStatus: event.StatusPaused, wantOut: event.OutcomeHalted, wantCalls: 1},
-		{name: "two_way pre halt string true", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok(`{"halt": "true", "derived_identity": {"email": "d2@example.com"}}`)}, wantStatus: event.StatusPaused, wantOut: event.OutcomeHalted, wantCalls: 1},
-		{name: "two_way pre halt false", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok(`{"halt": false}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "two_way pre halt string false", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok(`{"halt": "false"}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "two_way post halt ignored", dir: event.TwoWay, ct: event.Post, answers: []answer{ok(`{"halt": true}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "one_way pre 302 ignored", dir: event.OneWay, ct: event.Pre, answers: []answer{{Status: 302, Header: map[string]string{"Location": "/elsewhere"}}}, wantStatus: event.StatusComplete, wantOut: event.OutcomeIgnoredStatus, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "one_way post 404 ignored", dir: event.OneWay, ct: event.Post, answers: []answer{{Status: 404}}, wantStatus: event.StatusComplete, wantOut: event.OutcomeIgnoredStatus, wantCalls: 1, wantEmail: email, wantPhone: phone},
-		{name: "two_way pre 302 error", dir: event.TwoWay, ct: event.Pre, answers: []answer{{Status: 302, Header: map[string]string{"Location": "/elsewhere"}}}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "two-way webhook answered 302"},
-		{name: "two_way pre 400 error", dir: event.TwoWay, ct: event.Pre, answers: []answer{{Status: 400}}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "two-way webhook answered 400"},
-		{name: "one_way pre 408 then 200", dir: event.OneWay, ct: event.Pre, answers: []answer{{Status: 408}, ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 2, wantEmail: email, wantPhone: phone},
-		{name: "one_way pre 429 Retry-After then 200", dir: event.OneWay, ct: event.Pre, answers: []answer{{Status: 429, Header: map[string]string{"Retry-After": "1"}}, ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 2, wantEmail: email, wantPhone: phone, minGap: 900 * time.Millisecond},
-		{name: "two_way pre 5xx then 200", dir: event.TwoWay, ct: event.Pre, answers: []answer{{Status: 500}, {Status: 503}, ok(derived)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 3, wantEmail: "derived@example.com", wantPhone: phone},
-		{name: "one_way post 5xx until attempts run out", dir: event.OneWay, ct: event.Post, answers: []answer{{Status: 502}}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 3, wantErr: "failed after 3 attempts"},
-		{name: "one_way pre timeout then 200", dir: event.OneWay, ct: event.Pre, answers: []answer{{Status: 200, Sleep: 3 * time.Second}, ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 2, wantEmail: email, wantPhone: phone},
+		{name: "one_way pre 200 empty", dir: event.OneWay, ct: event.Pre, answers: []testkit.Answer{ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "one_way pre 200 body ignored", dir: event.OneWay, ct: event.Pre, answers: []testkit.Answer{ok(`{"halt": true, "derived_identity": {"email": "x@y"}}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "one_way post 204", dir: event.OneWay, ct: event.Post, answers: []testkit.Answer{{Status: 204}}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "two_way pre 200 empty", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "two_way pre {}", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok("{}")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "two_way pre derived identity", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok(derived)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: "derived@example.com", wantPhone: phone},
+		{name: "two_way post derived identity", dir: event.TwoWay, ct: event.Post, answers: []testkit.Answer{ok(`{"derived_identity": {"phone_number": "+1 555"}, "halt": false}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: "+1 555"},
+		{name: "two_way pre halt true", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok(`{"halt": true}`)}, wantStatus: event.StatusPaused, wantOut: event.OutcomeHalted, wantCalls: 1},
+		{name: "two_way pre halt string true", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok(`{"halt": "true", "derived_identity": {"email": "d2@example.com"}}`)}, wantStatus: event.StatusPaused, wantOut: event.OutcomeHalted, wantCalls: 1},
+		{name: "two_way pre halt false", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok(`{"halt": false}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "two_way pre halt string false", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok(`{"halt": "false"}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "two_way post halt ignored", dir: event.TwoWay, ct: event.Post, answers: []testkit.Answer{ok(`{"halt": true}`)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "one_way pre 302 ignored", dir: event.OneWay, ct: event.Pre, answers: []testkit.Answer{{Status: 302, Header: map[string]string{"Location": "/elsewhere"}}}, wantStatus: event.StatusComplete, wantOut: event.OutcomeIgnoredStatus, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "one_way post 404 ignored", dir: event.OneWay, ct: event.Post, answers: []testkit.Answer{{Status: 404}}, wantStatus: event.StatusComplete, wantOut: event.OutcomeIgnoredStatus, wantCalls: 1, wantEmail: email, wantPhone: phone},
+		{name: "two_way pre 302 error", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{{Status: 302, Header: map[string]string{"Location": "/elsewhere"}}}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "two-way webhook answered 302"},
+		{name: "two_way pre 400 error", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{{Status: 400}}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "two-way webhook answered 400"},
+		{name: "one_way pre 408 then 200", dir: event.OneWay, ct: event.Pre, answers: []testkit.Answer{{Status: 408}, ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 2, wantEmail: email, wantPhone: phone},
+		{name: "one_way pre 429 Retry-After then 200", dir: event.OneWay, ct: event.Pre, answers: []testkit.Answer{{Status: 429, Header: map[string]string{"Retry-After": "1"}}, ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 2, wantEmail: email, wantPhone: phone, minGap: 900 * time.Millisecond},
+		{name: "two_way pre 5xx then 200", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{{Status: 500}, {Status: 503}, ok(derived)}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 3, wantEmail: "derived@example.com", wantPhone: phone},
+		{name: "one_way post 5xx until attempts run out", dir: event.OneWay, ct: event.Post, answers: []testkit.Answer{{Status: 502}}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 3, wantErr: "failed after 3 attempts"},
+		{name: "one_way pre timeout then 200", dir: event.OneWay, ct: event.Pre, answers: []testkit.Answer{{Status: 200, Sleep: 3 * time.Second}, ok("")}, wantStatus: event.StatusComplete, wantOut: event.OutcomeSucceeded, wantCalls: 2, wantEmail: email, wantPhone: phone},
 		{name: "one_way pre connection refused", dir: event.OneWay, ct: event.Pre, url: refused, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 3, wantErr: "failed after 3 attempts"},
-		{name: "two_way pre not JSON", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok("halt please")}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "not JSON"},
-		{name: "two_way pre not an object", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok(`[{"halt": true}]`)}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "not a JSON object"},
-		{name: "two_way post unknown identity field", dir: event.TwoWay, ct: event.Post, answers: []answer{ok(`{"derived_identity": {"name": "Ann"}}`)}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: `unknown field "name"`},
-		{name: "two_way pre bad halt", dir: event.TwoWay, ct: event.Pre, answers: []answer{ok(`{"halt": "maybe"}`)}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "halt must be true or false"},
+		{name: "two_way pre not JSON", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok("halt please")}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "not JSON"},
+		{name: "two_way pre not an object", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok(`[{"halt": true}]`)}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "not a JSON object"},
+		{name: "two_way post unknown identity field", dir: event.TwoWay, ct: event.Post, answers: []testkit.Answer{ok(`{"derived_identity": {"name": "Ann"}}`)}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: `unknown field "name"`},
+		{name: "two_way pre bad halt", dir: event.TwoWay, ct: event.Pre, answers: []testkit.Answer{ok(`{"halt": "maybe"}`)}, wantStatus: event.StatusError, wantOut: event.OutcomeFailed, wantCalls: 1, wantErr: "halt must be true or false"},
 	}
 	e.start(e.config())
 	var wg sync.WaitGroup
@@ -77,10 +68,10 @@ func TestAnswerMatrix(t *testing.T) {
 		tested, probe := "/"+policy+"/tested", "/"+policy+"/probe"
 		u := c.url
 		if u == "" {
-			u = e.rc.url(tested)
-			e.rc.on(tested, seq(c.answers...))
+			u = e.rc.URL(tested)
+			e.rc.On(tested, seq(c.answers...))
 		}
-		hooks := []hook{{Key: "tested", Direction: c.dir, URL: u}, {Key: "probe", URL: e.rc.url(probe)}}
+		hooks := []hook{{Key: "tested", Direction: c.dir, URL: u}, {Key: "probe", URL: e.rc.URL(probe)}}
 		if c.ct == event.Pre {
 			e.putPlan(policy, hooks, nil)
 		} else {
@@ -104,7 +95,7 @@ func TestAnswerMatrix(t *testing.T) {
 				t.Errorf("outcome %s with %d attempts, want %s with %d: %s", wr.Outcome, len(wr.Attempts), c.wantOut, c.wantCalls, describe(r))
 			}
 			if c.url == "" {
-				if got := len(e.rc.callsOf(id, tested)); got != c.wantCalls {
+				if got := len(e.rc.CallsOf(id, tested)); got != c.wantCalls {
 					t.Errorf("receiver got %d calls, want %d", got, c.wantCalls)
 				}
 			}
@@ -123,7 +114,7 @@ func TestAnswerMatrix(t *testing.T) {
 			if c.wantStatus == event.StatusPaused && (r.Pause != 1 || r.PausedAt == nil || r.PauseExpiresAt == nil || r.PausedWebhookID != r.Plan.Pre[0].ID || r.Next != 1) {
 				t.Errorf("paused state: pause %d paused_at %v expires %v webhook %q next %d", r.Pause, r.PausedAt, r.PauseExpiresAt, r.PausedWebhookID, r.Next)
 			}
-			probeCalls := e.rc.callsOf(id, probe)
+			probeCalls := e.rc.CallsOf(id, probe)
 			if c.wantEmail == "" {
 				if len(probeCalls) != 0 {
 					t.Errorf("probe called %d times, want 0", len(probeCalls))
@@ -132,19 +123,19 @@ func TestAnswerMatrix(t *testing.T) {
 				if len(probeCalls) != 1 {
 					t.Fatalf("probe called %d times, want 1", len(probeCalls))
 				}
-				ident := probeCalls[0].body(t)["identity"].(map[string]any)
+				ident := bodyOf(t, probeCalls[0])["identity"].(map[string]any)
 				if ident["email"] != c.wantEmail || ident["phone_number"] != c.wantPhone {
 					t.Errorf("probe identity %v, want email %q phone %q", ident, c.wantEmail, c.wantPhone)
 				}
 			}
 			if c.minGap > 0 {
-				calls := e.rc.callsOf(id, tested)
+				calls := e.rc.CallsOf(id, tested)
 				if gap := calls[1].At.Sub(calls[0].At); gap < c.minGap {
 					t.Errorf("second attempt %s after the first, want at least %s (Retry-After)", gap, c.minGap)
 				}
 			}
 			if c.wantCalls > 1 && c.url == "" {
-				calls := e.rc.callsOf(id, tested)
+				calls := e.rc.CallsOf(id, tested)
 				for _, cl := range calls[1:] {
 					if cl.Header.Get("webhook-id") != calls[0].Header.Get("webhook-id") {
 						t.Errorf("retries carry webhook-id %q and %q, want the same", calls[0].Header.Get("webhook-id"), cl.Header.Get("webhook-id"))
