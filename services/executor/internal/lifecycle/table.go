@@ -172,7 +172,7 @@ var inputs = []inputRow{
 	{"I3", InResume, []event.Status{event.StatusInProcessing}, preStep, "the token's call is the current one and its answer is not recorded (pause = this pause + 1)", "early resume recorded, applied when the answer halts", resumeEarly, recordEarlyResume},
 	{"I4", InRetry, []event.Status{event.StatusError}, nil, "from_error is the current error", "in_processing at the failed step: run + 1, its webhooks pending from the first (pre: pause number + 1, so older tokens are refused), or the execution run restarted", retryMatches, retry},
 	{"I5", InExecuted, []event.Status{event.StatusInProcessing}, execStep, "it names this run (or no run), none recorded", "the answer recorded", executedThisRun, recordExecuted},
-	{"I6", InExecuted, []event.Status{event.StatusInProcessing}, preStep, "every pre-webhook is done and it names run 1 (or no run), none recorded: execute is out, its step not recorded yet", "the answer recorded", executedEarly, recordExecuted},
+	{"I6", InExecuted, []event.Status{event.StatusInProcessing}, preStep, "every pre-webhook is done, or the last one to call is in flight (the write of its answer starts execution: execute goes out first), and it names run 1 (or no run), none recorded", "the answer recorded", executedEarly, recordExecuted},
 	{"I7", InPauseTimer, []event.Status{event.StatusPaused}, preStep, "it guards this pause, which is not due yet (an early fire)", "nothing; the message is kept until the pause is due", pauseTimerEarly, keepUntilPauseDue},
 	{"I8", InExecutionTimer, []event.Status{event.StatusInProcessing}, execStep, "it guards this run, whose deadline is later", "nothing; the message is kept until the deadline", executionTimerEarly, keepUntilDeadline},
 	{"I9", "", nil, nil, "any other input, status or step", "nothing (a stale or duplicate input; the decisions drive the request)", always2, nil},
@@ -437,7 +437,21 @@ func executedThisRun(r *Record, in Input, _ Env) bool {
 }
 
 func executedEarly(r *Record, in Input, e Env) bool {
-	return e.Cfg.AwaitExecution && stepDone(r, e) && executedThisRun(r, in, e)
+	return e.Cfg.AwaitExecution && (stepDone(r, e) || lastCallInFlight(r)) && executedThisRun(r, in, e)
+}
+
+// lastCallInFlight reports a claimed call of the last pre-execution webhook to be called (those
+// after it are skipped): the write of its answer may start the execution.
+func lastCallInFlight(r *Record) bool {
+	if r.Step != event.StepPreWebhooks || r.Claim == nil || r.Next >= len(r.Plan.Pre) {
+		return false
+	}
+	for _, w := range r.Plan.Pre[r.Next+1:] {
+		if !w.ConnectionDisabled {
+			return false
+		}
+	}
+	return true
 }
 
 func pauseTimerEarly(r *Record, in Input, e Env) bool {

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"encoding/json"
+	"flag"
 	"os"
 	"reflect"
 	"strings"
@@ -191,7 +192,7 @@ func TestInputs(t *testing.T) {
 					t.Errorf("executed not recorded: %+v", r.Executed)
 				}
 			}},
-		{"I6", func() *Record { return at(event.StatusInProcessing, event.StepPreWebhooks, 2) }, Input{Kind: InExecuted, Succeeded: true},
+		{"I6", func() *Record { r := at(event.StatusInProcessing, event.StepPreWebhooks, 1); ClaimCall(r, env); return r }, Input{Kind: InExecuted, Succeeded: true},
 			func(t *testing.T, r *Record, res InputResult) {
 				if !res.Changed || r.Executed == nil || r.Executed.ExecutionID != event.ExecutionID("pri_1", 1) {
 					t.Errorf("early executed not recorded for run 1: %+v", r.Executed)
@@ -479,9 +480,13 @@ func clone(t *testing.T, r *Record) *Record {
 	return &c
 }
 
-// TestArchitectureShowsTheTables keeps docs/ARCHITECTURE.md equal to the code's tables.
+var update = flag.Bool("update", false, "write the lifecycle tables into docs/ARCHITECTURE.md")
+
+// TestArchitectureShowsTheTables keeps docs/ARCHITECTURE.md equal to the code's tables; -update
+// writes them there.
 func TestArchitectureShowsTheTables(t *testing.T) {
-	b, err := os.ReadFile("../../../../docs/ARCHITECTURE.md")
+	const path = "../../../../docs/ARCHITECTURE.md"
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,7 +496,14 @@ func TestArchitectureShowsTheTables(t *testing.T) {
 	if i < 0 || j < i {
 		t.Fatalf("docs/ARCHITECTURE.md has no %q ... %q section", strings.TrimSpace(begin), end)
 	}
+	if *update {
+		doc = doc[:i+len(begin)] + Markdown() + doc[j:]
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	if got, want := doc[i+len(begin):j], Markdown(); got != want {
-		t.Errorf("docs/ARCHITECTURE.md shows other lifecycle tables than the code; put this between the markers:\n%s", want)
+		t.Errorf("docs/ARCHITECTURE.md shows other lifecycle tables than the code (go test -run TestArchitectureShowsTheTables -update writes them):\n%s", want)
 	}
 }

@@ -59,6 +59,14 @@ type scenario struct {
 
 func strp(s string) *string { return &s }
 
+// deriving answers b with a derived identity and no halt.
+func deriving(key string, _ int) (int, string) {
+	if key == "b" {
+		return 200, `{"derived_identity": {"phone_number": "555"}}`
+	}
+	return 200, ""
+}
+
 func scenarios() []scenario {
 	cfg := lifecycle.Config{MaxAttempts: 3, ClaimTTL: 45 * time.Second, PauseTimeout: time.Hour, AwaitExecution: true,
 		ExecutionTimeout: time.Hour, IdentityTTL: 24 * time.Hour}
@@ -79,17 +87,16 @@ func scenarios() []scenario {
 	}
 	skip := cfg
 	skip.AwaitExecution = false
+	withDisabled := plan
+	withDisabled.Pre = append(append([]event.PlanWebhook(nil), plan.Pre...),
+		event.PlanWebhook{ID: "wd", Key: "d", Direction: event.OneWay, ConnectionKey: "c", ConnectionDisabled: true})
 	shortPause := cfg
 	shortPause.PauseTimeout = 2 * time.Second
 	return []scenario{
 		{name: "halt and resume at once, await", plan: plan, script: halting, cfg: cfg, resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, dups: 1},
 		{name: "halt and resume later, await", plan: plan, script: halting, cfg: cfg, lateBy: 2 * time.Second, crashes: 1},
-		{name: "derive without halting, skip", plan: plan, cfg: skip, crashes: 1, dups: 1, script: func(key string, n int) (int, string) {
-			if key == "b" {
-				return 200, `{"derived_identity": {"phone_number": "555"}}`
-			}
-			return 200, ""
-		}},
+		{name: "derive without halting, skip", plan: plan, cfg: skip, crashes: 1, dups: 1, script: deriving},
+		{name: "derive without halting, then a disabled webhook, await", plan: withDisabled, cfg: cfg, crashes: 1, dups: 1, script: deriving},
 		{name: "resume races the pause expiry (D22)", plan: plan, script: halting, cfg: shortPause, lateBy: 2 * time.Second,
 			resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, check: resumeOrExpiry},
 	}
@@ -166,6 +173,9 @@ func runSchedule(t *testing.T, sc scenario, choices []int) ([]int, bool) {
 func runWith(t *testing.T, sc scenario, choose func(w *world, step int, moves []move) int) ([]int, bool) {
 	w := newWorld(t, sc.plan, sc.script)
 	w.lateBy, w.resumeID, w.dataDelay = sc.lateBy, sc.resumeID, sc.dataDelay
+	// What the request waits for by design: a's first answer is a 503 (backoff of at most 1 s), the
+	// receiver's late post, the data layer.
+	w.inherent = time.Second + sc.lateBy + sc.dataDelay
 	r := w.newRunner(sc.cfg)
 	sub, _ := json.Marshal(event.Submitted{ID: "pri_x", PolicyKey: "p", Identity: event.Identity{Email: strp("a@example.com")}})
 	w.enqueue(event.SubjectSubmitted, sub, w.now)
@@ -202,6 +212,9 @@ func runWith(t *testing.T, sc scenario, choose func(w *world, step int, moves []
 		case moveTick:
 			w.mu.Lock()
 			next, _ := w.nextDue()
+			if busy := len(w.dueMsgs()) > 0 || anyStep(moves); busy {
+				w.stalled += next.Sub(w.now)
+			}
 			w.now = next
 			w.postDue()
 			w.mu.Unlock()
@@ -224,6 +237,15 @@ func runWith(t *testing.T, sc scenario, choose func(w *world, step int, moves []
 		return fail("%s", msg)
 	}
 	return alts, true
+}
+
+func anyStep(moves []move) bool {
+	for _, m := range moves {
+		if m.kind == moveStep {
+			return true
+		}
+	}
+	return false
 }
 
 // crash makes every operation of worker fail from now on, and lets its waiting threads go.
@@ -305,11 +327,10 @@ func (w *world) check() string {
 	}
 	// Webhooks in order: a webhook is first called after the one before it answered with success.
 	order := []string{}
-	for _, p := range w.plan.Pre {
-		order = append(order, p.Key)
-	}
-	for _, p := range w.plan.Post {
-		order = append(order, p.Key)
+	for _, p := range append(append([]event.PlanWebhook(nil), w.plan.Pre...), w.plan.Post...) {
+		if !p.ConnectionDisabled {
+			order = append(order, p.Key)
+		}
 	}
 	for i := 1; i < len(order); i++ {
 		first := -1
@@ -381,6 +402,20 @@ func (w *world) check() string {
 	}
 	if complete != 1 {
 		return fmt.Sprintf("%d complete events, want 1", complete)
+	}
+	// Without crashes nothing waits for a claim or an ack wait to run out: the request completes
+	// within what the receivers, the data layer and the stalls of the schedule took, plus a second.
+	if len(w.crashed) == 0 {
+		var done time.Time
+		for _, ev := range w.events {
+			if ev.Status == event.StatusComplete {
+				done = ev.At
+			}
+		}
+		took := done.Sub(w.start)
+		if allowed := w.inherent + w.stalled + time.Second; took > allowed {
+			return fmt.Sprintf("the request took %s to complete with no crash, want at most %s (waits %s, stalls %s)", took, allowed, w.inherent, w.stalled)
+		}
 	}
 	if msg := w.patchesLeft(); msg != "" {
 		return msg

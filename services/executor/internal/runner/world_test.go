@@ -114,6 +114,10 @@ type world struct {
 	resumeID  *event.Identity
 	plan      event.Plan
 	trace     []string
+	// start is when the schedule began; inherent is how long its request waits by design; stalled
+	// is the time the schedule let pass while something could have gone on.
+	start             time.Time
+	inherent, stalled time.Duration
 	// fates are the fates of the messages handled, in order ("<subject>: ack").
 	fates []string
 	// decoded is the record at decodedRev, for the checks.
@@ -131,6 +135,7 @@ func newWorld(t testing.TB, plan event.Plan, script receiverScript) *world {
 		now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), records: map[string][]byte{}, revs: map[string]uint64{},
 		idents: map[string]identEntry{}, stored: map[string]time.Time{}, usedJTI: map[string]bool{},
 		script: script, plan: plan}
+	w.start = w.now
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
