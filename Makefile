@@ -2,12 +2,12 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-MODULES := $(patsubst %/go.mod,%,$(shell ls shared/go.mod services/*/go.mod deployments/local/go.mod bench/go.mod examples/*/go.mod 2>/dev/null))
+MODULES := $(patsubst %/go.mod,%,$(shell ls shared/go.mod services/*/go.mod deployments/local/go.mod bench/go.mod examples/*/go.mod chaos/go.mod 2>/dev/null))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 NATSCLI := github.com/nats-io/natscli/nats
 BENCH_ARGS ?=
 
-.PHONY: help run test lint bench nats build fmt
+.PHONY: help run test lint bench nats build fmt chaos
 
 help:
 	@echo "make run    start the whole system locally (embedded NATS + embedded MongoDB-compatible store + all services)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   gofmt check, go vet and staticcheck in every module"
 	@echo "make bench  the throughput benchmark against the raw NATS + HTTPS loop"
 	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
+	@echo "make chaos  the long fault suite: thousands of requests while processes are killed (CHAOS_SEED, CHAOS_SRC, CHAOS_KEEP; docs/reliability.md)"
 
 run:
 	cd deployments/local && go run . -data $(CURDIR)/.data
@@ -37,6 +38,12 @@ fmt:
 
 bench:
 	cd bench && go run . $(BENCH_ARGS)
+
+# The long form of the fault suite (the short form runs in make test). CHAOS_SEED=<n> reproduces a
+# run, CHAOS_SRC=<tree> builds the services from another checkout; logs and report.txt are kept
+# under CHAOS_KEEP (default .data/chaos).
+chaos:
+	cd chaos && CHAOS_LONG=1 CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 3h -run TestChaos -v .
 
 nats: bin/nats
 

@@ -182,19 +182,25 @@ type Record struct {
 		WebhookKey *string `json:"webhook_key"`
 		Message    string  `json:"message"`
 	} `json:"error"`
-	Webhooks []struct {
-		Key          string `json:"key"`
-		CallbackType string `json:"callback_type"`
-		Order        int    `json:"order"`
-		Outcome      string `json:"outcome"`
-		Attempts     []struct {
-			At        time.Time `json:"at"`
-			WebhookID string    `json:"webhook_id"`
-			Status    *int      `json:"status"`
-			Error     *string   `json:"error"`
-		} `json:"attempts"`
-	} `json:"webhooks"`
-	Raw string `json:"-"`
+	Webhooks []RecordWebhook `json:"webhooks"`
+	Raw      string          `json:"-"`
+}
+
+// RecordWebhook is the history of one webhook in a Record.
+type RecordWebhook struct {
+	Key          string          `json:"key"`
+	CallbackType string          `json:"callback_type"`
+	Order        int             `json:"order"`
+	Outcome      string          `json:"outcome"`
+	Attempts     []RecordAttempt `json:"attempts"`
+}
+
+// RecordAttempt is one recorded call of a webhook.
+type RecordAttempt struct {
+	At        time.Time `json:"at"`
+	WebhookID string    `json:"webhook_id"`
+	Status    *int      `json:"status"`
+	Error     *string   `json:"error"`
 }
 
 // Terminal reports whether the request will not change any more without an operator.
