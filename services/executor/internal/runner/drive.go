@@ -13,8 +13,20 @@ import (
 	"github.com/policyhooks/policyhooks/shared/token"
 )
 
-// hostBusyDelay is about when a request whose webhook host holds its share of the slots comes back.
-const hostBusyDelay = time.Second
+// hostBusyDelay is about when a request whose webhook host holds its share of the slots comes back
+// the first time; it doubles with each delivery of its message, up to hostBusyMaxDelay, so that a
+// backlog for a dead host costs little while it lasts.
+const (
+	hostBusyDelay    = 50 * time.Millisecond
+	hostBusyMaxDelay = 30 * time.Second
+)
+
+// busyDelay is when the run's message comes back after its host was busy.
+func (u *run) busyDelay() time.Duration {
+	d := hostBusyDelay << min(max(u.by.deliveries, 1)-1, 10)
+	d = min(d, hostBusyMaxDelay)
+	return d/2 + time.Duration(u.r.d.Jitter(int64(d)))
+}
 
 // answerWriteTimeout bounds the write of an answer after the handler's context ended (a call cut
 // off by a stopping executor is still recorded, so that nobody waits out its claim).
@@ -144,7 +156,7 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 		return handBack(0)
 	}
 	if !u.enterHost(hostOf(secrets.URL)) {
-		return handBack(hostBusyDelay/2 + time.Duration(u.r.d.Jitter(int64(hostBusyDelay))))
+		return handBack(u.busyDelay())
 	}
 	// A claim taken ahead holds the slot it was taken with; without it (the record was read again,
 	// or the slot waited for) the claim is written afresh, so that it lasts the whole call.
@@ -155,7 +167,7 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 		if ctx.Err() != nil {
 			return time.Time{}, true, ctx.Err()
 		}
-		return handBack(hostBusyDelay)
+		return handBack(u.busyDelay())
 	}
 	if !mine {
 		lifecycle.ClaimCall(rec, u.env)

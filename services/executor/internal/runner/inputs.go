@@ -21,24 +21,29 @@ import (
 
 // HandleSubmitted handles a privacy.request.submitted message (consume.Handler).
 func (r *Runner) HandleSubmitted(ctx context.Context, msg jetstream.Msg) error {
-	return r.submitted(ctx, msgTag(msg), msg.Data())
+	return r.submitted(ctx, originOf(msg), msg.Data())
 }
 
-// msgTag identifies a message across its redeliveries (its stream sequence): the status events a
-// run writes are tagged with it (see run.flush).
-func msgTag(msg jetstream.Msg) string {
+// origin is what a run knows of its message: tag identifies it across its redeliveries (its stream
+// sequence; the status events a run writes carry it, see run.flush), deliveries counts them.
+type origin struct {
+	tag        string
+	deliveries uint64
+}
+
+func originOf(msg jetstream.Msg) origin {
 	md, err := msg.Metadata()
 	if err != nil || md == nil {
-		return ""
+		return origin{}
 	}
-	return strconv.FormatUint(md.Sequence.Stream, 10)
+	return origin{tag: strconv.FormatUint(md.Sequence.Stream, 10), deliveries: md.NumDelivered}
 }
 
 // HandleControl handles executed, resume, retry and fired timers (consume.Handler). A message that
 // does not decode (or names no valid request id) is terminated with the reason: it is never worth
 // redelivering, and JetStream's terminated-message advisory makes it visible to operators.
 func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
-	subject, data, by := msg.Subject(), msg.Data(), msgTag(msg)
+	subject, data, by := msg.Subject(), msg.Data(), originOf(msg)
 	switch {
 	case subject == event.SubjectExecuted:
 		var ev event.Executed
@@ -108,7 +113,7 @@ func patchName(tokenID string) string {
 // input records an input of request id (lifecycle.ApplyInput) and drives the request on. derived
 // is a resume's derived identity, stored as the patch the input names before the input is written.
 // by tags the message carrying it.
-func (r *Runner) input(ctx context.Context, by, id string, in lifecycle.Input, derived *event.Identity) error {
+func (r *Runner) input(ctx context.Context, by origin, id string, in lifecycle.Input, derived *event.Identity) error {
 	u := r.newRun(id, by)
 	err := u.record(ctx, in, derived)
 	var later time.Time
@@ -184,7 +189,7 @@ func (u *run) patchRecorded(name string) bool {
 
 // submitted takes a privacy.request.submitted payload: a new id creates the request (its record
 // and identity written at once), a known one is driven on, and a bad event is reported.
-func (r *Runner) submitted(ctx context.Context, by string, data []byte) error {
+func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 	var sub event.Submitted
 	if err := json.Unmarshal(data, &sub); err != nil {
 		reason := "payload is not a valid submitted event: " + jsonProblem(err)
@@ -263,7 +268,7 @@ func (r *Runner) submitted(ctx context.Context, by string, data []byte) error {
 // id that exists is driven on (a bad copy never fails it); otherwise the event is reported on
 // privacy.request.status.error, and no record is written, so a corrected submission can still
 // take the id (D25).
-func (r *Runner) invalid(ctx context.Context, by, id, reason string, data []byte) error {
+func (r *Runner) invalid(ctx context.Context, by origin, id, reason string, data []byte) error {
 	r.log.Warn().Str("request_id", id).Str("reason", reason).Msg("invalid submitted event")
 	u := r.newRun(id, by)
 	switch err := u.load(ctx); {

@@ -22,8 +22,8 @@ type run struct {
 	r   *Runner
 	id  string
 	env lifecycle.Env
-	// by tags the message this run handles (msgTag); its status events carry it.
-	by string
+	// by is the message this run handles; its status events carry its tag.
+	by origin
 	// rec is the record as this run last read or wrote it, rev its revision (0: not created yet);
 	// nil when unknown (after a conflict). dirty reports changes not written yet, effects what
 	// must happen before they are.
@@ -47,7 +47,7 @@ type run struct {
 	host    string
 }
 
-func (r *Runner) newRun(id, by string) *run {
+func (r *Runner) newRun(id string, by origin) *run {
 	return &run{r: r, id: id, by: by, env: lifecycle.Env{Owner: token.NewID(), Cfg: r.cfg.Lifecycle}, sent: map[int]*published{}}
 }
 
@@ -107,7 +107,7 @@ func (u *run) write(ctx context.Context) (bool, error) {
 	u.dropStored()
 	for i := range u.rec.Outbox {
 		if u.rec.Outbox[i].By == "" {
-			u.rec.Outbox[i].By = u.by
+			u.rec.Outbox[i].By = u.by.tag
 		}
 	}
 	var (
@@ -218,7 +218,7 @@ func (u *run) flush() {
 		if _, ok := u.sent[p.Seq]; ok {
 			continue
 		}
-		if p.By != "" && p.By != u.by && u.r.now().Sub(p.Event.At) > republishWindow {
+		if p.By != "" && p.By != u.by.tag && u.r.now().Sub(p.Event.At) > republishWindow {
 			continue
 		}
 		var ack Ack

@@ -2,12 +2,11 @@ package runner
 
 import "sync"
 
-// shares keeps one slow or dead webhook host from holding every message slot: a host that already
-// holds half of the slots or more may take another only while at least a sixteenth of them (one at
-// least) stays free for the others. A host alone may so use nearly all slots, and a host that is
-// not above its half always gets one. A handler holds its host's share from when it decides to
-// call until the answer is written (waiting for a connection included); a request refused a share
-// comes back a moment later (its message is handed back, freeing its slot).
+// shares keeps one slow or dead webhook host from holding every message slot: a host holds at most
+// all slots but a sixteenth (one at least), which stay for the other hosts. A handler holds its
+// host's share from when it decides to call until the answer is written (waiting for a connection
+// included); a request refused a share comes back a moment later (its message is handed back,
+// freeing its slot), later each time it is refused again.
 type shares struct {
 	pool Pool
 	mu   sync.Mutex
@@ -22,8 +21,7 @@ func (s *shares) enter(host string) bool {
 	defer s.mu.Unlock()
 	if s.pool != nil {
 		slots := s.pool.Cap()
-		half, reserve := max(1, slots/2), max(1, slots/16)
-		if s.held[host] >= half && slots-s.pool.Used() < reserve {
+		if s.held[host] >= max(1, slots-max(1, slots/16)) {
 			return false
 		}
 	}
