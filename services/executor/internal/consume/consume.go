@@ -58,6 +58,8 @@ func Fate(err error) (string, time.Duration) {
 		return "ack", 0
 	case errors.Is(err, ErrAbandon):
 		return "abandon", 0
+	case errors.As(err, new(*parked)):
+		return "park", 0
 	case errors.As(err, &perm):
 		return "term", 0
 	case errors.As(err, &retry):
@@ -262,6 +264,20 @@ func (l *Loop) dispatch(ctx context.Context, msg jetstream.Msg) {
 	}()
 }
 
+// Park returns an error that makes the loop end the handler's goroutine without settling its
+// message: the message stays held (alive, in its slot), wait runs in a fresh goroutine (a small
+// stack, no token of Options.Active), and then the message is handled again from the start with
+// the context wait returns — without waiting for a token first, so that what wait obtained (a call
+// slot) is used at once. Thousands of messages waiting for a webhook host cost so a small goroutine
+// each, not a handler's grown stack.
+func Park(wait func(ctx context.Context) context.Context) error { return &parked{wait: wait} }
+
+type parked struct {
+	wait func(ctx context.Context) context.Context
+}
+
+func (*parked) Error() string { return "consume: handler parked" }
+
 // Stopping reports whether the executor is stopping: a handler finishes what it started (a call
 // in flight) and starts nothing new. ctx must be (derived from) the one the handler got.
 func Stopping(ctx context.Context) bool {
@@ -352,12 +368,23 @@ func (j *job) run() {
 	if j.l.opt.OnStart != nil {
 		j.l.opt.OnStart()
 	}
-	ctx := context.WithValue(j.l.opt.Work, jobKey{}, j)
+	j.handle(context.WithValue(j.l.opt.Work, jobKey{}, j), true)
+}
+
+// handle runs the handler (after taking a token of Options.Active when token is set) and settles
+// the message, or parks it (see Park).
+func (j *job) handle(ctx context.Context, token bool) {
 	var err error
-	if j.acquire(ctx) {
+	if !token || j.acquire(ctx) {
 		err = safeHandle(ctx, j.msg, j.l.h)
 	} else {
 		err = ctx.Err() // stopped hard before it could work: nak'd, redelivered
+	}
+	var p *parked
+	if errors.As(err, &p) {
+		j.release()
+		go func() { j.handle(p.wait(ctx), false) }()
+		return
 	}
 	j.finish(ctx, err)
 }

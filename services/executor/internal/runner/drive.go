@@ -158,10 +158,19 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 	if !u.enterHost(hostOf(secrets.URL)) {
 		return handBack(u.busyDelay())
 	}
-	// A claim taken ahead holds the slot it was taken with; without it (the record was read again,
-	// or the slot waited for) the claim is written afresh, so that it lasts the whole call.
+	// A claim taken ahead holds the slot it was taken with; without it (the record was read again)
+	// the claim is written afresh, so that it lasts the whole call.
 	mine = mine && u.slot != nil && u.slotURL == secrets.URL
-	slot := u.takeSlot(ctx, secrets.URL)
+	slot, err := u.takeSlot(ctx, secrets.URL)
+	if err != nil {
+		if lifecycle.ReleaseClaim(rec, u.env) {
+			u.dirty = true
+		}
+		if _, werr := u.write(ctx); werr != nil {
+			return time.Time{}, true, werr
+		}
+		return time.Time{}, true, err
+	}
 	if err := slot.Err(); err != nil {
 		slot.Release()
 		if ctx.Err() != nil {
@@ -185,21 +194,42 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 	return time.Time{}, false, u.recordAnswer(ctx, a)
 }
 
-// takeSlot returns the call slot held for url, or takes one, waiting for it (without holding an
-// active-handler token) when none is free.
-func (u *run) takeSlot(ctx context.Context, url string) *webhook.Slot {
+// takeSlot returns the call slot held for url (taken ahead, or obtained while the message was
+// parked), or takes one that is free now. When none is, the message is parked until one is
+// (consume.Park): the wait holds a small goroutine, not this handler, and the message is handled
+// again with the slot.
+func (u *run) takeSlot(ctx context.Context, url string) (*webhook.Slot, error) {
 	if u.slot != nil && u.slotURL == url {
 		s := u.slot
 		u.slot, u.slotURL = nil, ""
-		return s
+		return s, nil
 	}
 	u.releaseSlot()
 	if s := u.r.d.Caller.TryAcquire(url); s != nil {
-		return s
+		return s, nil
 	}
-	var s *webhook.Slot
-	consume.Blocking(ctx, func() { s = u.r.d.Caller.Acquire(ctx, url) })
-	return s
+	owner, caller := u.env.Owner, u.r.d.Caller
+	return nil, consume.Park(func(ctx context.Context) context.Context {
+		return context.WithValue(ctx, heldKey{}, &held{url: url, slot: caller.Acquire(ctx, url), owner: owner})
+	})
+}
+
+// held is a call slot obtained while a message was parked, for the run that handles it again.
+type held struct {
+	url   string
+	slot  *webhook.Slot
+	owner string
+}
+
+type heldKey struct{}
+
+// adopt takes over what the run's message obtained while it was parked: the call slot, and the
+// owner of the run that parked it.
+func (u *run) adopt(ctx context.Context) {
+	if h, ok := ctx.Value(heldKey{}).(*held); ok && h.slot != nil {
+		u.slot, u.slotURL, u.env.Owner = h.slot, h.url, h.owner
+		h.slot = nil
+	}
 }
 
 // send makes the claimed call in slot and returns its answer for the lifecycle. A derived identity
@@ -315,12 +345,14 @@ func (u *run) lookahead(ctx context.Context) {
 	if msg != "" || !u.enterHost(hostOf(secrets.URL)) {
 		return
 	}
-	slot := u.r.d.Caller.TryAcquire(secrets.URL)
-	if slot == nil {
-		return
+	if u.slot == nil || u.slotURL != secrets.URL {
+		slot := u.r.d.Caller.TryAcquire(secrets.URL)
+		if slot == nil {
+			return
+		}
+		u.releaseSlot()
+		u.slot, u.slotURL = slot, secrets.URL
 	}
-	u.releaseSlot()
-	u.slot, u.slotURL = slot, secrets.URL
 	lifecycle.ClaimCall(u.rec, u.env)
 }
 

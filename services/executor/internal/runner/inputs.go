@@ -115,6 +115,7 @@ func patchName(tokenID string) string {
 // by tags the message carrying it.
 func (r *Runner) input(ctx context.Context, by origin, id string, in lifecycle.Input, derived *event.Identity) error {
 	u := r.newRun(id, by)
+	u.adopt(ctx)
 	err := u.record(ctx, in, derived)
 	var later time.Time
 	if err == nil && u.rec != nil {
@@ -208,6 +209,12 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 		return r.reject(ctx, data, err.Error())
 	}
 	u := r.newRun(sub.ID, by)
+	u.adopt(ctx)
+	if u.slot != nil {
+		// Handled again after it was parked for a call slot: the record and identity are written.
+		later, err := u.drive(ctx)
+		return u.finish(ctx, err, later)
+	}
 	u.tick()
 	var planp *event.Plan
 	switch plan, err := r.d.Plans.Get(ctx, sub.PolicyKey); {
