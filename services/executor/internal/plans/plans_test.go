@@ -1,0 +1,224 @@
+package plans
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
+	"github.com/rs/zerolog"
+)
+
+func plan(key string, version int64) event.Plan {
+	return event.Plan{PolicyKey: key, Version: version, PublishedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		Pre: []event.PlanWebhook{{ID: "w1", Key: "hook", Direction: event.TwoWay, ConnectionKey: "c", Secrets: "sealed"}},
+		Post: []event.PlanWebhook{}}
+}
+
+func put(t *testing.T, kv jetstream.KeyValue, key string, p event.Plan) {
+	t.Helper()
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), event.KVKey(key), b); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+// inView reports whether the watch has applied a plan for key (without Get's direct read).
+func inView(v *View, key string) (event.Plan, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	p, ok := v.plans[event.KVKey(key)]
+	return p, ok
+}
+
+// TestWatch checks that the view loads the plans already in the bucket, then applies puts and
+// deletes as they happen.
+func TestWatch(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketPlans)
+	put(t, kv, "existing", plan("existing", 1))
+	put(t, kv, "urn:policy.1", plan("urn:policy.1", 1))
+	put(t, kv, "deleted", plan("deleted", 1))
+	if err := kv.Delete(t.Context(), "deleted"); err != nil {
+		t.Fatal(err)
+	}
+
+	v, err := Watch(t.Context(), kv, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
+	for _, key := range []string{"existing", "urn:policy.1"} {
+		if p, ok := inView(v, key); !ok || !reflect.DeepEqual(p, plan(key, 1)) {
+			t.Errorf("loaded %s: %+v (%v), want %+v", key, p, ok, plan(key, 1))
+		}
+	}
+	if p, ok := inView(v, "deleted"); ok {
+		t.Errorf("loaded a deleted plan: %+v", p)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T)
+		key    string
+		want   *event.Plan // nil: no plan
+	}{
+		{name: "a new plan", key: "fresh", want: ptr(plan("fresh", 1)),
+			change: func(t *testing.T) { put(t, kv, "fresh", plan("fresh", 1)) }},
+		{name: "a new version", key: "existing", want: ptr(plan("existing", 2)),
+			change: func(t *testing.T) { put(t, kv, "existing", plan("existing", 2)) }},
+		{name: "a delete", key: "urn:policy.1",
+			change: func(t *testing.T) {
+				if err := kv.Delete(t.Context(), event.KVKey("urn:policy.1")); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "a purge", key: "fresh",
+			change: func(t *testing.T) {
+				if err := kv.Purge(t.Context(), "fresh"); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "put again after the delete", key: "urn:policy.1", want: ptr(plan("urn:policy.1", 3)),
+			change: func(t *testing.T) { put(t, kv, "urn:policy.1", plan("urn:policy.1", 3)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.change(t)
+			testkit.WaitFor(t, 5*time.Second, "the watch to apply the change", func() (event.Plan, bool) {
+				p, ok := inView(v, tc.key)
+				if tc.want == nil {
+					return p, !ok
+				}
+				return p, ok && reflect.DeepEqual(p, *tc.want)
+			})
+			p, err := v.Get(t.Context(), tc.key)
+			switch {
+			case tc.want == nil && !errors.Is(err, ErrNotFound):
+				t.Errorf("Get(%q) = %+v, %v; want ErrNotFound", tc.key, p, err)
+			case tc.want != nil && (err != nil || !reflect.DeepEqual(p, *tc.want)):
+				t.Errorf("Get(%q) = %+v, %v; want %+v", tc.key, p, err, *tc.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestWatchEnds checks that the view stops applying changes once its context ends.
+func TestWatchEnds(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketPlans)
+	ctx, cancel := context.WithCancel(t.Context())
+	v, err := Watch(ctx, kv, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
+	cancel()
+	time.Sleep(100 * time.Millisecond)
+	put(t, kv, "after", plan("after", 1))
+	time.Sleep(300 * time.Millisecond)
+	if p, ok := inView(v, "after"); ok {
+		t.Errorf("the view applied a put after its context ended: %+v", p)
+	}
+	// Get still finds it, by its direct read.
+	if p, err := v.Get(t.Context(), "after"); err != nil || !reflect.DeepEqual(p, plan("after", 1)) {
+		t.Errorf("Get after the watch ended: %+v, %v; want %+v", p, err, plan("after", 1))
+	}
+}
+
+// TestGet checks Get's answers: a plan the watch has not delivered is found by the direct read, and
+// a key that cannot be a KV key or names no plan is ErrNotFound.
+func TestGet(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketPlans)
+	v, err := Watch(t.Context(), kv, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
+	// A view whose watch never delivers anything: every Get is a miss and reads the bucket.
+	cold := &View{kv: kv, log: zerolog.Nop(), plans: map[string]event.Plan{}}
+
+	put(t, kv, "known", plan("known", 7))
+	put(t, kv, "urn:p.1", plan("urn:p.1", 2))
+	testkit.Eventually(t, 5*time.Second, "the watch to deliver the plans", func() bool {
+		_, ok := inView(v, "urn:p.1")
+		return ok
+	})
+
+	for _, tc := range []struct {
+		key  string
+		want *event.Plan // nil: ErrNotFound
+	}{
+		{key: "known", want: ptr(plan("known", 7))},
+		{key: "urn:p.1", want: ptr(plan("urn:p.1", 2))},
+		{key: "unknown"},
+		{key: "has space"},
+		{key: "*"},
+		{key: ">"},
+		{key: "a/b"},
+		{key: ""},
+	} {
+		for _, view := range []struct {
+			name string
+			v    *View
+		}{{"watched", v}, {"direct read", cold}} {
+			p, err := view.v.Get(t.Context(), tc.key)
+			switch {
+			case tc.want == nil && !errors.Is(err, ErrNotFound):
+				t.Errorf("%s: Get(%q) = %+v, %v; want ErrNotFound", view.name, tc.key, p, err)
+			case tc.want != nil && (err != nil || !reflect.DeepEqual(p, *tc.want)):
+				t.Errorf("%s: Get(%q) = %+v, %v; want %+v", view.name, tc.key, p, err, *tc.want)
+			}
+		}
+	}
+}
+
+// TestGetUndecodablePlan checks that an undecodable plan is ignored: the watch drops it, and Get
+// answers ErrNotFound (as for a policy without a plan) rather than an error, whether the value
+// was there when the view loaded, arrived later, or overwrote a valid plan.
+func TestGetUndecodablePlan(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketPlans)
+	putRaw := func(t *testing.T, key, value string) {
+		t.Helper()
+		if _, err := kv.Put(t.Context(), key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putRaw(t, "loaded_garbled", "{not json")
+	v, err := Watch(t.Context(), kv, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
+	put(t, kv, "overwritten", plan("overwritten", 1))
+	testkit.Eventually(t, 5*time.Second, "the valid plan in the view", func() bool {
+		_, ok := inView(v, "overwritten")
+		return ok
+	})
+	putRaw(t, "overwritten", "garbage")
+	putRaw(t, "later_wrong_shape", `{"version": "seven"}`)
+	put(t, kv, "marker", plan("marker", 1))
+	testkit.Eventually(t, 5*time.Second, "the watch to apply every put", func() bool {
+		_, ok := inView(v, "marker")
+		return ok
+	})
+	for _, key := range []string{"loaded_garbled", "overwritten", "later_wrong_shape"} {
+		if p, ok := inView(v, key); ok {
+			t.Errorf("%s: the view holds %+v, want the undecodable plan ignored", key, p)
+		}
+		if p, err := v.Get(t.Context(), key); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%q) of an undecodable plan = %+v, %v; want ErrNotFound", key, p, err)
+		}
+	}
+}
