@@ -16,7 +16,7 @@ import (
 
 func plan(key string, version int64) event.Plan {
 	return event.Plan{PolicyKey: key, Version: version, PublishedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		Pre: []event.PlanWebhook{{ID: "w1", Key: "hook", Direction: event.TwoWay, ConnectionKey: "c", Secrets: "sealed"}},
+		Pre:  []event.PlanWebhook{{ID: "w1", Key: "hook", Direction: event.TwoWay, ConnectionKey: "c", Secrets: "sealed"}},
 		Post: []event.PlanWebhook{}}
 }
 
