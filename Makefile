@@ -15,7 +15,7 @@ help:
 	@echo "make lint   gofmt check, go vet and staticcheck in every module"
 	@echo "make bench  the throughput benchmark against the raw NATS + HTTPS loop"
 	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
-	@echo "make chaos  the long fault suite: thousands of requests while processes are killed (CHAOS_SEED, CHAOS_SRC, CHAOS_KEEP; docs/reliability.md)"
+	@echo "make chaos  the long fault runs: the executor's schedule explorer at 3 deviations, then thousands of requests while processes are killed (CHAOS_SEED, CHAOS_SRC, CHAOS_KEEP; docs/reliability.md)"
 
 run:
 	cd deployments/local && go run . -data $(CURDIR)/.data
@@ -27,6 +27,8 @@ build:
 test:
 	@for m in $(MODULES); do echo "== vet $$m"; (cd $$m && GOWORK=off go vet ./...); done
 	@for m in $(MODULES); do echo "== test $$m"; (cd $$m && go test -race -shuffle=on -count=1 -timeout 20m ./...); done
+	@echo "== explore the executor's schedules (2 deviations; the race detector only slows this one)"
+	@cd services/executor && EXPLORE_DEVIATIONS=2 go test -count=1 -run TestExplore ./internal/runner
 
 lint:
 	@out=$$(gofmt -l $(MODULES) tools); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -39,10 +41,12 @@ fmt:
 bench:
 	cd bench && go run . $(BENCH_ARGS)
 
-# The long form of the fault suite (the short form runs in make test). CHAOS_SEED=<n> reproduces a
+# The long form of the fault suite (the short form runs in make test), after the schedule explorer
+# at 3 deviations (about 8 minutes; make test runs 2). CHAOS_SEED=<n> reproduces a
 # run, CHAOS_SRC=<tree> builds the services from another checkout; logs and report.txt are kept
 # under CHAOS_KEEP (default .data/chaos).
 chaos:
+	cd services/executor && EXPLORE_DEVIATIONS=3 go test -count=1 -timeout 1h -run TestExplore -v ./internal/runner
 	cd chaos && CHAOS_LONG=1 CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 3h -run TestChaos -v .
 
 nats: bin/nats

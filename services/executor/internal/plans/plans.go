@@ -98,7 +98,9 @@ func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
 		return event.Plan{}, fmt.Errorf("plans: get %q: %w", key, err)
 	}
 	if err := json.Unmarshal(e.Value(), &p); err != nil {
-		return event.Plan{}, fmt.Errorf("plans: decode %q: %w", key, err)
+		// As the watch does: a plan that cannot be read is no plan (retrying would not help).
+		v.log.Error().Err(err).Str("policy_key", key).Msg("plans: undecodable plan ignored")
+		return event.Plan{}, ErrNotFound
 	}
 	return p, nil
 }
