@@ -318,7 +318,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		loop, err := consume.Start(runCtx, open, c.handler, consume.Options{
 			Pool: pool, Active: active, KeepAlive: cfg.AckWait / 3,
 			Prefetch: max(1, min(16, cfg.Concurrency/4)), MaxBatch: max(1, min(cfg.Concurrency, 256)),
-			Work: workCtx,
+			Work:    workCtx,
 			OnStart: metrics.InFlight.Inc, OnDone: metrics.InFlight.Dec,
 		}, log.With().Str("consumer", c.name).Logger())
 		if err != nil {

@@ -192,7 +192,11 @@ func TestInputs(t *testing.T) {
 					t.Errorf("executed not recorded: %+v", r.Executed)
 				}
 			}},
-		{"I6", func() *Record { r := at(event.StatusInProcessing, event.StepPreWebhooks, 1); ClaimCall(r, env); return r }, Input{Kind: InExecuted, Succeeded: true},
+		{"I6", func() *Record {
+			r := at(event.StatusInProcessing, event.StepPreWebhooks, 1)
+			ClaimCall(r, env)
+			return r
+		}, Input{Kind: InExecuted, Succeeded: true},
 			func(t *testing.T, r *Record, res InputResult) {
 				if !res.Changed || r.Executed == nil || r.Executed.ExecutionID != event.ExecutionID("pri_1", 1) {
 					t.Errorf("early executed not recorded for run 1: %+v", r.Executed)
