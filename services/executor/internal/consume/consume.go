@@ -71,13 +71,23 @@ func Fate(err error) (string, time.Duration) {
 // Pool is the message slots of the loops of one process: a message is handled only while it holds
 // a slot.
 type Pool struct {
-	slots    chan struct{}
+	slots chan struct{}
+	mu    sync.Mutex
+	// released is closed (and replaced) when a slot is given back: every loop waiting for room
+	// wakes.
 	released chan struct{}
 }
 
 // NewPool returns a pool of n slots.
 func NewPool(n int) *Pool {
-	return &Pool{slots: make(chan struct{}, n), released: make(chan struct{}, 1)}
+	return &Pool{slots: make(chan struct{}, n), released: make(chan struct{})}
+}
+
+// Released returns a channel closed at the next release of a slot.
+func (p *Pool) Released() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.released
 }
 
 // Cap is the number of slots.
@@ -100,10 +110,10 @@ func (p *Pool) take(ctx context.Context) bool {
 
 func (p *Pool) give() {
 	<-p.slots
-	select {
-	case p.released <- struct{}{}:
-	default:
-	}
+	p.mu.Lock()
+	close(p.released)
+	p.released = make(chan struct{})
+	p.mu.Unlock()
 }
 
 // Options tune a Loop.
@@ -211,11 +221,12 @@ func (l *Loop) pull(ctx context.Context, cons jetstream.Consumer) {
 			cons = c
 			l.setErr(nil)
 		}
+		released := l.opt.Pool.Released() // before counting: a release after the count wakes us
 		want := l.opt.Pool.Cap() - l.opt.Pool.Used() + l.opt.Prefetch - int(l.waiting.Load())
 		if want <= 0 {
 			select {
 			case <-ctx.Done():
-			case <-l.opt.Pool.released:
+			case <-released:
 			}
 			continue
 		}
