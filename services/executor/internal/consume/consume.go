@@ -283,11 +283,29 @@ func (l *Loop) dispatch(ctx context.Context, msg jetstream.Msg) {
 // each, not a handler's grown stack.
 func Park(wait func(ctx context.Context) context.Context) error { return &parked{wait: wait} }
 
+// ParkFree is Park, but the message also gives its slot back while wait runs (it stays held and
+// alive, outside the pool), and takes a slot again before it is handled again: a message waiting
+// for something only another message's end frees (a webhook host's share) leaves its slot to
+// messages that can work.
+func ParkFree(wait func(ctx context.Context) context.Context) error {
+	return &parked{wait: wait, free: true}
+}
+
 type parked struct {
 	wait func(ctx context.Context) context.Context
+	free bool
 }
 
 func (*parked) Error() string { return "consume: handler parked" }
+
+// Stop returns a channel closed when the executor starts stopping (see Stopping); nil outside a
+// handler's context.
+func Stop(ctx context.Context) <-chan struct{} {
+	if j, _ := ctx.Value(jobKey{}).(*job); j != nil {
+		return j.l.stop
+	}
+	return nil
+}
 
 // Stopping reports whether the executor is stopping: a handler finishes what it started (a call
 // in flight) and starts nothing new. ctx must be (derived from) the one the handler got.
@@ -394,7 +412,23 @@ func (j *job) handle(ctx context.Context, token bool) {
 	var p *parked
 	if errors.As(err, &p) {
 		j.release()
-		go func() { j.handle(p.wait(ctx), false) }()
+		if p.free {
+			j.l.opt.Pool.give()
+		}
+		go func() {
+			ctx := p.wait(ctx)
+			if p.free && !j.l.opt.Pool.take(j.l.opt.Work) {
+				// Stopped hard while it waited: handed back, as it holds no slot to give back.
+				j.stopKeepAlive()
+				_ = j.msg.Nak()
+				if j.l.opt.OnDone != nil {
+					j.l.opt.OnDone()
+				}
+				j.l.jobs.Done()
+				return
+			}
+			j.handle(ctx, false)
+		}()
 		return
 	}
 	j.finish(ctx, err)

@@ -874,3 +874,66 @@ func TestSharedPool(t *testing.T) {
 		})
 	}
 }
+
+// TestParkFree: a message parked with ParkFree gives its slot back while it waits (a pool of one
+// then handles another message), is kept alive past the ack wait, takes a slot again and is
+// handled again with the wait's context, and is acked once.
+func TestParkFree(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	cfg := consumerConfig("parkfree", event.SubjectSubmitted, time.Second)
+	var (
+		l       log
+		release = make(chan struct{})
+		qDone   = make(chan struct{})
+		pAgain  = make(chan any, 1)
+	)
+	h := func(ctx context.Context, msg jetstream.Msg) error {
+		defer l.begin(msg)()
+		switch string(msg.Data()) {
+		case "p":
+			if v := ctx.Value(slotKey{}); v != nil {
+				pAgain <- v
+				return nil
+			}
+			return ParkFree(func(ctx context.Context) context.Context {
+				<-release
+				return context.WithValue(ctx, slotKey{}, "share")
+			})
+		case "q":
+			close(qDone)
+		}
+		return nil
+	}
+	pool := NewPool(1)
+	f.start(t.Context(), cfg, h, Options{Pool: pool, Prefetch: 0, MaxBatch: 1,
+		KeepAlive: 300 * time.Millisecond, PullExpiry: 200 * time.Millisecond})
+	f.publish(event.SubjectSubmitted, "p")
+	testkit.Eventually(t, 5*time.Second, "p parked", func() bool { return len(l.of("p")) == 1 })
+	f.publish(event.SubjectSubmitted, "q")
+	select {
+	case <-qDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("q was not handled while p waited: p kept the only slot")
+	}
+	time.Sleep(1500 * time.Millisecond) // past the ack wait: p must not be redelivered
+	close(release)
+	select {
+	case v := <-pAgain:
+		if v != "share" {
+			t.Errorf("p handled again with %v, want the wait's value", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("p was not handled again within 5s")
+	}
+	testkit.Eventually(t, 5*time.Second, "nothing held", func() bool { return f.info("parkfree").NumAckPending == 0 })
+	if ps := l.of("p"); len(ps) != 2 || ps[1].delivered != 1 {
+		t.Errorf("p handled %+v, want twice, both of its first delivery", ps)
+	}
+	if info := f.info("parkfree"); info.NumRedelivered != 0 {
+		t.Errorf("%d redelivered, want 0", info.NumRedelivered)
+	}
+	if pool.Used() != 0 {
+		t.Errorf("%d slots used at the end, want 0", pool.Used())
+	}
+}

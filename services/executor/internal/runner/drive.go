@@ -155,8 +155,27 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 	if consume.Stopping(ctx) {
 		return handBack(0)
 	}
-	if !u.enterHost(hostOf(secrets.URL)) {
-		return handBack(u.busyDelay())
+	if host := hostOf(secrets.URL); !u.enterHost(host) {
+		// The host holds its share of the slots: wait in its line for one, outside the slot pool,
+		// or when the line is full, come back later.
+		place := u.r.shares.line(host)
+		if place == nil {
+			return handBack(u.busyDelay())
+		}
+		later, stop, err := handBack(0)
+		if err != nil {
+			if u.r.shares.wait(ctx, closedChan, host, place) { // leave the line
+				u.r.shares.leave(host)
+			}
+			return later, stop, err
+		}
+		shares, owner := u.r.shares, u.env.Owner
+		return time.Time{}, true, consume.ParkFree(func(ctx context.Context) context.Context {
+			if shares.wait(ctx, consume.Stop(ctx), host, place) {
+				return context.WithValue(ctx, shareKey{}, &share{host: host, owner: owner})
+			}
+			return ctx
+		})
 	}
 	// A claim taken ahead holds the slot it was taken with; without it (the record was read again)
 	// the claim is written afresh, so that it lasts the whole call.
@@ -223,12 +242,26 @@ type held struct {
 
 type heldKey struct{}
 
-// adopt takes over what the run's message obtained while it was parked: the call slot, and the
-// owner of the run that parked it.
+// share is a host's share handed over while a message was parked in the host's line.
+type share struct {
+	host  string
+	owner string
+}
+
+type shareKey struct{}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// adopt takes over what the run's message obtained while it was parked: a call slot or a host's
+// share, and the owner of the run that parked it.
 func (u *run) adopt(ctx context.Context) {
 	if h, ok := ctx.Value(heldKey{}).(*held); ok && h.slot != nil {
 		u.slot, u.slotURL, u.env.Owner = h.slot, h.url, h.owner
 		h.slot = nil
+	}
+	if s, ok := ctx.Value(shareKey{}).(*share); ok && s.host != "" {
+		u.host, u.env.Owner = s.host, s.owner
+		s.host = ""
 	}
 }
 

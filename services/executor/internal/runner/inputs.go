@@ -210,8 +210,9 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 	}
 	u := r.newRun(sub.ID, by)
 	u.adopt(ctx)
-	if u.slot != nil {
-		// Handled again after it was parked for a call slot: the record and identity are written.
+	if u.slot != nil || u.host != "" {
+		// Handled again after it was parked (for a call slot or a host's share): the record and the
+		// identity are written.
 		later, err := u.drive(ctx)
 		return u.finish(ctx, err, later)
 	}
