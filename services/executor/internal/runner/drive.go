@@ -169,10 +169,11 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 			}
 			return later, stop, err
 		}
-		shares, owner := u.r.shares, u.env.Owner
+		shares, p := u.r.shares, u.parking()
 		return time.Time{}, true, consume.ParkFree(func(ctx context.Context) context.Context {
 			if shares.wait(ctx, consume.Stop(ctx), host, place) {
-				return context.WithValue(ctx, shareKey{}, &share{host: host, owner: owner})
+				p.host = host
+				return context.WithValue(ctx, parkedKey{}, p)
 			}
 			return ctx
 		})
@@ -227,42 +228,56 @@ func (u *run) takeSlot(ctx context.Context, url string) (*webhook.Slot, error) {
 	if s := u.r.d.Caller.TryAcquire(url); s != nil {
 		return s, nil
 	}
-	owner, caller := u.env.Owner, u.r.d.Caller
+	caller, p := u.r.d.Caller, u.parking()
 	return nil, consume.Park(func(ctx context.Context) context.Context {
-		return context.WithValue(ctx, heldKey{}, &held{url: url, slot: caller.Acquire(ctx, url), owner: owner})
+		p.slot, p.url = caller.Acquire(ctx, url), url
+		return context.WithValue(ctx, parkedKey{}, p)
 	})
 }
 
-// held is a call slot obtained while a message was parked, for the run that handles it again.
-type held struct {
-	url   string
+// parked is what a run hands to the run that handles its message again after it was parked: the
+// record as it knew it (a later write checks its revision anyway, so nothing is read again), the
+// identity, the owner of its claims, and what the wait obtained: a call slot, or a host's share.
+type parked struct {
+	owner string
+	rec   *lifecycle.Record
+	rev   uint64
+	ident *event.Identity
 	slot  *webhook.Slot
-	owner string
-}
-
-type heldKey struct{}
-
-// share is a host's share handed over while a message was parked in the host's line.
-type share struct {
+	url   string
 	host  string
-	owner string
 }
 
-type shareKey struct{}
+type parkedKey struct{}
+
+// parking returns what the run hands over when it parks its message.
+func (u *run) parking() *parked {
+	p := &parked{owner: u.env.Owner, ident: u.ident}
+	if !u.dirty {
+		p.rec, p.rev = u.rec, u.rev
+	}
+	return p
+}
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// adopt takes over what the run's message obtained while it was parked: a call slot or a host's
-// share, and the owner of the run that parked it.
+// adopt takes over what a run that parked the message handed over (see parked).
 func (u *run) adopt(ctx context.Context) {
-	if h, ok := ctx.Value(heldKey{}).(*held); ok && h.slot != nil {
-		u.slot, u.slotURL, u.env.Owner = h.slot, h.url, h.owner
-		h.slot = nil
+	p, ok := ctx.Value(parkedKey{}).(*parked)
+	if !ok || p.owner == "" {
+		return
 	}
-	if s, ok := ctx.Value(shareKey{}).(*share); ok && s.host != "" {
-		u.host, u.env.Owner = s.host, s.owner
-		s.host = ""
+	u.env.Owner = p.owner
+	if p.rec != nil && p.rev != 0 {
+		u.rec, u.rev, u.ident = p.rec, p.rev, p.ident
 	}
+	if p.slot != nil {
+		u.slot, u.slotURL = p.slot, p.url
+	}
+	if p.host != "" {
+		u.host = p.host
+	}
+	*p = parked{} // handed over once
 }
 
 // send makes the claimed call in slot and returns its answer for the lifecycle. A derived identity
