@@ -3,8 +3,6 @@ package lifecycle
 import (
 	"fmt"
 	"strings"
-
-	"github.com/policyhooks/policyhooks/shared/event"
 )
 
 // Markdown renders the three tables as docs/ARCHITECTURE.md shows them; a test keeps the page equal
@@ -18,7 +16,7 @@ func Markdown() string {
 		if kind == "" {
 			kind = "any"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.id, kind, statuses(r.statuses), steps(r.steps), r.when, r.effect)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.id, kind, list(r.statuses), list(r.steps), r.when, r.effect)
 	}
 	b.WriteString("\nAnswers (`ApplyAnswer`): what a webhook call's outcome records. Every answer clears the claim.\n\n")
 	b.WriteString("| Row | Answer | Records |\n|---|---|---|\n")
@@ -32,29 +30,19 @@ func Markdown() string {
 		if r.note != "" {
 			do += ": " + r.note
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.id, r.status, steps(r.steps), r.when, do)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.id, r.status, list(r.steps), r.when, do)
 	}
 	return b.String()
 }
 
-func statuses(ss []event.Status) string {
-	if ss == nil {
+// list joins statuses or steps, "any" for nil (a row for every one).
+func list[T ~string](xs []T) string {
+	if xs == nil {
 		return "any"
 	}
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = string(s)
-	}
-	return strings.Join(out, ", ")
-}
-
-func steps(ss []event.Step) string {
-	if ss == nil {
-		return "any"
-	}
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = string(s)
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = string(x)
 	}
 	return strings.Join(out, ", ")
 }

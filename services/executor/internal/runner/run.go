@@ -271,31 +271,32 @@ type published struct {
 
 // stored reports, without waiting, whether the stream stored the event.
 func (p *published) stored() bool {
-	if !p.done {
-		select {
-		case <-p.ack.Ok():
-			p.done = true
-		case err := <-p.ack.Err():
-			p.done, p.err = true, err
-		default:
-		}
-	}
+	p.await(closedChan)
 	return p.done && p.err == nil
 }
 
 // wait waits until the stream stored the event or refused it.
 func (p *published) wait(ctx context.Context) error {
-	if !p.done {
-		select {
-		case <-p.ack.Ok():
-			p.done = true
-		case err := <-p.ack.Err():
-			p.done, p.err = true, err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if !p.await(ctx.Done()) {
+		return ctx.Err()
 	}
 	return p.err
+}
+
+// await takes the Ack's outcome unless it has it, waiting until it arrives or until giveUp is
+// closed (a closed channel: not at all); it reports whether the outcome is known.
+func (p *published) await(giveUp <-chan struct{}) bool {
+	if p.done {
+		return true
+	}
+	select {
+	case <-p.ack.Ok():
+		p.done = true
+	case err := <-p.ack.Err():
+		p.done, p.err = true, err
+	case <-giveUp:
+	}
+	return p.done
 }
 
 // finish waits for this run's status events to be stored, then turns the run's end into the
