@@ -127,7 +127,7 @@ func pausedRequest(id string, pause int) event.Request {
 			{ID: "wh-wake", Key: "wake_up", CallbackType: event.Pre, Direction: event.OneWay, Order: 0, Outcome: event.OutcomeSucceeded,
 				Attempts: []event.Attempt{{At: t0.Add(2 * time.Second), WebhookID: "msg_1", Status: 200, LatencyMS: 12.5}}},
 			{ID: "wh-verify", Key: "verify", CallbackType: event.Pre, Direction: event.TwoWay, Order: 1, Outcome: event.OutcomeHalted,
-				Attempts: []event.Attempt{
+				Interrupted: 1, Attempts: []event.Attempt{
 					{At: t0.Add(2 * time.Second), WebhookID: "msg_2", Error: "connection reset", LatencyMS: 3},
 					{At: t0.Add(3 * time.Second), WebhookID: "msg_2", Status: 200, LatencyMS: 8},
 				}},

@@ -202,10 +202,10 @@ func TestGetView(t *testing.T) {
 	}
 	webhooks, _ := json.Marshal(v["webhooks"])
 	wantWebhooks := `[{"attempts":[{"at":"2025-03-01T12:00:02Z","error":null,"latency_ms":12.5,"status":200,"webhook_id":"msg_1"}],` +
-		`"callback_type":"pre","direction":"one_way","key":"wake_up","order":0,"outcome":"succeeded"},` +
+		`"callback_type":"pre","direction":"one_way","interrupted":0,"key":"wake_up","order":0,"outcome":"succeeded"},` +
 		`{"attempts":[{"at":"2025-03-01T12:00:02Z","error":"connection reset","latency_ms":3,"status":null,"webhook_id":"msg_2"},` +
 		`{"at":"2025-03-01T12:00:03Z","error":null,"latency_ms":8,"status":200,"webhook_id":"msg_2"}],` +
-		`"callback_type":"pre","direction":"two_way","key":"verify","order":1,"outcome":"halted"}]`
+		`"callback_type":"pre","direction":"two_way","interrupted":1,"key":"verify","order":1,"outcome":"halted"}]`
 	if string(webhooks) != wantWebhooks {
 		t.Errorf("webhooks =\n%s\nwant\n%s", webhooks, wantWebhooks)
 	}

@@ -40,7 +40,10 @@ type WebhookView struct {
 	Direction    event.Direction    `json:"direction"`
 	Order        int                `json:"order"`
 	Attempts     []AttemptView      `json:"attempts"`
-	Outcome      event.Outcome      `json:"outcome"`
+	// Interrupted counts the calls whose answer was never recorded (the executor stopped during
+	// them); they are not attempts.
+	Interrupted int           `json:"interrupted"`
+	Outcome     event.Outcome `json:"outcome"`
 }
 
 // AttemptView is one call of a webhook: when, its webhook-id, the HTTP status (null when there was
@@ -77,7 +80,7 @@ func NewView(req event.Request) View {
 	for _, w := range req.Webhooks {
 		wv := WebhookView{
 			Key: w.Key, CallbackType: w.CallbackType, Direction: w.Direction, Order: w.Order,
-			Attempts: make([]AttemptView, 0, len(w.Attempts)), Outcome: w.Outcome,
+			Attempts: make([]AttemptView, 0, len(w.Attempts)), Interrupted: w.Interrupted, Outcome: w.Outcome,
 		}
 		for _, a := range w.Attempts {
 			av := AttemptView{At: a.At, WebhookID: a.WebhookID, Error: optional(a.Error), LatencyMS: a.LatencyMS}
