@@ -21,7 +21,7 @@ func TestLoadConfig(t *testing.T) {
 		cfg.WebhookAllowHTTP || cfg.WebhookAllowPrivate || cfg.IdentityTTL != 604800*time.Second ||
 		cfg.PauseTimeout != 60*time.Hour || cfg.ExecutionStage != "await" || cfg.ExecutionTimeout != 24*time.Hour ||
 		cfg.Concurrency != 256 || cfg.WebhookRetryBaseDelay != time.Second || cfg.WebhookRetryMaxDelay != time.Minute ||
-		cfg.CallbackPublicURL != "" || cfg.ActiveHandlers != 256 {
+		cfg.CallbackPublicURL != "" || cfg.ActiveHandlers != 256 || cfg.ShutdownGrace != 25*time.Second {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	for _, tc := range []struct{ name, value string }{
@@ -37,6 +37,7 @@ func TestLoadConfig(t *testing.T) {
 		{"EXECUTION_TIMEOUT", "720h"},
 		{"PRIVACY_REQUEST_DELAY_TIMEOUT", "336h"},
 		{"APP_ENCRYPTION_KEY", "short"},
+		{"EXECUTOR_SHUTDOWN_GRACE", "soonish"},
 	} {
 		env := map[string]string{"APP_ENCRYPTION_KEY": appKey, tc.name: tc.value}
 		_, err := app.LoadConfig(func(k string) string { return env[k] })
