@@ -250,8 +250,9 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 	if recordErr != nil {
 		return u.finish(ctx, recordErr, time.Time{})
 	}
-	r.m.rows.WithLabelValues("inputs", "new").Inc()
-	if !ok {
+	if ok {
+		r.m.rows.WithLabelValues("inputs", "new").Inc()
+	} else {
 		// The id is known (input row I1): the identity is kept where the request may need it
 		// (in_processing: a crash before it was stored; error: a retry needs it), removed if this
 		// submission stored it for a request that does not.
