@@ -11,14 +11,11 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/gorilla/mux"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/callback/internal/httpapi"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
-	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -157,9 +154,9 @@ func TestOpenAPIDocument(t *testing.T) {
 // TestStartServes starts the service on a real listener over embedded NATS and resumes a request
 // the way a webhook receiver would.
 func TestStartServes(t *testing.T) {
-	srv := devstack.NATSForTest(t)
+	n := testkit.StartNATS(t)
 	cfg, err := LoadConfig(env(map[string]string{
-		"APP_ENCRYPTION_KEY": testAppKey, "NATS_URL": srv.URL(), "HTTP_ADDR": "127.0.0.1:0", "OAUTH_ROOT_CLIENT_ID": "root",
+		"APP_ENCRYPTION_KEY": testAppKey, "NATS_URL": n.URL(), "HTTP_ADDR": "127.0.0.1:0", "OAUTH_ROOT_CLIENT_ID": "root",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -180,16 +177,7 @@ func TestStartServes(t *testing.T) {
 	base := "http://" + s.Addr()
 
 	// Seed a paused request as the executor would.
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	requests, err := natsconn.RequestsBucket(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	requests := n.Bucket(t, event.BucketRequests)
 	req := event.Request{ID: "pri_app", PolicyKey: "p", Status: event.StatusPaused, Step: event.StepPreWebhooks,
 		Pause: 1, PausedWebhookID: "wh-1", CreatedAt: time.Now().UTC()}
 	b, _ := json.Marshal(req)
@@ -261,8 +249,8 @@ func TestRunReportsBadConfig(t *testing.T) {
 }
 
 func TestReadyReportsBuckets(t *testing.T) {
-	srv := devstack.NATSForTest(t)
-	cfg, _ := LoadConfig(env(map[string]string{"APP_ENCRYPTION_KEY": testAppKey, "NATS_URL": srv.URL(), "HTTP_ADDR": "127.0.0.1:0"}))
+	n := testkit.StartNATS(t)
+	cfg, _ := LoadConfig(env(map[string]string{"APP_ENCRYPTION_KEY": testAppKey, "NATS_URL": n.URL(), "HTTP_ADDR": "127.0.0.1:0"}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s, err := Start(ctx, cfg, zerolog.Nop())
@@ -280,10 +268,7 @@ func TestReadyReportsBuckets(t *testing.T) {
 	}
 
 	// Deleting a bucket makes the service unready, naming it.
-	nc, _ := nats.Connect(srv.URL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if err := js.DeleteKeyValue(ctx, event.BucketResumeTokens); err != nil {
+	if err := n.JS.DeleteKeyValue(ctx, event.BucketResumeTokens); err != nil {
 		t.Fatal(err)
 	}
 	resp2, err := http.Get("http://" + s.Addr() + "/ready")

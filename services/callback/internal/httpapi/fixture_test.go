@@ -9,15 +9,13 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/callback/internal/oauthclients"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
-	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -32,6 +30,7 @@ const (
 // config service write, and sealers keyed as the other services key them.
 type fixture struct {
 	t        testing.TB
+	nats     *testkit.NATS
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	requests jetstream.KeyValue
@@ -52,30 +51,16 @@ func newFixture(t testing.TB) *fixture {
 // of js itself (nil: js), so that a test can inject faults.
 func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Publisher) *fixture {
 	t.Helper()
-	srv := devstack.NATSForTest(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
+	n := testkit.StartNATS(t)
+	js := n.JS
+	f := &fixture{t: t, nats: n, js: js, registry: prometheus.NewRegistry()}
+	var err error
+	if f.stream, err = js.Stream(context.Background(), event.Stream); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	f := &fixture{t: t, js: js, registry: prometheus.NewRegistry()}
-	if f.stream, err = natsconn.EnsureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	if f.requests, err = natsconn.RequestsBucket(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	if f.claims, err = natsconn.ResumeTokensBucket(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	if f.clients, err = natsconn.ClientsBucket(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	f.requests = n.Bucket(t, event.BucketRequests)
+	f.claims = n.Bucket(t, event.BucketResumeTokens)
+	f.clients = n.Bucket(t, event.BucketClients)
 	f.resume = sealer(t, secret.PurposeResumeTokens)
 	f.access = sealer(t, secret.PurposeAccessTokens)
 	var pub resume.Publisher = js
@@ -234,33 +219,10 @@ func (f *fixture) claimCount() uint64 {
 	return st.Values()
 }
 
-// events reads, through an ordered consumer on the stream, every message published on subject.
+// events returns, in stream order, every message published on subject.
 func (f *fixture) events(subject string) []jetstream.Msg {
 	f.t.Helper()
-	n := int(f.count(subject))
-	if n == 0 {
-		return nil
-	}
-	ctx := context.Background()
-	cons, err := f.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	deadline := time.Now().Add(10 * time.Second)
-	for len(out) < n && time.Now().Before(deadline) {
-		batch, err := cons.Fetch(n-len(out), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-		}
-	}
-	if len(out) != n {
-		f.t.Fatalf("read %d messages on %s, the stream holds %d", len(out), subject, n)
-	}
-	return out
+	return f.nats.Msgs(f.t, subject)
 }
 
 // resumesOf returns the resume events on the stream that carry token jti.

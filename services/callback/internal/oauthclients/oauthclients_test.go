@@ -4,25 +4,13 @@ import (
 	"context"
 	"testing"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/policyhooks/policyhooks/shared/devstack"
-	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 )
 
 func TestClientExists(t *testing.T) {
-	srv := devstack.NATSForTest(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	kv := testkit.StartNATS(t).Bucket(t, event.BucketClients)
 	ctx := context.Background()
-	kv, err := natsconn.ClientsBucket(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, id := range []string{"client-a", "client-gone"} {
 		if _, err := kv.Put(ctx, id, []byte(`{"scopes":["privacy-request:read"]}`)); err != nil {
 			t.Fatal(err)

@@ -10,12 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/event"
-	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/rs/zerolog"
 )
@@ -28,26 +26,8 @@ type env struct {
 
 func newEnv(t *testing.T) env {
 	t.Helper()
-	srv := devstack.NATSForTest(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-	if _, err := natsconn.EnsureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	requests, err := natsconn.RequestsBucket(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	claims, err := natsconn.ResumeTokensBucket(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env{js: js, requests: requests, claims: claims}
+	n := testkit.StartNATS(t)
+	return env{js: n.JS, requests: n.Bucket(t, event.BucketRequests), claims: n.Bucket(t, event.BucketResumeTokens)}
 }
 
 func newSealer(t *testing.T, appKey string) *token.Sealer {
