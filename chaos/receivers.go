@@ -247,19 +247,20 @@ func (r *Receivers) addResume(id string, p *ResumePost) {
 func (r *Receivers) Calls(id string) []Call {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Call, 0, len(r.calls[id]))
-	for _, c := range r.calls[id] {
-		out = append(out, *c)
-	}
-	return out
+	return values(r.calls[id])
 }
 
 // Resumes returns a copy of the resume posts made for request id.
 func (r *Receivers) Resumes(id string) []ResumePost {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]ResumePost, 0, len(r.resumes[id]))
-	for _, p := range r.resumes[id] {
+	return values(r.resumes[id])
+}
+
+// values copies what ps point to, so that callers read them without the lock.
+func values[T any](ps []*T) []T {
+	out := make([]T, 0, len(ps))
+	for _, p := range ps {
 		out = append(out, *p)
 	}
 	return out
