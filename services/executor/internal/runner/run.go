@@ -289,12 +289,21 @@ func (p *published) await(giveUp <-chan struct{}) bool {
 	if p.done {
 		return true
 	}
+	// An outcome that has arrived is taken before giving up is considered (a select picks at
+	// random among ready cases).
 	select {
 	case <-p.ack.Ok():
 		p.done = true
 	case err := <-p.ack.Err():
 		p.done, p.err = true, err
-	case <-giveUp:
+	default:
+		select {
+		case <-p.ack.Ok():
+			p.done = true
+		case err := <-p.ack.Err():
+			p.done, p.err = true, err
+		case <-giveUp:
+		}
 	}
 	return p.done
 }
