@@ -3,6 +3,7 @@ package webhook
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -121,7 +122,8 @@ func ParseTwoWay(body []byte) (*event.Identity, bool, error) {
 			halt = true
 		case "false":
 		default:
-			return nil, false, fmt.Errorf("halt must be true or false, got %q", event.Reason(h))
+			// Quoted and then cut, so the whole message stays a recordable reason (D15).
+			return nil, false, errors.New(event.Reason(fmt.Sprintf("halt must be true or false, got %q", h)))
 		}
 	default:
 		return nil, false, fmt.Errorf("halt must be true or false")
