@@ -7,13 +7,14 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 NATSCLI := github.com/nats-io/natscli/nats
 BENCH_ARGS ?=
 
-.PHONY: help run test lint bench nats build fmt chaos
+.PHONY: help run test lint bench nats build fmt chaos fuzz
 
 help:
 	@echo "make run    start the whole system locally (embedded NATS + embedded MongoDB-compatible store + all services)"
 	@echo "make test   go vet (each module on its own) and go test -race -shuffle=on in every module"
 	@echo "make lint   gofmt check, go vet and staticcheck in every module"
 	@echo "make bench  the throughput benchmark against the raw NATS + HTTPS loop"
+	@echo "make fuzz   every native fuzz target for FUZZTIME each (default 2m; CI runs 5s each)"
 	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
 	@echo "make chaos  the long fault runs: the executor's schedule explorer at 3 deviations, then thousands of requests while processes are killed (CHAOS_SEED, CHAOS_SRC, CHAOS_KEEP; docs/reliability.md)"
 
@@ -48,6 +49,12 @@ bench:
 chaos:
 	cd services/executor && EXPLORE_DEVIATIONS=3 go test -count=1 -timeout 1h -run TestExplore -v ./internal/runner
 	cd chaos && CHAOS_LONG=1 CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 3h -run TestChaos -v .
+
+# Every Fuzz target of the workspace for FUZZTIME each; a failing input lands in the package's
+# testdata/fuzz/<Target>/ and becomes a seed that go test runs (docs/reliability.md).
+FUZZTIME ?= 2m
+fuzz:
+	FUZZTIME=$(FUZZTIME) tools/fuzz.sh
 
 nats: bin/nats
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every native Go fuzz target of the workspace for FUZZTIME each (make fuzz; CI runs it for a
+# few seconds so the corpora and targets stay green). A failing input is written by go test under
+# the package's testdata/fuzz/<Target>/: commit it, it becomes a seed that every go test runs.
+#
+# -fuzzminimizetime is bounded: with the default (60s per new input) the fuzzer spends long stretches
+# minimising inputs it found interesting and reports 0 execs/sec meanwhile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZTIME="${FUZZTIME:-2m}"
+MODULES=(${MODULES:-shared services/config services/executor services/callback})
+ONLY="${FUZZ_ONLY:-}"
+summary=()
+status=0
+for m in "${MODULES[@]}"; do
+  # go test -list prints a package's matching test names, then "ok <package>".
+  list=$(cd "$m" && go test -list '^Fuzz' ./...) || { echo "go test -list failed in $m" >&2; exit 1; }
+  mapfile -t lines < <(grep -E '^(Fuzz|ok )' <<<"$list")
+  names=()
+  for line in "${lines[@]}"; do
+    if [[ $line == Fuzz* ]]; then names+=("$line"); continue; fi
+    pkg=$(awk '{print $2}' <<<"$line")
+    for name in "${names[@]}"; do
+      if [[ -n $ONLY && $name != "$ONLY" ]]; then continue; fi
+      echo "== fuzz $pkg $name for $FUZZTIME"
+      start=$(date +%s)
+      if out=$(cd "$m" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 200x "$pkg" 2>&1); then
+        execs=$(grep -oE 'execs: [0-9]+' <<<"$out" | tail -1 | awk '{print $2}')
+        summary+=("ok    $name ($pkg): ${execs:-?} execs in $(( $(date +%s) - start ))s")
+      else
+        echo "$out" | tail -40
+        summary+=("FAIL  $name ($pkg): the failing input is in the package's testdata/fuzz/$name/")
+        status=1
+      fi
+    done
+    names=()
+  done
+done
+printf '%s\n' "== fuzz summary (FUZZTIME=$FUZZTIME)" "${summary[@]}"
+exit $status
