@@ -21,9 +21,6 @@ import (
 // MaxLength is the longest token Open parses, in bytes.
 const MaxLength = 4096
 
-// Scopes carried by resume tokens.
-const ScopeResume = "privacy-request:resume"
-
 var (
 	// ErrInvalid reports a token that is too long, malformed, or does not decrypt under the key.
 	ErrInvalid = errors.New("token: invalid")

@@ -25,7 +25,7 @@ func TestSealOpenResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &ResumeClaims{RequestID: "pri_1", WebhookID: "wh_1", Pause: 2, Scopes: []string{ScopeResume}}
+	in := &ResumeClaims{RequestID: "pri_1", WebhookID: "wh_1", Pause: 2, Scopes: []string{"privacy-request:resume"}}
 	raw, err := s.Seal(in, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +34,7 @@ func TestSealOpenResume(t *testing.T) {
 	if err := s.Open(raw, &out); err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	if out.RequestID != "pri_1" || out.WebhookID != "wh_1" || out.Pause != 2 || !out.HasScope(ScopeResume) {
+	if out.RequestID != "pri_1" || out.WebhookID != "wh_1" || out.Pause != 2 || !out.HasScope("privacy-request:resume") {
 		t.Fatalf("claims = %+v", out)
 	}
 	if out.ID == "" || out.Expiry-out.IssuedAt != 3600 {

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"io"
 	"net/http"
 	"strings"
@@ -186,7 +187,7 @@ func TestStartServes(t *testing.T) {
 	}
 	key, _ := secret.DeriveKey(testAppKey, secret.PurposeResumeTokens)
 	sealer, _ := token.NewSealer(key)
-	raw, err := sealer.Seal(&token.ResumeClaims{RequestID: "pri_app", WebhookID: "wh-1", Pause: 1, Scopes: []string{token.ScopeResume}}, time.Hour)
+	raw, err := sealer.Seal(&token.ResumeClaims{RequestID: "pri_app", WebhookID: "wh-1", Pause: 1, Scopes: []string{scope.PrivacyRequestResume}}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

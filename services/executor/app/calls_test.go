@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,7 +121,7 @@ func TestCallHeadersAndBody(t *testing.T) {
 				t.Fatalf("reply-to-token: %v", err)
 			}
 			if claims.RequestID != "pri_headers" || claims.WebhookID != tc.webhookID || claims.Pause != 1 ||
-				len(claims.Scopes) != 1 || claims.Scopes[0] != token.ScopeResume || claims.ID == "" {
+				len(claims.Scopes) != 1 || claims.Scopes[0] != scope.PrivacyRequestResume || claims.ID == "" {
 				t.Errorf("claims %+v, want request pri_headers webhook %s pause 1 scope resume", claims, tc.webhookID)
 			}
 			if d := time.Until(time.Unix(claims.Expiry, 0)); d < 59*time.Hour || d > 61*time.Hour {

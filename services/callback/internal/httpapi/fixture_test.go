@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -157,7 +158,7 @@ func (f *fixture) revision(id string) uint64 {
 // replyToken mints a reply-to-token as the executor does.
 func (f *fixture) replyToken(id, webhookID string, pause int) (raw, jti string) {
 	f.t.Helper()
-	return sealResume(f.t, f.resume, token.ResumeClaims{RequestID: id, WebhookID: webhookID, Pause: pause, Scopes: []string{token.ScopeResume}}, 60*time.Hour)
+	return sealResume(f.t, f.resume, token.ResumeClaims{RequestID: id, WebhookID: webhookID, Pause: pause, Scopes: []string{scope.PrivacyRequestResume}}, 60*time.Hour)
 }
 
 func sealResume(t testing.TB, s *token.Sealer, c token.ResumeClaims, ttl time.Duration) (raw, jti string) {

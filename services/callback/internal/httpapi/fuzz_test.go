@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"net/http"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func FuzzResume(f *testing.F) {
 		f.Fatalf("first use: got %d %s, want 200", w.Code, w.Body)
 	}
 	expired, _ := sealResume(f, fx.resume.WithClock(func() time.Time { return time.Now().Add(-time.Hour) }),
-		token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{token.ScopeResume}}, time.Minute)
+		token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{scope.PrivacyRequestResume}}, time.Minute)
 
 	for _, seed := range []struct {
 		raw        string
@@ -50,7 +51,7 @@ func FuzzResume(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string, body []byte, validToken bool) {
 		if validToken {
 			raw, _ = sealResume(t, fx.resume, token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1,
-				Scopes: []string{token.ScopeResume}}, time.Hour)
+				Scopes: []string{scope.PrivacyRequestResume}}, time.Hour)
 		}
 		w := fx.do(http.MethodPost, resumePath(id), "Bearer "+raw, string(body))
 		switch {

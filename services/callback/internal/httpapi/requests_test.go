@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"net/http"
 	"slices"
 	"strings"
@@ -35,7 +36,7 @@ func TestOAuthRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	expiredAccess, err := f.access.WithClock(func() time.Time { return time.Now().Add(-2 * time.Hour) }).
-		Seal(&token.AccessClaims{ClientID: "client-a", Scopes: []string{ScopeRead, ScopeResume}}, time.Hour)
+		Seal(&token.AccessClaims{ClientID: "client-a", Scopes: []string{scope.PrivacyRequestRead, scope.PrivacyRequestResume}}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,14 +53,14 @@ func TestOAuthRules(t *testing.T) {
 		{"get with garbage", http.MethodGet, get, bearer("x.y.z"), 403, "Not Authorized for this action"},
 		{"get with a reply-to-token", http.MethodGet, get, bearer(replyTo), 403, "Not Authorized for this action"},
 		{"get with an expired token", http.MethodGet, get, bearer(expiredAccess), 403, "Not Authorized for this action"},
-		{"get with the resume scope only", http.MethodGet, get, bearer(f.accessToken("client-a", ScopeResume)), 403, "Not Authorized for this action"},
-		{"retry with the read scope only", http.MethodPost, retry, bearer(f.accessToken("client-a", ScopeRead)), 403, "Not Authorized for this action"},
-		{"get by an unknown client", http.MethodGet, get, bearer(f.accessToken("client-x", ScopeRead)), 403, "Not Authorized for this action"},
-		{"get by a deleted client", http.MethodGet, get, bearer(f.accessToken("client-gone", ScopeRead)), 403, "Not Authorized for this action"},
-		{"retry by an unknown client", http.MethodPost, retry, bearer(f.accessToken("client-x", ScopeResume)), 403, "Not Authorized for this action"},
-		{"get by a known client", http.MethodGet, get, bearer(f.accessToken("client-a", ScopeRead)), 200, ""},
-		{"get by the root client", http.MethodGet, get, bearer(f.accessToken(rootClientID, ScopeRead)), 200, ""},
-		{"retry by the root client", http.MethodPost, retry, bearer(f.accessToken(rootClientID, ScopeResume)), 400,
+		{"get with the resume scope only", http.MethodGet, get, bearer(f.accessToken("client-a", scope.PrivacyRequestResume)), 403, "Not Authorized for this action"},
+		{"retry with the read scope only", http.MethodPost, retry, bearer(f.accessToken("client-a", scope.PrivacyRequestRead)), 403, "Not Authorized for this action"},
+		{"get by an unknown client", http.MethodGet, get, bearer(f.accessToken("client-x", scope.PrivacyRequestRead)), 403, "Not Authorized for this action"},
+		{"get by a deleted client", http.MethodGet, get, bearer(f.accessToken("client-gone", scope.PrivacyRequestRead)), 403, "Not Authorized for this action"},
+		{"retry by an unknown client", http.MethodPost, retry, bearer(f.accessToken("client-x", scope.PrivacyRequestResume)), 403, "Not Authorized for this action"},
+		{"get by a known client", http.MethodGet, get, bearer(f.accessToken("client-a", scope.PrivacyRequestRead)), 200, ""},
+		{"get by the root client", http.MethodGet, get, bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead)), 200, ""},
+		{"retry by the root client", http.MethodPost, retry, bearer(f.accessToken(rootClientID, scope.PrivacyRequestResume)), 400,
 			"Cannot restart privacy request from failure: privacy request 'pri_auth' status = paused."},
 	}
 	for _, tt := range tests {
@@ -82,7 +83,7 @@ func TestOAuthRules(t *testing.T) {
 
 func TestRetry(t *testing.T) {
 	f := newFixture(t)
-	auth := bearer(f.accessToken(rootClientID, ScopeResume))
+	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestResume))
 	for _, req := range []event.Request{pausedRequest("pri_paused", 1), failedRequest("pri_failed", 2)} {
 		f.putRequest(req)
 	}
@@ -153,7 +154,7 @@ func TestRetry(t *testing.T) {
 
 func TestGetView(t *testing.T) {
 	f := newFixture(t)
-	auth := bearer(f.accessToken(rootClientID, ScopeRead))
+	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead))
 	f.putRequest(pausedRequest("pri_p", 4))
 	f.putRequest(failedRequest("pri_f", 1))
 	f.putRequest(pausedRequest("pri:ext.7", 1))

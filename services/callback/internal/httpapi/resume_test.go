@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"net/http"
 	"slices"
 	"strings"
@@ -86,12 +87,12 @@ func TestResumeRefusals(t *testing.T) {
 		{"over 4 KiB", func(id string) call {
 			f.putRequest(pausedRequest(id, 1))
 			raw, _ := sealResume(t, f.resume, token.ResumeClaims{RequestID: id, WebhookID: strings.Repeat("w", 4000), Pause: 1,
-				Scopes: []string{token.ScopeResume}}, time.Hour)
+				Scopes: []string{scope.PrivacyRequestResume}}, time.Hour)
 			return call{resumePath(id), bearer(raw), `{}`}
 		}, 403, "Not Authorized for this action"},
 		{"access token", func(id string) call {
 			f.putRequest(pausedRequest(id, 1))
-			return call{resumePath(id), bearer(f.accessToken(rootClientID, token.ScopeResume)), `{}`}
+			return call{resumePath(id), bearer(f.accessToken(rootClientID, scope.PrivacyRequestResume)), `{}`}
 		}, 403, "Not Authorized for this action"},
 		{"wrong scope", func(id string) call {
 			f.putRequest(pausedRequest(id, 1))
@@ -102,7 +103,7 @@ func TestResumeRefusals(t *testing.T) {
 		{"expired", func(id string) call {
 			f.putRequest(pausedRequest(id, 1))
 			raw, _ := sealResume(t, f.resume.WithClock(func() time.Time { return past }),
-				token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{token.ScopeResume}}, 60*time.Hour)
+				token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{scope.PrivacyRequestResume}}, 60*time.Hour)
 			return call{resumePath(id), bearer(raw), `{}`}
 		}, 403, "Webhook token expired"},
 		{"expired and wrong scope", func(id string) call {
@@ -113,7 +114,7 @@ func TestResumeRefusals(t *testing.T) {
 		}, 403, "Not Authorized for this action"},
 		{"expired and unknown request", func(id string) call {
 			raw, _ := sealResume(t, f.resume.WithClock(func() time.Time { return past }),
-				token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{token.ScopeResume}}, 60*time.Hour)
+				token.ResumeClaims{RequestID: id, WebhookID: "wh-verify", Pause: 1, Scopes: []string{scope.PrivacyRequestResume}}, 60*time.Hour)
 			return call{resumePath(id), bearer(raw), `{}`}
 		}, 403, "Webhook token expired"},
 		{"unknown request", func(id string) call {

@@ -3,6 +3,8 @@
 package httpapi
 
 import (
+	"github.com/policyhooks/policyhooks/shared/callbackapi"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -11,12 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
-)
-
-// Scopes of the OAuth-protected routes.
-const (
-	ScopeRead   = "privacy-request:read"
-	ScopeResume = "privacy-request:resume"
 )
 
 // Deps are what the routes need.
@@ -45,13 +41,12 @@ func NewRouter(d Deps) *mux.Router {
 	r.HandleFunc("/health", api.Health).Methods(http.MethodGet)
 	r.HandleFunc("/ready", api.Ready(d.Ready)).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
-	r.HandleFunc("/api/v1/openapi.json", api.Document(d.OpenAPI)).Methods(http.MethodGet)
+	r.HandleFunc(callbackapi.OpenAPI, api.Document(d.OpenAPI)).Methods(http.MethodGet)
 
 	resumeH := handleResume(d.Resume, m)
-	r.HandleFunc("/api/v1/privacy-request/{id}/resume", resumeH).Methods(http.MethodPost)
-	// The path fidesops put in reply-to, without /api/v1.
-	r.HandleFunc("/privacy-request/{id}/resume", resumeH).Methods(http.MethodPost)
-	r.HandleFunc("/api/v1/privacy-request/{id}/retry", d.Auth.Require(ScopeResume, handleRetry(d.Resume, m))).Methods(http.MethodPost)
-	r.HandleFunc("/api/v1/privacy-request/{id}", d.Auth.Require(ScopeRead, handleGet(d.Resume))).Methods(http.MethodGet)
+	r.HandleFunc(callbackapi.Resume, resumeH).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.LegacyResume, resumeH).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.Retry, d.Auth.Require(scope.PrivacyRequestResume, handleRetry(d.Resume, m))).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.Request, d.Auth.Require(scope.PrivacyRequestRead, handleGet(d.Resume))).Methods(http.MethodGet)
 	return r
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -183,7 +184,7 @@ func (s *Service) open(raw string) (token.ResumeClaims, error) {
 	switch {
 	case err != nil && !errors.Is(err, token.ErrExpired):
 		return claims, ErrNotAuthorized
-	case !claims.HasScope(token.ScopeResume) || claims.RequestID == "" || !event.ValidKVKey(claims.ID):
+	case !claims.HasScope(scope.PrivacyRequestResume) || claims.RequestID == "" || !event.ValidKVKey(claims.ID):
 		return claims, ErrNotAuthorized
 	case err != nil:
 		return claims, ErrTokenExpired

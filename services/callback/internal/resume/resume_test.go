@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,7 +59,7 @@ func TestPreviousKeyTokens(t *testing.T) {
 	oldKey, newKey := "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
 	e.put(t, event.Request{ID: "pri_rot", Status: event.StatusPaused, Pause: 1, PausedWebhookID: "wh"})
 	raw, err := newSealer(t, oldKey).Seal(&token.ResumeClaims{RequestID: "pri_rot", WebhookID: "wh", Pause: 1,
-		Scopes: []string{token.ScopeResume}}, time.Hour)
+		Scopes: []string{scope.PrivacyRequestResume}}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestClaimExpiresWithToken(t *testing.T) {
 	e := newEnv(t)
 	sealer := newSealer(t, "0123456789abcdef0123456789abcdef")
 	e.put(t, event.Request{ID: "pri_ttl", Status: event.StatusPaused, Pause: 3, PausedWebhookID: "wh"})
-	c := token.ResumeClaims{RequestID: "pri_ttl", WebhookID: "wh", Pause: 3, Scopes: []string{token.ScopeResume}}
+	c := token.ResumeClaims{RequestID: "pri_ttl", WebhookID: "wh", Pause: 3, Scopes: []string{scope.PrivacyRequestResume}}
 	raw, err := sealer.Seal(&c, 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +145,7 @@ func TestResumeClaimFailsAfterPublish(t *testing.T) {
 	e := newEnv(t)
 	sealer := newSealer(t, "0123456789abcdef0123456789abcdef")
 	e.put(t, event.Request{ID: "pri_noclaim", Status: event.StatusPaused, Pause: 2, PausedWebhookID: "wh"})
-	c := token.ResumeClaims{RequestID: "pri_noclaim", WebhookID: "wh", Pause: 2, Scopes: []string{token.ScopeResume}}
+	c := token.ResumeClaims{RequestID: "pri_noclaim", WebhookID: "wh", Pause: 2, Scopes: []string{scope.PrivacyRequestResume}}
 	raw, err := sealer.Seal(&c, time.Hour)
 	if err != nil {
 		t.Fatal(err)

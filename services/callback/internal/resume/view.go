@@ -1,13 +1,11 @@
 package resume
 
 import (
+	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
 )
-
-// ResumePath returns the resume endpoint of request id.
-func ResumePath(id string) string { return "/api/v1/privacy-request/" + id + "/resume" }
 
 // View is the public form of a privacy request (SPEC §7): its state and webhook history, never its
 // identity nor its plan's sealed secrets.
@@ -74,7 +72,7 @@ func NewView(req event.Request) View {
 		v.Error = &ErrorView{Step: req.Error.Step, WebhookKey: optional(req.Error.WebhookKey), Message: req.Error.Message}
 	}
 	if req.Status == event.StatusPaused {
-		p := ResumePath(req.ID)
+		p := callbackapi.ResumePath(req.ID)
 		v.ResumeEndpoint = &p
 	}
 	for _, w := range req.Webhooks {

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/executor/internal/consume"
@@ -293,7 +294,7 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 	}
 	if rec.Pausing() {
 		tok, err := u.r.d.Seal(&token.ResumeClaims{RequestID: u.id, WebhookID: w.ID, Pause: rec.Pause + 1,
-			Scopes: []string{token.ScopeResume}}, u.r.cfg.Lifecycle.PauseTimeout)
+			Scopes: []string{scope.PrivacyRequestResume}}, u.r.cfg.Lifecycle.PauseTimeout)
 		if err != nil {
 			slot.Release()
 			return lifecycle.Answer{}, err

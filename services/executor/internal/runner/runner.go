@@ -8,6 +8,7 @@ package runner
 
 import (
 	"context"
+	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"net/url"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -200,7 +201,7 @@ func (r *Runner) backoff(n int, retryAfter time.Duration, rnd func(int64) int64)
 }
 
 func (r *Runner) replyTo(id string) string {
-	return strings.TrimRight(r.cfg.CallbackPublicURL, "/") + "/api/v1/privacy-request/" + url.PathEscape(id) + "/resume"
+	return strings.TrimRight(r.cfg.CallbackPublicURL, "/") + callbackapi.ResumePath(id)
 }
 
 // hostOf is the host key of a webhook URL: scheme and host:port, lower case.

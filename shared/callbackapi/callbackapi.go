@@ -1,0 +1,35 @@
+// Package callbackapi holds the callback service's public paths (SPEC §7), written once: the
+// callback routes them, and the executor builds reply-to URLs from them.
+package callbackapi
+
+import (
+	"net/url"
+	"strings"
+)
+
+// Route patterns of the callback service (gorilla/mux syntax, {id} a privacy request id).
+const (
+	// Resume is where a halting webhook posts its reply-to token.
+	Resume = "/api/v1/privacy-request/{id}/resume"
+	// LegacyResume is the path fidesops put in reply-to, without /api/v1; still served.
+	LegacyResume = "/privacy-request/{id}/resume"
+	// Retry retries a request in error.
+	Retry = "/api/v1/privacy-request/{id}/retry"
+	// Request reads a request's state and webhook history.
+	Request = "/api/v1/privacy-request/{id}"
+	// OpenAPI is the service's OpenAPI document.
+	OpenAPI = "/api/v1/openapi.json"
+)
+
+// ResumePath returns the resume path of request id, escaped for a URL.
+func ResumePath(id string) string { return expand(Resume, id) }
+
+// RetryPath returns the retry path of request id, escaped for a URL.
+func RetryPath(id string) string { return expand(Retry, id) }
+
+// RequestPath returns the path of request id, escaped for a URL.
+func RequestPath(id string) string { return expand(Request, id) }
+
+func expand(pattern, id string) string {
+	return strings.Replace(pattern, "{id}", url.PathEscape(id), 1)
+}
