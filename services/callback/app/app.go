@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,11 +41,6 @@ type Config struct {
 	// RootClientID is OAUTH_ROOT_CLIENT_ID: its access tokens are accepted without an entry in
 	// oauth_clients. Optional here.
 	RootClientID string
-	// DelayTimeout is PRIVACY_REQUEST_DELAY_TIMEOUT. Read for parity with the executor, which
-	// issues reply-to-tokens with that lifetime; the callback goes by each token's own expiry.
-	DelayTimeout time.Duration
-	// IdentityTTL is IDENTITY_TTL, read for parity with the executor.
-	IdentityTTL time.Duration
 }
 
 // LoadConfig reads the configuration through getenv and reports every problem, each naming its
@@ -56,8 +50,6 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
 		Common:       r.Common(DefaultHTTPAddr),
 		RootClientID: r.String("OAUTH_ROOT_CLIENT_ID", ""),
-		DelayTimeout: r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
-		IdentityTTL:  r.Duration("IDENTITY_TTL", 604800*time.Second),
 	}
 	if err := r.Err(); err != nil {
 		return Config{}, err

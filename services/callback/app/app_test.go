@@ -31,19 +31,17 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTPAddr != ":8081" || cfg.DelayTimeout != 60*time.Hour || cfg.IdentityTTL != 604800*time.Second ||
-		cfg.NATSURL != "nats://127.0.0.1:4222" || cfg.RootClientID != "" {
-		t.Errorf("defaults = %+v, want :8081, 60h, 604800s, the local NATS and no root client", cfg)
+	if cfg.HTTPAddr != ":8081" || cfg.NATSURL != "nats://127.0.0.1:4222" || cfg.RootClientID != "" {
+		t.Errorf("defaults = %+v, want :8081, the local NATS and no root client", cfg)
 	}
 
 	cfg, err = LoadConfig(env(map[string]string{
 		"APP_ENCRYPTION_KEY": testAppKey, "HTTP_ADDR": "127.0.0.1:0", "OAUTH_ROOT_CLIENT_ID": "root",
-		"PRIVACY_REQUEST_DELAY_TIMEOUT": "2h", "IDENTITY_TTL": "3600",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTPAddr != "127.0.0.1:0" || cfg.RootClientID != "root" || cfg.DelayTimeout != 2*time.Hour || cfg.IdentityTTL != time.Hour {
+	if cfg.HTTPAddr != "127.0.0.1:0" || cfg.RootClientID != "root" {
 		t.Errorf("overrides = %+v", cfg)
 	}
 
@@ -55,8 +53,8 @@ func TestLoadConfig(t *testing.T) {
 		{"no key", map[string]string{}, []string{"APP_ENCRYPTION_KEY"}},
 		{"short key", map[string]string{"APP_ENCRYPTION_KEY": "short"}, []string{"APP_ENCRYPTION_KEY"}},
 		{"every problem", map[string]string{
-			"APP_ENCRYPTION_KEY": testAppKey, "PRIVACY_REQUEST_DELAY_TIMEOUT": "soon", "IDENTITY_TTL": "-5", "LOG_FORMAT": "xml",
-		}, []string{"PRIVACY_REQUEST_DELAY_TIMEOUT", "IDENTITY_TTL", "LOG_FORMAT"}},
+			"APP_ENCRYPTION_KEY": testAppKey, "NATS_URL": "nats://a", "LOG_LEVEL": "loud", "LOG_FORMAT": "xml",
+		}, []string{"LOG_LEVEL", "LOG_FORMAT"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -243,9 +241,9 @@ func TestStartServes(t *testing.T) {
 
 func TestRunReportsBadConfig(t *testing.T) {
 	var stderr strings.Builder
-	err := Run(context.Background(), env(map[string]string{"APP_ENCRYPTION_KEY": "short", "IDENTITY_TTL": "x"}), &stderr)
-	if err == nil || !strings.Contains(err.Error(), "APP_ENCRYPTION_KEY") || !strings.Contains(err.Error(), "IDENTITY_TTL") {
-		t.Fatalf("Run = %v, want an error naming APP_ENCRYPTION_KEY and IDENTITY_TTL", err)
+	err := Run(context.Background(), env(map[string]string{"APP_ENCRYPTION_KEY": "short", "LOG_FORMAT": "xml"}), &stderr)
+	if err == nil || !strings.Contains(err.Error(), "APP_ENCRYPTION_KEY") || !strings.Contains(err.Error(), "LOG_FORMAT") {
+		t.Fatalf("Run = %v, want an error naming APP_ENCRYPTION_KEY and LOG_FORMAT", err)
 	}
 }
 
