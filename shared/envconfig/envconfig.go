@@ -115,6 +115,25 @@ func (r *Reader) Bool(name string, def bool) bool {
 	return def
 }
 
+// List returns the comma-separated entries of the variable, each trimmed, or nil when unset. An
+// empty entry is a problem.
+func (r *Reader) List(name string) []string {
+	v, ok := r.lookup(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for i, e := range strings.Split(v, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			r.Fail(name, "entry %d is empty, in %q", i+1, v)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
 // URL returns the variable as an absolute URL with one of schemes, or def when unset.
 func (r *Reader) URL(name, def string, schemes ...string) string {
 	v, ok := r.lookup(name)

@@ -1,6 +1,7 @@
 package envconfig
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"int range", map[string]string{"N": "0"}, func(r *Reader) { r.Int("N", 5, 1, 10) }, "N: must be a whole number from 1 to 10"},
 		{"bool", map[string]string{"B": "maybe"}, func(r *Reader) { r.Bool("B", false) }, "B: must be true or false"},
 		{"url", map[string]string{"U": "ftp://x"}, func(r *Reader) { r.URL("U", "", "http", "https") }, "U: must be an absolute http/https URL"},
+		{"empty list entry", map[string]string{"L": "a,,b"}, func(r *Reader) { r.List("L") }, "L: entry 2 is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,7 +52,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 }
 
 func TestValues(t *testing.T) {
-	r := New(env(map[string]string{"D": "604800", "E": "60h", "N": "7", "B": "true", "U": "https://cb.example.com/"}))
+	r := New(env(map[string]string{"D": "604800", "E": "60h", "N": "7", "B": "true", "U": "https://cb.example.com/", "L": " a, b "}))
 	if d := r.Duration("D", 0); d != 604800*time.Second {
 		t.Errorf("Duration(seconds) = %v", d)
 	}
@@ -62,6 +64,9 @@ func TestValues(t *testing.T) {
 	}
 	if !r.Bool("B", false) {
 		t.Error("Bool = false")
+	}
+	if l := r.List("L"); !slices.Equal(l, []string{"a", "b"}) || r.List("UNSET") != nil {
+		t.Errorf("List = %q, want [a b]", l)
 	}
 	if u := r.URL("U", "", "https"); u != "https://cb.example.com" {
 		t.Errorf("URL = %q (trailing slash should be trimmed)", u)

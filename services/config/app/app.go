@@ -5,13 +5,11 @@ package app
 
 import (
 	"context"
-	"crypto/x509"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -49,11 +47,9 @@ type Config struct {
 	RootClientID     string
 	RootClientSecret string
 	AccessTokenTTL   time.Duration
-	// WebhookAllowHTTP allows http:// secret URLs; WebhookAllowPrivate lets the verification
-	// reach non-public addresses; WebhookCAFile adds trusted roots for the verification.
-	WebhookAllowHTTP    bool
-	WebhookAllowPrivate bool
-	WebhookCAFile       string
+	// Settings are the webhook network settings: they check secret URLs and guard the
+	// verification, whose handshake trusts WebhookRoots.
+	netguard.Settings
 	// PlanRepublishInterval is how often every plan is re-published (and the client mirror and
 	// secret key rotation are reconciled).
 	PlanRepublishInterval time.Duration
@@ -70,9 +66,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		RootClientID:          r.Required("OAUTH_ROOT_CLIENT_ID"),
 		RootClientSecret:      r.Required("OAUTH_ROOT_CLIENT_SECRET"),
 		AccessTokenTTL:        r.Duration("OAUTH_ACCESS_TOKEN_TTL", time.Hour),
-		WebhookAllowHTTP:      r.Bool("WEBHOOK_ALLOW_HTTP", false),
-		WebhookAllowPrivate:   r.Bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false),
-		WebhookCAFile:         r.String("WEBHOOK_CA_FILE", ""),
+		Settings:              netguard.Read(r),
 		PlanRepublishInterval: r.Duration("PLAN_REPUBLISH_INTERVAL", time.Minute),
 	}
 	if !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
@@ -85,31 +79,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.RootClientID != "" && !event.ValidKVKey(c.RootClientID) {
 		r.Fail("OAUTH_ROOT_CLIENT_ID", "must contain only letters, digits and '_-=./', not start or end with '.' nor hold '..'")
 	}
-	if c.WebhookCAFile != "" {
-		if _, err := loadRoots(c.WebhookCAFile); err != nil {
-			r.Fail("WEBHOOK_CA_FILE", "%v", err)
-		}
-	}
 	return c, r.Err()
-}
-
-// loadRoots returns the system roots plus the PEM certificates of file (when set).
-func loadRoots(file string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if file == "" {
-		return pool, nil
-	}
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read: %w", err)
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("holds no PEM certificate")
-	}
-	return pool, nil
 }
 
 // Service is a running config service.
@@ -144,11 +114,6 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, err
 	}
-	roots, err := loadRoots(cfg.WebhookCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("WEBHOOK_CA_FILE: %w", err)
-	}
-
 	openCtx, cancelOpen := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelOpen()
 	st, err := store.Open(openCtx, cfg.MongoURI, cfg.MongoDatabase)
@@ -184,8 +149,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	}
 
 	pub := plans.NewPublisher(st, plansKV, log)
-	conns := connection.NewService(st, st, pub, keyring,
-		netguard.Policy{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate}, roots, log)
+	conns := connection.NewService(st, st, pub, keyring, cfg.Settings.Policy(), cfg.WebhookRoots, log)
 	pols := policy.NewService(st, st, pub, log)
 	oa := oauth.NewService(st, clientsKV, sealer, oauth.Root{ID: cfg.RootClientID, Secret: cfg.RootClientSecret},
 		cfg.AccessTokenTTL, log)

@@ -36,7 +36,8 @@ func TestLoadConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		if c.HTTPAddr != ":8080" || c.MongoURI != "mongodb://127.0.0.1:27017" || c.MongoDatabase != "policyhooks" ||
-			c.AccessTokenTTL != time.Hour || c.PlanRepublishInterval != time.Minute || c.WebhookAllowHTTP || c.WebhookAllowPrivate {
+			c.AccessTokenTTL != time.Hour || c.PlanRepublishInterval != time.Minute || c.WebhookAllowHTTP || c.WebhookAllowPrivate ||
+			c.WebhookAllowedHosts != nil || c.WebhookDeniedCIDRs != nil || c.WebhookRoots != nil {
 			t.Fatalf("defaults: got %+v", c)
 		}
 	})
@@ -56,6 +57,8 @@ func TestLoadConfig(t *testing.T) {
 		{"bad mongo uri", with("MONGODB_URI", "postgres://x"), "MONGODB_URI"},
 		{"bad database", with("MONGODB_DATABASE", "a.b"), "MONGODB_DATABASE"},
 		{"missing CA file", with("WEBHOOK_CA_FILE", "/nonexistent/ca.pem"), "WEBHOOK_CA_FILE"},
+		{"allowed host with a scheme", with("WEBHOOK_ALLOWED_HOSTS", "https://hooks.example.com"), "WEBHOOK_ALLOWED_HOSTS"},
+		{"bad denied range", with("WEBHOOK_DENIED_CIDRS", "10.0.0.0/33"), "WEBHOOK_DENIED_CIDRS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

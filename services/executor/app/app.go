@@ -52,11 +52,10 @@ const (
 // Config is the executor's configuration (SPEC §8).
 type Config struct {
 	envconfig.Common
-	WebhookTimeout      time.Duration
-	WebhookMaxAttempts  int
-	WebhookAllowHTTP    bool
-	WebhookAllowPrivate bool
-	WebhookCAFile       string
+	WebhookTimeout     time.Duration
+	WebhookMaxAttempts int
+	// Settings are the webhook network settings: the guard of every call and its trusted roots.
+	netguard.Settings
 	// WebhookRetryBaseDelay and WebhookRetryMaxDelay shape the backoff between attempts;
 	// the max also caps Retry-After.
 	WebhookRetryBaseDelay time.Duration
@@ -94,9 +93,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Common:                 r.Common(":8082"),
 		WebhookTimeout:         r.Duration("WEBHOOK_TIMEOUT", 30*time.Second),
 		WebhookMaxAttempts:     r.Int("WEBHOOK_MAX_ATTEMPTS", 5, 1, 100),
-		WebhookAllowHTTP:       r.Bool("WEBHOOK_ALLOW_HTTP", false),
-		WebhookAllowPrivate:    r.Bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false),
-		WebhookCAFile:          r.String("WEBHOOK_CA_FILE", ""),
+		Settings:               netguard.Read(r),
 		WebhookRetryBaseDelay:  r.Duration("WEBHOOK_RETRY_BASE_DELAY", time.Second),
 		WebhookRetryMaxDelay:   r.Duration("WEBHOOK_RETRY_MAX_DELAY", 60*time.Second),
 		WebhookMaxConnsPerHost: r.Int("WEBHOOK_MAX_CONNS_PER_HOST", 1024, 1, 100000),
@@ -122,11 +119,6 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	} {
 		if d >= natsconn.StreamMaxAge {
 			r.Fail(name, "must be shorter than %s, how long the %s stream keeps its timers", natsconn.StreamMaxAge, event.Stream)
-		}
-	}
-	if c.WebhookCAFile != "" {
-		if _, err := webhook.NewSender(webhook.Config{Timeout: time.Second, CAFile: c.WebhookCAFile}); err != nil {
-			r.Fail("WEBHOOK_CA_FILE", "%v", err)
 		}
 	}
 	if err := r.Err(); err != nil {
@@ -189,17 +181,14 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, fmt.Errorf("executor: resume token sealer: %w", err)
 	}
-	sender, err := webhook.NewSender(webhook.Config{
+	sender := webhook.NewSender(webhook.Config{
 		Timeout:             cfg.WebhookTimeout,
-		Policy:              netguard.Policy{AllowHTTP: cfg.WebhookAllowHTTP, AllowPrivate: cfg.WebhookAllowPrivate},
-		CAFile:              cfg.WebhookCAFile,
+		Policy:              cfg.Settings.Policy(),
+		Roots:               cfg.WebhookRoots,
 		MaxIdleConnsPerHost: min(cfg.Concurrency, cfg.WebhookMaxConnsPerHost),
 		MaxConnsPerHost:     cfg.WebhookMaxConnsPerHost,
 		UserAgent:           "policyhooks/" + Version,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("executor: %w", err)
-	}
 
 	nc, err := natsconn.Connect(ctx, cfg.Common, "executor", log)
 	if err != nil {

@@ -17,7 +17,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,8 +38,8 @@ type Config struct {
 	Timeout time.Duration
 	// Policy says which URLs and addresses may be called.
 	Policy netguard.Policy
-	// CAFile adds PEM roots to the system ones (WEBHOOK_CA_FILE).
-	CAFile string
+	// Roots are the trusted roots of the calls' TLS handshakes; nil is the system roots.
+	Roots *x509.CertPool
 	// MaxIdleConnsPerHost sizes the keep-alive pool per receiver.
 	MaxIdleConnsPerHost int
 	// MaxConnsPerHost caps the calls in progress to one receiver, and so its connections (0: no
@@ -65,27 +64,16 @@ type Sender struct {
 	slots   map[string]chan struct{}
 }
 
-// NewSender builds the shared transport: keep-alive, TLS roots from the system plus CAFile, a
-// dialer that refuses non-public addresses after DNS resolution, and no redirects.
-func NewSender(cfg Config) (*Sender, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("webhook: read CA file: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("webhook: CA file %s holds no PEM certificate", cfg.CAFile)
-		}
-	}
+// NewSender builds the shared transport: keep-alive, TLS roots cfg.Roots, the policy's dialer
+// (which judges the host asked for, and every address after DNS resolution), no proxy (the
+// environment's proxy settings are ignored: a proxy would dial in the guard's place) and no
+// redirects.
+func NewSender(cfg Config) *Sender {
 	idle := max(cfg.MaxIdleConnsPerHost, 2)
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           cfg.Policy.Dialer(ConnectTimeout).DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:       &tls.Config{RootCAs: cfg.Roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   ConnectTimeout,
 		MaxIdleConns:          idle * 4,
 		MaxIdleConnsPerHost:   idle,
@@ -105,7 +93,7 @@ func NewSender(cfg Config) (*Sender, error) {
 		now:       time.Now,
 		perHost:   cfg.MaxConnsPerHost,
 		slots:     map[string]chan struct{}{},
-	}, nil
+	}
 }
 
 // Close releases idle connections.
@@ -309,7 +297,7 @@ func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return Result{Err: cleanError(err), Forbidden: errors.Is(err, netguard.ErrForbiddenAddress)}
+		return Result{Err: cleanError(err), Forbidden: errors.Is(err, netguard.ErrForbiddenAddress) || errors.Is(err, netguard.ErrForbiddenURL)}
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer))
