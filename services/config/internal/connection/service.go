@@ -161,7 +161,10 @@ func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSec
 }
 
 func (s *Service) validate(sec event.HTTPSSecrets) error {
-	if err := s.guard.CheckURL(sec.URL); err != nil {
+	// A refused destination (ErrForbiddenAddress) is not a malformed URL: like a host name that
+	// resolves to a private address, it is stored, reported by the verification, and refused by
+	// the executor.
+	if err := s.guard.CheckURL(sec.URL); err != nil && !errors.Is(err, netguard.ErrForbiddenAddress) {
 		return &InvalidError{Loc: []any{"body", "url"}, Msg: err.Error()}
 	}
 	for name, value := range sec.Headers {
@@ -191,8 +194,12 @@ func validHeaderName(name string) bool {
 }
 
 // verify resolves the URL's host and completes a TLS handshake with it through the guarded
-// dialer; for an allowed plain http URL it only connects.
+// dialer; for an allowed plain http URL it only connects. A destination the guard refuses is not
+// dialled.
 func (s *Service) verify(ctx context.Context, raw string) error {
+	if err := s.guard.CheckURL(raw); err != nil {
+		return err
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("invalid url: %w", err)
