@@ -83,3 +83,38 @@ func TestSenderIgnoresProxiesAndRedirects(t *testing.T) {
 		t.Fatalf("got status %d and %d calls, want 307 and 1 (the redirect not followed)", res.Status, calls.Load())
 	}
 }
+
+// TestSenderRefusesInvalidHeaders sends secrets whose custom headers break RFC 9110 (stored before
+// config refused them, D16): each call is refused for good, reaches no one and does not echo the
+// value; a valid header is sent.
+func TestSenderRefusesInvalidHeaders(t *testing.T) {
+	srv, calls, _ := receiver(t)
+	s := NewSender(Config{Timeout: 2 * time.Second, Policy: netguard.Policy{AllowHTTP: true, AllowPrivate: true}})
+	call := func(headers map[string]string) Result {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return s.Send(ctx, Call{Secrets: event.HTTPSSecrets{URL: srv.URL + "/", Headers: headers}, WebhookID: "msg_1"})
+	}
+	for _, h := range []map[string]string{
+		{"X-Tenant": "S3CRET\x01b"},
+		{"X-Tenant": "S3CRET\x7f"},
+		{"X-Tenant": "S3CRET\x00"},
+		{"Bad Name": "S3CRET"},
+		{"X-Ünicode": "S3CRET"},
+		{"": "S3CRET"},
+	} {
+		res := call(h)
+		if !res.Forbidden || res.Err == nil || strings.Contains(res.Err.Error(), "S3CRET") {
+			t.Errorf("%q: got %+v, want Forbidden without the value", h, res)
+		}
+		if a := Classify(event.OneWay, res); a.Verdict != Refused {
+			t.Errorf("%q: verdict %v, want Refused (no retry)", h, a.Verdict)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("the receiver got %d calls, want 0", n)
+	}
+	if res := call(map[string]string{"X-Tenant": "a b\tc"}); res.Status != http.StatusOK || calls.Load() != 1 {
+		t.Fatalf("valid header: got %+v and %d calls, want 200 and 1", res, calls.Load())
+	}
+}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/netguard"
+	"golang.org/x/net/http/httpguts"
 )
 
 // MaxAnswer is the most of an answer's body that is read.
@@ -274,6 +275,12 @@ func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 		return Result{Err: fmt.Errorf("build request: %w", err), Forbidden: true}
 	}
 	for name, value := range c.Secrets.Headers {
+		// net/http refuses such a header only when sending, as a transport error that a retry
+		// cannot fix: refuse it here, for good and without echoing the value (D16). Config refuses
+		// it at write; this covers secrets stored before it did.
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
+			return Result{Err: fmt.Errorf("header %q of the connection's secrets is not a valid RFC 9110 header", event.Reason(name)), Forbidden: true}
+		}
 		req.Header.Set(name, value)
 	}
 	req.Header.Set("Content-Type", "application/json")
