@@ -217,10 +217,28 @@ func (p Policy) checkLiteral(ip netip.Addr) error {
 	return p.checkAddr(ip)
 }
 
-// checkAddr judges an address: denied ranges first, then (unless private networks are allowed)
-// zones and non-public addresses.
+// cloudMetadata are the instance metadata and platform endpoints of the major clouds. They hand out
+// credentials, so they are refused always, WEBHOOK_ALLOW_PRIVATE_NETWORKS or not: a receiver on a
+// private network is a use case, a webhook to the metadata service never is.
+var cloudMetadata = mustPrefixes(
+	"169.254.169.254/32", // AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
+	"169.254.170.2/32",   // AWS ECS task credentials
+	"169.254.170.23/32",  // AWS EKS pod identity
+	"100.100.100.200/32", // Alibaba Cloud
+	"168.63.129.16/32",   // Azure platform (WireServer), a public address
+	"fd00:ec2::254/128",  // AWS IPv6 metadata
+	"fd00:ec2::23/128",   // AWS EKS pod identity, IPv6
+)
+
+// checkAddr judges an address: cloud metadata and denied ranges first, then (unless private
+// networks are allowed) zones and non-public addresses.
 func (p Policy) checkAddr(ip netip.Addr) error {
 	for _, a := range carried(ip) {
+		for _, m := range cloudMetadata {
+			if m.Contains(a) {
+				return fmt.Errorf("%w: %s is a cloud metadata endpoint", ErrForbiddenAddress, ip)
+			}
+		}
 		for _, d := range p.Denied {
 			if d.Contains(a) {
 				return fmt.Errorf("%w: %s is in WEBHOOK_DENIED_CIDRS (%s)", ErrForbiddenAddress, ip, d)

@@ -359,6 +359,7 @@ func TestPolicyOptions(t *testing.T) {
 		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("fd00:ec2::/32"),
 	}}
 	allowed := Policy{AllowedHosts: []string{"h2.test", "*.partner.test"}}
+	metaOnly := Policy{AllowPrivate: true} // cloud metadata stays refused with private networks allowed
 	tests := []struct {
 		name   string
 		policy Policy
@@ -378,6 +379,13 @@ func TestPolicyOptions(t *testing.T) {
 		{"denied, zoned", private, "[fd00:ec2::254%25eth0]", false, false},
 		{"denied, single address", private, "169.254.169.254", false, false},
 		{"denied, by name", private, "h0.test", false, true},
+		{"metadata with private allowed", metaOnly, "169.254.169.254", false, false},
+		{"metadata, decimal", metaOnly, "2852039166", false, false},
+		{"metadata, mapped", metaOnly, "[::ffff:a9fe:a9fe]", false, false},
+		{"metadata IPv6, zoned", metaOnly, "[fd00:ec2::254%25eth0]", false, false},
+		{"ECS task credentials", metaOnly, "169.254.170.2", false, false},
+		{"Azure WireServer (a public address)", Policy{}, "168.63.129.16", false, false},
+		{"link-local beside metadata with private allowed", metaOnly, "169.254.169.253", true, false},
 		{"allowed host", allowed, "h2.test", true, false},
 		{"allowed host, other case and a trailing dot", allowed, "H2.Test.", true, false},
 		{"wildcard", allowed, "h2.a.partner.test", true, false},
