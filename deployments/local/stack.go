@@ -19,6 +19,7 @@ import (
 	executor "github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
+	"github.com/policyhooks/policyhooks/shared/envconfig"
 	"github.com/policyhooks/policyhooks/shared/logging"
 	"github.com/rs/zerolog"
 )
@@ -145,8 +146,9 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 	if logOut == nil {
 		logOut = io.Discard
 	}
-	logger := func(service string, get func(string) string) (zerolog.Logger, error) {
-		return logging.New(logOut, or(get("LOG_LEVEL"), "info"), or(get("LOG_FORMAT"), "console"), service)
+	// Each service logs as its own settings say (LOG_LEVEL, LOG_FORMAT; console unless set).
+	logger := func(service string, c envconfig.Common) (zerolog.Logger, error) {
+		return logging.New(logOut, c.LogLevel, c.LogFormat, service)
 	}
 
 	// Config first (it publishes the plans), then callback (its address goes into reply-to), then
@@ -156,7 +158,7 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 	if err != nil {
 		return fail(fmt.Errorf("config service: %w", err))
 	}
-	cfgLog, err := logger("config", cfgEnv)
+	cfgLog, err := logger("config", cfgCfg.Common)
 	if err != nil {
 		return fail(err)
 	}
@@ -172,7 +174,7 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 	if err != nil {
 		return fail(fmt.Errorf("callback service: %w", err))
 	}
-	cbLog, err := logger("callback", cbEnv)
+	cbLog, err := logger("callback", cbCfg.Common)
 	if err != nil {
 		return fail(err)
 	}
@@ -189,7 +191,7 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 	if err != nil {
 		return fail(fmt.Errorf("executor: %w", err))
 	}
-	exLog, err := logger("executor", exEnv)
+	exLog, err := logger("executor", exCfg.Common)
 	if err != nil {
 		return fail(err)
 	}
@@ -310,11 +312,4 @@ func splitAddr(addr string) (string, int, error) {
 		p = -1
 	}
 	return host, p, nil
-}
-
-func or(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
