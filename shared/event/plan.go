@@ -24,11 +24,24 @@ const (
 // executor snapshots it into a request when the request starts.
 type Plan struct {
 	PolicyKey string `json:"policy_key"`
-	// Version is the policy document's version; it grows with every change.
-	Version     int64         `json:"version"`
-	PublishedAt time.Time     `json:"published_at"`
-	Pre         []PlanWebhook `json:"pre_execution"`
-	Post        []PlanWebhook `json:"post_execution"`
+	// Version is the policy document's version; it grows with every change of the document (not
+	// with a change of a connection it uses).
+	Version int64 `json:"version"`
+	// PolicyCreatedAt is when the policy document was created: with PolicyKey it names one life of
+	// the policy, so that a higher Version of the same life is known to be newer (a policy deleted
+	// and created again starts at version 1). Zero in plans published before it existed.
+	PolicyCreatedAt time.Time     `json:"policy_created_at,omitzero"`
+	PublishedAt     time.Time     `json:"published_at"`
+	Pre             []PlanWebhook `json:"pre_execution"`
+	Post            []PlanWebhook `json:"post_execution"`
+}
+
+// Supersedes reports whether p is known to be a newer plan than o: the same life of the same policy
+// (PolicyKey and PolicyCreatedAt, both set) at a higher Version. Plans of different lives, or
+// without PolicyCreatedAt, are not ordered by it.
+func (p Plan) Supersedes(o Plan) bool {
+	return p.PolicyKey == o.PolicyKey && !p.PolicyCreatedAt.IsZero() && p.PolicyCreatedAt.Equal(o.PolicyCreatedAt) &&
+		p.Version > o.Version
 }
 
 // PlanWebhook is one webhook of a plan with what is needed to call it.
@@ -43,8 +56,9 @@ type PlanWebhook struct {
 	ConnectionKey string `json:"connection_key"`
 	// ConnectionDisabled makes the executor skip the webhook (outcome "skipped").
 	ConnectionDisabled bool `json:"connection_disabled,omitempty"`
-	// URL is informational (for operators reading the bucket); the executor calls the URL inside
-	// Secrets.
+	// URL is informational (for operators reading the bucket): the scheme and host (with port) of
+	// the connection's URL, never its path, query or user information, which can be the credential
+	// of the hook. The executor calls the URL inside Secrets.
 	URL string `json:"url,omitempty"`
 	// Secrets is the connection's HTTPSSecrets as JSON, sealed with the secret keyring
 	// (purpose secret.PurposeSecrets) and the connection key as associated data. Empty when the

@@ -48,8 +48,8 @@ type Connection struct {
 
 	// Secrets is the sealed HTTPSSecrets JSON (empty when none were set).
 	Secrets string `json:"-"`
-	// SecretsURL is the secrets' URL without query, fragment or user information, kept for the
-	// informational URL of the compiled plans.
+	// SecretsURL is the scheme and host of the secrets' URL (DisplayURL), kept for the
+	// informational URL of the compiled plans; never its path, query or user information.
 	SecretsURL string `json:"-"`
 }
 
@@ -123,8 +123,12 @@ var ErrNotHTTPS = errors.New("connection is not https")
 type Store interface {
 	GetConnection(ctx context.Context, key string) (Connection, error)
 	ListConnections(ctx context.Context, f Filter, skip, limit int) ([]Connection, int, error)
-	// UpsertConnection creates or updates the connection in.Key at time now.
+	// UpsertConnection creates or updates the connection in.Key at time now. Changing the type of
+	// a connection that webhooks use (or that a webhook edit in flight claims) to another than
+	// https is an *InUseError, decided in the same conditional write that changes it.
 	UpsertConnection(ctx context.Context, in Input, now time.Time) (Connection, error)
+	// DeleteConnection removes key; an *InUseError while webhooks use it (or a webhook edit in
+	// flight claims it), decided in the same conditional write that deletes it.
 	DeleteConnection(ctx context.Context, key string) error
 	// SetSecrets stores sealed secrets and, when test is not nil, the verification result.
 	SetSecrets(ctx context.Context, key, sealed, displayURL string, test *TestResult) (Connection, error)

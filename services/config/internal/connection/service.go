@@ -60,25 +60,22 @@ type Failed struct {
 	Data    Input  `json:"data"`
 }
 
-// Upsert creates or updates each item by key. Items that conflict go to failed; any other error
-// stops the upsert. Plans of policies using an updated connection are re-published.
+// Upsert creates or updates each item by key. Items that conflict go to failed, among them a
+// type change of a connection that webhooks use (the store refuses it in the same conditional
+// write that changes the type); any other error stops the upsert. Plans of policies using an
+// updated connection are re-published.
 func (s *Service) Upsert(ctx context.Context, items []Input) ([]Connection, []Failed, error) {
 	succeeded := []Connection{}
 	failed := []Failed{}
 	for _, in := range items {
-		if in.Type != HTTPS {
-			names, _, err := s.users.WebhooksUsing(ctx, in.Key)
-			if err != nil {
-				return nil, nil, err
-			}
-			if len(names) > 0 {
-				failed = append(failed, Failed{Data: in, Message: fmt.Sprintf(
-					"ConnectionConfig '%s' is used by the webhook(s) %s and must stay of type https.",
-					in.Key, strings.Join(names, ", "))})
-				continue
-			}
-		}
 		c, err := s.store.UpsertConnection(ctx, in, s.now())
+		var inUse *InUseError
+		if errors.As(err, &inUse) {
+			failed = append(failed, Failed{Data: in, Message: fmt.Sprintf(
+				"ConnectionConfig '%s' is used by the webhook(s) %s and must stay of type https.",
+				in.Key, strings.Join(inUse.Webhooks, ", "))})
+			continue
+		}
 		if errors.Is(err, ErrKeyTaken) {
 			failed = append(failed, Failed{Message: err.Error(), Data: in})
 			continue
@@ -92,18 +89,9 @@ func (s *Service) Upsert(ctx context.Context, items []Input) ([]Connection, []Fa
 	return succeeded, failed, nil
 }
 
-// Delete removes a connection that no webhook uses.
+// Delete removes a connection that no webhook uses; the store checks that in the conditional
+// write that deletes it (an *InUseError names the webhooks).
 func (s *Service) Delete(ctx context.Context, key string) error {
-	if _, err := s.store.GetConnection(ctx, key); err != nil {
-		return err
-	}
-	names, _, err := s.users.WebhooksUsing(ctx, key)
-	if err != nil {
-		return err
-	}
-	if len(names) > 0 {
-		return &InUseError{Key: key, Webhooks: names}
-	}
 	return s.store.DeleteConnection(ctx, key)
 }
 
@@ -228,14 +216,15 @@ func (s *Service) verify(ctx context.Context, raw string) error {
 	return tc.Close()
 }
 
-// DisplayURL returns raw without user information, query or fragment: safe to show operators.
+// DisplayURL returns the scheme and host (with its port) of raw, "" when it has none: safe to show
+// operators and to store. The path, query, fragment and user information are dropped, since for
+// Slack-, Teams- or Zapier-style hooks the path itself is the credential.
 func DisplayURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	if err != nil || u.Scheme == "" || u.Host == "" {
 		return ""
 	}
-	u.User, u.RawQuery, u.Fragment, u.RawFragment, u.ForceQuery = nil, "", "", "", false
-	return u.String()
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
 }
 
 // Reseal re-seals, under the current key, every stored secret that was sealed under the previous

@@ -172,19 +172,25 @@ func dedupe(scopes []string) []string {
 	return out
 }
 
-// DeleteClient deletes a client; its tokens stop working at once, here and (through the mirror)
-// in the other services.
+// DeleteClient deletes a client; its tokens stop working at once, here (the store document goes
+// first) and, through the mirror, in the other services. A delete whose mirror step failed is
+// finished by deleting again: the store says ErrNotFound, and the left-over entry is removed.
 func (s *Service) DeleteClient(ctx context.Context, id string) error {
 	if id == s.root.ID {
 		return ErrRootClient
 	}
-	if _, err := s.store.GetClient(ctx, id); err != nil {
+	err := s.store.DeleteClient(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		if _, gerr := s.mirror.Get(ctx, id); gerr != nil {
+			return err
+		}
+	} else if err != nil {
 		return err
 	}
-	if err := s.mirror.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("oauth: unmirror client: %w", err)
+	if derr := s.mirror.Delete(ctx, id); derr != nil && !errors.Is(derr, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("oauth: unmirror client: %w", derr)
 	}
-	return s.store.DeleteClient(ctx, id)
+	return err
 }
 
 // ClientExists reports whether the client still exists (the root client always does).
@@ -210,7 +216,10 @@ func (s *Service) putMirror(ctx context.Context, id string, scopes []string) err
 	return nil
 }
 
-// Sync makes the oauth_clients bucket hold exactly the root client and the stored clients.
+// Sync makes the oauth_clients bucket hold exactly the root client and the stored clients. What it
+// lists is only a hint: each entry it would change is settled by syncClient, which reads the store
+// again after the entry's revision and writes with that revision, so a Sync that overlaps a create
+// or a delete never undoes it.
 func (s *Service) Sync(ctx context.Context) error {
 	clients, err := s.store.AllClients(ctx)
 	if err != nil {
@@ -229,9 +238,7 @@ func (s *Service) Sync(ctx context.Context) error {
 		if e, err := s.mirror.Get(ctx, id); err == nil && bytes.Equal(e.Value(), b) {
 			continue
 		}
-		if _, err := s.mirror.Put(ctx, id, b); err != nil {
-			errs = append(errs, fmt.Errorf("oauth: mirror client: %w", err))
-		}
+		errs = append(errs, s.syncClient(ctx, id))
 	}
 	lister, err := s.mirror.ListKeys(ctx)
 	if err != nil {
@@ -239,10 +246,100 @@ func (s *Service) Sync(ctx context.Context) error {
 	}
 	for k := range lister.Keys() {
 		if _, ok := want[k]; !ok {
-			if err := s.mirror.Delete(ctx, k); err != nil {
-				errs = append(errs, fmt.Errorf("oauth: unmirror client: %w", err))
-			}
+			errs = append(errs, s.syncClient(ctx, k))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxSyncAttempts bounds the compare-and-set retries of one mirror entry.
+const maxSyncAttempts = 20
+
+// syncClient makes the mirror entry of id what the store says: it reads the entry's revision, then
+// the client, and puts (or deletes) the entry only if it is still at that revision, retrying
+// otherwise. A DeleteClient removes the store document before the entry, so either this read
+// already misses the client or the delete's entry removal moves the revision and this write fails.
+func (s *Service) syncClient(ctx context.Context, id string) error {
+	for range maxSyncAttempts {
+		cur, rev, err := latest(ctx, s.mirror, id)
+		if err != nil {
+			return fmt.Errorf("oauth: read mirrored client: %w", err)
+		}
+		scopes := Scopes
+		if id != s.root.ID {
+			c, err := s.store.GetClient(ctx, id)
+			if errors.Is(err, ErrNotFound) {
+				if cur == nil {
+					return nil
+				}
+				err := s.mirror.Delete(ctx, id, jetstream.LastRevision(rev))
+				if isConflict(err) {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("oauth: unmirror client: %w", err)
+				}
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			scopes = c.Scopes
+		}
+		b, err := json.Marshal(MirrorEntry{ClientID: id, Scopes: scopes})
+		if err != nil {
+			return err
+		}
+		if cur != nil && bytes.Equal(cur.Value(), b) {
+			return nil
+		}
+		// Revision 0 expects no message at all under the key.
+		_, err = s.mirror.Update(ctx, id, b, rev)
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("oauth: mirror client: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("oauth: mirror entry of a client kept changing: gave up after %d attempts", maxSyncAttempts)
+}
+
+// latest returns the live entry of key (nil when there is none) and the revision of the last
+// message under it, a delete marker included (0 when the key was never written).
+func latest(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if err == nil {
+		return e, e.Revision(), nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, err
+	}
+	// Get hides the revision of a delete marker; the history shows it.
+	h, err := kv.History(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	last := h[len(h)-1]
+	if last.Operation() == jetstream.KeyValuePut {
+		return last, last.Revision(), nil
+	}
+	return nil, last.Revision(), nil
+}
+
+// isConflict reports a compare-and-set write that found another revision.
+func isConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

@@ -2,7 +2,14 @@
 // policy_webhooks, the executor's materialised view, in step with MongoDB: it puts the affected
 // plans after every change and, on start and periodically, re-publishes everything and deletes
 // the plans of policies that no longer exist, so that a crash between the MongoDB write and the KV
-// put heals. A plan carries each connection's sealed secrets exactly as stored, never plaintext.
+// put heals. A plan carries each connection's sealed secrets exactly as stored, never plaintext,
+// and of the connection's URL only its scheme and host.
+//
+// Several config replicas publish into one bucket, each from its own reads of MongoDB. Every write
+// of a key is a compare-and-set on the revision the publisher read before it read MongoDB: a put
+// or delete that lands carries data read after whatever the key held, so an older plan never
+// overwrites a newer one and a plan is deleted only when MongoDB said, after that revision, that
+// its policy is gone.
 package plans
 
 import (
@@ -11,7 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +28,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// maxAttempts bounds the compare-and-set retries of one key that keeps changing under a publisher.
+const maxAttempts = 50
+
 // Source reads what plans are compiled from.
 type Source interface {
 	GetPolicy(ctx context.Context, key string) (policy.Policy, error)
@@ -28,14 +38,13 @@ type Source interface {
 	GetConnections(ctx context.Context, keys []string) (map[string]connection.Connection, error)
 }
 
-// Publisher writes plans into the policy_webhooks bucket. Its writes are serialised, and each
-// reads MongoDB after the previous one finished, so a later write never puts older data.
+// Publisher writes plans into the policy_webhooks bucket. It is safe for concurrent use, also by
+// several replicas over one bucket: see the package comment.
 type Publisher struct {
 	src Source
 	kv  jetstream.KeyValue
 	log zerolog.Logger
 	now func() time.Time
-	mu  sync.Mutex
 }
 
 // NewPublisher returns a Publisher over the policy_webhooks bucket kv.
@@ -51,47 +60,44 @@ func Compile(p policy.Policy, conns map[string]connection.Connection, at time.Ti
 		for i, w := range ws {
 			c := conns[w.ConnectionKey]
 			out[i] = event.PlanWebhook{ID: w.ID, Key: w.Key, Name: w.Name, Direction: w.Direction, Order: i,
-				ConnectionKey: w.ConnectionKey, ConnectionDisabled: c.Disabled, URL: c.SecretsURL, Secrets: c.Secrets}
+				ConnectionKey: w.ConnectionKey, ConnectionDisabled: c.Disabled, URL: connection.DisplayURL(c.SecretsURL),
+				Secrets: c.Secrets}
 		}
 		return out
 	}
-	return event.Plan{PolicyKey: p.Key, Version: p.Version, PublishedAt: at, Pre: list(p.Pre), Post: list(p.Post)}
+	return event.Plan{PolicyKey: p.Key, Version: p.Version, PolicyCreatedAt: p.CreatedAt, PublishedAt: at,
+		Pre: list(p.Pre), Post: list(p.Post)}
 }
 
 // PublishPolicies puts the current plans of keys; a key whose policy no longer exists has its
 // plan deleted.
 func (pb *Publisher) PublishPolicies(ctx context.Context, keys ...string) error {
-	pb.mu.Lock()
-	defer pb.mu.Unlock()
 	var errs []error
 	for _, key := range keys {
-		p, err := pb.src.GetPolicy(ctx, key)
-		if errors.Is(err, policy.ErrNotFound) {
-			errs = append(errs, pb.delete(ctx, event.KVKey(key)))
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		errs = append(errs, pb.put(ctx, p, false))
+		errs = append(errs, pb.sync(ctx, key))
 	}
 	return errors.Join(errs...)
 }
 
-// RemovePolicy deletes the plan of a deleted policy.
+// RemovePolicy deletes the plan of a deleted policy (or, when the policy exists again, puts its
+// new plan).
 func (pb *Publisher) RemovePolicy(ctx context.Context, key string) error {
-	pb.mu.Lock()
-	defer pb.mu.Unlock()
-	return pb.delete(ctx, event.KVKey(key))
+	return pb.sync(ctx, key)
 }
 
 // Republish puts every policy's plan whose content differs from the bucket's, and deletes the
-// plans of policies that no longer exist.
+// plans of policies that no longer exist. What it read in one pass is only a hint: each key it
+// would change is settled by sync, from MongoDB read again after the key's revision.
 func (pb *Publisher) Republish(ctx context.Context) error {
-	pb.mu.Lock()
-	defer pb.mu.Unlock()
 	all, err := pb.src.AllPolicies(ctx)
+	if err != nil {
+		return err
+	}
+	var keys []string
+	for _, p := range all {
+		keys = append(keys, p.ConnectionKeys()...)
+	}
+	conns, err := pb.src.GetConnections(ctx, keys)
 	if err != nil {
 		return err
 	}
@@ -99,7 +105,13 @@ func (pb *Publisher) Republish(ctx context.Context) error {
 	exists := map[string]bool{}
 	for _, p := range all {
 		exists[event.KVKey(p.Key)] = true
-		errs = append(errs, pb.put(ctx, p, true))
+		if e, err := pb.kv.Get(ctx, event.KVKey(p.Key)); err == nil {
+			var old event.Plan
+			if json.Unmarshal(e.Value(), &old) == nil && samePlan(old, Compile(p, conns, time.Time{})) {
+				continue
+			}
+		}
+		errs = append(errs, pb.sync(ctx, p.Key))
 	}
 	lister, err := pb.kv.ListKeys(ctx)
 	if err != nil {
@@ -107,8 +119,7 @@ func (pb *Publisher) Republish(ctx context.Context) error {
 	}
 	for k := range lister.Keys() {
 		if !exists[k] {
-			pb.log.Info().Str("policy", k).Msg("deleting the plan of a policy that no longer exists")
-			errs = append(errs, pb.delete(ctx, k))
+			errs = append(errs, pb.sync(ctx, policyKeyOf(k)))
 		}
 	}
 	return errors.Join(errs...)
@@ -136,29 +147,112 @@ func (pb *Publisher) Run(ctx context.Context, interval time.Duration, extra ...f
 	}
 }
 
-func (pb *Publisher) put(ctx context.Context, p policy.Policy, onlyIfChanged bool) error {
-	keys := p.ConnectionKeys()
-	conns, err := pb.src.GetConnections(ctx, keys)
-	if err != nil {
-		return err
-	}
-	plan := Compile(p, conns, pb.now())
-	if onlyIfChanged {
-		if e, err := pb.kv.Get(ctx, event.KVKey(p.Key)); err == nil {
-			var old event.Plan
-			if json.Unmarshal(e.Value(), &old) == nil && samePlan(old, plan) {
+// sync makes the plan of policyKey what MongoDB says: it reads the key's revision, then the policy
+// and its connections, and writes the compiled plan (or deletes the plan of a policy that is gone)
+// only if the key is still at that revision, retrying otherwise. A plan in the bucket that is
+// already the same, or a newer version of the same policy, is left alone.
+func (pb *Publisher) sync(ctx context.Context, policyKey string) error {
+	key := event.KVKey(policyKey)
+	for range maxAttempts {
+		cur, rev, err := latest(ctx, pb.kv, key)
+		if err != nil {
+			return fmt.Errorf("plans: read %q: %w", key, err)
+		}
+		p, err := pb.src.GetPolicy(ctx, policyKey)
+		if errors.Is(err, policy.ErrNotFound) {
+			if cur == nil {
 				return nil
 			}
+			err := pb.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+			if isConflict(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("plans: delete %q: %w", key, err)
+			}
+			pb.log.Info().Str("policy", policyKey).Msg("deleted the plan of a policy that no longer exists")
+			return nil
 		}
+		if err != nil {
+			return err
+		}
+		conns, err := pb.src.GetConnections(ctx, p.ConnectionKeys())
+		if err != nil {
+			return err
+		}
+		plan := Compile(p, conns, pb.now())
+		if cur != nil {
+			var old event.Plan
+			if json.Unmarshal(cur.Value(), &old) == nil {
+				if samePlan(old, plan) {
+					return nil
+				}
+				if old.Supersedes(plan) {
+					pb.log.Debug().Str("policy", policyKey).Int64("version", plan.Version).Int64("stored", old.Version).
+						Msg("the bucket holds a newer plan; leaving it")
+					return nil
+				}
+			}
+		}
+		b, err := json.Marshal(plan)
+		if err != nil {
+			return fmt.Errorf("plans: encode %q: %w", policyKey, err)
+		}
+		// Revision 0 expects no message at all under the key.
+		_, err = pb.kv.Update(ctx, key, b, rev)
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("plans: put %q: %w", key, err)
+		}
+		return nil
 	}
-	b, err := json.Marshal(plan)
+	return fmt.Errorf("plans: %q kept changing: gave up after %d attempts", key, maxAttempts)
+}
+
+// latest returns the live entry of key (nil when there is none) and the revision of the last
+// message under it, a delete marker included (0 when the key was never written), for a
+// compare-and-set write.
+func latest(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if err == nil {
+		return e, e.Revision(), nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, err
+	}
+	// Get hides the revision of a delete marker; the history shows it.
+	h, err := kv.History(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
 	if err != nil {
-		return fmt.Errorf("plans: encode %q: %w", p.Key, err)
+		return nil, 0, err
 	}
-	if _, err := pb.kv.Put(ctx, event.KVKey(p.Key), b); err != nil {
-		return fmt.Errorf("plans: put %q: %w", p.Key, err)
+	last := h[len(h)-1]
+	if last.Operation() == jetstream.KeyValuePut {
+		return last, last.Revision(), nil
 	}
-	return nil
+	return nil, last.Revision(), nil
+}
+
+// isConflict reports a compare-and-set write that found another revision.
+func isConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// policyKeyOf inverts event.KVKey; policy keys never hold '=' (SPEC §1), so it is exact.
+func policyKeyOf(kvKey string) string {
+	return strings.NewReplacer("=3A", ":", "=2E", ".").Replace(kvKey)
 }
 
 func samePlan(a, b event.Plan) bool {
@@ -166,12 +260,4 @@ func samePlan(a, b event.Plan) bool {
 	ja, err1 := json.Marshal(a)
 	jb, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
-}
-
-// delete removes the plan stored under the KV key (event.KVKey of a policy key).
-func (pb *Publisher) delete(ctx context.Context, key string) error {
-	if err := pb.kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("plans: delete %q: %w", key, err)
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/config/internal/connection"
@@ -21,9 +22,20 @@ type Store interface {
 	ListPolicies(ctx context.Context, skip, limit int) ([]Policy, int, error)
 	UpsertPolicy(ctx context.Context, in Input, now time.Time) (Policy, error)
 	DeletePolicy(ctx context.Context, key string) error
-	// SaveWebhooks writes both webhook lists of p if the stored version is still p.Version, and
-	// returns the document with its new version; ErrConflict otherwise.
+	// SaveWebhooks writes both webhook lists of p if the stored document is still p.Version (of
+	// the policy created at p.CreatedAt), and returns the document with its new version;
+	// ErrConflict otherwise.
 	SaveWebhooks(ctx context.Context, p Policy, now time.Time) (Policy, error)
+	// ClaimConnections marks the connections keys as about to be used by the next version of p
+	// (p as read), so that they are neither deleted nor changed to another type until that
+	// version is saved or known not to be: a connection that does not exist is a
+	// *connection.NotFoundError, one that is not https a *NotHTTPSError. It returns the claim.
+	ClaimConnections(ctx context.Context, p Policy, keys []string) (string, error)
+	// DropClaim removes a claim whose version was not saved from the connections keys.
+	DropClaim(ctx context.Context, claim string, keys []string) error
+	// ReleaseConnections drops the claims of p (as just saved) up to its version from the
+	// connections keys, which it no longer uses.
+	ReleaseConnections(ctx context.Context, p Policy, keys []string) error
 }
 
 // Connections reads the connections webhooks use.
@@ -234,17 +246,32 @@ func (s *Service) checkConnection(ctx context.Context, key string) error {
 }
 
 // edit reads the policy, applies fn and saves it under a version check, retrying on conflict.
-// A successful edit re-publishes the policy's plan.
+// The connections the edit starts to use are claimed before the save (the claim fails for a
+// connection that is missing or not https, and keeps it from being deleted or changed meanwhile);
+// those it stops using are released after it. A successful edit re-publishes the policy's plan.
 func (s *Service) edit(ctx context.Context, key string, fn func(*Policy) error) (Policy, error) {
 	for attempt := range maxAttempts {
 		p, err := s.store.GetPolicy(ctx, key)
 		if err != nil {
 			return Policy{}, err
 		}
+		before := p.ConnectionKeys()
 		if err := fn(&p); err != nil {
 			return Policy{}, err
 		}
+		added := without(p.ConnectionKeys(), before)
+		var claim string
+		if len(added) > 0 {
+			if claim, err = s.store.ClaimConnections(ctx, p, added); err != nil {
+				return Policy{}, err
+			}
+		}
 		saved, err := s.store.SaveWebhooks(ctx, p, s.now())
+		if err != nil && claim != "" {
+			if err := s.store.DropClaim(ctx, claim, added); err != nil {
+				s.log.Warn().Err(err).Str("policy", key).Msg("dropping the claim of an unsaved edit failed; a connection delete drops it")
+			}
+		}
 		if errors.Is(err, ErrConflict) {
 			wait := time.Duration(rand.IntN(min(attempt+1, 20))+1) * time.Millisecond
 			select {
@@ -257,10 +284,26 @@ func (s *Service) edit(ctx context.Context, key string, fn func(*Policy) error) 
 		if err != nil {
 			return Policy{}, err
 		}
+		if removed := without(before, saved.ConnectionKeys()); len(removed) > 0 {
+			if err := s.store.ReleaseConnections(ctx, saved, removed); err != nil {
+				s.log.Warn().Err(err).Str("policy", key).Msg("releasing connections failed; a connection delete drops the claims")
+			}
+		}
 		s.publish(ctx, key)
 		return saved, nil
 	}
 	return Policy{}, errTooBusy
+}
+
+// without returns the keys of a that are not in b.
+func without(a, b []string) []string {
+	var out []string
+	for _, k := range a {
+		if !slices.Contains(b, k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func (s *Service) publish(ctx context.Context, key string) {

@@ -27,6 +27,9 @@ type connDoc struct {
 	LastTestSucceeded *bool      `bson:"last_test_succeeded"`
 	Secrets           string     `bson:"secrets,omitempty"`
 	SecretsURL        string     `bson:"secrets_url,omitempty"`
+	// UsedBy holds the claims of webhook edits on the connection (see claims.go); absent in
+	// documents written before claims existed.
+	UsedBy []string `bson:"used_by,omitempty"`
 }
 
 func (d connDoc) domain() connection.Connection {
@@ -34,7 +37,8 @@ func (d connDoc) domain() connection.Connection {
 		Key: d.Key, Name: d.Name, Description: d.Description, Type: connection.Type(d.Type), Access: d.Access,
 		Disabled: d.Disabled, DisabledAt: utcPtr(d.DisabledAt), CreatedAt: utc(d.CreatedAt), UpdatedAt: utc(d.UpdatedAt),
 		LastTestTimestamp: utcPtr(d.LastTestTimestamp), LastTestSucceeded: d.LastTestSucceeded,
-		Secrets: d.Secrets, SecretsURL: d.SecretsURL,
+		// A document written before DisplayURL kept only scheme and host may hold a path.
+		Secrets: d.Secrets, SecretsURL: connection.DisplayURL(d.SecretsURL),
 	}
 }
 
@@ -115,66 +119,98 @@ func (s *Store) ListConnections(ctx context.Context, f connection.Filter, skip, 
 	return out, int(total), nil
 }
 
+// maxUpsertAttempts bounds the retries of an upsert whose document keeps being created and
+// deleted under it.
+const maxUpsertAttempts = 20
+
 // UpsertConnection creates or updates in.Key. A name that belongs to another connection is a
-// *connection.KeyTakenError.
+// *connection.KeyTakenError. Another type than https is written only while no webhook uses or
+// claims the connection (else a *connection.InUseError). A connection created or deleted
+// meanwhile (by another request or replica) is updated or created instead.
 func (s *Store) UpsertConnection(ctx context.Context, in connection.Input, now time.Time) (connection.Connection, error) {
 	taken := &connection.KeyTakenError{Key: in.Key}
-	n, err := s.conns.CountDocuments(ctx, bson.D{{Key: "name", Value: in.Name}, {Key: "_id", Value: bson.D{{Key: "$ne", Value: in.Key}}}})
-	if err != nil {
-		return connection.Connection{}, fmt.Errorf("store: check connection name: %w", err)
-	}
-	if n > 0 {
-		return connection.Connection{}, taken
-	}
-	old, err := s.GetConnection(ctx, in.Key)
-	switch {
-	case isNotFound(err):
-		d := connDoc{Key: in.Key, Name: in.Name, Description: in.Description, Type: string(in.Type), Access: in.Access,
-			Disabled: in.Disabled, CreatedAt: now, UpdatedAt: now}
-		if in.Disabled {
-			d.DisabledAt = &now
+	for range maxUpsertAttempts {
+		n, err := s.conns.CountDocuments(ctx, bson.D{{Key: "name", Value: in.Name}, {Key: "_id", Value: bson.D{{Key: "$ne", Value: in.Key}}}})
+		if err != nil {
+			return connection.Connection{}, fmt.Errorf("store: check connection name: %w", err)
 		}
-		if _, err := s.conns.InsertOne(ctx, d); err != nil {
-			if mongo.IsDuplicateKeyError(err) {
-				return connection.Connection{}, taken
+		if n > 0 {
+			return connection.Connection{}, taken
+		}
+		old, err := s.GetConnection(ctx, in.Key)
+		switch {
+		case isNotFound(err):
+			d := connDoc{Key: in.Key, Name: in.Name, Description: in.Description, Type: string(in.Type), Access: in.Access,
+				Disabled: in.Disabled, CreatedAt: now, UpdatedAt: now}
+			if in.Disabled {
+				d.DisabledAt = &now
 			}
-			return connection.Connection{}, fmt.Errorf("store: insert connection %q: %w", in.Key, err)
+			_, err := s.conns.InsertOne(ctx, d)
+			if mongo.IsDuplicateKeyError(err) {
+				continue // created meanwhile, or the name was taken meanwhile: check again
+			}
+			if err != nil {
+				return connection.Connection{}, fmt.Errorf("store: insert connection %q: %w", in.Key, err)
+			}
+			return d.domain(), nil
+		case err != nil:
+			return connection.Connection{}, err
 		}
-		return d.domain(), nil
-	case err != nil:
-		return connection.Connection{}, err
-	}
-	var disabledAt *time.Time
-	if in.Disabled {
-		disabledAt = &now
-		if old.Disabled && old.DisabledAt != nil {
-			disabledAt = old.DisabledAt
+		var disabledAt *time.Time
+		if in.Disabled {
+			disabledAt = &now
+			if old.Disabled && old.DisabledAt != nil {
+				disabledAt = old.DisabledAt
+			}
 		}
+		set := bson.D{{Key: "$set", Value: bson.D{
+			{Key: "name", Value: in.Name}, {Key: "description", Value: in.Description},
+			{Key: "connection_type", Value: string(in.Type)}, {Key: "access", Value: in.Access},
+			{Key: "disabled", Value: in.Disabled}, {Key: "disabled_at", Value: disabledAt}, {Key: "updated_at", Value: now},
+		}}}
+		if in.Type == connection.HTTPS {
+			var res *mongo.UpdateResult
+			res, err = s.conns.UpdateOne(ctx, bson.D{{Key: "_id", Value: in.Key}}, set)
+			if err == nil && res.MatchedCount == 0 {
+				continue // deleted meanwhile: create it
+			}
+		} else {
+			err = s.whileUnused(ctx, in.Key, func(filter bson.D) (bool, error) {
+				res, err := s.conns.UpdateOne(ctx, filter, set)
+				return err == nil && res.MatchedCount == 1, err
+			})
+			if isNotFound(err) {
+				continue
+			}
+			if errors.Is(err, connection.ErrInUse) {
+				return connection.Connection{}, err
+			}
+		}
+		if mongo.IsDuplicateKeyError(err) {
+			return connection.Connection{}, taken
+		}
+		if err != nil {
+			return connection.Connection{}, fmt.Errorf("store: update connection %q: %w", in.Key, err)
+		}
+		c := old
+		c.Name, c.Description, c.Type, c.Access, c.Disabled, c.DisabledAt, c.UpdatedAt =
+			in.Name, in.Description, in.Type, in.Access, in.Disabled, utcPtr(disabledAt), utc(now)
+		return c, nil
 	}
-	_, err = s.conns.UpdateOne(ctx, bson.D{{Key: "_id", Value: in.Key}}, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "name", Value: in.Name}, {Key: "description", Value: in.Description},
-		{Key: "connection_type", Value: string(in.Type)}, {Key: "access", Value: in.Access},
-		{Key: "disabled", Value: in.Disabled}, {Key: "disabled_at", Value: disabledAt}, {Key: "updated_at", Value: now},
-	}}})
-	if mongo.IsDuplicateKeyError(err) {
-		return connection.Connection{}, taken
-	}
-	if err != nil {
-		return connection.Connection{}, fmt.Errorf("store: update connection %q: %w", in.Key, err)
-	}
-	return s.GetConnection(ctx, in.Key)
+	return connection.Connection{}, fmt.Errorf("store: connection %q kept being created and deleted: gave up after %d attempts", in.Key, maxUpsertAttempts)
 }
 
-// DeleteConnection removes key.
+// DeleteConnection removes key, only while no webhook uses or claims it: a
+// *connection.InUseError names the webhooks using it, a *connection.NotFoundError reports an
+// unknown key.
 func (s *Store) DeleteConnection(ctx context.Context, key string) error {
-	res, err := s.conns.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}})
-	if err != nil {
-		return fmt.Errorf("store: delete connection %q: %w", key, err)
-	}
-	if res.DeletedCount == 0 {
-		return &connection.NotFoundError{Key: key}
-	}
-	return nil
+	return s.whileUnused(ctx, key, func(filter bson.D) (bool, error) {
+		res, err := s.conns.DeleteOne(ctx, filter)
+		if err != nil {
+			return false, fmt.Errorf("store: delete connection %q: %w", key, err)
+		}
+		return res.DeletedCount == 1, nil
+	})
 }
 
 // SetSecrets stores the sealed secrets of key and, when test is set, the verification outcome.
@@ -191,6 +227,24 @@ func (s *Store) SetSecrets(ctx context.Context, key, sealed, displayURL string, 
 		return connection.Connection{}, &connection.NotFoundError{Key: key}
 	}
 	return s.GetConnection(ctx, key)
+}
+
+// scrubSecretURLs rewrites the secrets_url of documents written before it kept only the scheme and
+// host of the URL; a value changed meanwhile is left alone.
+func (s *Store) scrubSecretURLs(ctx context.Context) error {
+	docs, err := findAll[connDoc](ctx, s.conns, bson.D{{Key: "secrets_url", Value: bson.D{{Key: "$exists", Value: true}}}})
+	if err != nil {
+		return fmt.Errorf("store: scrub secret urls: %w", err)
+	}
+	for _, d := range docs {
+		if clean := connection.DisplayURL(d.SecretsURL); clean != d.SecretsURL {
+			if _, err := s.conns.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.Key}, {Key: "secrets_url", Value: d.SecretsURL}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "secrets_url", Value: clean}}}}); err != nil {
+				return fmt.Errorf("store: scrub secret url of %q: %w", d.Key, err)
+			}
+		}
+	}
+	return nil
 }
 
 // ResealSecrets replaces the sealed secrets of key when they still equal old.

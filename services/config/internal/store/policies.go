@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/config/internal/policy"
@@ -102,47 +103,62 @@ func (s *Store) AllPolicies(ctx context.Context) ([]policy.Policy, error) {
 }
 
 // UpsertPolicy creates or updates in.Key; a name that belongs to another policy is a
-// *policy.KeyTakenError.
+// *policy.KeyTakenError. A policy created or deleted meanwhile (by another request or replica) is
+// updated or created instead.
 func (s *Store) UpsertPolicy(ctx context.Context, in policy.Input, now time.Time) (policy.Policy, error) {
 	taken := &policy.KeyTakenError{Key: in.Key}
-	n, err := s.pols.CountDocuments(ctx, bson.D{{Key: "name", Value: in.Name}, {Key: "_id", Value: bson.D{{Key: "$ne", Value: in.Key}}}})
-	if err != nil {
-		return policy.Policy{}, fmt.Errorf("store: check policy name: %w", err)
-	}
-	if n > 0 {
-		return policy.Policy{}, taken
-	}
-	_, err = s.GetPolicy(ctx, in.Key)
-	switch {
-	case errors.Is(err, policy.ErrNotFound):
-		d := policyDoc{Key: in.Key, Name: in.Name, DRPAction: in.DRPAction, ExecutionTimeframe: in.ExecutionTimeframe,
-			CreatedAt: now, UpdatedAt: now, Version: 1, Pre: []webhookDoc{}, Post: []webhookDoc{}, ConnectionKeys: []string{}}
-		if _, err := s.pols.InsertOne(ctx, d); err != nil {
+	for range maxUpsertAttempts {
+		n, err := s.pols.CountDocuments(ctx, bson.D{{Key: "name", Value: in.Name}, {Key: "_id", Value: bson.D{{Key: "$ne", Value: in.Key}}}})
+		if err != nil {
+			return policy.Policy{}, fmt.Errorf("store: check policy name: %w", err)
+		}
+		if n > 0 {
+			return policy.Policy{}, taken
+		}
+		_, err = s.GetPolicy(ctx, in.Key)
+		switch {
+		case errors.Is(err, policy.ErrNotFound):
+			d := policyDoc{Key: in.Key, Name: in.Name, DRPAction: in.DRPAction, ExecutionTimeframe: in.ExecutionTimeframe,
+				CreatedAt: now, UpdatedAt: now, Version: 1, Pre: []webhookDoc{}, Post: []webhookDoc{}, ConnectionKeys: []string{}}
+			_, err := s.pols.InsertOne(ctx, d)
 			if mongo.IsDuplicateKeyError(err) {
-				return policy.Policy{}, taken
+				continue // created meanwhile, or the name was taken meanwhile: check again
 			}
-			return policy.Policy{}, fmt.Errorf("store: insert policy %q: %w", in.Key, err)
+			if err != nil {
+				return policy.Policy{}, fmt.Errorf("store: insert policy %q: %w", in.Key, err)
+			}
+			return d.domain(), nil
+		case err != nil:
+			return policy.Policy{}, err
+		}
+		var d policyDoc
+		err = s.pols.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: in.Key}}, bson.D{
+			{Key: "$set", Value: bson.D{{Key: "name", Value: in.Name}, {Key: "drp_action", Value: in.DRPAction},
+				{Key: "execution_timeframe", Value: in.ExecutionTimeframe}, {Key: "updated_at", Value: now}}},
+			{Key: "$inc", Value: bson.D{{Key: "version", Value: int64(1)}}},
+		}, options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&d)
+		if isNoDocs(err) {
+			continue // deleted meanwhile: create it
+		}
+		if mongo.IsDuplicateKeyError(err) {
+			return policy.Policy{}, taken
+		}
+		if err != nil {
+			return policy.Policy{}, fmt.Errorf("store: update policy %q: %w", in.Key, err)
 		}
 		return d.domain(), nil
-	case err != nil:
-		return policy.Policy{}, err
 	}
-	_, err = s.pols.UpdateOne(ctx, bson.D{{Key: "_id", Value: in.Key}}, bson.D{
-		{Key: "$set", Value: bson.D{{Key: "name", Value: in.Name}, {Key: "drp_action", Value: in.DRPAction},
-			{Key: "execution_timeframe", Value: in.ExecutionTimeframe}, {Key: "updated_at", Value: now}}},
-		{Key: "$inc", Value: bson.D{{Key: "version", Value: int64(1)}}},
-	})
-	if mongo.IsDuplicateKeyError(err) {
-		return policy.Policy{}, taken
-	}
-	if err != nil {
-		return policy.Policy{}, fmt.Errorf("store: update policy %q: %w", in.Key, err)
-	}
-	return s.GetPolicy(ctx, in.Key)
+	return policy.Policy{}, fmt.Errorf("store: policy %q kept being created and deleted: gave up after %d attempts", in.Key, maxUpsertAttempts)
 }
 
-// DeletePolicy removes key with its webhooks.
+// DeletePolicy removes key with its webhooks, then drops the claims of that life of the policy
+// from the connections it used (best effort: a claim left behind is judged stale by the next
+// delete or type change of the connection).
 func (s *Store) DeletePolicy(ctx context.Context, key string) error {
+	old, err := s.GetPolicy(ctx, key)
+	if err != nil {
+		return err
+	}
 	res, err := s.pols.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}})
 	if err != nil {
 		return fmt.Errorf("store: delete policy %q: %w", key, err)
@@ -150,14 +166,18 @@ func (s *Store) DeletePolicy(ctx context.Context, key string) error {
 	if res.DeletedCount == 0 {
 		return &policy.NotFoundError{Key: key}
 	}
+	gone := old
+	gone.Version = math.MaxInt64
+	_ = s.ReleaseConnections(ctx, gone, old.ConnectionKeys())
 	return nil
 }
 
 // SaveWebhooks writes both webhook lists of p, and the connection keys they use, if the stored
-// version is still p.Version; policy.ErrConflict otherwise.
+// document is still p.Version of the same life (created_at) of the policy; policy.ErrConflict
+// otherwise.
 func (s *Store) SaveWebhooks(ctx context.Context, p policy.Policy, now time.Time) (policy.Policy, error) {
 	res, err := s.pols.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: p.Key}, {Key: "version", Value: p.Version}},
+		bson.D{{Key: "_id", Value: p.Key}, {Key: "version", Value: p.Version}, {Key: "created_at", Value: p.CreatedAt}},
 		bson.D{{Key: "$set", Value: bson.D{
 			{Key: "pre_execution", Value: toWebhookDocs(p.Pre)}, {Key: "post_execution", Value: toWebhookDocs(p.Post)},
 			{Key: "connection_keys", Value: p.ConnectionKeys()}, {Key: "updated_at", Value: now},

@@ -1,6 +1,7 @@
-// Package store keeps the configuration in MongoDB (or FerretDB v1): the collections connections,
-// policies (one document per policy with its webhook arrays, a version and the keys of the
-// connections its webhooks use) and oauth_clients. It implements the Store interfaces of the
+// Package store keeps the configuration in MongoDB (or FerretDB v1): the collections connections
+// (with the claims of the webhook edits that use them, see claims.go), policies (one document per
+// policy with its webhook arrays, a version and the keys of the connections its webhooks use) and
+// oauth_clients. It implements the Store interfaces of the
 // connection, policy and oauth packages and returns their sentinel errors.
 //
 // It uses only what FerretDB v1 supports: no transactions, change streams, positional updates or
@@ -56,6 +57,10 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 			_ = client.Disconnect(context.Background())
 			return nil, fmt.Errorf("store: index %s.name: %w", c.Name(), err)
 		}
+	}
+	if err := s.scrubSecretURLs(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
 	}
 	return s, nil
 }
