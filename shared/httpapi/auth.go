@@ -9,6 +9,16 @@ import (
 	"github.com/policyhooks/policyhooks/shared/token"
 )
 
+// The details of the authorization answers of SPEC §1.1, the same in every service.
+const (
+	// DetailUnauthenticated is the detail of a 401: no credentials, or credentials that are not
+	// accepted.
+	DetailUnauthenticated = "Failed to authenticate"
+	// DetailNotAuthorized is the detail of a 403: a token that does not open, is expired, belongs
+	// to a deleted client or lacks the scope.
+	DetailNotAuthorized = "Not Authorized for this action"
+)
+
 // Clients tells whether an OAuth client still exists; a deleted client's tokens stop working at
 // once.
 type Clients interface {
@@ -38,12 +48,12 @@ func ClaimsFrom(ctx context.Context) (token.AccessClaims, bool) {
 // Unauthenticated is the 401 answer to a request without a bearer token.
 func Unauthenticated(w http.ResponseWriter) {
 	w.Header().Set("WWW-Authenticate", "Bearer")
-	WriteJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Failed to authenticate"})
+	WriteJSON(w, http.StatusUnauthorized, map[string]any{"detail": DetailUnauthenticated})
 }
 
 // Forbidden is the 403 answer to a token that does not open, is expired, or lacks the scope.
 func Forbidden(w http.ResponseWriter) {
-	WriteJSON(w, http.StatusForbidden, map[string]any{"detail": "Not Authorized for this action"})
+	WriteJSON(w, http.StatusForbidden, map[string]any{"detail": DetailNotAuthorized})
 }
 
 // BearerToken returns the token of an "Authorization: Bearer <token>" header.

@@ -5,12 +5,12 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -23,6 +23,10 @@ const MaxBodyBytes = 1 << 20
 type Error struct {
 	Status int
 	Detail any
+	// OAuthCode, when set, is the error code of an OAuth token endpoint answer (RFC 6749 §5.2,
+	// such as "invalid_client"): the body then also carries it as "error", and a string Detail as
+	// "error_description".
+	OAuthCode string
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("http %d: %v", e.Status, e.Detail) }
@@ -63,7 +67,14 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var he *Error
 	if errors.As(err, &he) {
-		WriteJSON(w, he.Status, map[string]any{"detail": he.Detail})
+		body := map[string]any{"detail": he.Detail}
+		if he.OAuthCode != "" {
+			body["error"] = he.OAuthCode
+			if d, ok := he.Detail.(string); ok {
+				body["error_description"] = d
+			}
+		}
+		WriteJSON(w, he.Status, body)
 		return
 	}
 	zerolog.Ctx(r.Context()).Error().Err(err).Msg("request failed")
@@ -98,33 +109,44 @@ func Decode(r *http.Request, dst any, strict bool) error {
 	return Unmarshal(b, dst, strict, "body")
 }
 
-// Unmarshal decodes one JSON value into dst. Malformed JSON (or trailing data) is a 400 *Error;
-// with strict, an unknown field is a 422 *Error, and so is a value of the wrong type. loc prefixes
-// the location of a field error (for example "body", 3 for the fourth item of a list).
+// Unmarshal decodes one JSON value into dst. Malformed JSON, or anything but whitespace after the
+// value, is a 400 *Error. With strict, a body is also refused with a 422 *Error when an object
+// decoded into a struct has a key that is not exactly (case included) one of the struct's JSON
+// field names, or when any object repeats a key; values kept as json.RawMessage are not looked
+// into. A value of the wrong type is a 422 *Error in both modes. loc prefixes the location of a
+// field error (for example "body", 3 for the fourth item of a list).
 func Unmarshal(data []byte, dst any, strict bool, loc ...any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
+	if !json.Valid(data) {
+		var skip json.RawMessage
+		return malformed(json.Unmarshal(data, &skip))
+	}
 	if strict {
-		dec.DisallowUnknownFields()
+		problem, err := checkKeys(data, reflect.TypeOf(dst), loc)
+		if err != nil {
+			return malformed(err)
+		}
+		if problem != nil {
+			return Invalid(*problem)
+		}
 	}
-	err := dec.Decode(dst)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the JSON value")
-	}
+	err := json.Unmarshal(data, dst)
 	if err == nil {
 		return nil
 	}
 	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &typeErr):
+	if errors.As(err, &typeErr) {
 		l := append(append([]any{}, loc...), fieldPath(typeErr.Field)...)
 		return InvalidField(fmt.Sprintf("value is not a valid %s", typeErr.Type), "type_error", l...)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		l := append(append([]any{}, loc...), fieldPath(name)...)
-		return InvalidField("extra fields not permitted", "value_error.extra", l...)
-	default:
-		return Errorf(http.StatusBadRequest, "Malformed JSON body: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
+	return malformed(err)
+}
+
+// malformed is the 400 answer to a body that is not one well-formed JSON value.
+func malformed(err error) error {
+	if err == nil {
+		err = errTrailing
+	}
+	return Errorf(http.StatusBadRequest, "Malformed JSON body: %v", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 func fieldPath(p string) []any {

@@ -9,12 +9,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Details of SPEC §7 and §1.1.
-const (
-	detailUnauthenticated = "Failed to authenticate"
-	detailNotAuthorized   = "Not Authorized for this action"
-	detailExpired         = "Webhook token expired"
-)
+// detailExpired is the detail of an expired resume token (SPEC §7); the other authorization
+// details are the shared ones of SPEC §1.1.
+const detailExpired = "Webhook token expired"
 
 // toHTTP maps a domain error to the *api.Error answered for it; errors it does not know (and
 // *api.Error values, which are answers already) are returned unchanged.
@@ -25,9 +22,9 @@ func toHTTP(err error) error {
 	}
 	switch {
 	case errors.Is(re.Err, resume.ErrNoToken):
-		return api.Errorf(http.StatusUnauthorized, detailUnauthenticated)
+		return api.Errorf(http.StatusUnauthorized, api.DetailUnauthenticated)
 	case errors.Is(re.Err, resume.ErrNotAuthorized):
-		return api.Errorf(http.StatusForbidden, detailNotAuthorized)
+		return api.Errorf(http.StatusForbidden, api.DetailNotAuthorized)
 	case errors.Is(re.Err, resume.ErrTokenExpired):
 		return api.Errorf(http.StatusForbidden, detailExpired)
 	case errors.Is(re.Err, resume.ErrNotFound):
