@@ -102,7 +102,7 @@ func TestStartAndVerify(t *testing.T) {
 			t.Fatalf("%s: got %d, want 200", p, res.StatusCode)
 		}
 	}
-	res, err := http.PostForm(base+"/api/v1/oauth/token", url.Values{"client_id": {"root"}, "client_secret": {"root-secret"}})
+	res, err := http.PostForm(base+"/api/v1/oauth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"root"}, "client_secret": {"root-secret"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -155,30 +154,10 @@ func (s *Service) validate(sec event.HTTPSSecrets) error {
 	if err := s.guard.CheckURL(sec.URL); err != nil && !errors.Is(err, netguard.ErrForbiddenAddress) {
 		return &InvalidError{Loc: []any{"body", "url"}, Msg: err.Error()}
 	}
-	for name, value := range sec.Headers {
-		if !validHeaderName(name) {
-			return &InvalidError{Loc: []any{"body", "headers", name}, Msg: "not a valid HTTP header name"}
-		}
-		if strings.ContainsAny(value, "\r\n\x00") {
-			return &InvalidError{Loc: []any{"body", "headers", name}, Msg: "header values must not contain CR, LF or NUL"}
-		}
+	if err := checkHeaders(sec.Headers); err != nil {
+		return err
 	}
-	if strings.ContainsAny(sec.Authorization, "\r\n\x00") {
-		return &InvalidError{Loc: []any{"body", "authorization"}, Msg: "must not contain CR, LF or NUL"}
-	}
-	return nil
-}
-
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, r := range name {
-		if r > 0x7e || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
-			return false
-		}
-	}
-	return http.CanonicalHeaderKey(name) != ""
+	return checkAuthorization(sec.Authorization)
 }
 
 // verify resolves the URL's host and completes a TLS handshake with it through the guarded

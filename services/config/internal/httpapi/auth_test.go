@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/policyhooks/policyhooks/services/config/internal/oauth"
+	api "github.com/policyhooks/policyhooks/shared/httpapi"
 )
 
 // public routes need no token.
@@ -102,26 +103,44 @@ func TestEveryRouteRequiresAuth(t *testing.T) {
 	}
 }
 
+// TestOAuthToken pins the token endpoint (SPEC §1.1, RFC 6749 §4.4): grant_type=client_credentials
+// is required, credentials come from the form or from HTTP Basic (form-url-decoded, §2.3.1), and
+// errors carry the §5.2 error code next to detail.
 func TestOAuthToken(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	id, secret, _ := e.client("policy:read")
+	grant := func(kv ...string) url.Values {
+		v := url.Values{"grant_type": {"client_credentials"}}
+		for i := 0; i < len(kv); i += 2 {
+			v.Add(kv[i], kv[i+1])
+		}
+		return v
+	}
 	tests := []struct {
 		name        string
 		form        url.Values
 		basicID     string
 		basicSecret string
 		status      int
+		wantError   string // the RFC 6749 §5.2 error code of a refusal
 	}{
-		{"root form", url.Values{"grant_type": {"client_credentials"}, "client_id": {rootID}, "client_secret": {rootSecret}}, "", "", 200},
-		{"client form without grant_type", url.Values{"client_id": {id}, "client_secret": {secret}}, "", "", 200},
-		{"client basic", url.Values{"grant_type": {"client_credentials"}}, id, secret, 200},
-		{"root basic", nil, rootID, rootSecret, 200},
-		{"wrong secret", url.Values{"client_id": {id}, "client_secret": {"nope"}}, "", "", 401},
-		{"wrong root secret", url.Values{"client_id": {rootID}, "client_secret": {"nope"}}, "", "", 401},
-		{"unknown client", url.Values{"client_id": {"ghost"}, "client_secret": {secret}}, "", "", 401},
-		{"basic wrong secret", nil, id, "nope", 401},
-		{"nothing", url.Values{}, "", "", 401},
-		{"other grant type", url.Values{"grant_type": {"password"}, "client_id": {id}, "client_secret": {secret}}, "", "", 400},
+		{"root form", grant("client_id", rootID, "client_secret", rootSecret), "", "", 200, ""},
+		{"client form", grant("client_id", id, "client_secret", secret), "", "", 200, ""},
+		{"client basic", grant(), id, secret, 200, ""},
+		{"root basic", grant(), rootID, rootSecret, 200, ""},
+		{"basic credentials are form-url-decoded", grant(), "r%6Fot", "root%2Dsecret-for-tests", 200, ""},
+		{"basic credentials not form-url-encoded", grant(), rootID, "100%", 400, "invalid_request"},
+		{"wrong secret", grant("client_id", id, "client_secret", "nope"), "", "", 401, "invalid_client"},
+		{"wrong root secret", grant("client_id", rootID, "client_secret", "nope"), "", "", 401, "invalid_client"},
+		{"unknown client", grant("client_id", "ghost", "client_secret", secret), "", "", 401, "invalid_client"},
+		{"basic wrong secret", grant(), id, "nope", 401, "invalid_client"},
+		{"no credentials", grant(), "", "", 401, "invalid_client"},
+		{"without grant_type", url.Values{"client_id": {id}, "client_secret": {secret}}, "", "", 400, "invalid_request"},
+		{"nothing", url.Values{}, "", "", 400, "invalid_request"},
+		{"basic without grant_type", nil, rootID, rootSecret, 400, "invalid_request"},
+		{"other grant type", url.Values{"grant_type": {"password"}, "client_id": {id}, "client_secret": {secret}}, "", "", 400, "unsupported_grant_type"},
+		{"grant_type twice", url.Values{"grant_type": {"client_credentials", "password"}, "client_id": {id}, "client_secret": {secret}}, "", "", 400, "invalid_request"},
+		{"client_secret twice", grant("client_id", id, "client_secret", secret, "client_secret", "nope"), "", "", 400, "invalid_request"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,9 +160,18 @@ func TestOAuthToken(t *testing.T) {
 				t.Fatalf("status: got %d (%v), want %d", res.StatusCode, out, tc.status)
 			}
 			if tc.status != 200 {
+				if out["error"] != tc.wantError || out["detail"] == "" || out["error_description"] != out["detail"] {
+					t.Fatalf("answer: got %v, want error %q with detail and error_description", out, tc.wantError)
+				}
+				if tc.status == 401 && out["detail"] != api.DetailUnauthenticated {
+					t.Fatalf("detail: got %v, want %q", out["detail"], api.DetailUnauthenticated)
+				}
+				if basic := tc.basicID != ""; tc.status == 401 && basic != (res.Header.Get("WWW-Authenticate") != "") {
+					t.Fatalf("WWW-Authenticate: got %q with basic %v", res.Header.Get("WWW-Authenticate"), basic)
+				}
 				return
 			}
-			if out["token_type"] != "bearer" || out["expires_in"] != float64(3600) || out["access_token"] == "" {
+			if out["token_type"] != "bearer" || out["expires_in"] != float64(3600) || out["access_token"] == "" || out["error"] != nil {
 				t.Fatalf("answer: got %v, want a bearer token expiring in 3600", out)
 			}
 			// The token works on a route its scopes allow.

@@ -19,52 +19,43 @@ type connectionItem struct {
 	Description    *string `json:"description"`
 }
 
+// connectionInput validates one item of PATCH /connection.
+func connectionInput(it connectionItem, fe *fieldErrors, i int) connection.Input {
+	in := connection.Input{Description: it.Description}
+	if it.Name == nil || *it.Name == "" {
+		fe.required("body", i, "name")
+	} else {
+		in.Name = *it.Name
+	}
+	in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
+	switch {
+	case it.ConnectionType == nil:
+		fe.required("body", i, "connection_type")
+	case !connection.ValidType(connection.Type(*it.ConnectionType)):
+		fe.add(fmt.Sprintf("value is not a valid enumeration member; permitted: %v", connection.Types),
+			"type_error.enum", "body", i, "connection_type")
+	default:
+		in.Type = connection.Type(*it.ConnectionType)
+	}
+	switch {
+	case it.Access == nil:
+		fe.required("body", i, "access")
+	case *it.Access != connection.AccessRead && *it.Access != connection.AccessWrite:
+		fe.add("value is not a valid enumeration member; permitted: 'read', 'write'", "type_error.enum", "body", i, "access")
+	default:
+		in.Access = *it.Access
+	}
+	if it.Disabled != nil {
+		in.Disabled = *it.Disabled
+	}
+	return in
+}
+
 // upsertConnections is PATCH /connection: strict items; a secrets field is an unknown field.
 func upsertConnections(svc *connection.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		raw, err := decodeList(r, MaxBulkItems)
+		inputs, err := decodeItems(r, connectionInput)
 		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		var fe fieldErrors
-		inputs := make([]connection.Input, 0, len(raw))
-		for i, b := range raw {
-			var it connectionItem
-			if err := api.Unmarshal(b, &it, true, "body", i); err != nil {
-				writeError(w, r, err)
-				return
-			}
-			in := connection.Input{Description: it.Description}
-			if it.Name == nil || *it.Name == "" {
-				fe.required("body", i, "name")
-			} else {
-				in.Name = *it.Name
-			}
-			in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
-			switch {
-			case it.ConnectionType == nil:
-				fe.required("body", i, "connection_type")
-			case !connection.ValidType(connection.Type(*it.ConnectionType)):
-				fe.add(fmt.Sprintf("value is not a valid enumeration member; permitted: %v", connection.Types),
-					"type_error.enum", "body", i, "connection_type")
-			default:
-				in.Type = connection.Type(*it.ConnectionType)
-			}
-			switch {
-			case it.Access == nil:
-				fe.required("body", i, "access")
-			case *it.Access != connection.AccessRead && *it.Access != connection.AccessWrite:
-				fe.add("value is not a valid enumeration member; permitted: 'read', 'write'", "type_error.enum", "body", i, "access")
-			default:
-				in.Access = *it.Access
-			}
-			if it.Disabled != nil {
-				in.Disabled = *it.Disabled
-			}
-			inputs = append(inputs, in)
-		}
-		if err := fe.err(); err != nil {
 			writeError(w, r, err)
 			return
 		}

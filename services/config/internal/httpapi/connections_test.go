@@ -109,6 +109,19 @@ func TestConnectionUpsert(t *testing.T) {
 		{"wrong type of value", []map[string]any{{"name": 5, "connection_type": "https", "access": "read"}}, 422},
 		{"malformed JSON", `[{"name": "S",`, 400},
 		{"trailing data", `[] []`, 400},
+		{"trailing bracket", `[{"name": "S", "connection_type": "https", "access": "read"}]]`, 400},
+		{"mis-cased field", `[{"Name": "S", "connection_type": "https", "access": "read"}]`, 422},
+		{"duplicate field", `[{"name": "S", "name": "T", "connection_type": "https", "access": "read"}]`, 422},
+		{"duplicate field in a later item", `[{"name": "S", "connection_type": "https", "access": "read"},` +
+			`{"name": "T", "connection_type": "https", "access": "read", "access": "write"}]`, 422},
+		{"dot key", []map[string]any{{"name": "S", "key": ".", "connection_type": "https", "access": "read"}}, 422},
+		{"dot-dot key", []map[string]any{{"name": "S", "key": "..", "connection_type": "https", "access": "read"}}, 422},
+		{"leading dot key", []map[string]any{{"name": "S", "key": ".env", "connection_type": "https", "access": "read"}}, 422},
+		{"trailing dot key", []map[string]any{{"name": "S", "key": "a.", "connection_type": "https", "access": "read"}}, 422},
+		{"dot-dot inside key", []map[string]any{{"name": "S", "key": "a..b", "connection_type": "https", "access": "read"}}, 422},
+		{"slash key", []map[string]any{{"name": "S", "key": "a/b", "connection_type": "https", "access": "read"}}, 422},
+		{"percent key", []map[string]any{{"name": "S", "key": "a%2Fb", "connection_type": "https", "access": "read"}}, 422},
+		{"backslash key", []map[string]any{{"name": "S", "key": `a\b`, "connection_type": "https", "access": "read"}}, 422},
 		{"over 1 MiB", `[{"name": "` + strings.Repeat("n", 1<<20) + `"}]`, 413},
 	}
 	for _, tc := range bad {
@@ -130,6 +143,32 @@ func TestConnectionUpsert(t *testing.T) {
 			}
 			if after := e.connectionTotal(); after != before {
 				t.Fatalf("connections: got %d after a rejected request, want %d", after, before)
+			}
+		})
+	}
+
+	// The 422 answers of the strict body and key rules name the field and say what is wrong.
+	details := []struct{ name, body, loc, msg string }{
+		{"duplicate", `[{"name": "S", "connection_type": "https", "access": "read"},` +
+			`{"name": "T", "connection_type": "https", "access": "read", "access": "write"}]`,
+			`["body",1,"access"]`, "duplicate field: each field may appear only once in an object"},
+		{"mis-cased", `[{"name": "S", "Connection_Type": "https", "access": "read"}]`,
+			`["body",0,"Connection_Type"]`, "extra fields not permitted"},
+		{"dots", `[{"name": "S", "key": "..", "connection_type": "https", "access": "read"}]`,
+			`["body",0,"key"]`, "FidesKey must not start or end with '.' or contain '..'."},
+	}
+	for _, tc := range details {
+		t.Run("detail of "+tc.name, func(t *testing.T) {
+			status, b, _ := e.raw(http.MethodPatch, "/api/v1/connection", e.root, tc.body)
+			var d struct {
+				Detail []struct {
+					Loc json.RawMessage `json:"loc"`
+					Msg string          `json:"msg"`
+				} `json:"detail"`
+			}
+			if err := json.Unmarshal(b, &d); status != 422 || err != nil || len(d.Detail) != 1 ||
+				string(d.Detail[0].Loc) != tc.loc || d.Detail[0].Msg != tc.msg {
+				t.Fatalf("got %d %s, want 422 at %s: %s", status, b, tc.loc, tc.msg)
 			}
 		})
 	}
@@ -240,6 +279,14 @@ func TestSecretsValidation(t *testing.T) {
 		{"unknown field", "hooks", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a", "password": "x"}, 422},
 		{"bad header name", "hooks", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a", "headers": map[string]string{"Bad Header": "v"}}, 422},
 		{"header value with newline", "hooks", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a", "headers": map[string]string{"X-A": "v\r\nX-B: w"}}, 422},
+		{"header value with a control character", "hooks", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a", "headers": map[string]string{"X-Tenant": "a\x01b"}}, 422},
+		{"header value with DEL", "hooks", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a", "headers": map[string]string{"X-Tenant": "a\x7f"}}, 422},
+		{"header name twice in two cases", "hooks", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a", "headers": map[string]string{"X-A": "1", "x-a": "2"}}, 422},
+		{"authorization with a control character", "hooks", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "Bearer a\x01"}, 422},
+		{"duplicate header key", "hooks", "?verify=false", `{"url": "https://example.com", "authorization": "a", "headers": {"X-A": "1", "X-A": "2"}}`, 422},
+		{"mis-cased field", "hooks", "?verify=false", `{"URL": "https://example.com", "authorization": "a"}`, 422},
+		{"duplicate field", "hooks", "?verify=false", `{"url": "https://example.com", "url": "https://example.org", "authorization": "a"}`, 422},
+		{"trailing brace", "hooks", "?verify=false", `{"url": "https://example.com", "authorization": "a"}}`, 400},
 		{"bad verify", "hooks", "?verify=perhaps", map[string]any{"url": "https://example.com", "authorization": "a"}, 422},
 		{"other connection type", "pg", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a"}, 422},
 		{"unknown connection", "ghost", "?verify=false", map[string]any{"url": "https://example.com", "authorization": "a"}, 404},

@@ -44,11 +44,11 @@ func statusOf(err error) error {
 	case errors.Is(err, oauth.ErrNotFound):
 		return &api.Error{Status: http.StatusNotFound, Detail: "No client found with this id."}
 	case errors.Is(err, oauth.ErrScopeNotHeld):
-		return &api.Error{Status: http.StatusForbidden, Detail: "Not Authorized for this action"}
+		return &api.Error{Status: http.StatusForbidden, Detail: api.DetailNotAuthorized}
 	case errors.As(err, &unknownScope):
 		return api.InvalidField(unknownScope.Error(), "value_error", "body", "scopes")
 	case errors.Is(err, oauth.ErrBadCredentials):
-		return &api.Error{Status: http.StatusUnauthorized, Detail: "Failed to authenticate"}
+		return &api.Error{Status: http.StatusUnauthorized, Detail: api.DetailUnauthenticated, OAuthCode: oauthInvalidClient}
 	}
 	return err
 }

@@ -13,23 +13,35 @@ import (
 // MaxBulkItems is the longest list a bulk endpoint takes (SPEC §1).
 const MaxBulkItems = 50
 
-// decodeList reads a JSON array body of at most max items.
-func decodeList(r *http.Request, max int) ([]json.RawMessage, error) {
+// decodeItems reads the body of a bulk endpoint: a JSON array of at most MaxBulkItems items. Each
+// item is decoded strictly into an I and turned into a T by convert, which records the item's field
+// problems in fe under ("body", index). An item that does not decode stops the reading; the field
+// problems of all items are answered together as one 422.
+func decodeItems[I, T any](r *http.Request, convert func(it I, fe *fieldErrors, index int) T) ([]T, error) {
 	b, err := api.ReadBody(r)
 	if err != nil {
 		return nil, err
 	}
-	var items []json.RawMessage
-	if err := api.Unmarshal(b, &items, false, "body"); err != nil {
+	var raw []json.RawMessage
+	if err := api.Unmarshal(b, &raw, false, "body"); err != nil {
 		return nil, err
 	}
-	if items == nil {
+	if raw == nil {
 		return nil, api.InvalidField("value is not a valid list", "type_error.list", "body")
 	}
-	if len(items) > max {
-		return nil, api.InvalidField(fmt.Sprintf("ensure this value has at most %d items", max), "value_error.list.max_items", "body")
+	if len(raw) > MaxBulkItems {
+		return nil, api.InvalidField(fmt.Sprintf("ensure this value has at most %d items", MaxBulkItems), "value_error.list.max_items", "body")
 	}
-	return items, nil
+	var fe fieldErrors
+	out := make([]T, 0, len(raw))
+	for i, b := range raw {
+		var it I
+		if err := api.Unmarshal(b, &it, true, "body", i); err != nil {
+			return nil, err
+		}
+		out = append(out, convert(it, &fe, i))
+	}
+	return out, fe.err()
 }
 
 // fieldErrors collects the validation problems of a body.
@@ -57,8 +69,8 @@ func (fe *fieldErrors) resolveKey(key *string, name string, loc ...any) string {
 	} else {
 		k = keys.FromName(name)
 	}
-	if !keys.Valid(k) {
-		fe.add(keys.Invalid, "value_error", append(loc, "key")...)
+	if msg := keys.Problem(k); msg != "" {
+		fe.add(msg, "value_error", append(loc, "key")...)
 	}
 	return k
 }

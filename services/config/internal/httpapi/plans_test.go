@@ -58,7 +58,7 @@ func TestPlanView(t *testing.T) {
 		sealed := e.storedSecrets("shared")
 		p1, _ := e.planOf("p1")
 		p2, _ := e.planOf("p2")
-		if p1.Pre[1].Secrets != sealed || p2.Post[0].Secrets != sealed || p1.Pre[1].URL != "https://example.net/new" {
+		if p1.Pre[1].Secrets != sealed || p2.Post[0].Secrets != sealed || p1.Pre[1].URL != "https://example.net" {
 			t.Fatalf("plans after the secret change: p1 %+v, p2 %+v, want the new sealed value", p1.Pre, p2.Post)
 		}
 		if p3, _ := e.planOf("p3"); p3.Pre[0].Secrets != p3Before.Pre[0].Secrets {

@@ -17,39 +17,30 @@ type policyItem struct {
 	ExecutionTimeframe *int    `json:"execution_timeframe"`
 }
 
+// policyInput validates one item of PATCH /policy.
+func policyInput(it policyItem, fe *fieldErrors, i int) policy.Input {
+	in := policy.Input{DRPAction: it.DRPAction, ExecutionTimeframe: it.ExecutionTimeframe}
+	if it.Name == nil || *it.Name == "" {
+		fe.required("body", i, "name")
+	} else {
+		in.Name = *it.Name
+	}
+	in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
+	if it.DRPAction != nil && !slices.Contains(policy.DRPActions, *it.DRPAction) {
+		fe.add(fmt.Sprintf("value is not a valid enumeration member; permitted: %v", policy.DRPActions),
+			"type_error.enum", "body", i, "drp_action")
+	}
+	if it.ExecutionTimeframe != nil && *it.ExecutionTimeframe < 1 {
+		fe.add("ensure this value is greater than 0", "value_error.number.not_gt", "body", i, "execution_timeframe")
+	}
+	return in
+}
+
 // upsertPolicies is PATCH /policy.
 func upsertPolicies(svc *policy.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		raw, err := decodeList(r, MaxBulkItems)
+		inputs, err := decodeItems(r, policyInput)
 		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		var fe fieldErrors
-		inputs := make([]policy.Input, 0, len(raw))
-		for i, b := range raw {
-			var it policyItem
-			if err := api.Unmarshal(b, &it, true, "body", i); err != nil {
-				writeError(w, r, err)
-				return
-			}
-			in := policy.Input{DRPAction: it.DRPAction, ExecutionTimeframe: it.ExecutionTimeframe}
-			if it.Name == nil || *it.Name == "" {
-				fe.required("body", i, "name")
-			} else {
-				in.Name = *it.Name
-			}
-			in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
-			if it.DRPAction != nil && !slices.Contains(policy.DRPActions, *it.DRPAction) {
-				fe.add(fmt.Sprintf("value is not a valid enumeration member; permitted: %v", policy.DRPActions),
-					"type_error.enum", "body", i, "drp_action")
-			}
-			if it.ExecutionTimeframe != nil && *it.ExecutionTimeframe < 1 {
-				fe.add("ensure this value is greater than 0", "value_error.number.not_gt", "body", i, "execution_timeframe")
-			}
-			inputs = append(inputs, in)
-		}
-		if err := fe.err(); err != nil {
 			writeError(w, r, err)
 			return
 		}

@@ -69,6 +69,31 @@ type webhookItem struct {
 	Key                 *string `json:"key"`
 }
 
+// webhookInput validates one item of PUT /policy/{policy_key}/webhook/{kind}.
+func webhookInput(it webhookItem, fe *fieldErrors, i int) policy.WebhookInput {
+	var in policy.WebhookInput
+	if it.ConnectionConfigKey == nil || *it.ConnectionConfigKey == "" {
+		fe.required("body", i, "connection_config_key")
+	} else {
+		in.ConnectionKey = *it.ConnectionConfigKey
+	}
+	switch {
+	case it.Direction == nil:
+		fe.required("body", i, "direction")
+	case !validDirection(*it.Direction):
+		fe.add(directionMsg, "type_error.enum", "body", i, "direction")
+	default:
+		in.Direction = event.Direction(*it.Direction)
+	}
+	if it.Name == nil || *it.Name == "" {
+		fe.required("body", i, "name")
+	} else {
+		in.Name = *it.Name
+	}
+	in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
+	return in
+}
+
 // replaceWebhooks is PUT /policy/{policy_key}/webhook/{kind}: the whole list, all or nothing.
 func replaceWebhooks(svc *policy.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -77,42 +102,8 @@ func replaceWebhooks(svc *policy.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		raw, err := decodeList(r, MaxBulkItems)
+		items, err := decodeItems(r, webhookInput)
 		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		var fe fieldErrors
-		items := make([]policy.WebhookInput, 0, len(raw))
-		for i, b := range raw {
-			var it webhookItem
-			if err := api.Unmarshal(b, &it, true, "body", i); err != nil {
-				writeError(w, r, err)
-				return
-			}
-			var in policy.WebhookInput
-			if it.ConnectionConfigKey == nil || *it.ConnectionConfigKey == "" {
-				fe.required("body", i, "connection_config_key")
-			} else {
-				in.ConnectionKey = *it.ConnectionConfigKey
-			}
-			switch {
-			case it.Direction == nil:
-				fe.required("body", i, "direction")
-			case !validDirection(*it.Direction):
-				fe.add(directionMsg, "type_error.enum", "body", i, "direction")
-			default:
-				in.Direction = event.Direction(*it.Direction)
-			}
-			if it.Name == nil || *it.Name == "" {
-				fe.required("body", i, "name")
-			} else {
-				in.Name = *it.Name
-			}
-			in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
-			items = append(items, in)
-		}
-		if err := fe.err(); err != nil {
 			writeError(w, r, err)
 			return
 		}

@@ -205,6 +205,10 @@ func TestWebhookPutAllOrNothing(t *testing.T) {
 		{"51 items", "p", many, 422, ""},
 		{"not a list", "p", map[string]any{"key": "a"}, 422, ""},
 		{"malformed JSON", "p", `[{"key": "a",`, 400, ""},
+		{"dot-dot key", "p", []any{good, hook("..", "Z", "one_way", "hooks")}, 422, ""},
+		{"mis-cased field", "p", `[{"key": "a", "Name": "A", "direction": "one_way", "connection_config_key": "hooks"}]`, 422, ""},
+		{"duplicate field", "p", `[{"key": "a", "name": "A", "name": "B", "direction": "one_way", "connection_config_key": "hooks"}]`, 422, ""},
+		{"trailing brace", "p", `[{"key": "a", "name": "A", "direction": "one_way", "connection_config_key": "hooks"}]}`, 400, ""},
 		{"over 1 MiB", "p", `[{"key": "` + strings.Repeat("a", 1<<20) + `"}]`, 413, ""},
 	}
 	before := e.snapshot("p")
@@ -285,6 +289,9 @@ func TestWebhookPatch(t *testing.T) {
 		{name: "unknown webhook", key: "zz", body: map[string]any{"name": "X"}, status: 404,
 			detail: "No Pre-Execution Webhook found for key 'zz' on Policy 'p'."},
 		{name: "malformed", key: "b", body: `{"name": `, status: 400},
+		{name: "mis-cased field", key: "b", body: `{"Order": 0}`, status: 422},
+		{name: "duplicate field", key: "b", body: `{"order": 0, "order": 2}`, status: 422},
+		{name: "trailing brace", key: "b", body: `{"order": 0}}`, status: 400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,5 +1,6 @@
 // Package keys validates resource keys and derives a key from a name (SPEC §1): keys match
-// ^[a-zA-Z0-9_.-]+$, and a missing key is the ASCII-folded, lower-cased, snake-cased name.
+// ^[a-zA-Z0-9_.-]+$ without path meaning (no leading or trailing '.', no ".."), and a missing key
+// is the ASCII-folded, lower-cased, snake-cased name.
 package keys
 
 import (
@@ -12,17 +13,37 @@ import (
 
 var pattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
 
-// Invalid is the message of a key that does not match the pattern.
-const Invalid = "FidesKey must only contain alphanumeric characters, '.', '_' or '-'."
+// The messages of an invalid key.
+const (
+	// Invalid is the message of a key with a character outside the pattern (fidesops's text).
+	Invalid = "FidesKey must only contain alphanumeric characters, '.', '_' or '-'."
+	// InvalidDots is the message of a key that a URL path would read as a path step: ".", "..",
+	// a leading or trailing '.', or ".." inside.
+	InvalidDots = "FidesKey must not start or end with '.' or contain '..'."
+)
 
-// Valid reports whether key matches ^[a-zA-Z0-9_.-]+$.
-func Valid(key string) bool { return pattern.MatchString(key) }
+// Problem returns the message saying why key is not a valid key, or "" when it is valid. The
+// pattern keeps out '/', '\', '%' and whitespace; the dot rules keep out "." and "..", which a
+// router cleans away from a URL path (such a resource could never be read or deleted), and the
+// keys that a NATS KV bucket would refuse as they are.
+func Problem(key string) string {
+	switch {
+	case !pattern.MatchString(key):
+		return Invalid
+	case strings.HasPrefix(key, "."), strings.HasSuffix(key, "."), strings.Contains(key, ".."):
+		return InvalidDots
+	}
+	return ""
+}
+
+// Valid reports whether key is a valid key (Problem(key) is "").
+func Valid(key string) bool { return Problem(key) == "" }
 
 // FromName derives a key from name: ASCII-fold (decompose and drop combining marks and other
 // non-ASCII characters), lower-case, drop characters other than letters, digits, '_', whitespace
 // and '-', then turn each run of whitespace and '-' into '_'. "Poke Snowflake Webhook" gives
-// "poke_snowflake_webhook". The result may be empty (a name without any usable character); the
-// caller then reports the key as invalid.
+// "poke_snowflake_webhook". The result holds only [a-z0-9_], so it is valid unless it is empty (a
+// name without any usable character); the caller then reports the key as invalid.
 func FromName(name string) string {
 	var b strings.Builder
 	sep := false
