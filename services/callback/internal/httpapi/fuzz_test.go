@@ -1,11 +1,11 @@
 package httpapi
 
 import (
-	"github.com/policyhooks/policyhooks/shared/scope"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 )
 

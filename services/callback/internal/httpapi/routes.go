@@ -3,13 +3,13 @@
 package httpapi
 
 import (
-	"github.com/policyhooks/policyhooks/shared/callbackapi"
-	"github.com/policyhooks/policyhooks/shared/scope"
 	"net/http"
 
 	"github.com/gorilla/mux"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
+	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/policyhooks/policyhooks/shared/scope"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/policyhooks/policyhooks/shared/token"

@@ -1,9 +1,9 @@
 package resume
 
 import (
-	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"time"
 
+	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"github.com/policyhooks/policyhooks/shared/event"
 )
 

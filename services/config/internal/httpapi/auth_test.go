@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/policyhooks/policyhooks/services/config/internal/oauth"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/policyhooks/policyhooks/shared/scope"
 )
 
 // public routes need no token.
@@ -256,8 +257,8 @@ func TestOAuthClients(t *testing.T) {
 	t.Run("scopes", func(t *testing.T) {
 		var scopes []string
 		e.call(http.MethodGet, "/api/v1/oauth/scope", nil, http.StatusOK, &scopes)
-		if !slices.Equal(scopes, oauth.Scopes) || len(scopes) != 14 {
-			t.Fatalf("scopes: got %v, want %v", scopes, oauth.Scopes)
+		if !slices.Equal(scopes, scope.All) || len(scopes) != 14 {
+			t.Fatalf("scopes: got %v, want %v", scopes, scope.All)
 		}
 	})
 
@@ -267,7 +268,7 @@ func TestOAuthClients(t *testing.T) {
 			t.Fatal(err)
 		}
 		var m oauth.MirrorEntry
-		if err := json.Unmarshal(ent.Value(), &m); err != nil || !slices.Equal(m.Scopes, oauth.Scopes) {
+		if err := json.Unmarshal(ent.Value(), &m); err != nil || !slices.Equal(m.Scopes, scope.All) {
 			t.Fatalf("root mirror: got %s, want every scope", ent.Value())
 		}
 		if strings.Contains(string(ent.Value()), rootSecret) {

@@ -8,6 +8,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/policyhooks/policyhooks/services/config/internal/oauth"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/policyhooks/policyhooks/shared/scope"
 )
 
 // The error codes of the token endpoint (RFC 6749 §5.2).
@@ -127,6 +128,6 @@ func deleteClient(svc *oauth.Service) http.HandlerFunc {
 // listScopes is GET /oauth/scope.
 func listScopes() http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
-		api.WriteJSON(w, http.StatusOK, oauth.Scopes)
+		api.WriteJSON(w, http.StatusOK, scope.All)
 	}
 }

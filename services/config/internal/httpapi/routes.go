@@ -11,6 +11,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/config/internal/oauth"
 	"github.com/policyhooks/policyhooks/services/config/internal/policy"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -51,25 +52,25 @@ func Routes(d Deps) *mux.Router {
 	}
 
 	r.HandleFunc(Prefix+"/oauth/token", issueToken(d.OAuth)).Methods(http.MethodPost)
-	handle(http.MethodPost, "/oauth/client", "client:create", createClient(d.OAuth))
-	handle(http.MethodDelete, "/oauth/client/{client_id}", "client:delete", deleteClient(d.OAuth))
-	handle(http.MethodGet, "/oauth/scope", "scope:read", listScopes())
+	handle(http.MethodPost, "/oauth/client", scope.ClientCreate, createClient(d.OAuth))
+	handle(http.MethodDelete, "/oauth/client/{client_id}", scope.ClientDelete, deleteClient(d.OAuth))
+	handle(http.MethodGet, "/oauth/scope", scope.ScopeRead, listScopes())
 
-	handle(http.MethodPatch, "/connection", "connection:create_or_update", upsertConnections(d.Connections))
-	handle(http.MethodGet, "/connection", "connection:read", listConnections(d.Connections))
-	handle(http.MethodGet, "/connection/{key}", "connection:read", getConnection(d.Connections))
-	handle(http.MethodDelete, "/connection/{key}", "connection:delete", deleteConnection(d.Connections))
-	handle(http.MethodPut, "/connection/{key}/secret", "connection:create_or_update", putSecrets(d.Connections))
+	handle(http.MethodPatch, "/connection", scope.ConnectionCreateOrUpdate, upsertConnections(d.Connections))
+	handle(http.MethodGet, "/connection", scope.ConnectionRead, listConnections(d.Connections))
+	handle(http.MethodGet, "/connection/{key}", scope.ConnectionRead, getConnection(d.Connections))
+	handle(http.MethodDelete, "/connection/{key}", scope.ConnectionDelete, deleteConnection(d.Connections))
+	handle(http.MethodPut, "/connection/{key}/secret", scope.ConnectionCreateOrUpdate, putSecrets(d.Connections))
 
-	handle(http.MethodPatch, "/policy", "policy:create_or_update", upsertPolicies(d.Policies))
-	handle(http.MethodGet, "/policy", "policy:read", listPolicies(d.Policies))
-	handle(http.MethodGet, "/policy/{key}", "policy:read", getPolicy(d.Policies))
-	handle(http.MethodDelete, "/policy/{key}", "policy:delete", deletePolicy(d.Policies))
+	handle(http.MethodPatch, "/policy", scope.PolicyCreateOrUpdate, upsertPolicies(d.Policies))
+	handle(http.MethodGet, "/policy", scope.PolicyRead, listPolicies(d.Policies))
+	handle(http.MethodGet, "/policy/{key}", scope.PolicyRead, getPolicy(d.Policies))
+	handle(http.MethodDelete, "/policy/{key}", scope.PolicyDelete, deletePolicy(d.Policies))
 
-	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}", "webhook:read", listWebhooks(d.Policies))
-	handle(http.MethodPut, "/policy/{policy_key}/webhook/{kind}", "webhook:create_or_update", replaceWebhooks(d.Policies))
-	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}/{key}", "webhook:read", getWebhook(d.Policies))
-	handle(http.MethodPatch, "/policy/{policy_key}/webhook/{kind}/{key}", "webhook:create_or_update", patchWebhook(d.Policies))
-	handle(http.MethodDelete, "/policy/{policy_key}/webhook/{kind}/{key}", "webhook:delete", deleteWebhook(d.Policies))
+	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}", scope.WebhookRead, listWebhooks(d.Policies))
+	handle(http.MethodPut, "/policy/{policy_key}/webhook/{kind}", scope.WebhookCreateOrUpdate, replaceWebhooks(d.Policies))
+	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}/{key}", scope.WebhookRead, getWebhook(d.Policies))
+	handle(http.MethodPatch, "/policy/{policy_key}/webhook/{kind}/{key}", scope.WebhookCreateOrUpdate, patchWebhook(d.Policies))
+	handle(http.MethodDelete, "/policy/{policy_key}/webhook/{kind}/{key}", scope.WebhookDelete, deleteWebhook(d.Policies))
 	return r
 }

@@ -18,18 +18,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/rs/zerolog"
 )
-
-// Scopes are every scope of SPEC §1.1.
-var Scopes = []string{
-	"client:create", "client:delete", "scope:read",
-	"connection:read", "connection:create_or_update", "connection:delete",
-	"policy:read", "policy:create_or_update", "policy:delete",
-	"webhook:read", "webhook:create_or_update", "webhook:delete",
-	"privacy-request:read", "privacy-request:resume",
-}
 
 // Client is a stored OAuth client.
 type Client struct {
@@ -112,7 +104,7 @@ func (s *Service) IssueToken(ctx context.Context, id, secret string) (string, er
 		if !equalHash(hash(secret), hash(s.root.Secret)) {
 			return "", ErrBadCredentials
 		}
-		scopes = Scopes
+		scopes = scope.All
 	} else {
 		c, err := s.store.GetClient(ctx, id)
 		if errors.Is(err, ErrNotFound) {
@@ -137,7 +129,7 @@ func (s *Service) IssueToken(ctx context.Context, id, secret string) (string, er
 // returns its id and secret (shown once).
 func (s *Service) CreateClient(ctx context.Context, callerScopes, scopes []string) (string, string, error) {
 	for _, sc := range scopes {
-		if !slices.Contains(Scopes, sc) {
+		if !slices.Contains(scope.All, sc) {
 			return "", "", &UnknownScopeError{Scope: sc}
 		}
 	}
@@ -225,7 +217,7 @@ func (s *Service) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	want := map[string][]string{s.root.ID: Scopes}
+	want := map[string][]string{s.root.ID: scope.All}
 	for _, c := range clients {
 		want[c.ID] = c.Scopes
 	}
@@ -265,7 +257,7 @@ func (s *Service) syncClient(ctx context.Context, id string) error {
 		if err != nil {
 			return fmt.Errorf("oauth: read mirrored client: %w", err)
 		}
-		scopes := Scopes
+		scopes := scope.All
 		if id != s.root.ID {
 			c, err := s.store.GetClient(ctx, id)
 			if errors.Is(err, ErrNotFound) {

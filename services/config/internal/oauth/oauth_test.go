@@ -11,6 +11,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/config/internal/store"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/policyhooks/policyhooks/shared/token"
@@ -104,7 +105,7 @@ func (f *fixture) syncPaused(between func()) error {
 func TestDeletedClientStaysDeleted(t *testing.T) {
 	f := newFixture(t)
 	b := f.service(f.st)
-	id, secretValue, err := b.CreateClient(f.ctx, oauth.Scopes, []string{"privacy-request:read"})
+	id, secretValue, err := b.CreateClient(f.ctx, scope.All, []string{"privacy-request:read"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestSyncKeepsClientCreatedMeanwhile(t *testing.T) {
 	var id string
 	err := f.syncPaused(func() {
 		var err error
-		if id, _, err = b.CreateClient(f.ctx, oauth.Scopes, []string{"privacy-request:read"}); err != nil {
+		if id, _, err = b.CreateClient(f.ctx, scope.All, []string{"privacy-request:read"}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -167,7 +168,7 @@ func TestSyncKeepsClientCreatedMeanwhile(t *testing.T) {
 func TestSyncHeals(t *testing.T) {
 	f := newFixture(t)
 	b := f.service(f.st)
-	id, _, err := b.CreateClient(f.ctx, oauth.Scopes, nil)
+	id, _, err := b.CreateClient(f.ctx, scope.All, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"errors"
-	"github.com/policyhooks/policyhooks/shared/scope"
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/executor/internal/consume"
@@ -11,6 +10,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 )
 

@@ -8,15 +8,14 @@ package runner
 
 import (
 	"context"
-	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"net/url"
-
-	"github.com/nats-io/nats.go/jetstream"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
+	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/prometheus/client_golang/prometheus"
