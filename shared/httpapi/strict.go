@@ -193,6 +193,17 @@ func validTagName(name string) bool {
 	return true
 }
 
+// DuplicateKey returns the first key that repeats a key of the same object anywhere in data, one
+// well-formed JSON value, as a 422 *Error at loc plus the key's path, or nil when none repeats (or
+// data is malformed: the caller's decoding reports that). It is for bodies decoded without a
+// destination type (the callback's resume body); Unmarshal with strict checks this itself.
+func DuplicateKey(data []byte, loc ...any) error {
+	if problem, err := checkKeys(data, nil, loc); err == nil && problem != nil {
+		return Invalid(*problem)
+	}
+	return nil
+}
+
 // keyCheck walks the tokens of one JSON value and finds the first key that is not an exact field
 // name of the destination or that repeats a key of the same object.
 type keyCheck struct {

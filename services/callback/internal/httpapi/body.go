@@ -13,7 +13,7 @@ import (
 )
 
 // decodeResumeBody decodes the strict resume body of SPEC §7: empty, {} or
-// {"derived_identity": {"email"?, "phone_number"?}}. Every problem, malformed JSON included, is a
+// {"derived_identity": {"email"?, "phone_number"?}}, no key repeated in an object. Every problem, malformed JSON included, is a
 // 422 listing pydantic-like field errors. It returns nil when the body derives no identity.
 func decodeResumeBody(b []byte) (*event.Identity, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
@@ -27,6 +27,10 @@ func decodeResumeBody(b []byte) (*event.Identity, error) {
 			offset = se.Offset
 		}
 		return nil, api.InvalidField(fmt.Sprintf("Expecting a JSON object: %v", err), "value_error.jsondecode", "body", offset)
+	}
+	// A repeated key would otherwise be taken silently, the last one winning.
+	if err := api.DuplicateKey(b, "body"); err != nil {
+		return nil, err
 	}
 	top, ok := doc.(map[string]any)
 	if !ok {

@@ -264,6 +264,11 @@ func TestResumeRefusals(t *testing.T) {
 			raw, _ := f.replyToken(id, "wh-verify", 1)
 			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": 5, "name": "x"}}`}
 		}, 422, "[\"body\",\"derived_identity\",\"email\"] type_error.str\n[\"body\",\"derived_identity\",\"name\"] value_error.extra"},
+		{"repeated key", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": "a@example.com", "email": "b@example.com"}}`}
+		}, 422, `["body","derived_identity","email"] value_error.duplicate`},
 		{"derived identity not an object", func(id string) call {
 			f.putRequest(pausedRequest(id, 1))
 			raw, _ := f.replyToken(id, "wh-verify", 1)
