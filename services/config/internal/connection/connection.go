@@ -78,9 +78,7 @@ var ErrNotFound = errors.New("connection not found")
 // NotFoundError is ErrNotFound for one key.
 type NotFoundError struct{ Key string }
 
-func (e *NotFoundError) Error() string {
-	return fmt.Sprintf("No connection configuration found with key '%s'.", e.Key)
-}
+func (e *NotFoundError) Error() string { return fmt.Sprintf("connection: no connection %q", e.Key) }
 
 // Is makes errors.Is(err, ErrNotFound) true.
 func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
@@ -92,8 +90,7 @@ var ErrKeyTaken = errors.New("connection key or name taken")
 type KeyTakenError struct{ Key string }
 
 func (e *KeyTakenError) Error() string {
-	return fmt.Sprintf("Key %s already exists in ConnectionConfig. Keys will be snake-cased names if not provided. "+
-		"If you are seeing this error without providing a key, please provide a key or a different name.", e.Key)
+	return fmt.Sprintf("connection: key or name of %q taken by another connection", e.Key)
 }
 
 // Is makes errors.Is(err, ErrKeyTaken) true.
@@ -109,12 +106,25 @@ type InUseError struct {
 }
 
 func (e *InUseError) Error() string {
-	return fmt.Sprintf("Cannot delete ConnectionConfig '%s': it is used by the webhook(s) %s. Remove them first.",
-		e.Key, strings.Join(e.Webhooks, ", "))
+	return fmt.Sprintf("connection: %q is used by webhooks %s", e.Key, strings.Join(e.Webhooks, ", "))
 }
 
 // Is makes errors.Is(err, ErrInUse) true.
 func (e *InUseError) Is(target error) bool { return target == ErrInUse }
+
+// TypeChangeError is a bulk upsert item that would change a connection that webhooks use to
+// another type than https; it wraps the store's *InUseError, so errors.Is(err, ErrInUse) is true.
+type TypeChangeError struct {
+	Type  Type
+	InUse *InUseError
+}
+
+func (e *TypeChangeError) Error() string {
+	return fmt.Sprintf("connection: change to type %s refused: %v", e.Type, e.InUse)
+}
+
+// Unwrap returns the *InUseError.
+func (e *TypeChangeError) Unwrap() error { return e.InUse }
 
 // ErrNotHTTPS reports secrets for, or a type change of, a connection where only https fits.
 var ErrNotHTTPS = errors.New("connection is not https")

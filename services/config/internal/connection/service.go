@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
@@ -55,8 +54,9 @@ func (s *Service) List(ctx context.Context, f Filter, skip, limit int) ([]Connec
 
 // Failed is an item of a bulk upsert that was not applied.
 type Failed struct {
-	Message string `json:"message"`
-	Data    Input  `json:"data"`
+	// Err is why: a *KeyTakenError or a *TypeChangeError.
+	Err  error
+	Data Input
 }
 
 // Upsert creates or updates each item by key. Items that conflict go to failed, among them a
@@ -70,13 +70,11 @@ func (s *Service) Upsert(ctx context.Context, items []Input) ([]Connection, []Fa
 		c, err := s.store.UpsertConnection(ctx, in, s.now())
 		var inUse *InUseError
 		if errors.As(err, &inUse) {
-			failed = append(failed, Failed{Data: in, Message: fmt.Sprintf(
-				"ConnectionConfig '%s' is used by the webhook(s) %s and must stay of type https.",
-				in.Key, strings.Join(inUse.Webhooks, ", "))})
+			failed = append(failed, Failed{Err: &TypeChangeError{Type: in.Type, InUse: inUse}, Data: in})
 			continue
 		}
 		if errors.Is(err, ErrKeyTaken) {
-			failed = append(failed, Failed{Message: err.Error(), Data: in})
+			failed = append(failed, Failed{Err: err, Data: in})
 			continue
 		}
 		if err != nil {

@@ -64,7 +64,8 @@ func upsertConnections(svc *connection.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		api.WriteJSON(w, http.StatusOK, bulkResult[connection.Connection, connection.Failed]{Succeeded: ok, Failed: failed})
+		api.WriteJSON(w, http.StatusOK, newBulkResult(ok, failed,
+			func(f connection.Failed) (connection.Input, error) { return f.Data, f.Err }))
 	}
 }
 

@@ -119,7 +119,24 @@ func slicePage[T any](all []T, p, s int) pageOf[T] {
 }
 
 // bulkResult is the answer of a bulk upsert.
-type bulkResult[T, F any] struct {
-	Succeeded []T `json:"succeeded"`
-	Failed    []F `json:"failed"`
+type bulkResult[T, D any] struct {
+	Succeeded []T             `json:"succeeded"`
+	Failed    []failedItem[D] `json:"failed"`
+}
+
+// failedItem is an item of a bulk upsert that was not applied: detail of its error, and the item.
+type failedItem[D any] struct {
+	Message string `json:"message"`
+	Data    D      `json:"data"`
+}
+
+// newBulkResult returns the answer of a bulk upsert; item splits a failed item of the service into
+// the item and its error.
+func newBulkResult[T, F, D any](succeeded []T, failed []F, item func(F) (D, error)) bulkResult[T, D] {
+	out := bulkResult[T, D]{Succeeded: succeeded, Failed: make([]failedItem[D], 0, len(failed))}
+	for _, f := range failed {
+		d, err := item(f)
+		out.Failed = append(out.Failed, failedItem[D]{Message: detail(err), Data: d})
+	}
+	return out
 }

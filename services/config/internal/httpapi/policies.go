@@ -49,7 +49,8 @@ func upsertPolicies(svc *policy.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		api.WriteJSON(w, http.StatusOK, bulkResult[policy.Policy, policy.Failed]{Succeeded: ok, Failed: failed})
+		api.WriteJSON(w, http.StatusOK, newBulkResult(ok, failed,
+			func(f policy.Failed) (policy.Input, error) { return f.Data, f.Err }))
 	}
 }
 

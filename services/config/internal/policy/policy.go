@@ -32,22 +32,6 @@ func ParseKind(s string) (Kind, bool) {
 	return "", false
 }
 
-// Label is "Pre-Execution" or "Post-Execution".
-func (k Kind) Label() string {
-	if k == Post {
-		return "Post-Execution"
-	}
-	return "Pre-Execution"
-}
-
-// Model is "PolicyPreWebhook" or "PolicyPostWebhook".
-func (k Kind) Model() string {
-	if k == Post {
-		return "PolicyPostWebhook"
-	}
-	return "PolicyPreWebhook"
-}
-
 // DRPActions are the accepted drp_action values.
 var DRPActions = []string{"access", "deletion", "sale:opt_out", "sale:opt_in", "access:categories", "access:specific"}
 
@@ -152,7 +136,7 @@ var (
 // NotFoundError is ErrNotFound for one key.
 type NotFoundError struct{ Key string }
 
-func (e *NotFoundError) Error() string { return fmt.Sprintf("No Policy found for key %s.", e.Key) }
+func (e *NotFoundError) Error() string { return fmt.Sprintf("policy: no policy %q", e.Key) }
 
 // Is makes errors.Is(err, ErrNotFound) true.
 func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
@@ -165,7 +149,7 @@ type WebhookNotFoundError struct {
 }
 
 func (e *WebhookNotFoundError) Error() string {
-	return fmt.Sprintf("No %s Webhook found for key '%s' on Policy '%s'.", e.Kind.Label(), e.Key, e.Policy)
+	return fmt.Sprintf("policy: no %s webhook %q on policy %q", e.Kind, e.Key, e.Policy)
 }
 
 // Is makes errors.Is(err, ErrWebhookNotFound) true.
@@ -175,8 +159,7 @@ func (e *WebhookNotFoundError) Is(target error) bool { return target == ErrWebho
 type KeyTakenError struct{ Key string }
 
 func (e *KeyTakenError) Error() string {
-	return fmt.Sprintf("Key %s already exists in Policy. Keys will be snake-cased names if not provided. "+
-		"If you are seeing this error without providing a key, please provide a key or a different name.", e.Key)
+	return fmt.Sprintf("policy: key or name of %q taken by another policy", e.Key)
 }
 
 // Is makes errors.Is(err, ErrKeyTaken) true.
@@ -190,7 +173,7 @@ type OrderError struct {
 }
 
 func (e *OrderError) Error() string {
-	return fmt.Sprintf("Cannot set order to %d: there are only %d %s(s) defined on this Policy.", e.Order, e.Count, e.Kind.Model())
+	return fmt.Sprintf("policy: order %d out of range for %d %s webhooks", e.Order, e.Count, e.Kind)
 }
 
 // Is makes errors.Is(err, ErrBadOrder) true.
@@ -203,7 +186,7 @@ type NotHTTPSError struct {
 }
 
 func (e *NotHTTPSError) Error() string {
-	return fmt.Sprintf("ConnectionConfig '%s' is of type %s: only https connections can back webhooks.", e.Key, e.Type)
+	return fmt.Sprintf("policy: connection %q is of type %s, not https", e.Key, e.Type)
 }
 
 // Is makes errors.Is(err, ErrNotHTTPS) true.

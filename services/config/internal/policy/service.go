@@ -67,8 +67,9 @@ func NewService(store Store, conns Connections, pub Publisher, log zerolog.Logge
 
 // Failed is an item of a bulk upsert that was not applied.
 type Failed struct {
-	Message string `json:"message"`
-	Data    Input  `json:"data"`
+	// Err is why: a *KeyTakenError.
+	Err  error
+	Data Input
 }
 
 // Upsert creates or updates each policy by key; conflicting items go to failed.
@@ -77,7 +78,7 @@ func (s *Service) Upsert(ctx context.Context, items []Input) ([]Policy, []Failed
 	for _, in := range items {
 		p, err := s.store.UpsertPolicy(ctx, in, s.now())
 		if errors.Is(err, ErrKeyTaken) {
-			failed = append(failed, Failed{Message: err.Error(), Data: in})
+			failed = append(failed, Failed{Err: err, Data: in})
 			continue
 		}
 		if err != nil {

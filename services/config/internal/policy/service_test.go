@@ -160,7 +160,7 @@ func TestConnectionChangeDuringWebhookEdit(t *testing.T) {
 		{"type change", func(f *fixture) error {
 			_, failed, err := f.connections(f.st).Upsert(f.ctx, []connection.Input{{Key: "c", Name: "Conn c", Type: "postgres", Access: "read"}})
 			if err == nil && len(failed) > 0 {
-				err = errors.New(failed[0].Message)
+				err = failed[0].Err
 			}
 			return err
 		}},
@@ -204,7 +204,7 @@ func TestWebhookEditDuringConnectionChange(t *testing.T) {
 		{"type change", func(f *fixture, st connection.Store) error {
 			_, failed, err := f.connections(st).Upsert(f.ctx, []connection.Input{{Key: "c", Name: "Conn c", Type: "postgres", Access: "read"}})
 			if err == nil && len(failed) > 0 {
-				err = errors.New(failed[0].Message)
+				err = failed[0].Err
 			}
 			return err
 		}},
