@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/rs/zerolog"
@@ -253,7 +254,7 @@ const maxSyncAttempts = 20
 // already misses the client or the delete's entry removal moves the revision and this write fails.
 func (s *Service) syncClient(ctx context.Context, id string) error {
 	for range maxSyncAttempts {
-		cur, rev, err := latest(ctx, s.mirror, id)
+		cur, rev, err := natsconn.Latest(ctx, s.mirror, id)
 		if err != nil {
 			return fmt.Errorf("oauth: read mirrored client: %w", err)
 		}
@@ -265,7 +266,7 @@ func (s *Service) syncClient(ctx context.Context, id string) error {
 					return nil
 				}
 				err := s.mirror.Delete(ctx, id, jetstream.LastRevision(rev))
-				if isConflict(err) {
+				if natsconn.IsConflict(err) {
 					continue
 				}
 				if err != nil {
@@ -287,7 +288,7 @@ func (s *Service) syncClient(ctx context.Context, id string) error {
 		}
 		// Revision 0 expects no message at all under the key.
 		_, err = s.mirror.Update(ctx, id, b, rev)
-		if isConflict(err) {
+		if natsconn.IsConflict(err) {
 			continue
 		}
 		if err != nil {
@@ -296,42 +297,4 @@ func (s *Service) syncClient(ctx context.Context, id string) error {
 		return nil
 	}
 	return fmt.Errorf("oauth: mirror entry of a client kept changing: gave up after %d attempts", maxSyncAttempts)
-}
-
-// latest returns the live entry of key (nil when there is none) and the revision of the last
-// message under it, a delete marker included (0 when the key was never written).
-func latest(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, uint64, error) {
-	e, err := kv.Get(ctx, key)
-	if err == nil {
-		return e, e.Revision(), nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, err
-	}
-	// Get hides the revision of a delete marker; the history shows it.
-	h, err := kv.History(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	last := h[len(h)-1]
-	if last.Operation() == jetstream.KeyValuePut {
-		return last, last.Revision(), nil
-	}
-	return nil, last.Revision(), nil
-}
-
-// isConflict reports a compare-and-set write that found another revision.
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

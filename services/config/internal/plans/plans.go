@@ -25,6 +25,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/config/internal/connection"
 	"github.com/policyhooks/policyhooks/services/config/internal/policy"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/rs/zerolog"
 )
 
@@ -154,7 +155,7 @@ func (pb *Publisher) Run(ctx context.Context, interval time.Duration, extra ...f
 func (pb *Publisher) sync(ctx context.Context, policyKey string) error {
 	key := event.KVKey(policyKey)
 	for range maxAttempts {
-		cur, rev, err := latest(ctx, pb.kv, key)
+		cur, rev, err := natsconn.Latest(ctx, pb.kv, key)
 		if err != nil {
 			return fmt.Errorf("plans: read %q: %w", key, err)
 		}
@@ -164,7 +165,7 @@ func (pb *Publisher) sync(ctx context.Context, policyKey string) error {
 				return nil
 			}
 			err := pb.kv.Delete(ctx, key, jetstream.LastRevision(rev))
-			if isConflict(err) {
+			if natsconn.IsConflict(err) {
 				continue
 			}
 			if err != nil {
@@ -200,7 +201,7 @@ func (pb *Publisher) sync(ctx context.Context, policyKey string) error {
 		}
 		// Revision 0 expects no message at all under the key.
 		_, err = pb.kv.Update(ctx, key, b, rev)
-		if isConflict(err) {
+		if natsconn.IsConflict(err) {
 			continue
 		}
 		if err != nil {
@@ -209,45 +210,6 @@ func (pb *Publisher) sync(ctx context.Context, policyKey string) error {
 		return nil
 	}
 	return fmt.Errorf("plans: %q kept changing: gave up after %d attempts", key, maxAttempts)
-}
-
-// latest returns the live entry of key (nil when there is none) and the revision of the last
-// message under it, a delete marker included (0 when the key was never written), for a
-// compare-and-set write.
-func latest(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, uint64, error) {
-	e, err := kv.Get(ctx, key)
-	if err == nil {
-		return e, e.Revision(), nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, err
-	}
-	// Get hides the revision of a delete marker; the history shows it.
-	h, err := kv.History(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	last := h[len(h)-1]
-	if last.Operation() == jetstream.KeyValuePut {
-		return last, last.Revision(), nil
-	}
-	return nil, last.Revision(), nil
-}
-
-// isConflict reports a compare-and-set write that found another revision.
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // policyKeyOf inverts event.KVKey; policy keys never hold '=' (SPEC §1), so it is exact.

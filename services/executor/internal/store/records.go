@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 )
 
 var (
@@ -92,7 +93,7 @@ func (s *Records) Update(ctx context.Context, r *lifecycle.Record, rev uint64) (
 	s.count("kv_update")
 	nrev, err := s.kv.Update(ctx, event.KVKey(r.ID), b, rev)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists):
+	case natsconn.IsConflict(err):
 		return 0, ErrConflict
 	case err != nil:
 		return 0, fmt.Errorf("store: update %s: %w", r.ID, writeError(err))

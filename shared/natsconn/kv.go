@@ -1,0 +1,48 @@
+package natsconn
+
+import (
+	"context"
+	"errors"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Latest returns the live entry of key (nil when there is none) and the revision of the last
+// message under it, a delete marker included (0 when the key was never written): the revision a
+// compare-and-set write (kv.Update, kv.Delete with LastRevision) of that key must name.
+func Latest(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if err == nil {
+		return e, e.Revision(), nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, err
+	}
+	// Get hides the revision of a delete marker; the history shows it.
+	h, err := kv.History(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	last := h[len(h)-1]
+	if last.Operation() == jetstream.KeyValuePut {
+		return last, last.Revision(), nil
+	}
+	return nil, last.Revision(), nil
+}
+
+// IsConflict reports a compare-and-set write of a KV key that found another revision: Update,
+// Create, or Delete/Purge with LastRevision.
+func IsConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
