@@ -96,14 +96,14 @@ func ParseTwoWay(body []byte) (*event.Identity, bool, error) {
 			case "phone_number":
 				dst = &derived.PhoneNumber
 			default:
-				return nil, false, fmt.Errorf("derived_identity has unknown field %q", name)
+				return nil, false, answerError("derived_identity has unknown field %q", name)
 			}
 			switch s := value.(type) {
 			case nil:
 			case string:
 				*dst = &s
 			default:
-				return nil, false, fmt.Errorf("derived_identity.%s is not a string", name)
+				return nil, false, answerError("derived_identity.%s is not a string", name)
 			}
 		}
 		if err := derived.Validate(); err != nil {
@@ -122,11 +122,17 @@ func ParseTwoWay(body []byte) (*event.Identity, bool, error) {
 			halt = true
 		case "false":
 		default:
-			// Quoted and then cut, so the whole message stays a recordable reason (D15).
-			return nil, false, errors.New(event.Reason(fmt.Sprintf("halt must be true or false, got %q", h)))
+			return nil, false, answerError("halt must be true or false, got %q", h)
 		}
 	default:
 		return nil, false, fmt.Errorf("halt must be true or false")
 	}
 	return derived, halt, nil
+}
+
+// answerError is an error about a two-way answer that quotes what the receiver sent: cut to
+// event.MaxReason as a whole, so that it is recorded as it is and a receiver cannot grow a record
+// through it (D15).
+func answerError(format string, args ...any) error {
+	return errors.New(event.Reason(fmt.Sprintf(format, args...)))
 }
