@@ -346,13 +346,15 @@ func TestRetryAfterWebhookFailure(t *testing.T) {
 	}
 }
 
-// TestPolicyKeyWithDots: a policy key that is valid for the API (^[a-zA-Z0-9_.-]+$) but not as a
-// NATS KV key (leading, trailing or doubled dots) is stored under event.KVKey by config, found by
-// the executor, and its plan removed when the policy is deleted.
+// TestPolicyKeyWithDots: a policy key with dots, valid for the API but not as a NATS KV key as it
+// is, is stored under event.KVKey by config, found by the executor, and its plan removed when the
+// policy is deleted. A key with a path meaning (leading, trailing or doubled dots) is refused at
+// creation (D17).
 func TestPolicyKeyWithDots(t *testing.T) {
 	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
-	f.policy(".odd..key.", []hookSpec{{"pre", "one_way", "/pre"}}, nil)
-	f.submit("pri_flow_dots", ".odd..key.", "a@example.com")
+	const key = "odd.key.v1"
+	f.policy(key, []hookSpec{{"pre", "one_way", "/pre"}}, nil)
+	f.submit("pri_flow_dots", key, "a@example.com")
 	f.waitStatus("pri_flow_dots", "complete", 20*time.Second)
 	if n := len(f.callsTo("/pre")); n != 1 {
 		t.Fatalf("/pre called %d times, want 1", n)
@@ -361,12 +363,16 @@ func TestPolicyKeyWithDots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Get(f.ctx, event.KVKey(".odd..key.")); err != nil {
-		t.Fatalf("plan under %q: %v", event.KVKey(".odd..key."), err)
+	if _, err := kv.Get(f.ctx, event.KVKey(key)); err != nil {
+		t.Fatalf("plan under %q: %v", event.KVKey(key), err)
 	}
-	f.mustAPI(http.MethodDelete, "/api/v1/policy/.odd..key.", "")
-	if _, err := kv.Get(f.ctx, event.KVKey(".odd..key.")); err == nil {
+	f.mustAPI(http.MethodDelete, "/api/v1/policy/"+key, "")
+	if _, err := kv.Get(f.ctx, event.KVKey(key)); err == nil {
 		t.Fatal("the plan of the deleted policy is still in policy_webhooks")
+	}
+	status, body := f.api(http.MethodPatch, f.stack.ConfigURL+"/api/v1/policy", `[{"name": "Odd", "key": ".odd..key."}]`)
+	if status != http.StatusUnprocessableEntity {
+		t.Fatalf("a key with a path meaning: %d %s, want 422", status, body)
 	}
 }
 
