@@ -238,7 +238,8 @@ func TestSSRFAndRedirects(t *testing.T) {
 		{"https://127.0.0.1:" + port + "/x", "not public"},
 		{"https://localhost:" + port + "/x", "not public"},
 		{"https://10.1.2.3/x", "not public"},
-		{"https://169.254.169.254/latest/meta-data", "not public"},
+		{"https://169.254.169.254/latest/meta-data", "cloud metadata endpoint"},
+		{"https://[::1%25lo]:" + port + "/x", "zone"}, // D2
 		{"https://[::1]:" + port + "/x", "not public"},
 		{"https://[::ffff:127.0.0.1]:" + port + "/x", "not public"},
 		{"http://example.com/x", "http is not allowed"},
