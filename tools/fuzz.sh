@@ -12,6 +12,8 @@ MODULES=(${MODULES:-shared services/config services/executor services/callback})
 ONLY="${FUZZ_ONLY:-}"
 summary=()
 status=0
+# files counts the inputs kept under a corpus directory (0 when there is none yet).
+files() { if [[ -d $1 ]]; then find "$1" -type f | wc -l; else echo 0; fi; }
 for m in "${MODULES[@]}"; do
   # go test -list prints a package's matching test names, then "ok <package>".
   list=$(cd "$m" && go test -list '^Fuzz' ./...) || { echo "go test -list failed in $m" >&2; exit 1; }
@@ -25,11 +27,11 @@ for m in "${MODULES[@]}"; do
       echo "== fuzz $pkg $name for $FUZZTIME"
       start=$(date +%s)
       corpus="$(cd "$m" && go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$name"
-      before=$(ls "$corpus" 2>/dev/null | wc -l)
+      before=$(files "$corpus")
       if out=$(cd "$m" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 200x "$pkg" 2>&1); then
         execs=$(grep -oE 'execs: [0-9]+' <<<"$out" | tail -1 | awk '{print $2}')
         summary+=("ok    $name ($pkg): ${execs:-?} execs in $(( $(date +%s) - start ))s")
-      elif [[ $(ls "$corpus" 2>/dev/null | wc -l) -eq $before ]] && grep -q '^    context deadline exceeded$' <<<"$out"; then
+      elif [[ $(files "$corpus") -eq $before ]] && grep -q '^    context deadline exceeded$' <<<"$out"; then
         # Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a failure when a
         # worker is mid-input at that moment (go.dev/issue/75804, fixed in Go 1.27). No input was
         # written, so nothing failed: the run counts, and says so.
