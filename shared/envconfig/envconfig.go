@@ -150,9 +150,12 @@ func (r *Reader) URL(name, def string, schemes ...string) string {
 
 // Common holds the settings every service reads (SPEC §8).
 type Common struct {
+	// NATSURL is one server or a comma-separated list of a cluster's servers.
 	NATSURL    string
 	NATSCreds  string
 	NATSCAFile string
+	// NATSReplicas is NATS_REPLICAS: the replicas of the stream and every bucket (1, 3 or 5).
+	NATSReplicas int
 	// AppKey is APP_ENCRYPTION_KEY; PreviousAppKey is APP_ENCRYPTION_KEY_PREVIOUS, still accepted
 	// for opening what the old key sealed.
 	AppKey         string
@@ -168,11 +171,17 @@ func (r *Reader) Common(defaultHTTPAddr string) Common {
 		NATSURL:        r.String("NATS_URL", "nats://127.0.0.1:4222"),
 		NATSCreds:      r.String("NATS_CREDS", ""),
 		NATSCAFile:     r.String("NATS_CA_FILE", ""),
+		NATSReplicas:   r.Int("NATS_REPLICAS", 1, 1, 5),
 		AppKey:         r.Required("APP_ENCRYPTION_KEY"),
 		PreviousAppKey: r.String("APP_ENCRYPTION_KEY_PREVIOUS", ""),
 		LogLevel:       r.OneOf("LOG_LEVEL", "info", "trace", "debug", "info", "warn", "error"),
 		LogFormat:      r.OneOf("LOG_FORMAT", "json", "json", "console"),
 		HTTPAddr:       r.String("HTTP_ADDR", defaultHTTPAddr),
+	}
+	if c.NATSReplicas%2 == 0 {
+		// An even count adds no fault tolerance over the odd one below it (a raft group needs a
+		// majority).
+		r.Fail("NATS_REPLICAS", "must be 1, 3 or 5, got %d", c.NATSReplicas)
 	}
 	if c.AppKey != "" && len(c.AppKey) != secret.AppKeyLength {
 		r.Fail("APP_ENCRYPTION_KEY", "must be exactly %d characters, got %d", secret.AppKeyLength, len(c.AppKey))

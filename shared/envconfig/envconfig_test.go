@@ -17,8 +17,14 @@ func TestCommonDefaults(t *testing.T) {
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if c.NATSURL != "nats://127.0.0.1:4222" || c.HTTPAddr != ":8080" || c.LogLevel != "info" || c.LogFormat != "json" {
+	if c.NATSURL != "nats://127.0.0.1:4222" || c.HTTPAddr != ":8080" || c.LogLevel != "info" || c.LogFormat != "json" || c.NATSReplicas != 1 {
 		t.Fatalf("defaults = %+v", c)
+	}
+	for _, n := range []string{"1", "3", "5"} {
+		r := New(env(map[string]string{"APP_ENCRYPTION_KEY": key, "NATS_REPLICAS": n}))
+		if c := r.Common(":1"); r.Err() != nil || c.NATSReplicas != int(n[0]-'0') {
+			t.Errorf("NATS_REPLICAS=%s: %+v, %v", n, c, r.Err())
+		}
 	}
 }
 
@@ -33,6 +39,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"short key", map[string]string{"APP_ENCRYPTION_KEY": "abc"}, func(r *Reader) { r.Common(":1") }, "APP_ENCRYPTION_KEY: must be exactly 32"},
 		{"bad previous", map[string]string{"APP_ENCRYPTION_KEY": key, "APP_ENCRYPTION_KEY_PREVIOUS": "x"}, func(r *Reader) { r.Common(":1") }, "APP_ENCRYPTION_KEY_PREVIOUS"},
 		{"bad level", map[string]string{"APP_ENCRYPTION_KEY": key, "LOG_LEVEL": "loud"}, func(r *Reader) { r.Common(":1") }, "LOG_LEVEL: must be one of"},
+		{"even replicas", map[string]string{"APP_ENCRYPTION_KEY": key, "NATS_REPLICAS": "2"}, func(r *Reader) { r.Common(":1") }, "NATS_REPLICAS: must be 1, 3 or 5"},
+		{"too many replicas", map[string]string{"APP_ENCRYPTION_KEY": key, "NATS_REPLICAS": "7"}, func(r *Reader) { r.Common(":1") }, "NATS_REPLICAS: must be a whole number from 1 to 5"},
 		{"bad duration", map[string]string{"D": "soon"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be a duration"},
 		{"negative duration", map[string]string{"D": "-1s"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be positive"},
 		{"int range", map[string]string{"N": "0"}, func(r *Reader) { r.Int("N", 5, 1, 10) }, "N: must be a whole number from 1 to 10"},

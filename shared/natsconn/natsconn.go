@@ -18,14 +18,18 @@ import (
 // StreamMaxAge is how long events stay in the PRIVACY_REQUESTS stream.
 const StreamMaxAge = 14 * 24 * time.Hour
 
-// Connect opens a connection named name with the common settings. It retries the first connect
-// until ctx ends, and reconnects forever afterwards.
+// Connect opens a connection named name with the common settings (NATS_URL may list every server
+// of a cluster). It retries the first connect until ctx ends, and reconnects forever afterwards.
 func Connect(ctx context.Context, c envconfig.Common, name string, log zerolog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
+		// The defaults (2 minutes, 2 outstanding) take minutes to notice a half-open connection
+		// to a dead node; these notice it within about a minute and move to another server.
+		nats.PingInterval(20*time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn().Err(err).Msg("nats disconnected")
@@ -54,9 +58,42 @@ func Connect(ctx context.Context, c envconfig.Common, name string, log zerolog.L
 	return nc, nil
 }
 
-// EnsureStream creates or updates the PRIVACY_REQUESTS stream.
+// EnsureStream creates or updates the PRIVACY_REQUESTS stream with one replica (tests and tools;
+// the services use Assets, which applies NATS_REPLICAS and rides over a cluster's start).
 func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return Assets{JS: js}.Stream(ctx)
+}
+
+// PlansBucket creates or opens policy_webhooks with one replica (see EnsureStream).
+func PlansBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.Plans(ctx)
+}
+
+// RequestsBucket creates or opens privacy_requests with one replica (see EnsureStream).
+func RequestsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.Requests(ctx)
+}
+
+// IdentitiesBucket creates or opens privacy_identities with one replica (see EnsureStream).
+func IdentitiesBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.Identities(ctx, ttl)
+}
+
+// ResumeTokensBucket creates or opens resume_tokens with one replica (see EnsureStream).
+func ResumeTokensBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.ResumeTokens(ctx)
+}
+
+// ClientsBucket creates or opens oauth_clients with one replica (see EnsureStream).
+func ClientsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.Clients(ctx)
+}
+
+// The configurations of the stream and the buckets (SPEC §5), all in one place. Assets sets the
+// storage and the replicas.
+
+func streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:              event.Stream,
 		Description:       "privacy request events (SPEC §5)",
 		Subjects:          []string{event.SubjectAll},
@@ -66,71 +103,53 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream
 		Duplicates:        2 * time.Minute,
 		AllowMsgTTL:       true,
 		AllowMsgSchedules: true,
-	})
+	}
+}
+
+func plansConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: event.BucketPlans, Description: "compiled webhook plan per policy", History: 1}
+}
+
+func requestsConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: event.BucketRequests, Description: "privacy request state (no personal data)", History: 1}
+}
+
+// resumeTokensConfig: each entry carries its own TTL (the token's remaining lifetime), so the bucket
+// allows per-key TTLs.
+func resumeTokensConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: event.BucketResumeTokens, Description: "used resume-token ids", History: 1,
+		LimitMarkerTTL: time.Minute}
+}
+
+func clientsConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: event.BucketClients, Description: "OAuth client ids and scopes (no secrets)", History: 1}
+}
+
+const identitiesBucketName = event.BucketIdentities
+
+// identitiesConfig: each entry carries its own TTL (IDENTITY_TTL when it was written, as a
+// per-message TTL); the bucket's MaxAge is only a backstop (see identitiesMaxAge).
+func identitiesConfig(maxAge time.Duration) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: identitiesBucketName, Description: "sealed identity per privacy request",
+		History: 1, TTL: maxAge, LimitMarkerTTL: time.Minute}
+}
+
+// identitiesMaxAge is ttl for a new bucket and never lowers an existing bucket's MaxAge, so
+// lowering IDENTITY_TTL (or replicas set differently) never shortens identities stored before,
+// whose records know when they expire.
+func identitiesMaxAge(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (time.Duration, error) {
+	kv, err := js.KeyValue(ctx, identitiesBucketName)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return ttl, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("natsconn: stream %s: %w", event.Stream, err)
+		return 0, err
 	}
-	return s, nil
-}
-
-// PlansBucket creates or opens policy_webhooks.
-func PlansBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: event.BucketPlans, Description: "compiled webhook plan per policy", History: 1,
-	})
-}
-
-// RequestsBucket creates or opens privacy_requests.
-func RequestsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: event.BucketRequests, Description: "privacy request state (no personal data)", History: 1,
-	})
-}
-
-// IdentitiesBucket creates or opens privacy_identities. Each entry carries its own TTL (IDENTITY_TTL
-// when it was written, as a per-message TTL); the bucket's MaxAge is only a backstop: it is ttl for
-// a new bucket and never lowered, so lowering IDENTITY_TTL (or replicas set differently) never
-// shortens identities stored before, whose records know when they expire.
-func IdentitiesBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
-	maxAge := ttl
-	if kv, err := js.KeyValue(ctx, event.BucketIdentities); err == nil {
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("natsconn: bucket %s: %w", event.BucketIdentities, err)
-		}
-		maxAge = max(maxAge, st.TTL())
-	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("natsconn: bucket %s: %w", event.BucketIdentities, err)
-	}
-	return bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: event.BucketIdentities, Description: "sealed identity per privacy request", History: 1, TTL: maxAge,
-		LimitMarkerTTL: time.Minute,
-	})
-}
-
-// ResumeTokensBucket creates or opens resume_tokens; each entry carries its own TTL (the token's
-// remaining lifetime), so the bucket allows per-key TTLs.
-func ResumeTokensBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: event.BucketResumeTokens, Description: "used resume-token ids", History: 1,
-		LimitMarkerTTL: time.Minute,
-	})
-}
-
-// ClientsBucket creates or opens oauth_clients.
-func ClientsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: event.BucketClients, Description: "OAuth client ids and scopes (no secrets)", History: 1,
-	})
-}
-
-func bucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	cfg.Storage = jetstream.FileStorage
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	st, err := kv.Status(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("natsconn: bucket %s: %w", cfg.Bucket, err)
+		return 0, err
 	}
-	return kv, nil
+	return max(ttl, st.TTL()), nil
 }
 
 // Ready reports whether the connection is up and JetStream answers.
@@ -142,4 +161,26 @@ func Ready(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
 		return fmt.Errorf("nats: jetstream: %w", err)
 	}
 	return nil
+}
+
+// StreamUsable returns a readiness check that the stream answers: its leader is elected and
+// reachable (an Info request).
+func StreamUsable(s jetstream.Stream) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if _, err := s.Info(ctx); err != nil {
+			return fmt.Errorf("stream %s: %w", s.CachedInfo().Config.Name, err)
+		}
+		return nil
+	}
+}
+
+// BucketUsable returns a readiness check that the bucket answers: its stream's leader is elected
+// and reachable (a Status request).
+func BucketUsable(kv jetstream.KeyValue) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if _, err := kv.Status(ctx); err != nil {
+			return fmt.Errorf("bucket %s: %w", kv.Bucket(), err)
+		}
+		return nil
+	}
 }

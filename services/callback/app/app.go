@@ -118,18 +118,20 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return fail(fmt.Errorf("callback: jetstream: %w", err))
 	}
-	if _, err := natsconn.EnsureStream(ctx, js); err != nil {
-		return fail(err)
-	}
-	requests, err := natsconn.RequestsBucket(ctx, js)
+	assets := natsconn.Assets{JS: js, Replicas: cfg.NATSReplicas, Log: log}
+	stream, err := assets.Stream(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	claims, err := natsconn.ResumeTokensBucket(ctx, js)
+	requests, err := assets.Requests(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	clients, err := natsconn.ClientsBucket(ctx, js)
+	claims, err := assets.ResumeTokens(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	clients, err := assets.Clients(ctx)
 	if err != nil {
 		return fail(err)
 	}
@@ -148,7 +150,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			Requests: requests, Claims: claims, Publisher: js, Tokens: sealers,
 		}),
 		Auth:    api.NewAuthorizer(accessSealer, oauthclients.New(clients, cfg.RootClientID)),
-		Ready:   readyChecks(nc, js, requests, claims, clients),
+		Ready:   readyChecks(nc, js, stream, requests, claims, clients),
 		OpenAPI: OpenAPI,
 	})
 
@@ -162,15 +164,13 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	return s, nil
 }
 
-func readyChecks(nc *nats.Conn, js jetstream.JetStream, buckets ...jetstream.KeyValue) map[string]api.Check {
+func readyChecks(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream, buckets ...jetstream.KeyValue) map[string]api.Check {
 	checks := map[string]api.Check{
-		"nats": func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
+		"nats":   func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
+		"stream": natsconn.StreamUsable(stream),
 	}
 	for _, kv := range buckets {
-		checks["bucket "+kv.Bucket()] = func(ctx context.Context) error {
-			_, err := kv.Status(ctx)
-			return err
-		}
+		checks["bucket "+kv.Bucket()] = natsconn.BucketUsable(kv)
 	}
 	return checks
 }

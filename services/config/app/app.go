@@ -139,11 +139,13 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return fail(fmt.Errorf("jetstream: %w", err))
 	}
-	plansKV, err := natsconn.PlansBucket(openCtx, js)
+	// The buckets wait for JetStream as long as the service runs (a cluster electing its leaders).
+	assets := natsconn.Assets{JS: js, Replicas: cfg.NATSReplicas, Log: log}
+	plansKV, err := assets.Plans(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	clientsKV, err := natsconn.ClientsBucket(openCtx, js)
+	clientsKV, err := assets.Clients(ctx)
 	if err != nil {
 		return fail(err)
 	}
@@ -170,8 +172,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Log: log, Registry: reg, OAuth: oa, Auth: api.NewAuthorizer(sealer, oa),
 		Connections: conns, Policies: pols, OpenAPI: OpenAPI,
 		Ready: map[string]api.Check{
-			"mongodb": st.Ping,
-			"nats":    func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
+			"mongodb":                      st.Ping,
+			"nats":                         func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
+			"bucket " + plansKV.Bucket():   natsconn.BucketUsable(plansKV),
+			"bucket " + clientsKV.Bucket(): natsconn.BucketUsable(clientsKV),
 		},
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

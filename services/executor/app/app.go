@@ -205,19 +205,21 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, fmt.Errorf("executor: jetstream: %w", err)
 	}
-	stream, err := natsconn.EnsureStream(ctx, js)
+	// The assets wait for JetStream as long as the service runs (a cluster electing its leaders).
+	assets := natsconn.Assets{JS: js, Replicas: cfg.NATSReplicas, Log: log}
+	stream, err := assets.Stream(ctx)
 	if err != nil {
 		return nil, err
 	}
-	requestsKV, err := natsconn.RequestsBucket(ctx, js)
+	requestsKV, err := assets.Requests(ctx)
 	if err != nil {
 		return nil, err
 	}
-	identitiesKV, err := natsconn.IdentitiesBucket(ctx, js, cfg.IdentityTTL)
+	identitiesKV, err := assets.Identities(ctx, cfg.IdentityTTL)
 	if err != nil {
 		return nil, err
 	}
-	plansKV, err := natsconn.PlansBucket(ctx, js)
+	plansKV, err := assets.Plans(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -277,11 +279,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	active := make(chan struct{}, min(cfg.ActiveHandlers, cfg.Concurrency))
 	var loops []*consume.Loop
 	ready := map[string]httpapi.Check{
-		"nats": func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
-		"stream": func(ctx context.Context) error {
-			_, err := stream.Info(ctx)
-			return err
-		},
+		"nats":                            func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
+		"stream":                          natsconn.StreamUsable(stream),
+		"bucket " + requestsKV.Bucket():   natsconn.BucketUsable(requestsKV),
+		"bucket " + identitiesKV.Bucket(): natsconn.BucketUsable(identitiesKV),
 		"plans": func(context.Context) error {
 			if !view.Loaded() {
 				return errors.New("plans view not loaded yet")
