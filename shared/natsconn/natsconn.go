@@ -28,7 +28,7 @@ func Connect(ctx context.Context, c envconfig.Common, name string, log zerolog.L
 		nats.RetryOnFailedConnect(true),
 		// The defaults (2 minutes, 2 outstanding) take minutes to notice a half-open connection
 		// to a dead node; these notice it within about a minute and move to another server.
-		nats.PingInterval(20*time.Second),
+		nats.PingInterval(20 * time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
