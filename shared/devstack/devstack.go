@@ -1,4 +1,6 @@
-// Package devstack starts an embedded nats-server with JetStream for tests and the local stack.
+// Package devstack starts an embedded nats-server with JetStream for tests and the local stack, and
+// for tests a JetStream cluster whose nodes are child processes that can be killed and restarted
+// (StartCluster).
 // The embedded MongoDB-compatible store lives in devstack/ferret, so that code needing only NATS
 // does not link FerretDB.
 package devstack
