@@ -5,6 +5,8 @@ package publish
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -53,9 +55,12 @@ func (p *Publisher) Invalid(ctx context.Context, ev event.StatusChanged, msgID s
 	return p.sync(ctx, event.StatusSubject(ev.Status), ev, msgID)
 }
 
-// Rejected publishes privacy.request.rejected.
+// Rejected publishes privacy.request.rejected with Nats-Msg-Id rejected:<hash of the payload>, so
+// that a retried publish (a lost ack during a leader election) or a redelivery of the same payload
+// within the duplicate window gives one event.
 func (p *Publisher) Rejected(ctx context.Context, ev event.Rejected) error {
-	return p.sync(ctx, event.SubjectRejected, ev, "")
+	sum := sha256.Sum256([]byte(ev.Payload))
+	return p.sync(ctx, event.SubjectRejected, ev, "rejected:"+hex.EncodeToString(sum[:16]))
 }
 
 func (p *Publisher) sync(ctx context.Context, subject string, v any, msgID string) error {

@@ -83,8 +83,8 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-// TestSync checks Execute, Invalid and Rejected: each on its subject, Execute and Invalid
-// de-duplicated on their message id, Rejected (no id) stored as often as published.
+// TestSync checks Execute, Invalid and Rejected: each on its subject, de-duplicated on its message
+// id (Rejected's names its payload: another payload is another event).
 func TestSync(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	email := "a@example.com"
@@ -119,7 +119,17 @@ func TestSync(t *testing.T) {
 			wantIDs: []string{"invalid:pri_2:abc"}, want: invalid},
 		{name: "rejected", subject: event.SubjectRejected, times: 2,
 			publish: func(ctx context.Context, p *Publisher) error { return p.Rejected(ctx, rejected) },
-			wantIDs: []string{"", ""}, want: rejected},
+			wantIDs: []string{"rejected:021fb596db81e6d02bf3d2586ee3981f"}, want: rejected},
+		{name: "rejected, another payload", subject: event.SubjectRejected, times: 1,
+			publish: func(ctx context.Context, p *Publisher) error {
+				if err := p.Rejected(ctx, rejected); err != nil {
+					return err
+				}
+				other := rejected
+				other.Payload = "[]"
+				return p.Rejected(ctx, other)
+			},
+			wantIDs: []string{"rejected:021fb596db81e6d02bf3d2586ee3981f", "rejected:4f53cda18c2baa0c0354bb5f9a3ecbe5"}, want: rejected},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

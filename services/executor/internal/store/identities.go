@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,7 +126,11 @@ func (s *Identities) put(ctx context.Context, id, key string, ident event.Identi
 	}
 	now := s.now()
 	s.count("kv_put")
-	if _, err := s.js.Publish(ctx, "$KV."+event.BucketIdentities+"."+key, sealed, jetstream.WithMsgTTL(s.ttl)); err != nil {
+	// The message id names this sealed value (its nonce makes each put's bytes unique): a publish
+	// retried after a lost ack is stored once.
+	sum := sha256.Sum256(sealed)
+	msgID := "identity:" + key + ":" + hex.EncodeToString(sum[:16])
+	if _, err := s.js.Publish(ctx, "$KV."+event.BucketIdentities+"."+key, sealed, jetstream.WithMsgTTL(s.ttl), jetstream.WithMsgID(msgID)); err != nil {
 		return time.Time{}, fmt.Errorf("store: store identity %s: %w", id, writeError(err))
 	}
 	return now.Add(s.ttl), nil
