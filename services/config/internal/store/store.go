@@ -18,6 +18,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 )
 
 // Collection names.
@@ -36,9 +38,24 @@ type Store struct {
 	oauth  *mongo.Collection
 }
 
+// clientOptions are the driver options for uri. On a replica set a write is acknowledged once a
+// majority holds it (it survives the primary's loss), and reads see only majority-committed data,
+// so a failover never rolls back what a client was told; writes and reads are retried once across a
+// primary change. Options in uri (w=, readConcernLevel=, retryWrites=) win. FerretDB v1 accepts and
+// ignores them.
+func clientOptions(uri string) *options.ClientOptions {
+	return options.Client().
+		SetWriteConcern(writeconcern.Majority()).
+		SetReadConcern(readconcern.Majority()).
+		SetRetryWrites(true).
+		SetRetryReads(true).
+		ApplyURI(uri).
+		SetAppName("policyhooks-config")
+}
+
 // Open connects to uri, checks the server answers and creates the indexes of database.
 func Open(ctx context.Context, uri, database string) (*Store, error) {
-	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetAppName("policyhooks-config"))
+	client, err := mongo.Connect(clientOptions(uri))
 	if err != nil {
 		return nil, fmt.Errorf("store: connect: %w", err)
 	}
