@@ -7,7 +7,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 NATSCLI := github.com/nats-io/natscli/nats
 BENCH_ARGS ?=
 
-.PHONY: help run test lint bench nats build fmt chaos fuzz
+.PHONY: help run test lint bench nats build fmt chaos fuzz images
 
 help:
 	@echo "make run    start the whole system locally (embedded NATS + embedded MongoDB-compatible store + all services)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  the throughput benchmark against the raw NATS + HTTPS loop"
 	@echo "make fuzz   every native fuzz target for FUZZTIME each (default 2m; CI runs 5s each)"
 	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
+	@echo "make images OCI image tarballs of config, callback, executor and nats-server, built offline with ko (IMAGES_DIR, default .data/images; tools/README.md)"
 	@echo "make chaos  the long fault runs: the executor's schedule explorer at 3 deviations, then thousands of requests while processes are killed (CHAOS_SEED, CHAOS_SRC, CHAOS_KEEP; docs/reliability.md)"
 
 run:
@@ -61,3 +62,35 @@ nats: bin/nats
 bin/nats: tools/go.mod tools/go.sum
 	mkdir -p bin
 	cd tools && GOWORK=off go build -o ../bin/nats $(NATSCLI)
+
+# OCI images built offline (tools/README.md): bin/mkbase writes the base (passwd/group with nonroot
+# 65532, the host's CA bundle, /tmp) into the OCI layout $$KOCACHE/img, where ko finds it by digest
+# instead of pulling one from a registry; ko (pinned in tools/go.mod) then writes one tarball per
+# image into IMAGES_DIR, and digests.txt: name, reference@manifest digest (what ko resolve and a
+# push use), image id (the config digest, which podman load shows). Each service builds from its
+# own go.mod (GOWORK=off, like make test's vet); nats-server from shared/, which requires v2.15.2.
+# The digests are reproducible for a given CA bundle and source tree (IMAGES=1 go test ./images
+# in tools builds twice and compares). Load one with `podman load -i .data/images/executor.tar`.
+IMAGES_DIR ?= .data/images
+IMAGES_KOCACHE ?= .data/ko
+IMAGES_REPO ?= registry.invalid/policyhooks
+images:
+	mkdir -p bin $(IMAGES_DIR) $(IMAGES_KOCACHE)
+	cd tools && GOWORK=off go build -o ../bin/mkbase ./mkbase && GOWORK=off go build -o ../bin/ko github.com/google/ko
+	@dir=$$(cd $(IMAGES_DIR) && pwd); ko=$(CURDIR)/bin/ko; \
+	export GOWORK=off KOCACHE=$$(cd $(IMAGES_KOCACHE) && pwd); \
+	base=$$(bin/mkbase -layout "$$KOCACHE/img"); \
+	export KO_DEFAULTBASEIMAGE=localhost/policyhooks-base@$$base; \
+	echo "base $$KO_DEFAULTBASEIMAGE -" > "$$dir/digests.txt.new"; \
+	for s in config callback executor nats-server; do \
+		echo "== image $$s"; \
+		if [ $$s = nats-server ]; then \
+			ref=$$(cd shared && KO_DOCKER_REPO=$(IMAGES_REPO)/nats-server $$ko build --push=false --platform=linux/amd64 --bare --tarball "$$dir/$$s.tar" github.com/nats-io/nats-server/v2); \
+		else \
+			ref=$$(cd services/$$s && KO_DOCKER_REPO=$(IMAGES_REPO) $$ko build --push=false --platform=linux/amd64 -B --tarball "$$dir/$$s.tar" .); \
+		fi; \
+		id=$$(tar -xOf "$$dir/$$s.tar" manifest.json | sed -E 's/.*"Config":"([^"]*)".*/\1/'); \
+		echo "$$s $$ref $$id" >> "$$dir/digests.txt.new"; \
+	done; \
+	mv "$$dir/digests.txt.new" "$$dir/digests.txt"; \
+	cat "$$dir/digests.txt"; ls -l "$$dir"
