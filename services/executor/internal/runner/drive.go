@@ -10,6 +10,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 )
@@ -355,7 +356,7 @@ func (u *run) recordAnswer(ctx context.Context, a lifecycle.Answer) error {
 	for {
 		u.answer(a)
 		u.lookahead(ctx)
-		ok, err := u.write(ctx)
+		ok, err := u.writeAnswer(ctx)
 		if err != nil || ok {
 			return err
 		}
@@ -370,6 +371,35 @@ func (u *run) recordAnswer(ctx context.Context, a lifecycle.Answer) error {
 			u.info().Str("webhook_id", callID).Msg("answer dropped: the call was taken over")
 			return nil
 		}
+	}
+}
+
+// answerWriteRetry bounds how long writeAnswer tries again: a KV bucket or stream whose leader died
+// elects another within seconds (issue 11); about the claim's lifetime (WEBHOOK_TIMEOUT + 15 s),
+// after which another worker may take the call over anyway.
+const answerWriteRetry = 15 * time.Second
+
+// writeAnswer is write, tried again while it fails with a transient NATS error (natsconn.Transient:
+// a timeout, no responders, JetStream unavailable, as while a leader is elected), with backoff up
+// to answerWriteRetry. The call was made: an answer not written is only found again when the claim
+// lapses, and the call is then made again, after the effects this write already performed (an
+// execute published before a pre-execution webhook is called again). A write whose ack was lost
+// but that was stored comes back as a conflict, which recordAnswer handles.
+func (u *run) writeAnswer(ctx context.Context) (bool, error) {
+	deadline := time.Now().Add(answerWriteRetry)
+	wait := 100 * time.Millisecond
+	for n := 1; ; n++ {
+		ok, err := u.write(ctx)
+		if err == nil || ctx.Err() != nil || !natsconn.Transient(err) || time.Now().Add(wait).After(deadline) {
+			return ok, err
+		}
+		u.warn().Err(err).Int("attempt", n).Msg("write of a call's answer failed, trying again")
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
 	}
 }
 
