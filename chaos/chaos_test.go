@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/chaos"
+	"github.com/policyhooks/policyhooks/shared/devstack"
 )
 
 // Internal flags: the suite re-executes this binary as the NATS node and the store.
@@ -39,6 +40,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// TestClusterFailover's NATS nodes are this binary, re-executed.
+	if code, ok := devstack.RunClusterNode(); ok {
+		os.Exit(code)
+	}
 	flag.Parse()
 	if *role != "" {
 		os.Exit(chaos.RunRole(*role, *roleDir, *rolePort, *roleAddr))
@@ -396,7 +401,9 @@ func statistics(all []*chaos.Evidence, faults []chaos.FaultRecord, c *chaos.Clus
 	}
 	fmt.Fprintf(&b, "  faults (%d):", len(faults))
 	for _, k := range chaos.AllFaults {
-		fmt.Fprintf(&b, " [%s: %d]", k, kinds[k])
+		if kinds[k] > 0 || len(faults) == 0 {
+			fmt.Fprintf(&b, " [%s: %d]", k, kinds[k])
+		}
 	}
 	b.WriteString("\n")
 	for _, f := range faults {

@@ -119,6 +119,11 @@ type ClusterConfig struct {
 	CAFile    string // the receivers' CA (WEBHOOK_CA_FILE)
 	Start     time.Time
 	Logf      Logf
+	// NATSURL, when set, is a NATS the suite does not run (a cluster's URLs, comma-separated): the
+	// cluster then has no NATS process (NATS is nil). Empty: the suite runs its own node.
+	NATSURL string
+	// Replicas is the services' NATS_REPLICAS; 0 leaves it unset (1).
+	Replicas int
 }
 
 // NewCluster lays out the processes on fixed loopback ports, so that restarts keep their
@@ -150,9 +155,13 @@ func NewCluster(cc ClusterConfig) (*Cluster, error) {
 	}
 	logOf := func(name string) string { return filepath.Join(logDir, name+".log") }
 	roleEnv := baseEnv()
-	c.NATS = NewProc("nats", cc.Self,
-		[]string{"-chaos.role=nats", "-chaos.dir=" + filepath.Join(cc.Dir, "nats"), "-chaos.port=" + strconv.Itoa(natsPort)},
-		roleEnv, logOf("nats"), c.natsReady, cc.Start, cc.Logf)
+	if cc.NATSURL != "" {
+		c.NATSURL = cc.NATSURL
+	} else {
+		c.NATS = NewProc("nats", cc.Self,
+			[]string{"-chaos.role=nats", "-chaos.dir=" + filepath.Join(cc.Dir, "nats"), "-chaos.port=" + strconv.Itoa(natsPort)},
+			roleEnv, logOf("nats"), c.natsReady, cc.Start, cc.Logf)
+	}
 	c.Store = NewProc("store", cc.Self,
 		[]string{"-chaos.role=store", "-chaos.dir=" + filepath.Join(cc.Dir, "store"), "-chaos.addr=" + fmt.Sprintf("127.0.0.1:%d", storePort)},
 		roleEnv, logOf("store"), tcpReady(fmt.Sprintf("127.0.0.1:%d", storePort)), cc.Start, cc.Logf)
@@ -165,6 +174,9 @@ func NewCluster(cc ClusterConfig) (*Cluster, error) {
 		"LOG_LEVEL=info",
 		"LOG_FORMAT=json",
 	)
+	if cc.Replicas > 0 {
+		common = append(common, "NATS_REPLICAS="+strconv.Itoa(cc.Replicas))
+	}
 	with := func(addr string, kv ...string) []string {
 		return append(append(append([]string(nil), common...), "HTTP_ADDR="+addr), kv...)
 	}
@@ -252,9 +264,15 @@ func httpReady(base string) func(context.Context) error {
 	}
 }
 
-// Procs returns every process, in start order.
+// Procs returns every process, in start order (without NATS when the suite does not run it).
 func (c *Cluster) Procs() []*Proc {
-	return append([]*Proc{c.Store, c.NATS, c.Config, c.Callback}, c.Executors...)
+	var out []*Proc
+	for _, p := range append([]*Proc{c.Store, c.NATS, c.Config, c.Callback}, c.Executors...) {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // StartTimeout bounds how long a process may take to become ready.
@@ -272,14 +290,15 @@ func (c *Cluster) Start(ctx context.Context) error {
 
 // Close stops every process, executors first, NATS and the store last.
 func (c *Cluster) Close() {
-	procs := c.Procs()
 	var wg sync.WaitGroup
-	for _, p := range procs[4:] {
+	for _, p := range c.Executors {
 		wg.Go(func() { p.Close(20 * time.Second) })
 	}
 	wg.Wait()
 	for _, p := range []*Proc{c.Callback, c.Config, c.NATS, c.Store} {
-		p.Close(10 * time.Second)
+		if p != nil {
+			p.Close(10 * time.Second)
+		}
 	}
 }
 
