@@ -413,9 +413,12 @@ func (u *run) answer(a lifecycle.Answer) {
 
 // lookahead applies what follows an answer without outside input and, when that is the next call
 // and its host's share and a call slot are free now, claims it in the same write (the call is then
-// made right after the write).
+// made right after the write). It stops before starting the execution: execute is published only
+// once a write has recorded the answer of the last pre-execution webhook, so that a crash between
+// the publish and the write can repeat the publish (the same execution id) but never that webhook's
+// call after the data layer was reached (found by the schedule explorer's stage-order check).
 func (u *run) lookahead(ctx context.Context) {
-	d := u.settle(u.rev != 0)
+	d := u.settle(false)
 	if d.Action != lifecycle.Call || u.rec.Claim != nil || u.ident == nil || consume.Stopping(ctx) {
 		return
 	}

@@ -350,6 +350,18 @@ func (w *world) check() string {
 			return fmt.Sprintf("webhook %s called before %s answered with success: %+v", order[i], order[i-1], w.calls)
 		}
 	}
+	// No pre-execution webhook is called once the data layer was reached (its execute published).
+	if w.callsAtExecute >= 0 {
+		pre := map[string]bool{}
+		for _, p := range w.plan.Pre {
+			pre[p.Key] = true
+		}
+		for _, c := range w.calls[w.callsAtExecute:] {
+			if pre[c.key] {
+				return fmt.Sprintf("pre-execution webhook %s called after the data layer was reached: %+v", c.key, w.calls)
+			}
+		}
+	}
 	// Repeats of a call carry its webhook-id (one id per webhook: no retry from error here).
 	ids := map[string]string{}
 	for _, c := range w.calls {

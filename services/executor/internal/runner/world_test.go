@@ -103,7 +103,10 @@ type world struct {
 	stored   map[string]time.Time // Nats-Msg-Id → when stored (duplicate window)
 	events   []event.StatusChanged
 	executes []event.Execute
-	calls    []call
+	// callsAtExecute is len(calls) when the first execute was published (the data layer reached),
+	// -1 before.
+	callsAtExecute int
+	calls          []call
 	posts    []post
 	usedJTI  map[string]bool
 	refused  []string
@@ -131,7 +134,7 @@ type identEntry struct {
 }
 
 func newWorld(t testing.TB, plan event.Plan, script receiverScript) *world {
-	w := &world{t: t, byG: map[int64]*thread{}, active: map[int]*message{}, crashed: map[int]bool{},
+	w := &world{t: t, byG: map[int64]*thread{}, active: map[int]*message{}, crashed: map[int]bool{}, callsAtExecute: -1,
 		now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), records: map[string][]byte{}, revs: map[string]uint64{},
 		idents: map[string]identEntry{}, stored: map[string]time.Time{}, usedJTI: map[string]bool{},
 		script: script, plan: plan}
@@ -420,6 +423,9 @@ func (f fakePublisher) Status(ev event.StatusChanged) (runner.Ack, error) {
 func (f fakePublisher) Execute(_ context.Context, ev event.Execute) error {
 	return f.w.op("publish execute", func() error {
 		if f.w.store(ev.ExecutionID) {
+			if len(f.w.executes) == 0 {
+				f.w.callsAtExecute = len(f.w.calls)
+			}
 			f.w.executes = append(f.w.executes, ev)
 			f.w.logf("execute %s", ev.ExecutionID[:10])
 			// The data layer runs it (once per execution id) and answers.
