@@ -107,11 +107,11 @@ type world struct {
 	// -1 before.
 	callsAtExecute int
 	calls          []call
-	posts    []post
-	usedJTI  map[string]bool
-	refused  []string
-	script   receiverScript
-	lateBy   time.Duration // 0: the receiver posts its token right after answering
+	posts          []post
+	usedJTI        map[string]bool
+	refused        []string
+	script         receiverScript
+	lateBy         time.Duration // 0: the receiver posts its token right after answering
 	// dataDelay is how long the data layer takes to answer execute.
 	dataDelay time.Duration
 	resumeID  *event.Identity
