@@ -455,8 +455,14 @@ func (j *job) finish(ctx context.Context, err error) {
 		log.Error().Err(err).Str("subject", msg.Subject()).Msg("consume: message terminated")
 		_ = msg.TermWithReason(truncate(err.Error(), 200))
 	default:
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case errors.As(err, new(*retryError)):
+			// Handed back on purpose (a backoff, another worker's claim): routine.
 			log.Debug().Err(err).Str("subject", msg.Subject()).Dur("delay", delay).Msg("consume: retry later")
+		default:
+			// The handler failed (NATS unavailable, a leader being elected): worth seeing.
+			log.Warn().Err(err).Str("subject", msg.Subject()).Dur("delay", delay).Msg("consume: handler failed, message handed back")
 		}
 		if delay <= 0 {
 			_ = msg.Nak()

@@ -25,10 +25,12 @@ import (
 type fixture struct {
 	t *testing.T
 	n *testkit.NATS
+	// log is the loops' logger (zerolog.Nop() unless a test sets it).
+	log zerolog.Logger
 }
 
 func newFixture(t *testing.T) *fixture {
-	return &fixture{t: t, n: testkit.StartNATS(t)}
+	return &fixture{t: t, n: testkit.StartNATS(t), log: zerolog.Nop()}
 }
 
 // consumerConfig is the configuration of the durable consumer name on subject.
@@ -73,7 +75,7 @@ func (f *fixture) info(name string) *jetstream.ConsumerInfo {
 func (f *fixture) start(ctx context.Context, cfg jetstream.ConsumerConfig, h Handler, opt Options) *Loop {
 	f.t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
-	l, err := Start(ctx, f.opener(cfg), h, opt, zerolog.Nop())
+	l, err := Start(ctx, f.opener(cfg), h, opt, f.log)
 	if err != nil {
 		cancel()
 		f.t.Fatalf("start: %v", err)
@@ -935,5 +937,62 @@ func TestParkFree(t *testing.T) {
 	}
 	if pool.Used() != 0 {
 		t.Errorf("%d slots used at the end, want 0", pool.Used())
+	}
+}
+
+// lockedBuffer is a log sink safe for the loop's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestLogsHandlerFailures: a handler that fails (as when NATS is unavailable) is logged as a
+// warning with its error; a message handed back on purpose (Retry) is not.
+func TestLogsHandlerFailures(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var logs lockedBuffer
+	f.log = zerolog.New(&logs)
+	var n atomic.Int32
+	done := make(chan struct{})
+	h := func(_ context.Context, msg jetstream.Msg) error {
+		switch n.Add(1) {
+		case 1:
+			return Retry(10*time.Millisecond, errors.New("handed back on purpose"))
+		case 2:
+			return errors.New("nats: no response from stream")
+		case 3:
+			close(done)
+		}
+		return nil
+	}
+	f.start(t.Context(), consumerConfig("logs", event.SubjectSubmitted, 5*time.Second), h, Options{Pool: NewPool(1)})
+	f.publish(event.SubjectSubmitted, "x")
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("handled %d times, want 3", n.Load())
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"level":"warn"`) || !strings.Contains(out, "no response from stream") ||
+		!strings.Contains(out, "handler failed") {
+		t.Errorf("logs %s: want a warning with the handler's error", out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "handed back on purpose") && strings.Contains(line, `"level":"warn"`) {
+			t.Errorf("a Retry was logged as a warning: %s", line)
+		}
 	}
 }
