@@ -7,44 +7,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/policyhooks/policyhooks/shared/devstack"
 )
 
 // Logf is where the suite's parts report what they do (t.Logf in the test).
 type Logf func(format string, args ...any)
-
-// spawn starts cmd from one OS thread that never exits. Children get Pdeathsig SIGKILL, which the
-// kernel sends when the thread that started them exits: starting every child from a locked thread
-// that lives as long as the test process makes that "when the test process dies" (a test timeout's
-// panic runs no cleanup), and never earlier.
-func spawn(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives until the process exits
-			for r := range spawnCh {
-				r.done <- r.cmd.Start()
-			}
-		}()
-	})
-	r := spawnReq{cmd: cmd, done: make(chan error, 1)}
-	spawnCh <- r
-	return <-r.done
-}
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-var (
-	spawnOnce sync.Once
-	spawnCh   chan spawnReq
-)
 
 // Proc is one supervised child process: started in its own process group with its output
 // appended to a log file, signalled on purpose by the fault schedule, and restarted after a second
@@ -130,8 +102,8 @@ func (p *Proc) startLocked() error {
 	cmd.Env = p.Env
 	cmd.Stdout = f
 	cmd.Stderr = f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := spawn(cmd); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // and Pdeathsig, set by StartChild
+	if err := devstack.StartChild(cmd); err != nil {
 		return fmt.Errorf("%s: start: %w", p.Name, err)
 	}
 	done := make(chan struct{})

@@ -560,7 +560,7 @@ func (n *Node) start(ctx context.Context) error {
 		n.mu.Unlock()
 		return fmt.Errorf("devstack: start %s: %w", n.name, err)
 	}
-	if err := startChild(cmd); err != nil {
+	if err := StartChild(cmd); err != nil {
 		logFile.Close()
 		n.mu.Unlock()
 		return fmt.Errorf("devstack: start %s: %w", n.name, err)

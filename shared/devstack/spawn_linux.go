@@ -7,12 +7,12 @@ import (
 	"syscall"
 )
 
-// startChild starts cmd with Pdeathsig SIGKILL, from one OS thread that never exits. The kernel
+// StartChild starts cmd with Pdeathsig SIGKILL (keeping the rest of cmd.SysProcAttr), from one OS
+// thread that never exits; the chaos suite starts its processes with it too. The kernel
 // sends Pdeathsig when the thread that started the child exits, not the process: starting every
 // child from a locked thread that lives as long as the process makes it "when the test process
-// dies" (a test timeout's panic runs no cleanup), and never earlier. chaos/proc.go does the same
-// for its children.
-func startChild(cmd *exec.Cmd) error {
+// dies" (a test timeout's panic runs no cleanup), and never earlier.
+func StartChild(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
