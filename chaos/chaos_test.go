@@ -172,54 +172,8 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(rcv.Close)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := chaos.NewCluster(chaos.ClusterConfig{
-		Dir: dir, Bin: filepath.Join(dir, "bin"), Self: self, Executors: o.executors, CAFile: rcv.CAFile,
-		Start: start, Logf: t.Logf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chaos: process logs, last lines (seed %d):\n%s", o.seed, c.Tails(30))
-		}
-	})
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nc, js, err := chaos.Connect(c.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	api := chaos.NewAPI(c.ConfigURL, c.CallbackURL, c.RootID, c.RootSecret)
-	setupCtx, setupCancel := context.WithTimeout(ctx, 30*time.Second)
-	defer setupCancel()
-	if err := api.Token(setupCtx); err != nil {
-		t.Fatal(err)
-	}
-	if err := api.Configure(setupCtx, rcv); err != nil {
-		t.Fatal(err)
-	}
-	if err := chaos.WaitPlan(setupCtx, js); err != nil {
-		t.Fatal(err)
-	}
-	dl := chaos.NewDataLayer()
-	cons, err := dl.Subscribe(setupCtx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dlCtx, dlStop := context.WithCancel(ctx)
-	var dlDone sync.WaitGroup
-	dlDone.Go(func() { dl.Run(dlCtx, js, cons) })
-	t.Cleanup(func() { dlStop(); dlDone.Wait() })
-	// The executors watch policy_webhooks; give the plan a moment to reach their views.
-	time.Sleep(500 * time.Millisecond)
+	st := startStack(t, ctx, "chaos", o.seed, chaos.ClusterConfig{Dir: dir, Executors: o.executors, Start: start, Logf: t.Logf}, rcv)
+	c, js, api, dl := st.c, st.js, st.api, st.dl
 	mark("start and configure")
 
 	// The stream and the faults.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -101,58 +100,16 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(rcv.Close)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := chaos.NewCluster(chaos.ClusterConfig{
-		Dir: dir, Bin: filepath.Join(dir, "bin"), Self: self, Executors: 2, CAFile: rcv.CAFile,
-		Start: start, Logf: t.Logf, NATSURL: cl.URLs(), Replicas: 3,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chaos cluster: process logs, last lines (seed %d):\n%s", o.seed, c.Tails(30))
-		}
-	})
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nc, js, err := chaos.Connect(c.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	api := chaos.NewAPI(c.ConfigURL, c.CallbackURL, c.RootID, c.RootSecret)
-	setupCtx, setupCancel := context.WithTimeout(ctx, 30*time.Second)
-	defer setupCancel()
-	if err := api.Token(setupCtx); err != nil {
-		t.Fatal(err)
-	}
-	if err := api.Configure(setupCtx, rcv); err != nil {
-		t.Fatal(err)
-	}
-	if err := chaos.WaitPlan(setupCtx, js); err != nil {
-		t.Fatal(err)
-	}
+	st := startStack(t, ctx, "chaos cluster", o.seed,
+		chaos.ClusterConfig{Dir: dir, Executors: 2, Start: start, Logf: t.Logf, NATSURL: cl.URLs(), Replicas: 3}, rcv)
+	c, js, api, dl := st.c, st.js, st.api, st.dl
+	checkCtx, checkCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer checkCancel()
 	for _, s := range []string{event.Stream, "KV_" + event.BucketRequests} {
-		if err := checkReplicas(setupCtx, js, s, 3); err != nil {
+		if err := checkReplicas(checkCtx, js, s, 3); err != nil {
 			t.Fatal(err)
 		}
 	}
-	dl := chaos.NewDataLayer()
-	cons, err := dl.Subscribe(setupCtx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dlCtx, dlStop := context.WithCancel(ctx)
-	var dlDone sync.WaitGroup
-	dlDone.Go(func() { dl.Run(dlCtx, js, cons) })
-	t.Cleanup(func() { dlStop(); dlDone.Wait() })
-	time.Sleep(500 * time.Millisecond) // the plan reaches the executors' views
 	mark("start and configure")
 
 	// The stream, and the three failovers while it runs.
