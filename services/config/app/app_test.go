@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/policyhooks/policyhooks/services/config/app"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
+	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/rs/zerolog"
 )
@@ -135,6 +137,20 @@ func TestStartAndVerify(t *testing.T) {
 	}
 	for _, c := range rc.Calls() {
 		t.Errorf("verification sent an HTTP request: %s %s", c.Method, c.Path)
+	}
+	// /ready checks the buckets the service uses, not only the connection (SPEC §8, NATS_REPLICAS:
+	// a bucket without a leader makes the service not ready).
+	if err := n.JS.DeleteKeyValue(ctx, event.BucketClients); err != nil {
+		t.Fatal(err)
+	}
+	res, err = http.Get(base + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "bucket "+event.BucketClients) {
+		t.Fatalf("/ready without %s: %d %s, want 503 naming the bucket", event.BucketClients, res.StatusCode, body)
 	}
 	cancel()
 	done := make(chan error, 1)
