@@ -12,6 +12,10 @@ MODULES=(${MODULES:-shared services/config services/executor services/callback})
 ONLY="${FUZZ_ONLY:-}"
 summary=()
 status=0
+# last_execs prints the last execs count go test reported, or ? when it reported none: a short
+# FUZZTIME can end while the baseline corpus is still being run, before any execs line (with
+# pipefail a grep without a match would otherwise end the script right there).
+last_execs() { local n; n=$(grep -oE 'execs: [0-9]+' <<<"$1" | tail -1 | awk '{print $2}' || true); echo "${n:-?}"; }
 # files counts the inputs kept under a corpus directory (0 when there is none yet).
 files() { if [[ -d $1 ]]; then find "$1" -type f | wc -l; else echo 0; fi; }
 for m in "${MODULES[@]}"; do
@@ -29,14 +33,14 @@ for m in "${MODULES[@]}"; do
       corpus="$(cd "$m" && go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$name"
       before=$(files "$corpus")
       if out=$(cd "$m" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 200x "$pkg" 2>&1); then
-        execs=$(grep -oE 'execs: [0-9]+' <<<"$out" | tail -1 | awk '{print $2}')
-        summary+=("ok    $name ($pkg): ${execs:-?} execs in $(( $(date +%s) - start ))s")
+        execs=$(last_execs "$out")
+        summary+=("ok    $name ($pkg): ${execs} execs in $(( $(date +%s) - start ))s")
       elif [[ $(files "$corpus") -eq $before ]] && grep -q '^    context deadline exceeded$' <<<"$out"; then
         # Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a failure when a
         # worker is mid-input at that moment (go.dev/issue/75804, fixed in Go 1.27). No input was
         # written, so nothing failed: the run counts, and says so.
-        execs=$(grep -oE 'execs: [0-9]+' <<<"$out" | tail -1 | awk '{print $2}')
-        summary+=("ok    $name ($pkg): ${execs:-?} execs in $(( $(date +%s) - start ))s (stopped by go.dev/issue/75804, no failing input)")
+        execs=$(last_execs "$out")
+        summary+=("ok    $name ($pkg): ${execs} execs in $(( $(date +%s) - start ))s (stopped by go.dev/issue/75804, no failing input)")
       else
         echo "$out" | tail -40
         summary+=("FAIL  $name ($pkg): the failing input is in $corpus/")
