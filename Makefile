@@ -50,7 +50,7 @@ bench:
 chaos:
 	cd services/executor && EXPLORE_DEVIATIONS=3 go test -count=1 -timeout 1h -run TestExplore -v ./internal/runner
 	cd chaos && CHAOS_LONG=1 CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 3h -run TestChaos -v .
-	cd chaos && CHAOS_CLUSTER=1 CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 30m -run TestClusterFailover -v .
+	cd chaos && CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 30m -run TestClusterFailover -v .
 
 # Every Fuzz target of the workspace for FUZZTIME each; a failing input lands in the package's
 # testdata/fuzz/<Target>/ and becomes a seed that go test runs (docs/reliability.md).

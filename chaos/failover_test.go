@@ -46,12 +46,6 @@ type failover struct {
 // other, while requests flow. Then, per request, the seven assertions of chaos.Assertions, and for
 // each failover how long progress stalled.
 func TestClusterFailover(t *testing.T) {
-	// Not in make test yet: on R3 the callback can read a follower's stale record and refuse an
-	// early resume (400 status = in_processing), leaving the request paused (docs/reliability.md,
-	// "The cluster failover test"). It runs under make chaos (CHAOS_CLUSTER=1) until that is fixed.
-	if os.Getenv("CHAOS_CLUSTER") != "1" {
-		t.Skip("the cluster failover test runs with CHAOS_CLUSTER=1 (make chaos); it still fails now and then, see docs/reliability.md")
-	}
 	o := resolveOptions(t)
 	start := time.Now()
 	t.Logf("chaos cluster: seed %d (reproduce with CHAOS_SEED=%d), requests at %.1f/s, 2 executors, NATS_REPLICAS=3, services built from %s",

@@ -12,7 +12,8 @@ import (
 )
 
 // Assets creates or updates, idempotently, the stream and the buckets the services share, each with
-// Replicas replicas (NATS_REPLICAS). An asset that exists with another replica count is updated in
+// Replicas replicas (NATS_REPLICAS). With more than one replica, the buckets it returns read from
+// their stream's leader (LeaderReads). An asset that exists with another replica count is updated in
 // place, so raising NATS_REPLICAS on a running cluster takes effect at the next start.
 //
 // Every call retries while JetStream cannot answer yet: right after a cluster starts, before its
@@ -72,9 +73,18 @@ func (a Assets) Identities(ctx context.Context, ttl time.Duration) (jetstream.Ke
 func (a Assets) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Storage = jetstream.FileStorage
 	cfg.Replicas = a.replicas()
-	return retry(ctx, a, "bucket "+cfg.Bucket, func(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := retry(ctx, a, "bucket "+cfg.Bucket, func(ctx context.Context) (jetstream.KeyValue, error) {
 		return a.JS.CreateOrUpdateKeyValue(ctx, cfg)
 	})
+	if err != nil {
+		return nil, err
+	}
+	if a.replicas() == 1 {
+		// One replica answers direct gets, and it is the leader: nothing to gain, and a leader
+		// read costs the server about a tenth more CPU per request (docs/performance.md).
+		return kv, nil
+	}
+	return LeaderReads(a.JS, kv), nil
 }
 
 func (a Assets) replicas() int { return max(a.Replicas, 1) }

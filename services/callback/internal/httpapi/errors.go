@@ -40,7 +40,7 @@ func toHTTP(err error) error {
 	case errors.Is(re.Err, resume.ErrNotFailed):
 		return api.Errorf(http.StatusBadRequest, "Cannot restart privacy request from failure: privacy request '%s' status = %s.", re.ID, re.Status)
 	case errors.Is(re.Err, resume.ErrUnavailable):
-		return api.Errorf(http.StatusServiceUnavailable, "The event could not be published; nothing was recorded, try again.")
+		return api.Errorf(http.StatusServiceUnavailable, "The service could not reach its store in time; nothing was recorded, try again.")
 	}
 	return err
 }
@@ -58,7 +58,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) int {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", "Bearer")
 	case http.StatusServiceUnavailable:
-		zerolog.Ctx(r.Context()).Error().Err(err).Msg("event not published")
+		zerolog.Ctx(r.Context()).Error().Err(err).Msg("NATS did not answer")
 		w.Header().Set("Retry-After", "1")
 	}
 	api.WriteError(w, r, he)

@@ -575,6 +575,43 @@ func TestResumePublishFailure(t *testing.T) {
 	}
 }
 
+// TestStoreUnavailable: when the privacy_requests bucket does not answer (its stream's leader is
+// being elected; here the stream is gone), a resume, a retry and a read are answered 503 with
+// Retry-After, never 4xx: a refusal is only ever decided on a record the store's leader gave, so a
+// receiver is never told "not found" or "not paused" because of an unavailable store. Nothing is
+// published or claimed, and the cause stays in the log.
+func TestStoreUnavailable(t *testing.T) {
+	f := newFixture(t)
+	const id = "pri_nostore"
+	f.putRequest(pausedRequest(id, 1))
+	raw, jti := f.replyToken(id, "wh-verify", 1)
+	ctx := context.Background()
+	if err := f.js.DeleteStream(ctx, "KV_"+event.BucketRequests); err != nil {
+		t.Fatal(err)
+	}
+	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestResume, scope.PrivacyRequestRead))
+	for _, c := range []struct{ method, path, auth, body string }{
+		{http.MethodPost, resumePath(id), bearer(raw), `{}`},
+		{http.MethodPost, "/api/v1/privacy-request/" + id + "/retry", auth, ``},
+		{http.MethodGet, "/api/v1/privacy-request/" + id, auth, ``},
+	} {
+		w := f.do(c.method, c.path, c.auth, c.body)
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+			t.Errorf("%s %s: got %d (Retry-After %q) %s, want 503 with Retry-After", c.method, c.path, w.Code,
+				w.Header().Get("Retry-After"), w.Body)
+		}
+		if strings.Contains(w.Body.String(), "stream") || strings.Contains(w.Body.String(), "KV_") {
+			t.Errorf("%s %s: the answer leaks the cause: %s", c.method, c.path, w.Body)
+		}
+	}
+	if got := f.count(event.SubjectResume) + f.count(event.SubjectRetry); got != 0 {
+		t.Errorf("events published: %d, want none", got)
+	}
+	if _, err := f.claims.Get(ctx, jti); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("claim Get = %v, want ErrKeyNotFound", err)
+	}
+}
+
 // faultyPublisher publishes through js, except that its first call goes to fault instead.
 type faultyPublisher struct {
 	js    jetstream.JetStream

@@ -40,7 +40,8 @@ var (
 	ErrEarlierPause = errors.New("token issued for an earlier pause")
 	// ErrNotFailed: a retry of a request that is not in error (400).
 	ErrNotFailed = errors.New("privacy request not in error")
-	// ErrUnavailable: the event could not be published; nothing was recorded and the caller may
+	// ErrUnavailable: NATS did not answer in time, to read the request or the token's claim or to
+	// publish the event (a leader election takes seconds); nothing was recorded and the caller may
 	// try again (503).
 	ErrUnavailable = errors.New("event not published")
 )
@@ -140,7 +141,7 @@ func (s *Service) Check(ctx context.Context, id, raw string) (*Ticket, error) {
 	}
 	used, err := s.used(ctx, claims.ID)
 	if err != nil {
-		return nil, err
+		return nil, &Error{Err: err, ID: id}
 	}
 	if used {
 		return nil, refuse(ErrTokenUsed, id)
@@ -205,7 +206,7 @@ func (s *Service) request(ctx context.Context, id string) (event.Request, error)
 		return req, refuse(ErrNotFound, id)
 	}
 	if err != nil {
-		return req, fmt.Errorf("resume: read request %q: %w", id, err)
+		return req, &Error{Err: fmt.Errorf("%w: read request: %w", ErrUnavailable, err), ID: id}
 	}
 	if err := json.Unmarshal(entry.Value(), &req); err != nil {
 		return req, fmt.Errorf("resume: decode request %q: %w", id, err)
@@ -222,7 +223,7 @@ func (s *Service) used(ctx context.Context, jti string) (bool, error) {
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 		return false, nil
 	}
-	return false, fmt.Errorf("resume: read claim: %w", err)
+	return false, fmt.Errorf("%w: read claim: %w", ErrUnavailable, err)
 }
 
 // claim is the value kept under a used token's id: no personal data.
