@@ -48,11 +48,14 @@ type Receiver struct {
 	mu     sync.Mutex
 	wg     sync.WaitGroup
 	queue  chan halted
+	// resumeWait is the wait after a first failed resume post (resumeBackoff; tests shorten it).
+	resumeWait time.Duration
 }
 
 // NewReceiver returns a receiver logging to log.
 func NewReceiver(o Options, log io.Writer) *Receiver {
-	return &Receiver{opts: o, log: log, client: &http.Client{Timeout: 10 * time.Second}, queue: make(chan halted, 1024)}
+	return &Receiver{opts: o, log: log, client: &http.Client{Timeout: 10 * time.Second}, queue: make(chan halted, 1024),
+		resumeWait: resumeBackoff}
 }
 
 // Wait waits for pending resume posts.
@@ -135,27 +138,61 @@ func (r *Receiver) ResumeOnEnter(in io.Reader) {
 	}
 }
 
-// resume posts the reply-to-token back, as a receiver does once its own work is done.
+// resumeAttempts bounds the posts of one reply-to-token; resumeBackoff is the wait after the first
+// failed one, doubled after each, unless the answer's Retry-After asks for longer (up to
+// maxResumeWait). Eight attempts span about a minute: more than a NATS leader election.
+const (
+	resumeAttempts = 8
+	resumeBackoff  = 500 * time.Millisecond
+	maxResumeWait  = 30 * time.Second
+)
+
+// resume posts the reply-to-token back, as a receiver does once its own work is done. A 503 (the
+// callback could not reach NATS; nothing was recorded), a 429, any other 5xx or no answer at all is
+// tried again with the same token after a backoff; a 2xx or another 4xx is final (409: an earlier
+// post already resumed the request).
 func (r *Receiver) resume(replyTo, tok, id string) {
 	url := replyTo
 	if strings.HasPrefix(url, "/") {
 		url = strings.TrimRight(r.opts.CallbackBase, "/") + url
 	}
+	wait := r.resumeWait
+	for attempt := 1; ; attempt++ {
+		status, retryAfter, err := r.postResume(url, tok)
+		switch {
+		case err == nil && status < 500 && status != http.StatusTooManyRequests:
+			r.logf("resumed request %s: HTTP %d", id, status)
+			return
+		case attempt == resumeAttempts:
+			r.logf("resume %s: giving up after %d attempts (last: HTTP %d, %v)", id, attempt, status, err)
+			return
+		}
+		next := max(wait, min(retryAfter, maxResumeWait))
+		r.logf("resume %s: attempt %d got HTTP %d (%v); trying again in %v", id, attempt, status, err, next)
+		time.Sleep(next)
+		wait = min(2*wait, maxResumeWait)
+	}
+}
+
+// postResume makes one post of the token and returns the answer's status and its Retry-After
+// (seconds; zero when absent), or the error of a post that got no answer.
+func (r *Receiver) postResume(url, tok string) (status int, retryAfter time.Duration, err error) {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte(`{}`)))
 	if err != nil {
-		r.logf("resume %s: %v", id, err)
-		return
+		return 0, 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		r.logf("resume %s: %v", id, err)
-		return
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	r.logf("resumed request %s: HTTP %d", id, resp.StatusCode)
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		retryAfter = time.Duration(s) * time.Second
+	}
+	return resp.StatusCode, retryAfter, nil
 }
 
 // Verify checks a Standard Webhooks signature: webhook-signature holds space-separated "v1,<base64

@@ -153,3 +153,50 @@ func TestResumeOnEnter(t *testing.T) {
 		t.Fatalf("resumed %q, want pri_a then pri_b", resumed)
 	}
 }
+
+// TestResumeRetries: a resume answered 503 (the callback could not reach NATS), 429 or 500 is
+// posted again with the same token until an answer is final; a 4xx is final at once.
+func TestResumeRetries(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		answers []int // the callback's answers in turn; the last repeats
+		posts   int
+	}{
+		{"503 then 200", []int{503, 503, 200}, 3},
+		{"429 then 200", []int{429, 200}, 2},
+		{"500 then 409", []int{500, 409}, 2},
+		{"400 is final", []int{400, 200}, 1},
+		{"200 at once", []int{200}, 1},
+		{"503 for good", []int{503}, resumeAttempts},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var tokens []string
+			callback := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				n := len(tokens)
+				tokens = append(tokens, r.Header.Get("Authorization"))
+				mu.Unlock()
+				status := tt.answers[min(n, len(tt.answers)-1)]
+				if status == 503 {
+					w.Header().Set("Retry-After", "0")
+				}
+				w.WriteHeader(status)
+			}))
+			defer callback.Close()
+			rcv := NewReceiver(Options{CallbackBase: callback.URL}, io.Discard)
+			rcv.resumeWait = time.Millisecond
+			rcv.resume("/api/v1/privacy-request/pri_1/resume", "tok123", "pri_1")
+			mu.Lock()
+			defer mu.Unlock()
+			if len(tokens) != tt.posts {
+				t.Fatalf("%d posts, want %d", len(tokens), tt.posts)
+			}
+			for _, tok := range tokens {
+				if tok != "Bearer tok123" {
+					t.Fatalf("posted %q, want the same token every time", tok)
+				}
+			}
+		})
+	}
+}
