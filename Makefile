@@ -2,12 +2,12 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-MODULES := $(patsubst %/go.mod,%,$(shell ls shared/go.mod services/*/go.mod deployments/local/go.mod bench/go.mod examples/*/go.mod chaos/go.mod 2>/dev/null))
+MODULES := $(patsubst %/go.mod,%,$(shell ls shared/go.mod services/*/go.mod deployments/*/go.mod bench/go.mod examples/*/go.mod chaos/go.mod 2>/dev/null))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 NATSCLI := github.com/nats-io/natscli/nats
 BENCH_ARGS ?=
 
-.PHONY: help run test lint bench nats build fmt chaos fuzz images
+.PHONY: help run test lint bench nats build fmt chaos fuzz images compose
 
 help:
 	@echo "make run    start the whole system locally (embedded NATS + embedded MongoDB-compatible store + all services)"
@@ -17,6 +17,7 @@ help:
 	@echo "make fuzz   every native fuzz target for FUZZTIME each (default 2m; CI runs 5s each)"
 	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
 	@echo "make images OCI image tarballs of config, callback, executor and nats-server, built offline with ko (IMAGES_DIR, default .data/images; tools/README.md)"
+	@echo "make compose  deployments/compose under podman-compose: the walkthrough, a NATS container SIGKILLed under load, every request checked (needs make images, podman, podman-compose)"
 	@echo "make chaos  the long fault runs: the executor's schedule explorer at 3 deviations, then thousands of requests while processes are killed (CHAOS_SEED, CHAOS_SRC, CHAOS_KEEP; docs/reliability.md)"
 
 run:
@@ -69,7 +70,8 @@ bin/nats: tools/go.mod tools/go.sum
 # instead of pulling one from a registry; ko (pinned in tools/go.mod) then writes one tarball per
 # image into IMAGES_DIR, and digests.txt: name, reference@manifest digest (what ko resolve and a
 # push use), image id (the config digest, which podman load shows). Each service builds from its
-# own go.mod (GOWORK=off, like make test's vet); nats-server from shared/, which requires v2.15.2.
+# own go.mod (GOWORK=off, like make test's vet); nats-server from shared/, which requires v2.15.2;
+# store (the compose deployment's FerretDB) from deployments/compose, receiver from examples/receiver.
 # The digests are reproducible for a given CA bundle and source tree (IMAGES=1 go test ./images
 # in tools builds twice and compares). Load one with `podman load -i .data/images/executor.tar`.
 IMAGES_DIR ?= .data/images
@@ -83,15 +85,23 @@ images:
 	base=$$(bin/mkbase -layout "$$KOCACHE/img"); \
 	export KO_DEFAULTBASEIMAGE=localhost/policyhooks-base@$$base; \
 	echo "base $$KO_DEFAULTBASEIMAGE -" > "$$dir/digests.txt.new"; \
-	for s in config callback executor nats-server; do \
+	for s in config callback executor nats-server store receiver; do \
 		echo "== image $$s"; \
-		if [ $$s = nats-server ]; then \
-			ref=$$(cd shared && KO_DOCKER_REPO=$(IMAGES_REPO)/nats-server $$ko build --push=false --platform=linux/amd64 --bare --tarball "$$dir/$$s.tar" github.com/nats-io/nats-server/v2); \
-		else \
-			ref=$$(cd services/$$s && KO_DOCKER_REPO=$(IMAGES_REPO) $$ko build --push=false --platform=linux/amd64 -B --tarball "$$dir/$$s.tar" .); \
-		fi; \
+		case $$s in \
+		nats-server) ref=$$(cd shared && KO_DOCKER_REPO=$(IMAGES_REPO)/nats-server $$ko build --push=false --platform=linux/amd64 --bare --tarball "$$dir/$$s.tar" github.com/nats-io/nats-server/v2);; \
+		store) ref=$$(cd deployments/compose && KO_DOCKER_REPO=$(IMAGES_REPO) $$ko build --push=false --platform=linux/amd64 -B --tarball "$$dir/$$s.tar" ./store);; \
+		receiver) ref=$$(cd examples/receiver && KO_DOCKER_REPO=$(IMAGES_REPO) $$ko build --push=false --platform=linux/amd64 -B --tarball "$$dir/$$s.tar" .);; \
+		*) ref=$$(cd services/$$s && KO_DOCKER_REPO=$(IMAGES_REPO) $$ko build --push=false --platform=linux/amd64 -B --tarball "$$dir/$$s.tar" .);; \
+		esac; \
 		id=$$(tar -xOf "$$dir/$$s.tar" manifest.json | sed -E 's/.*"Config":"([^"]*)".*/\1/'); \
 		echo "$$s $$ref $$id" >> "$$dir/digests.txt.new"; \
 	done; \
 	mv "$$dir/digests.txt.new" "$$dir/digests.txt"; \
 	cat "$$dir/digests.txt"; ls -l "$$dir"
+
+# deployments/compose under podman-compose (deployments/compose/README.md): brings compose.yaml up
+# from the images of make images, runs the README walkthrough, SIGKILLs the NATS container leading
+# the stream under load and checks every request; about 3 minutes. Needs root, podman,
+# podman-compose and runc (apt-get install podman podman-compose runc).
+compose:
+	cd deployments/compose && COMPOSE=1 IMAGES_DIR=$(abspath $(IMAGES_DIR)) go test -count=1 -timeout 15m -run TestComposeUp -v .

@@ -29,6 +29,8 @@ var binaries = map[string]string{
 	"callback":    "callback",
 	"executor":    "executor",
 	"nats-server": "v2",
+	"store":       "store",
+	"receiver":    "receiver",
 }
 
 // TestImages runs make images twice, each time into a new output directory and a new KOCACHE
@@ -45,7 +47,7 @@ func TestImages(t *testing.T) {
 	first := build(t, root, filepath.Join(tmp, "first"))
 	second := build(t, root, filepath.Join(tmp, "second"))
 
-	for _, name := range []string{"base", "config", "callback", "executor", "nats-server"} {
+	for _, name := range []string{"base", "config", "callback", "executor", "nats-server", "store", "receiver"} {
 		got, ok := second[name]
 		want := first[name]
 		if !ok || want.ref == "" {
