@@ -7,15 +7,22 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/policyhooks/policyhooks/shared/devstack"
 )
 
 // TestMain lets the test binary serve as the benchmark's NATS server too: the harness starts
-// os.Executable() with -nats-server DIR PORT, which under go test is this binary.
+// os.Executable() with -nats-server DIR PORT, which under go test is this binary, and the nodes of
+// a cluster (devstack.RunClusterNode) the same way.
 func TestMain(m *testing.M) {
+	if code, ok := devstack.RunClusterNode(); ok {
+		os.Exit(code)
+	}
 	if args := os.Args[1:]; len(args) == 3 && args[0] == "-"+natsServerFlag {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err := serveNATS(ctx, args[1], args[2], os.Stdin)
@@ -32,42 +39,102 @@ func TestMain(m *testing.M) {
 // TestSmoke runs the harness end to end on a few hundred requests: every request of every scenario
 // must finish and the report must end with one JSON line per scenario. It asserts no timing.
 func TestSmoke(t *testing.T) {
+	out := smokeRun(t, Options{Quick: true, Concurrency: "32"})
+	checkSmoke(t, out, []string{"skip", "await"}, 1)
+}
+
+// TestSmokeR3 runs the R3 point the same way, on three-node clusters: the executor must have made
+// its buckets with three replicas (measureProduct checks every stream) and the report must end
+// with skip_r3 and await_r3.
+func TestSmokeR3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three three-node clusters")
+	}
+	out := smokeRun(t, Options{Quick: true, Concurrency: "32", Replicas: "3"})
+	checkSmoke(t, out, []string{"skip_r3", "await_r3"}, 3)
+}
+
+// smokeRun runs the benchmark with o and returns its output.
+func smokeRun(t *testing.T, o Options) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	if err := run(ctx, Options{Quick: true, Concurrency: "32"}, &out); err != nil {
+	if err := run(ctx, o, &out); err != nil {
 		t.Fatalf("bench run: %v\n%s", err, out.String())
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	return out.String()
+}
+
+// checkSmoke checks that out ends with one JSON result per scenario of want, in that order, each
+// with 300 requests all completed on replicas replicas, and plausible figures.
+func checkSmoke(t *testing.T, out string, want []string, replicas int) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < len(want) {
+		t.Fatalf("want %d result lines:\n%s", len(want), out)
+	}
 	var scenarios []string
-	for _, line := range lines[len(lines)-2:] {
+	for _, line := range lines[len(lines)-len(want):] {
 		var r Result
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("last lines are not JSON results: %q (%v)\n%s", line, err, out.String())
+			t.Fatalf("last lines are not JSON results: %q (%v)\n%s", line, err, out)
 		}
-		if r.Failed != 0 || r.RequestsPerSecond <= 0 || r.Requests != 300 {
-			t.Fatalf("result %+v: want 300 requests, none failed", r)
-		}
-		if r.WebhookCallsPerSec <= 0 {
-			t.Fatalf("result %+v: the receivers saw no calls", r)
-		}
-		// The raw loop's server CPU is a few clock ticks at this size: only the product's is asserted.
-		if r.ServerCPUPer1000 <= 0 {
-			t.Fatalf("result %+v: want the NATS server's CPU", r)
-		}
-		if r.TotalCPUPer1000 < r.CPUSecondsPer1000 || r.TotalCPUPer1000 < r.ServerCPUPer1000 {
-			t.Fatalf("result %+v: total CPU below one of its parts", r)
-		}
-		if b := r.BaselineNATSRequestsPerRequest; b == nil || *b != 1 {
-			t.Fatalf("baseline NATS requests per request = %v, want 1 (the publish of its event)", b)
-		}
-		if n := r.NATSRequestsPerRequest; n != nil && *n <= 0 {
-			t.Fatalf("executor NATS requests per request = %v, want > 0 or absent", *n)
-		}
+		checkResult(t, r, replicas)
 		scenarios = append(scenarios, r.Scenario)
 	}
-	if strings.Join(scenarios, ",") != "skip,await" {
-		t.Fatalf("scenarios = %v, want skip, await", scenarios)
+	if strings.Join(scenarios, ",") != strings.Join(want, ",") {
+		t.Fatalf("scenarios = %v, want %v", scenarios, want)
+	}
+}
+
+// checkResult checks the figures of one smoke result.
+func checkResult(t *testing.T, r Result, replicas int) {
+	t.Helper()
+	if r.Failed != 0 || r.RequestsPerSecond <= 0 || r.Requests != 300 {
+		t.Fatalf("result %+v: want 300 requests, none failed", r)
+	}
+	if r.NATSReplicas != replicas {
+		t.Fatalf("result %+v: want %d replicas", r, replicas)
+	}
+	if r.WebhookCallsPerSec <= 0 {
+		t.Fatalf("result %+v: the receivers saw no calls", r)
+	}
+	// The raw loop's server CPU is a few clock ticks at this size: only the product's is asserted.
+	if r.ServerCPUPer1000 <= 0 {
+		t.Fatalf("result %+v: want the NATS server's CPU", r)
+	}
+	if r.TotalCPUPer1000 < r.CPUSecondsPer1000 || r.TotalCPUPer1000 < r.ServerCPUPer1000 {
+		t.Fatalf("result %+v: total CPU below one of its parts", r)
+	}
+	if b := r.BaselineNATSRequestsPerRequest; b == nil || *b != 1 {
+		t.Fatalf("baseline NATS requests per request = %v, want 1 (the publish of its event)", b)
+	}
+	if n := r.NATSRequestsPerRequest; n != nil && *n <= 0 {
+		t.Fatalf("executor NATS requests per request = %v, want > 0 or absent", *n)
+	}
+}
+
+func TestReplicaCounts(t *testing.T) {
+	tests := []struct {
+		in      string
+		quick   bool
+		want    []int
+		wantErr bool
+	}{
+		{in: "", want: []int{1, 3}},
+		{in: "", quick: true, want: []int{1}},
+		{in: "3", quick: true, want: []int{3}},
+		{in: "1, 3,5", want: []int{1, 3, 5}},
+		{in: "2", wantErr: true},
+		{in: "1,x", wantErr: true},
+		{in: "3,3", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := replicaCounts(tt.in, tt.quick)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("replicaCounts(%q, %t) = %v, %v; want %v, error %t", tt.in, tt.quick, got, err, tt.want, tt.wantErr)
+		}
 	}
 }
 

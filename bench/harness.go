@@ -33,26 +33,41 @@ import (
 // appKey is the benchmark's APP_ENCRYPTION_KEY: the executor opens the plan's secrets with it.
 const appKey = "bench-key-0123456789abcdef012345"
 
-// Env is one measured environment: a fresh NATS server with file storage in its own process, and
-// the HTTPS receivers, on loopback.
+// Env is one measured environment: fresh NATS servers with file storage, each in its own process
+// (one server, or a cluster of replicas nodes), and the HTTPS receivers, on loopback.
 type Env struct {
-	dir    string
-	nats   *NATSProcess
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	recv   *httptest.Server
-	caFile string
-	calls  atomic.Int64
+	dir string
+	// replicas is the replica count of the stream and the buckets: 1 on one server, else the
+	// number of nodes of the cluster.
+	replicas int
+	nats     natsServers
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	recv     *httptest.Server
+	caFile   string
+	calls    atomic.Int64
 }
 
-// NewEnv starts NATS and the receivers; every receiver answer waits delay first.
-func NewEnv(ctx context.Context, delay time.Duration) (*Env, error) {
+// natsServers is the NATS side of an Env: a NATSProcess, or a natsCluster.
+type natsServers interface {
+	// URL returns the client URLs, comma-separated (a NATS_URL).
+	URL() string
+	// CPUSeconds returns the user+system CPU time of all the servers so far.
+	CPUSeconds() float64
+	// Stop stops the servers and waits until they have exited.
+	Stop()
+}
+
+// NewEnv starts NATS and the receivers; every receiver answer waits delay first. With replicas 1
+// (or 0) NATS is one server, as a NATSProcess; with more, a ready cluster of that many nodes, on
+// which the harness and the executor create the stream and the buckets with that many replicas.
+func NewEnv(ctx context.Context, delay time.Duration, replicas int) (*Env, error) {
 	dir, err := os.MkdirTemp("", "policyhooks-bench-")
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{dir: dir}
-	n, err := StartNATSProcess(ctx, filepath.Join(dir, "nats"), filepath.Join(dir, "nats.log"))
+	e := &Env{dir: dir, replicas: max(replicas, 1)}
+	n, err := startNATSServers(ctx, dir, e.replicas)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -91,6 +106,23 @@ func NewEnv(ctx context.Context, delay time.Duration) (*Env, error) {
 	return e, nil
 }
 
+// startNATSServers starts one NATS server (replicas 1) or a cluster of replicas nodes, with their
+// data under dir.
+func startNATSServers(ctx context.Context, dir string, replicas int) (natsServers, error) {
+	if replicas > 1 {
+		c, err := startNATSCluster(ctx, filepath.Join(dir, "nats"), replicas)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	p, err := StartNATSProcess(ctx, filepath.Join(dir, "nats"), filepath.Join(dir, "nats.log"))
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // Close stops everything and removes the data.
 func (e *Env) Close() {
 	if e.recv != nil {
@@ -124,7 +156,7 @@ func (e *Env) PutPlan(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kv, err := natsconn.PlansBucket(ctx, e.js)
+	kv, err := e.assets().Plans(ctx)
 	if err != nil {
 		return err
 	}
@@ -145,6 +177,33 @@ func (e *Env) PutPlan(ctx context.Context) error {
 		Pre: []event.PlanWebhook{pre1, pre2}, Post: []event.PlanWebhook{post}})
 	_, err = kv.Put(ctx, "bench", plan)
 	return err
+}
+
+// assets creates the stream and the buckets the services share with the Env's replica count, as
+// the services do with NATS_REPLICAS.
+func (e *Env) assets() natsconn.Assets {
+	return natsconn.Assets{JS: e.js, Replicas: e.replicas}
+}
+
+// checkReplicas returns an error unless every stream (the harness's and the executor's, buckets
+// included) has the Env's replica count. An executor that does not read NATS_REPLICAS would make
+// its buckets with one replica, or scale the harness's stream down to one, and be measured as R1.
+func (e *Env) checkReplicas(ctx context.Context) error {
+	streams := e.js.ListStreams(ctx)
+	var wrong []string
+	for info := range streams.Info() {
+		if info.Config.Replicas != e.replicas {
+			wrong = append(wrong, fmt.Sprintf("%s has %d", info.Config.Name, info.Config.Replicas))
+		}
+	}
+	if err := streams.Err(); err != nil {
+		return fmt.Errorf("list streams: %w", err)
+	}
+	if len(wrong) > 0 {
+		return fmt.Errorf("want %d replicas everywhere, but %s (does the executor read NATS_REPLICAS?)",
+			e.replicas, strings.Join(wrong, ", "))
+	}
+	return nil
 }
 
 // Executor is the executor running as its own process, so that its CPU time and memory are its own.
@@ -169,7 +228,8 @@ func BuildExecutor(ctx context.Context, dir string) (string, error) {
 }
 
 // StartExecutor runs the executor binary with its production settings against e, its HTTP_ADDR
-// on a free loopback port, and waits until that port accepts connections.
+// on a free loopback port, and waits until that port accepts connections. NATS_URL lists every
+// server of e and NATS_REPLICAS is e's replica count.
 func (e *Env) StartExecutor(ctx context.Context, bin string, concurrency int, stage string) (*Executor, error) {
 	for attempt := 1; ; attempt++ {
 		port, err := freeLoopbackPort()
@@ -201,6 +261,7 @@ func (e *Env) startExecutor(ctx context.Context, bin string, port, concurrency i
 		"WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
 		"EXECUTION_STAGE="+stage,
 		"EXECUTOR_CONCURRENCY="+strconv.Itoa(concurrency),
+		"NATS_REPLICAS="+strconv.Itoa(e.replicas),
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

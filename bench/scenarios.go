@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
-	"github.com/policyhooks/policyhooks/shared/natsconn"
 )
 
 // Options of a benchmark run.
@@ -31,11 +31,19 @@ type Options struct {
 	InFlightOnly bool
 	// ExecutorBin is an executor binary to measure instead of building ../services/executor.
 	ExecutorBin string
+	// Replicas lists the replica counts to measure, comma-separated (see replicaCounts): 1 is
+	// every scenario on one server; 3 (or 5) is the skip and await scenarios at the middle
+	// concurrency on a cluster of as many nodes, with as many replicas of the stream and the
+	// buckets. "" is "1,3", or "1" with Quick.
+	Replicas string
 }
 
-// Result is one scenario's figures; its JSON is the machine-readable line.
+// Result is one scenario's figures; its JSON is the machine-readable line. NATSReplicas is the
+// replica count of the stream and the buckets: 1 on one NATS server, else the number of nodes of
+// the cluster.
 type Result struct {
 	Scenario           string  `json:"scenario"`
+	NATSReplicas       int     `json:"nats_replicas"`
 	Requests           int     `json:"requests"`
 	Concurrency        int     `json:"concurrency"`
 	ReceiverDelayMS    int     `json:"receiver_delay_ms"`
@@ -48,7 +56,8 @@ type Result struct {
 	P99MS              float64 `json:"p99_ms"`
 	WebhookCallsPerSec float64 `json:"webhook_calls_per_second"`
 	CPUSecondsPer1000  float64 `json:"executor_cpu_seconds_per_1000"`
-	// ServerCPUPer1000 is the NATS server's CPU over the same run; TotalCPUPer1000 is the sum of both.
+	// ServerCPUPer1000 is the NATS server's CPU over the same run, summed over the nodes of a
+	// cluster; TotalCPUPer1000 is the sum of the executor's and the servers'.
 	ServerCPUPer1000  float64 `json:"server_cpu_seconds_per_1000"`
 	TotalCPUPer1000   float64 `json:"total_cpu_seconds_per_1000"`
 	ExecutorPeakRSSMB float64 `json:"executor_peak_rss_mb"`
@@ -60,8 +69,9 @@ type Result struct {
 	// concurrency / (webhooks per request x delay).
 	BoundRPS      float64 `json:"bound_requests_per_second,omitempty"`
 	BaselineP99MS float64 `json:"baseline_p99_ms,omitempty"`
-	// BaselineServerCPUPer1000 is the NATS server's CPU during the raw loop's run; the raw loop's
-	// own CPU is not counted (it runs inside the harness, with the driver and the receivers).
+	// BaselineServerCPUPer1000 is the NATS server's (or cluster's) CPU during the raw loop's run,
+	// on as many nodes with as many replicas; the raw loop's own CPU is not counted (it runs
+	// inside the harness, with the driver and the receivers).
 	BaselineServerCPUPer1000 float64 `json:"baseline_server_cpu_seconds_per_1000,omitempty"`
 	// BaselineNATSRequestsPerRequest is the raw loop's own request/replies per completed request.
 	BaselineNATSRequestsPerRequest *float64 `json:"baseline_nats_requests_per_request,omitempty"`
@@ -86,6 +96,7 @@ type point struct {
 	delay          time.Duration
 	rate           float64
 	stage          string // "skip" or "await"; "" for the baseline
+	replicas       int    // of the stream and the buckets, and the nodes of the cluster; 0 is 1
 }
 
 func parseConcurrency(s string) ([]int, error) {
@@ -100,8 +111,35 @@ func parseConcurrency(s string) ([]int, error) {
 	return out, nil
 }
 
+// replicaCounts parses Options.Replicas: a comma-separated list of 1, 3 and 5, each at most once.
+// "" is 1 and 3 (the R1 scenarios and the R3 point), or 1 alone when quick.
+func replicaCounts(s string, quick bool) ([]int, error) {
+	if s == "" {
+		if quick {
+			return []int{1}, nil
+		}
+		return []int{1, 3}, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || (r != 1 && r != 3 && r != 5) {
+			return nil, fmt.Errorf("bad replica count %q (want 1, 3 or 5)", f)
+		}
+		if slices.Contains(out, r) {
+			return nil, fmt.Errorf("replica count %d given twice", r)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 func run(ctx context.Context, o Options, w io.Writer) error {
 	concs, err := parseConcurrency(o.Concurrency)
+	if err != nil {
+		return err
+	}
+	replicas, err := replicaCounts(o.Replicas, o.Quick)
 	if err != nil {
 		return err
 	}
@@ -127,13 +165,56 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	if o.InFlightOnly {
 		results, err = measureInFlight(ctx, bin, o.InFlight, w)
 	} else {
-		results, err = measureAll(ctx, bin, n, concs, o.InFlight, w)
+		results, err = measureEach(ctx, bin, n, concs, o.InFlight, replicas, w)
 	}
 	if err != nil {
 		return err
 	}
 	report(w, results)
 	return nil
+}
+
+// measureEach measures, for every replica count in turn, all the scenarios on one server (1) or the
+// replicated point on a cluster (3 or 5; see measureReplicated).
+func measureEach(ctx context.Context, bin string, n int, concs []int, inFlight int, replicas []int, w io.Writer) ([]Result, error) {
+	var results []Result
+	for _, r := range replicas {
+		var rs []Result
+		var err error
+		if r == 1 {
+			rs, err = measureAll(ctx, bin, n, concs, inFlight, w)
+		} else {
+			rs, err = measureReplicated(ctx, bin, point{n: n, concurrency: concs[len(concs)/2], replicas: r}, w)
+		}
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, rs...)
+	}
+	return results, nil
+}
+
+// measureReplicated measures the skip and await scenarios at p's concurrency on a cluster of
+// p.replicas nodes, every stream and bucket with p.replicas replicas, beside the raw loop on such a
+// cluster (its stream replicated as much). Every measurement has a fresh cluster. The scenarios are
+// named skip_r<replicas> and await_r<replicas>.
+func measureReplicated(ctx context.Context, bin string, p point, w io.Writer) ([]Result, error) {
+	suffix := fmt.Sprintf("_r%d", p.replicas)
+	fmt.Fprintf(w, "R%d: %d-node cluster, skip and await scenarios, concurrency %d...\n", p.replicas, p.replicas, p.concurrency)
+	base, err := measureBaseline(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("baseline%s c=%d: %w", suffix, p.concurrency, err)
+	}
+	var results []Result
+	for _, stage := range []string{"skip", "await"} {
+		p.stage = stage
+		r, err := measureProduct(ctx, bin, p)
+		if err != nil {
+			return nil, fmt.Errorf("%s%s c=%d: %w", stage, suffix, p.concurrency, err)
+		}
+		results = append(results, withBaseline(r, stage+suffix, base))
+	}
+	return results, nil
 }
 
 func measureAll(ctx context.Context, bin string, n int, concs []int, inFlight int, w io.Writer) ([]Result, error) {
@@ -240,12 +321,12 @@ func ptr[T any](v T) *T { return &v }
 func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	e, err := NewEnv(ctx, p.delay)
+	e, err := NewEnv(ctx, p.delay, p.replicas)
 	if err != nil {
 		return Result{}, err
 	}
 	defer e.Close()
-	if _, err := natsconn.EnsureStream(ctx, e.js); err != nil {
+	if _, err := e.assets().Stream(ctx); err != nil {
 		return Result{}, err
 	}
 	if err := e.PutPlan(ctx); err != nil {
@@ -298,6 +379,12 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 	if _, err := warm.run(ctx, "warm", 0, submit); err != nil {
 		return Result{}, fmt.Errorf("warm-up: %w", err)
 	}
+	if e.replicas > 1 {
+		// The executor has made its buckets by now.
+		if err := e.checkReplicas(ctx); err != nil {
+			return Result{}, err
+		}
+	}
 	// CPU and NATS requests are read once the executor is quiet, before and after the run, so that
 	// the warm-up's trailing writes are left out and the run's last ones counted.
 	counter := func() (float64, bool) {
@@ -343,23 +430,25 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 		TotalCPUPer1000:    round3((cpu + serverCPU) / float64(p.n) * 1000),
 		ExecutorPeakRSSMB:  round(x.PeakRSSMB()),
 		Failed:             load.Failed,
+		NATSReplicas:       e.replicas,
 
 		NATSRequestsPerRequest: natsPerRequest,
 	}, nil
 }
 
 // measureBaseline runs the raw loop: consume from JetStream, make the same HTTPS POSTs to the same
-// receivers, ack, and publish one event — the work with no product around it.
+// receivers, ack, and publish one event — the work with no product around it. Its stream (and so
+// its consumer) has p.replicas replicas, on a cluster of as many nodes when more than one.
 func measureBaseline(ctx context.Context, p point) (Baseline, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	e, err := NewEnv(ctx, p.delay)
+	e, err := NewEnv(ctx, p.delay, p.replicas)
 	if err != nil {
 		return Baseline{}, err
 	}
 	defer e.Close()
 	stream, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage,
+		Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, Replicas: e.replicas,
 	})
 	if err != nil {
 		return Baseline{}, err
