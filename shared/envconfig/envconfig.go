@@ -85,6 +85,15 @@ func (r *Reader) Duration(name string, def time.Duration) time.Duration {
 	return d
 }
 
+// DurationOrForever is Duration, except that "0" or "forever" is accepted and returned as 0: for a
+// retention, where 0 means keeping for good.
+func (r *Reader) DurationOrForever(name string, def time.Duration) time.Duration {
+	if v, ok := r.lookup(name); ok && (v == "0" || strings.EqualFold(v, "forever")) {
+		return 0
+	}
+	return r.Duration(name, def)
+}
+
 // Int returns the variable as an integer within [lo, hi], or def when unset.
 func (r *Reader) Int(name string, def, lo, hi int) int {
 	v, ok := r.lookup(name)
@@ -148,6 +157,10 @@ func (r *Reader) URL(name, def string, schemes ...string) string {
 	return strings.TrimRight(v, "/")
 }
 
+// DefaultEventRetention is EVENT_RETENTION when unset: two weeks of events, far beyond the
+// longest timer (PRIVACY_REQUEST_DELAY_TIMEOUT, 60 hours by default).
+const DefaultEventRetention = 14 * 24 * time.Hour
+
 // Common holds the settings every service reads (SPEC §8).
 type Common struct {
 	// NATSURL is one server or a comma-separated list of a cluster's servers.
@@ -156,6 +169,10 @@ type Common struct {
 	NATSCAFile string
 	// NATSReplicas is NATS_REPLICAS: the replicas of the stream and every bucket (1, 3 or 5).
 	NATSReplicas int
+	// EventRetention is EVENT_RETENTION: how long the PRIVACY_REQUESTS stream keeps its messages
+	// (its MaxAge), the status events and the timers among them. Every service applies it to the
+	// stream, so all must be given the same value.
+	EventRetention time.Duration
 	// AppKey is APP_ENCRYPTION_KEY; PreviousAppKey is APP_ENCRYPTION_KEY_PREVIOUS, still accepted
 	// for opening what the old key sealed.
 	AppKey         string
@@ -172,11 +189,15 @@ func (r *Reader) Common(defaultHTTPAddr string) Common {
 		NATSCreds:      r.String("NATS_CREDS", ""),
 		NATSCAFile:     r.String("NATS_CA_FILE", ""),
 		NATSReplicas:   r.Int("NATS_REPLICAS", 1, 1, 5),
+		EventRetention: r.Duration("EVENT_RETENTION", DefaultEventRetention),
 		AppKey:         r.Required("APP_ENCRYPTION_KEY"),
 		PreviousAppKey: r.String("APP_ENCRYPTION_KEY_PREVIOUS", ""),
 		LogLevel:       r.OneOf("LOG_LEVEL", "info", "trace", "debug", "info", "warn", "error"),
 		LogFormat:      r.OneOf("LOG_FORMAT", "json", "json", "console"),
 		HTTPAddr:       r.String("HTTP_ADDR", defaultHTTPAddr),
+	}
+	if c.EventRetention < time.Hour {
+		r.Fail("EVENT_RETENTION", "must be at least 1h, got %s", c.EventRetention)
 	}
 	if c.NATSReplicas%2 == 0 {
 		// An even count adds no fault tolerance over the odd one below it (a raft group needs a

@@ -41,6 +41,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"bad level", map[string]string{"APP_ENCRYPTION_KEY": key, "LOG_LEVEL": "loud"}, func(r *Reader) { r.Common(":1") }, "LOG_LEVEL: must be one of"},
 		{"even replicas", map[string]string{"APP_ENCRYPTION_KEY": key, "NATS_REPLICAS": "2"}, func(r *Reader) { r.Common(":1") }, "NATS_REPLICAS: must be 1, 3 or 5"},
 		{"too many replicas", map[string]string{"APP_ENCRYPTION_KEY": key, "NATS_REPLICAS": "7"}, func(r *Reader) { r.Common(":1") }, "NATS_REPLICAS: must be a whole number from 1 to 5"},
+		{"short event retention", map[string]string{"APP_ENCRYPTION_KEY": key, "EVENT_RETENTION": "10m"}, func(r *Reader) { r.Common(":1") }, "EVENT_RETENTION: must be at least 1h"},
+		{"retention not a duration", map[string]string{"R": "never"}, func(r *Reader) { r.DurationOrForever("R", time.Hour) }, "R: must be a duration"},
+		{"negative retention", map[string]string{"R": "-1h"}, func(r *Reader) { r.DurationOrForever("R", time.Hour) }, "R: must be positive"},
 		{"bad duration", map[string]string{"D": "soon"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be a duration"},
 		{"negative duration", map[string]string{"D": "-1s"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be positive"},
 		{"int range", map[string]string{"N": "0"}, func(r *Reader) { r.Int("N", 5, 1, 10) }, "N: must be a whole number from 1 to 10"},
@@ -66,6 +69,17 @@ func TestValues(t *testing.T) {
 	}
 	if d := r.Duration("E", 0); d != 60*time.Hour {
 		t.Errorf("Duration(60h) = %v", d)
+	}
+	for v, want := range map[string]time.Duration{"0": 0, "forever": 0, "Forever": 0, "48h": 48 * time.Hour, "": time.Hour} {
+		if d := New(env(map[string]string{"R": v})).DurationOrForever("R", time.Hour); d != want {
+			t.Errorf("DurationOrForever(%q) = %v, want %v", v, d, want)
+		}
+	}
+	if c := New(env(map[string]string{"APP_ENCRYPTION_KEY": key})).Common(":1"); c.EventRetention != DefaultEventRetention {
+		t.Errorf("EventRetention by default = %v", c.EventRetention)
+	}
+	if c := New(env(map[string]string{"APP_ENCRYPTION_KEY": key, "EVENT_RETENTION": "720h"})).Common(":1"); c.EventRetention != 720*time.Hour {
+		t.Errorf("EventRetention = %v", c.EventRetention)
 	}
 	if n := r.Int("N", 1, 1, 10); n != 7 {
 		t.Errorf("Int = %d", n)

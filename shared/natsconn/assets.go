@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/envconfig"
 	"github.com/rs/zerolog"
 )
 
@@ -22,6 +23,8 @@ import (
 type Assets struct {
 	JS       jetstream.JetStream
 	Replicas int
+	// MaxAge is how long the stream keeps its messages (EVENT_RETENTION; zero: StreamMaxAge).
+	MaxAge time.Duration
 	// Log receives one warning per retried attempt; zero value: none.
 	Log zerolog.Logger
 	// Attempt bounds one attempt (default 5 s, above a graceful leader change, below the
@@ -29,10 +32,18 @@ type Assets struct {
 	Attempt time.Duration
 }
 
+// NewAssets returns the Assets of a service's settings: NATS_REPLICAS and EVENT_RETENTION.
+func NewAssets(js jetstream.JetStream, c envconfig.Common, log zerolog.Logger) Assets {
+	return Assets{JS: js, Replicas: c.NATSReplicas, MaxAge: c.EventRetention, Log: log}
+}
+
 // Stream creates or updates the PRIVACY_REQUESTS stream.
 func (a Assets) Stream(ctx context.Context) (jetstream.Stream, error) {
 	cfg := streamConfig()
 	cfg.Replicas = a.replicas()
+	if a.MaxAge > 0 {
+		cfg.MaxAge = a.MaxAge
+	}
 	return retry(ctx, a, "stream "+cfg.Name, func(ctx context.Context) (jetstream.Stream, error) {
 		return a.JS.CreateOrUpdateStream(ctx, cfg)
 	})

@@ -129,3 +129,51 @@ func TestTransient(t *testing.T) {
 		}
 	}
 }
+
+// TestAssetsUpdateInPlace: a bucket and a stream made by an earlier version are brought to today's
+// settings at start. privacy_requests gains per-key TTLs (REQUEST_RETENTION), and the stream takes
+// EVENT_RETENTION as its MaxAge, lowered or raised.
+func TestAssetsUpdateInPlace(t *testing.T) {
+	n := testkit.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	old, err := n.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "privacy_requests", History: 1,
+		Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Put(ctx, "pri_old", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := natsconn.Assets{JS: n.JS, Replicas: 1}.Requests(ctx)
+	if err != nil {
+		t.Fatalf("Requests over a bucket without per-key TTLs: %v", err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config; !cfg.AllowMsgTTL || cfg.SubjectDeleteMarkerTTL <= 0 {
+		t.Fatalf("privacy_requests: AllowMsgTTL %v, SubjectDeleteMarkerTTL %v; want per-key TTLs allowed", cfg.AllowMsgTTL, cfg.SubjectDeleteMarkerTTL)
+	}
+	if e, err := kv.Get(ctx, "pri_old"); err != nil || string(e.Value()) != `{}` {
+		t.Fatalf("the record written before: %v, %v", e, err)
+	}
+	if _, err := kv.Create(ctx, "pri_ttl", []byte(`{}`), jetstream.KeyTTL(time.Hour)); err != nil {
+		t.Fatalf("a write with a TTL: %v", err)
+	}
+
+	for _, maxAge := range []time.Duration{48 * time.Hour, 2 * time.Hour, 30 * 24 * time.Hour, 0} {
+		s, err := natsconn.Assets{JS: n.JS, Replicas: 1, MaxAge: maxAge}.Stream(ctx)
+		if err != nil {
+			t.Fatalf("MaxAge %v: %v", maxAge, err)
+		}
+		want := maxAge
+		if want == 0 {
+			want = natsconn.StreamMaxAge
+		}
+		if got := s.CachedInfo().Config.MaxAge; got != want {
+			t.Fatalf("stream MaxAge %v, want %v", got, want)
+		}
+	}
+}

@@ -7,6 +7,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// KeySubject is the subject a KV bucket stores key under: what a write of the key publishes to when
+// it needs message headers the KV API does not set (a per-key TTL on an update).
+func KeySubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
 // Latest returns the live entry of key (nil when there is none) and the revision of the last
 // message under it, a delete marker included (0 when the key was never written): the revision a
 // compare-and-set write (kv.Update, kv.Delete with LastRevision) of that key must name.

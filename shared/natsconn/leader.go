@@ -31,7 +31,7 @@ func LeaderReads(js jetstream.JetStream, kv jetstream.KeyValue) jetstream.KeyVal
 		KeyValue: kv,
 		nc:       js.Conn(),
 		subject:  prefix + "STREAM.MSG.GET.KV_" + kv.Bucket(),
-		keyPre:   "$KV." + kv.Bucket() + ".",
+		keyPre:   KeySubject(kv.Bucket(), ""),
 		timeout:  js.Options().DefaultTimeout,
 	}
 }

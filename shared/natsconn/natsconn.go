@@ -15,8 +15,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// StreamMaxAge is how long events stay in the PRIVACY_REQUESTS stream.
-const StreamMaxAge = 14 * 24 * time.Hour
+// StreamMaxAge is how long events stay in the PRIVACY_REQUESTS stream unless EVENT_RETENTION says
+// otherwise.
+const StreamMaxAge = envconfig.DefaultEventRetention
 
 // Connect opens a connection named name with the common settings (NATS_URL may list every server
 // of a cluster). It retries the first connect until ctx ends, and reconnects forever afterwards.
@@ -110,8 +111,11 @@ func plansConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: event.BucketPlans, Description: "compiled webhook plan per policy", History: 1}
 }
 
+// requestsConfig: a finished request's record carries its own TTL (REQUEST_RETENTION, set by the
+// executor on every write of a complete record), so the bucket allows per-key TTLs.
 func requestsConfig() jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{Bucket: event.BucketRequests, Description: "privacy request state (no personal data)", History: 1}
+	return jetstream.KeyValueConfig{Bucket: event.BucketRequests, Description: "privacy request state (no personal data)", History: 1,
+		LimitMarkerTTL: time.Minute}
 }
 
 // resumeTokensConfig: each entry carries its own TTL (the token's remaining lifetime), so the bucket

@@ -118,7 +118,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return fail(fmt.Errorf("callback: jetstream: %w", err))
 	}
-	assets := natsconn.Assets{JS: js, Replicas: cfg.NATSReplicas, Log: log}
+	assets := natsconn.NewAssets(js, cfg.Common, log)
 	stream, err := assets.Stream(ctx)
 	if err != nil {
 		return fail(err)

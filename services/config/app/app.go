@@ -140,7 +140,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		return fail(fmt.Errorf("jetstream: %w", err))
 	}
 	// The buckets wait for JetStream as long as the service runs (a cluster electing its leaders).
-	assets := natsconn.Assets{JS: js, Replicas: cfg.NATSReplicas, Log: log}
+	assets := natsconn.NewAssets(js, cfg.Common, log)
 	plansKV, err := assets.Plans(ctx)
 	if err != nil {
 		return fail(err)

@@ -43,6 +43,12 @@ import (
 // Version is sent in the User-Agent of webhook calls (policyhooks/<version>).
 var Version = "0.1.0"
 
+// DefaultRequestRetention is REQUEST_RETENTION when unset: 730 days. A privacy request's record is
+// the proof that it was answered and when; the CCPA regulations (11 CCR §7101) ask for records of
+// consumer requests to be kept at least 24 months, and GDPR's accountability (Art. 5(2)) for being
+// able to show compliance. The record holds no personal data (SPEC §5).
+const DefaultRequestRetention = 730 * 24 * time.Hour
+
 // Durable consumer names, shared by every replica.
 const (
 	ConsumerSubmitted = "executor-submitted"
@@ -64,10 +70,13 @@ type Config struct {
 	WebhookMaxConnsPerHost int
 	CallbackPublicURL      string
 	IdentityTTL            time.Duration
-	PauseTimeout           time.Duration // PRIVACY_REQUEST_DELAY_TIMEOUT
-	ExecutionStage         string        // await or skip
-	ExecutionTimeout       time.Duration
-	Concurrency            int
+	// RequestRetention is how long a complete request's record is kept (REQUEST_RETENTION, default
+	// DefaultRequestRetention; zero: for good).
+	RequestRetention time.Duration
+	PauseTimeout     time.Duration // PRIVACY_REQUEST_DELAY_TIMEOUT
+	ExecutionStage   string        // await or skip
+	ExecutionTimeout time.Duration
+	Concurrency      int
 	// ActiveHandlers bounds the handlers working at once (EXECUTOR_ACTIVE_HANDLERS, default 256, at
 	// most Concurrency); handlers waiting for a webhook answer or a call slot do not count.
 	ActiveHandlers int
@@ -99,6 +108,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		WebhookMaxConnsPerHost: r.Int("WEBHOOK_MAX_CONNS_PER_HOST", 1024, 1, 100000),
 		CallbackPublicURL:      r.URL("CALLBACK_PUBLIC_URL", "", "http", "https"),
 		IdentityTTL:            r.Duration("IDENTITY_TTL", 604800*time.Second),
+		RequestRetention:       r.DurationOrForever("REQUEST_RETENTION", DefaultRequestRetention),
 		PauseTimeout:           r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
 		ExecutionStage:         r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
 		ExecutionTimeout:       r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
@@ -117,9 +127,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	for name, d := range map[string]time.Duration{
 		"PRIVACY_REQUEST_DELAY_TIMEOUT": c.PauseTimeout, "EXECUTION_TIMEOUT": c.ExecutionTimeout,
 	} {
-		if d >= natsconn.StreamMaxAge {
-			r.Fail(name, "must be shorter than %s, how long the %s stream keeps its timers", natsconn.StreamMaxAge, event.Stream)
+		if d >= c.EventRetention {
+			r.Fail(name, "must be shorter than EVENT_RETENTION (%s), how long the %s stream keeps its timers", c.EventRetention, event.Stream)
 		}
+	}
+	// Every submitted event in the stream must find its record: a consumer created anew (its
+	// durable deleted by an operator) would otherwise run a finished request again.
+	if c.RequestRetention > 0 && c.RequestRetention < c.EventRetention {
+		r.Fail("REQUEST_RETENTION", "must be 0 (keep for good) or at least EVENT_RETENTION (%s), got %s", c.EventRetention, c.RequestRetention)
 	}
 	if err := r.Err(); err != nil {
 		return Config{}, err
@@ -206,7 +221,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		return nil, fmt.Errorf("executor: jetstream: %w", err)
 	}
 	// The assets wait for JetStream as long as the service runs (a cluster electing its leaders).
-	assets := natsconn.Assets{JS: js, Replicas: cfg.NATSReplicas, Log: log}
+	assets := natsconn.NewAssets(js, cfg.Common, log)
 	stream, err := assets.Stream(ctx)
 	if err != nil {
 		return nil, err
@@ -254,7 +269,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		RetryBaseDelay:    cfg.WebhookRetryBaseDelay,
 		RetryMaxDelay:     cfg.WebhookRetryMaxDelay,
 	}, runner.Deps{
-		Records:    store.NewRecords(requestsKV, metrics.CountNATS),
+		Records:    store.NewRecords(requestsKV, js, cfg.RequestRetention, metrics.CountNATS),
 		Identities: store.NewIdentities(identitiesKV, js, identityKeys, cfg.IdentityTTL, metrics.CountNATS),
 		Publisher:  publish.New(js, metrics.CountNATS),
 		Timers:     timers.NewScheduler(js, metrics.CountNATS),

@@ -21,7 +21,8 @@ func TestLoadConfig(t *testing.T) {
 		cfg.WebhookAllowHTTP || cfg.WebhookAllowPrivate || cfg.IdentityTTL != 604800*time.Second ||
 		cfg.PauseTimeout != 60*time.Hour || cfg.ExecutionStage != "await" || cfg.ExecutionTimeout != 24*time.Hour ||
 		cfg.Concurrency != 256 || cfg.WebhookRetryBaseDelay != time.Second || cfg.WebhookRetryMaxDelay != time.Minute ||
-		cfg.CallbackPublicURL != "" || cfg.ActiveHandlers != 256 || cfg.ShutdownGrace != 25*time.Second {
+		cfg.CallbackPublicURL != "" || cfg.ActiveHandlers != 256 || cfg.ShutdownGrace != 25*time.Second ||
+		cfg.RequestRetention != app.DefaultRequestRetention || cfg.EventRetention != 14*24*time.Hour {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	for _, tc := range []struct{ name, value string }{
@@ -38,11 +39,48 @@ func TestLoadConfig(t *testing.T) {
 		{"PRIVACY_REQUEST_DELAY_TIMEOUT", "336h"},
 		{"APP_ENCRYPTION_KEY", "short"},
 		{"EXECUTOR_SHUTDOWN_GRACE", "soonish"},
+		{"REQUEST_RETENTION", "24h"},
+		{"REQUEST_RETENTION", "never"},
+		{"EVENT_RETENTION", "48h"},
 	} {
 		env := map[string]string{"APP_ENCRYPTION_KEY": appKey, tc.name: tc.value}
 		_, err := app.LoadConfig(func(k string) string { return env[k] })
 		if err == nil || !strings.Contains(err.Error(), tc.name) {
 			t.Errorf("%s=%q: error %v, want one naming the variable", tc.name, tc.value, err)
+		}
+	}
+}
+
+// TestRetentionSettings: REQUEST_RETENTION keeps a record for good with 0 and must otherwise
+// outlast EVENT_RETENTION; the timers must end within EVENT_RETENTION.
+func TestRetentionSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env     map[string]string
+		ok      bool
+		request time.Duration
+	}{
+		{map[string]string{"REQUEST_RETENTION": "0"}, true, 0},
+		{map[string]string{"REQUEST_RETENTION": "forever"}, true, 0},
+		{map[string]string{"REQUEST_RETENTION": "336h"}, true, 336 * time.Hour},
+		{map[string]string{"REQUEST_RETENTION": "335h"}, false, 0},
+		{map[string]string{"REQUEST_RETENTION": "72h", "EVENT_RETENTION": "72h"}, true, 72 * time.Hour},
+		{map[string]string{"EVENT_RETENTION": "61h"}, true, app.DefaultRequestRetention},
+		{map[string]string{"EVENT_RETENTION": "60h"}, false, 0},
+		{map[string]string{"EVENT_RETENTION": "1000h", "REQUEST_RETENTION": "999h"}, false, 0},
+	} {
+		env := map[string]string{"APP_ENCRYPTION_KEY": appKey}
+		for k, v := range tc.env {
+			env[k] = v
+		}
+		cfg, err := app.LoadConfig(func(k string) string { return env[k] })
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%v: %v", tc.env, err)
+		case !tc.ok && err == nil:
+			t.Errorf("%v: accepted, want an error", tc.env)
+		case tc.ok && cfg.RequestRetention != tc.request:
+			t.Errorf("%v: REQUEST_RETENTION %v, want %v", tc.env, cfg.RequestRetention, tc.request)
 		}
 	}
 }

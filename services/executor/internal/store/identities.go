@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/secret"
 )
 
@@ -130,7 +131,7 @@ func (s *Identities) put(ctx context.Context, id, key string, ident event.Identi
 	// retried after a lost ack is stored once.
 	sum := sha256.Sum256(sealed)
 	msgID := "identity:" + key + ":" + hex.EncodeToString(sum[:16])
-	if _, err := s.js.Publish(ctx, "$KV."+event.BucketIdentities+"."+key, sealed, jetstream.WithMsgTTL(s.ttl), jetstream.WithMsgID(msgID)); err != nil {
+	if _, err := s.js.Publish(ctx, natsconn.KeySubject(event.BucketIdentities, key), sealed, jetstream.WithMsgTTL(s.ttl), jetstream.WithMsgID(msgID)); err != nil {
 		return time.Time{}, fmt.Errorf("store: store identity %s: %w", id, writeError(err))
 	}
 	return now.Add(s.ttl), nil

@@ -32,7 +32,7 @@ func TestRecords(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketRequests)
 	ops := map[string]int{}
-	s := NewRecords(kv, func(op string) { ops[op]++ })
+	s := NewRecords(kv, n.JS, time.Hour, func(op string) { ops[op]++ })
 	ctx := t.Context()
 
 	for _, id := range []string{"pri_1", "urn:req.1:a"} {
@@ -104,12 +104,101 @@ func TestRecords(t *testing.T) {
 	}
 }
 
+// TestRecordRetention: a record carries a TTL of REQUEST_RETENTION from the write that makes it
+// complete on (an update, or a record created complete), every later write carries it again, and
+// a record not complete carries none; once the TTL runs out the record is gone. The compare-and-set
+// holds for the writes with a TTL as for the others.
+func TestRecordRetention(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketRequests)
+	const retention = 2 * time.Second
+	s := NewRecords(kv, n.JS, retention, nil)
+	forever := NewRecords(kv, n.JS, 0, nil)
+	ctx := t.Context()
+	stream, err := n.JS.Stream(ctx, "KV_"+event.BucketRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ttlOf returns the Nats-TTL header of the stored message of id ("" when none).
+	ttlOf := func(id string) string {
+		t.Helper()
+		m, err := stream.GetLastMsgForSubject(ctx, natsconn.KeySubject(event.BucketRequests, event.KVKey(id)))
+		if err != nil {
+			t.Fatalf("the stored message of %s: %v", id, err)
+		}
+		return m.Header.Get(jetstream.MsgTTLHeader)
+	}
+
+	r := record("pri_ret")
+	rev, err := s.Create(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ttlOf("pri_ret"); got != "" {
+		t.Fatalf("in_processing record: TTL %q, want none", got)
+	}
+	r.Status = event.StatusComplete
+	if _, err := s.Update(ctx, r, rev+7); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Update with a TTL at a stale revision: %v, want ErrConflict", err)
+	}
+	rev2, err := s.Update(ctx, r, rev)
+	if err != nil || rev2 <= rev {
+		t.Fatalf("Update to complete: rev %d, %v", rev2, err)
+	}
+	if got := ttlOf("pri_ret"); got != retention.String() {
+		t.Fatalf("complete record: TTL %q, want %s", got, retention)
+	}
+	rev3, err := s.Update(ctx, r, rev2)
+	if err != nil {
+		t.Fatalf("a later write of the complete record: %v", err)
+	}
+	if got := ttlOf("pri_ret"); got != retention.String() {
+		t.Fatalf("after a later write: TTL %q, want %s again", got, retention)
+	}
+	if back, brev, err := s.Load(ctx, "pri_ret"); err != nil || brev != rev3 || back.Status != event.StatusComplete {
+		t.Fatalf("Load: %+v rev %d, %v", back, brev, err)
+	}
+
+	done := record("pri_created_done")
+	done.Status = event.StatusComplete
+	if _, err := s.Create(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttlOf("pri_created_done"); got != retention.String() {
+		t.Fatalf("record created complete: TTL %q, want %s", got, retention)
+	}
+	kept := record("pri_kept")
+	kept.Status = event.StatusComplete
+	if _, err := forever.Create(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttlOf("pri_kept"); got != "" {
+		t.Fatalf("REQUEST_RETENTION=0: TTL %q, want none", got)
+	}
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, _, err1 := s.Load(ctx, "pri_ret")
+		_, _, err2 := s.Load(ctx, "pri_created_done")
+		if errors.Is(err1, ErrNotFound) && errors.Is(err2, ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("complete records still there %v after their TTL: %v, %v", 15*time.Second, err1, err2)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, _, err := s.Load(ctx, "pri_kept"); err != nil {
+		t.Fatalf("the record kept for good: %v", err)
+	}
+}
+
 // TestRecordTooLarge checks that a record over the NATS maximum payload is refused with
 // ErrTooLarge, by Create and by Update, and that the stored record is left as it was.
 func TestRecordTooLarge(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketRequests)
-	s := NewRecords(kv, nil)
+	s := NewRecords(kv, n.JS, time.Hour, nil)
 	ctx := t.Context()
 	huge := strings.Repeat("x", int(n.NC.MaxPayload())+1)
 

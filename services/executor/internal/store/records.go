@@ -37,17 +37,29 @@ type Counter func(op string)
 
 // Records reads and writes request records.
 type Records struct {
-	kv    jetstream.KeyValue
-	plans *planInterner
-	count Counter
+	kv        jetstream.KeyValue
+	js        jetstream.JetStream
+	retention time.Duration
+	plans     *planInterner
+	count     Counter
 }
 
-// NewRecords returns the store of records in the privacy_requests bucket kv.
-func NewRecords(kv jetstream.KeyValue, count Counter) *Records {
+// NewRecords returns the store of records in the privacy_requests bucket kv. A record written
+// complete carries a TTL of retention (REQUEST_RETENTION; zero: none, kept for good), published
+// through js; every later write of it carries the TTL again, as a write replaces the message.
+func NewRecords(kv jetstream.KeyValue, js jetstream.JetStream, retention time.Duration, count Counter) *Records {
 	if count == nil {
 		count = func(string) {}
 	}
-	return &Records{kv: kv, plans: newPlanInterner(), count: count}
+	return &Records{kv: kv, js: js, retention: retention, plans: newPlanInterner(), count: count}
+}
+
+// ttl is the TTL a write of r carries: the retention once the request is complete, else none.
+func (s *Records) ttl(r *lifecycle.Record) time.Duration {
+	if r.Status == event.StatusComplete {
+		return s.retention
+	}
+	return 0
 }
 
 // Load returns the record of id and its revision.
@@ -74,7 +86,11 @@ func (s *Records) Create(ctx context.Context, r *lifecycle.Record) (uint64, erro
 		return 0, fmt.Errorf("store: encode %s: %w", r.ID, err)
 	}
 	s.count("kv_create")
-	rev, err := s.kv.Create(ctx, event.KVKey(r.ID), b)
+	var opts []jetstream.KVCreateOpt
+	if ttl := s.ttl(r); ttl > 0 {
+		opts = append(opts, jetstream.KeyTTL(ttl))
+	}
+	rev, err := s.kv.Create(ctx, event.KVKey(r.ID), b, opts...)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		return 0, ErrExists
@@ -91,7 +107,18 @@ func (s *Records) Update(ctx context.Context, r *lifecycle.Record, rev uint64) (
 		return 0, fmt.Errorf("store: encode %s: %w", r.ID, err)
 	}
 	s.count("kv_update")
-	nrev, err := s.kv.Update(ctx, event.KVKey(r.ID), b, rev)
+	var nrev uint64
+	if ttl := s.ttl(r); ttl > 0 {
+		// kv.Update sets no TTL; the same compare-and-set as a publish with the TTL header.
+		var ack *jetstream.PubAck
+		ack, err = s.js.Publish(ctx, natsconn.KeySubject(s.kv.Bucket(), event.KVKey(r.ID)), b,
+			jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+		if err == nil {
+			nrev = ack.Sequence
+		}
+	} else {
+		nrev, err = s.kv.Update(ctx, event.KVKey(r.ID), b, rev)
+	}
 	switch {
 	case natsconn.IsConflict(err):
 		return 0, ErrConflict
