@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/devstack"
+	"github.com/policyhooks/policyhooks/shared/event"
 )
 
 // TestMain lets the test binary serve as the benchmark's NATS server too: the harness starts
@@ -52,6 +53,54 @@ func TestSmokeR3(t *testing.T) {
 	}
 	out := smokeRun(t, Options{Quick: true, Concurrency: "32", Replicas: "3"})
 	checkSmoke(t, out, []string{"skip_r3", "await_r3"}, 3)
+}
+
+// TestSmokePaused runs the paused-requests scenario on 200 requests: every request must pause, and
+// what is held per paused request must be there and plausible. Sizes are asserted loosely, as at
+// this size fixed costs (the buffers of new blocks) weigh on the figures.
+func TestSmokePaused(t *testing.T) {
+	out := smokeRun(t, Options{PausedOnly: true, Paused: 200, Concurrency: "32"})
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var r Result
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		t.Fatalf("last line is not a JSON result: %v\n%s", err, out)
+	}
+	if r.Scenario != "paused" || r.Requests != 200 || r.Failed != 0 || r.RequestsPerSecond <= 0 || r.NATSReplicas != 1 {
+		t.Fatalf("result %+v: want 200 paused requests on one server, none failed or completed", r)
+	}
+	if r.PausedFigures == nil {
+		t.Fatalf("no figures per paused request:\n%s", out)
+	}
+	checkPausedFigures(t, *r.PausedFigures)
+}
+
+// checkPausedFigures checks that what is held per paused request is positive and plausible.
+func checkPausedFigures(t *testing.T, f PausedFigures) {
+	t.Helper()
+	inRange := func(name string, v, lo, hi float64) {
+		if v <= lo || v > hi {
+			t.Errorf("%s = %v per paused request, want above %v and at most %v", name, v, lo, hi)
+		}
+	}
+	inRange("server RSS KB", f.ServerRSSKBPerRequest, 0, 1024)
+	inRange("disk KB", f.DiskKBPerRequest, 0, 1024)
+	inRange("record bytes", f.RecordBytesPerRequest, 0, 64<<10)
+	inRange("identity bytes", f.IdentityBytesPerRequest, 0, 64<<10)
+	inRange("event bytes", f.EventBytesPerRequest, 0, 64<<10)
+	// At least the request's key and its identity's key; the pause timer's subject too, today.
+	inRange("subjects", f.SubjectsPerRequest, 1.99, 10)
+	inRange("executor RSS MB", f.ExecutorRSSMB, 0, 1024)
+	if f.ServerHeapKBPerRequest == nil {
+		t.Errorf("no server heap: the server process did not answer on %s", heapSubject)
+	} else {
+		inRange("server heap KB", *f.ServerHeapKBPerRequest, 0, 1024)
+	}
+	if f.RestartServerRSSKBPerRequest == nil || f.RestartServerHeapKBPerRequest == nil {
+		t.Errorf("no figures after the restart: %+v", f)
+	}
+	if s, ok := f.Streams[kvStream(event.BucketRequests)]; !ok || s.MsgsPerRequest != 1 || s.SubjectsPerRequest != 1 {
+		t.Errorf("privacy_requests grew by %+v per paused request, want one record each", s)
+	}
 }
 
 // smokeRun runs the benchmark with o and returns its output.

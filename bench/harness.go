@@ -73,11 +73,7 @@ func NewEnv(ctx context.Context, delay time.Duration, replicas int) (*Env, error
 		return nil, err
 	}
 	e.nats = n
-	if e.nc, err = nats.Connect(n.URL()); err != nil {
-		e.Close()
-		return nil, err
-	}
-	if e.js, err = jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(1<<16)); err != nil {
+	if err := e.connect(); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -87,12 +83,7 @@ func NewEnv(ctx context.Context, delay time.Duration, replicas int) (*Env, error
 		if delay > 0 {
 			time.Sleep(delay)
 		}
-		if strings.HasSuffix(r.URL.Path, "/two-way") {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"halt": false}`))
-			return
-		}
-		w.WriteHeader(http.StatusOK)
+		answer(w, r.URL.Path)
 	}))
 	e.recv.EnableHTTP2 = false
 	e.recv.Config.ErrorLog = nil
@@ -106,17 +97,56 @@ func NewEnv(ctx context.Context, delay time.Duration, replicas int) (*Env, error
 	return e, nil
 }
 
+// haltPath is the receivers' two-way path that answers {"halt": true}: a request whose plan calls
+// it pauses there (the paused-requests scenario). The other two-way path, /two-way, answers
+// {"halt": false}, and every other path an empty 200.
+const haltPath = "/two-way-halt"
+
+// answer writes the receivers' answer to a call of path.
+func answer(w http.ResponseWriter, path string) {
+	var body string
+	switch {
+	case strings.HasSuffix(path, haltPath):
+		body = `{"halt": true}`
+	case strings.HasSuffix(path, "/two-way"):
+		body = `{"halt": false}`
+	default:
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(body))
+}
+
+// connect connects the harness to the Env's NATS servers.
+func (e *Env) connect() error {
+	nc, err := nats.Connect(e.nats.URL())
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<16))
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	e.nc, e.js = nc, js
+	return nil
+}
+
+// storeDir returns where the NATS servers of an Env in dir keep their data.
+func storeDir(dir string) string { return filepath.Join(dir, "nats") }
+
 // startNATSServers starts one NATS server (replicas 1) or a cluster of replicas nodes, with their
 // data under dir.
 func startNATSServers(ctx context.Context, dir string, replicas int) (natsServers, error) {
 	if replicas > 1 {
-		c, err := startNATSCluster(ctx, filepath.Join(dir, "nats"), replicas)
+		c, err := startNATSCluster(ctx, storeDir(dir), replicas)
 		if err != nil {
 			return nil, err
 		}
 		return c, nil
 	}
-	p, err := StartNATSProcess(ctx, filepath.Join(dir, "nats"), filepath.Join(dir, "nats.log"))
+	p, err := StartNATSProcess(ctx, storeDir(dir), filepath.Join(dir, "nats.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +181,14 @@ func (e *Env) HTTPClient(concurrency int) *http.Client {
 }
 
 // PutPlan writes the benchmark policy's plan into policy_webhooks as the config service would.
-func (e *Env) PutPlan(ctx context.Context) error {
+func (e *Env) PutPlan(ctx context.Context) error { return e.putPlan(ctx, "/two-way") }
+
+// PutHaltingPlan writes the benchmark policy's plan with its two-way webhook on haltPath: every
+// request pauses after it.
+func (e *Env) PutHaltingPlan(ctx context.Context) error { return e.putPlan(ctx, haltPath) }
+
+// putPlan writes the benchmark policy's plan, its two-way webhook on twoWayPath.
+func (e *Env) putPlan(ctx context.Context, twoWayPath string) error {
 	keyring, err := secret.NewKeyring(appKey, "", secret.PurposeSecrets)
 	if err != nil {
 		return err
@@ -168,7 +205,7 @@ func (e *Env) PutPlan(ctx context.Context) error {
 			ConnectionKey: conn, URL: e.recv.URL + path, Secrets: sealed}, err
 	}
 	pre1, err1 := hook(0, "wake_up", event.OneWay, "/one-way")
-	pre2, err2 := hook(1, "lookup", event.TwoWay, "/two-way")
+	pre2, err2 := hook(1, "lookup", event.TwoWay, twoWayPath)
 	post, err3 := hook(0, "log_out", event.OneWay, "/one-way")
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return err
@@ -292,6 +329,9 @@ func (x *Executor) Stop() {
 		<-x.done
 	}
 }
+
+// RSSKB returns the executor's resident set size (VmRSS) in KiB.
+func (x *Executor) RSSKB() float64 { return procStatusKB(x.cmd.Process.Pid, "VmRSS") }
 
 // CPUSeconds returns the user+system CPU time the executor used so far.
 func (x *Executor) CPUSeconds() float64 { return procCPUSeconds(x.cmd.Process.Pid) }

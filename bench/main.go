@@ -6,6 +6,10 @@
 // point (-replicas) runs the skip and await scenarios at the middle concurrency again, on a
 // three-node cluster with three replicas (NATS_REPLICAS=3), each beside a raw baseline on such a
 // cluster: skip_r3 and await_r3 in the report, their server CPU summed over the three nodes.
+//
+// The paused-requests scenario (-paused) runs last on one server: requests whose two-way webhook
+// answers halt, all paused at once, and what the NATS server (memory, disk, each stream) and the
+// executor hold per paused request, also after a restart of the server on its store.
 package main
 
 import (
@@ -29,8 +33,12 @@ func main() {
 	flag.IntVar(&o.Requests, "n", 5000, "requests per measured point")
 	flag.StringVar(&o.Concurrency, "c", "64,256,1024", "in-flight concurrencies to measure, comma-separated")
 	flag.IntVar(&o.InFlight, "inflight", 10000, "requests held in flight for the memory scenario (0 skips it)")
-	flag.BoolVar(&o.Quick, "quick", false, "a short run: few requests, one concurrency, no memory scenario, R1 only unless -replicas says otherwise")
+	flag.BoolVar(&o.Quick, "quick", false, "a short run: few requests, one concurrency, no memory or paused-requests scenario, R1 only\n"+
+		"unless -replicas says otherwise")
 	flag.BoolVar(&o.InFlightOnly, "inflight-only", false, "measure only the memory scenario (-inflight requests in flight, R1)")
+	flag.IntVar(&o.Paused, "paused", 20000, "requests paused at once for the paused-requests scenario, what the NATS server holds per\n"+
+		"paused request (0 skips it; -quick skips it unless -paused-only)")
+	flag.BoolVar(&o.PausedOnly, "paused-only", false, "measure only the paused-requests scenario (-paused requests, R1); with -inflight-only, those two")
 	flag.StringVar(&o.Replicas, "replicas", "", "replica counts to measure, comma-separated: 1 runs every scenario on one NATS server,\n"+
 		"3 (or 5) the skip and await scenarios at the middle concurrency on a cluster of that many nodes\n"+
 		"with that many replicas (skip_r3, await_r3); default 1,3, or 1 with -quick")

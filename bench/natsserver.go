@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/policyhooks/policyhooks/shared/devstack"
 )
 
@@ -31,6 +33,11 @@ func serveNATS(ctx context.Context, dir, port string, stdin io.Reader) error {
 		return err
 	}
 	defer n.Shutdown()
+	stopHeap, err := serveHeap(n)
+	if err != nil {
+		return err
+	}
+	defer stopHeap()
 	parentGone := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(io.Discard, stdin)
@@ -43,12 +50,51 @@ func serveNATS(ctx context.Context, dir, port string, stdin io.Reader) error {
 	return nil
 }
 
+// heapSubject is where the benchmark's NATS server process answers with its live Go heap (see
+// serveHeap).
+const heapSubject = "_bench.server.heap"
+
+// serveHeap answers every request on heapSubject, over an in-process connection to n, with the live
+// Go heap of this process in bytes: HeapAlloc right after a forced collection, which leaves out the
+// garbage that the resident set still holds. It returns a function that stops answering.
+func serveHeap(n *devstack.NATS) (stop func(), err error) {
+	nc, err := nats.Connect("", nats.InProcessServer(n.Server), nats.Name("bench-heap"))
+	if err != nil {
+		return nil, fmt.Errorf("heap responder: %w", err)
+	}
+	_, err = nc.Subscribe(heapSubject, func(m *nats.Msg) {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		_ = m.Respond(strconv.AppendUint(nil, ms.HeapAlloc, 10))
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("heap responder: %w", err)
+	}
+	return nc.Close, nil
+}
+
+// serverHeapBytes asks the NATS server process over nc for its live Go heap in bytes (serveHeap).
+// Asking forces a collection in the server.
+func serverHeapBytes(ctx context.Context, nc *nats.Conn) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := nc.RequestWithContext(ctx, heapSubject, nil)
+	if err != nil {
+		return 0, fmt.Errorf("server heap: %w", err)
+	}
+	return strconv.ParseFloat(string(m.Data), 64)
+}
+
 // NATSProcess is the benchmark's NATS server running as a child process of the harness.
 type NATSProcess struct {
-	cmd   *exec.Cmd
-	url   string
-	done  chan struct{}
-	stdin io.Closer
+	cmd     *exec.Cmd
+	url     string
+	done    chan struct{}
+	stdin   io.Closer
+	dir     string // the store
+	logPath string
 }
 
 // StartNATSProcess starts the running binary again as the NATS server with its store in dir and
@@ -87,7 +133,8 @@ func startNATSChild(ctx context.Context, self, dir string, port int, logPath str
 		logOut.Close()
 		return nil, fmt.Errorf("nats-server: %w", err)
 	}
-	p := &NATSProcess{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), done: make(chan struct{}), stdin: stdin}
+	p := &NATSProcess{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", port), done: make(chan struct{}), stdin: stdin,
+		dir: dir, logPath: logPath}
 	go func() {
 		_ = cmd.Wait()
 		logOut.Close()
@@ -106,6 +153,16 @@ func (p *NATSProcess) URL() string { return p.url }
 
 // CPUSeconds returns the user+system CPU time the server used so far.
 func (p *NATSProcess) CPUSeconds() float64 { return procCPUSeconds(p.cmd.Process.Pid) }
+
+// RSSKB returns the server's resident set size (VmRSS) in KiB.
+func (p *NATSProcess) RSSKB() float64 { return procStatusKB(p.cmd.Process.Pid, "VmRSS") }
+
+// Restart stops the server and starts a new one on the same store (on another port), as a restart
+// of the server would, and waits until it accepts connections, its streams recovered.
+func (p *NATSProcess) Restart(ctx context.Context) (*NATSProcess, error) {
+	p.Stop()
+	return StartNATSProcess(ctx, p.dir, p.logPath)
+}
 
 // Stop sends SIGTERM and waits up to ten seconds for a clean shutdown, then kills.
 func (p *NATSProcess) Stop() {

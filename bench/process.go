@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,18 +31,46 @@ func procCPUSeconds(pid int) float64 {
 }
 
 // procPeakRSSMB returns the peak resident set size (VmHWM) of process pid in MiB.
-func procPeakRSSMB(pid int) float64 {
+func procPeakRSSMB(pid int) float64 { return procStatusKB(pid, "VmHWM") / 1024 }
+
+// procStatusKB returns the field of /proc/<pid>/status given by name (such as VmRSS), a size in
+// KiB; 0 where there is no such field or no /proc.
+func procStatusKB(pid int, name string) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
+			return kb
 		}
 	}
 	return 0
+}
+
+// dirBytes returns the sum of the sizes of the regular files under dir. A file removed during the
+// walk (the server replaces some of its files as it writes them) is left out.
+func dirBytes(dir string) (int64, error) {
+	var sum int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sum += info.Size()
+		return nil
+	})
+	return sum, err
 }
 
 // freeLoopbackPort returns a TCP port on 127.0.0.1 that was free a moment ago. Another process may

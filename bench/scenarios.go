@@ -29,6 +29,10 @@ type Options struct {
 	Quick       bool
 	// InFlightOnly measures only the memory scenario (InFlight requests held in flight).
 	InFlightOnly bool
+	// Paused is the number of requests of the paused-requests scenario (0 skips it).
+	Paused int
+	// PausedOnly measures only the paused-requests scenario (with InFlightOnly: those two only).
+	PausedOnly bool
 	// ExecutorBin is an executor binary to measure instead of building ../services/executor.
 	ExecutorBin string
 	// Replicas lists the replica counts to measure, comma-separated (see replicaCounts): 1 is
@@ -76,6 +80,9 @@ type Result struct {
 	// BaselineNATSRequestsPerRequest is the raw loop's own request/replies per completed request.
 	BaselineNATSRequestsPerRequest *float64 `json:"baseline_nats_requests_per_request,omitempty"`
 	BaselineConcurrency            int      `json:"-"`
+	// PausedFigures is what the paused-requests scenario measures beside the above (what is held
+	// per paused request); nil, and left out of the JSON, for the other scenarios.
+	*PausedFigures
 }
 
 // Baseline is what the raw loop measured at one point.
@@ -146,6 +153,9 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	n := o.Requests
 	if o.Quick {
 		n, concs, o.InFlight = 300, []int{32}, 0
+		if !o.PausedOnly {
+			o.Paused = 0
+		}
 	}
 	dir, err := os.MkdirTemp("", "policyhooks-bench-bin-")
 	if err != nil {
@@ -162,10 +172,10 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 		fmt.Fprintf(w, "executor: %s\n", bin)
 	}
 	var results []Result
-	if o.InFlightOnly {
-		results, err = measureInFlight(ctx, bin, o.InFlight, w)
+	if o.InFlightOnly || o.PausedOnly {
+		results, err = measureOnly(ctx, bin, o, w)
 	} else {
-		results, err = measureEach(ctx, bin, n, concs, o.InFlight, replicas, w)
+		results, err = measureEach(ctx, bin, n, concs, o.InFlight, o.Paused, replicas, w)
 	}
 	if err != nil {
 		return err
@@ -174,15 +184,42 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	return nil
 }
 
-// measureEach measures, for every replica count in turn, all the scenarios on one server (1) or the
-// replicated point on a cluster (3 or 5; see measureReplicated).
-func measureEach(ctx context.Context, bin string, n int, concs []int, inFlight int, replicas []int, w io.Writer) ([]Result, error) {
+// measureOnly measures the memory scenario when o.InFlightOnly, then the paused-requests scenario
+// when o.PausedOnly, both on one server.
+func measureOnly(ctx context.Context, bin string, o Options, w io.Writer) ([]Result, error) {
+	var results []Result
+	if o.InFlightOnly {
+		rs, err := measureInFlight(ctx, bin, o.InFlight, w)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, rs...)
+	}
+	if o.PausedOnly {
+		rs, err := measurePaused(ctx, bin, o.Paused, w)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, rs...)
+	}
+	return results, nil
+}
+
+// measureEach measures, for every replica count in turn, all the scenarios on one server (1), the
+// paused-requests scenario last when paused > 0, or the replicated point on a cluster (3 or 5; see
+// measureReplicated).
+func measureEach(ctx context.Context, bin string, n int, concs []int, inFlight, paused int, replicas []int, w io.Writer) ([]Result, error) {
 	var results []Result
 	for _, r := range replicas {
 		var rs []Result
 		var err error
 		if r == 1 {
 			rs, err = measureAll(ctx, bin, n, concs, inFlight, w)
+			if err == nil && paused > 0 {
+				var p []Result
+				p, err = measurePaused(ctx, bin, paused, w)
+				rs = append(rs, p...)
+			}
 		} else {
 			rs, err = measureReplicated(ctx, bin, point{n: n, concurrency: concs[len(concs)/2], replicas: r}, w)
 		}
@@ -339,22 +376,11 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 	defer x.Stop()
 
 	var current atomic.Pointer[Driver]
-	onStatus := func(m *nats.Msg) {
-		var s event.StatusChanged
-		if json.Unmarshal(m.Data, &s) == nil {
-			if d := current.Load(); d != nil {
-				d.finish(s.ID, s.Status == event.StatusComplete)
-			}
-		}
+	stopFollowing, err := e.followStatus(&current, event.StatusComplete)
+	if err != nil {
+		return Result{}, err
 	}
-	for _, st := range []event.Status{event.StatusComplete, event.StatusError} {
-		sub, err := e.nc.Subscribe(event.StatusSubject(st), onStatus)
-		if err != nil {
-			return Result{}, err
-		}
-		_ = sub.SetPendingLimits(-1, -1)
-		defer sub.Unsubscribe()
-	}
+	defer stopFollowing()
 	if p.stage == "await" {
 		sub, err := e.nc.Subscribe(event.SubjectExecute, func(m *nats.Msg) {
 			var ex event.Execute
@@ -369,14 +395,10 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 		_ = sub.SetPendingLimits(-1, -1)
 		defer sub.Unsubscribe()
 	}
-	submit := func(id string) error {
-		_, err := e.js.PublishAsync(event.SubjectSubmitted, submitted(id), jetstream.WithMsgID(id))
-		return err
-	}
 	// Warm up: the executor starts, creates its consumers and opens its connections.
 	warm := newDriver(100, 100)
 	current.Store(warm)
-	if _, err := warm.run(ctx, "warm", 0, submit); err != nil {
+	if _, err := warm.run(ctx, "warm", 0, e.submit); err != nil {
 		return Result{}, fmt.Errorf("warm-up: %w", err)
 	}
 	if e.replicas > 1 {
@@ -385,55 +407,141 @@ func measureProduct(ctx context.Context, bin string, p point) (Result, error) {
 			return Result{}, err
 		}
 	}
-	// CPU and NATS requests are read once the executor is quiet, before and after the run, so that
-	// the warm-up's trailing writes are left out and the run's last ones counted.
-	counter := func() (float64, bool) {
-		n, ok, _ := x.NATSRequests(ctx)
-		return n, ok
-	}
-	settle(ctx, x.CPUSeconds, counter)
-	reqs0, hasCounter, err := x.NATSRequests(ctx)
+	m, err := startMeter(ctx, e, x)
 	if err != nil {
 		return Result{}, err
 	}
-	cpu0, serverCPU0, calls0 := x.CPUSeconds(), e.nats.CPUSeconds(), e.calls.Load()
 	slots := p.concurrency
 	if p.rate > 0 {
 		slots = 0
 	}
 	d := newDriver(p.n, slots)
 	current.Store(d)
-	load, err := d.run(ctx, "req", p.rate, submit)
+	load, err := d.run(ctx, "req", p.rate, e.submit)
 	if err != nil {
 		return Result{}, err
 	}
-	calls := e.calls.Load() - calls0
-	settle(ctx, x.CPUSeconds, counter)
-	cpu, serverCPU := x.CPUSeconds()-cpu0, e.nats.CPUSeconds()-serverCPU0
-	reqs1, hasCounter1, err := x.NATSRequests(ctx)
+	u, err := m.stop(ctx, load.Completed)
 	if err != nil {
 		return Result{}, err
 	}
-	var natsPerRequest *float64
-	if hasCounter && hasCounter1 && load.Completed > 0 {
-		natsPerRequest = ptr(round((reqs1 - reqs0) / float64(load.Completed)))
+	return productResult(p, load, u, x, e.replicas), nil
+}
+
+// submit publishes the submitted event of request id of the benchmark policy, asynchronously.
+func (e *Env) submit(id string) error {
+	_, err := e.js.PublishAsync(event.SubjectSubmitted, submitted(id), jetstream.WithMsgID(id))
+	return err
+}
+
+// followStatus hands the status events of every request to the driver current holds: a request
+// finishes well on the status done, badly on complete or error (unless done is one of them). It
+// returns a function that unsubscribes.
+func (e *Env) followStatus(current *atomic.Pointer[Driver], done event.Status) (func(), error) {
+	onStatus := func(m *nats.Msg) {
+		var s event.StatusChanged
+		if json.Unmarshal(m.Data, &s) == nil {
+			if d := current.Load(); d != nil {
+				d.finish(s.ID, s.Status == done)
+			}
+		}
 	}
+	statuses := []event.Status{event.StatusComplete, event.StatusError}
+	if !slices.Contains(statuses, done) {
+		statuses = append(statuses, done)
+	}
+	var subs []*nats.Subscription
+	stop := func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+	}
+	for _, st := range statuses {
+		sub, err := e.nc.Subscribe(event.StatusSubject(st), onStatus)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		subs = append(subs, sub)
+	}
+	return stop, nil
+}
+
+// usage is what the executor and the server did over a measured run.
+type usage struct {
+	calls          int64
+	cpu, serverCPU float64
+	// natsRequests is the executor's NATS request/replies per completed request; nil when it has
+	// no such counter or no request completed.
+	natsRequests *float64
+}
+
+// meter reads the executor's and the server's counters at the start of a measured run.
+type meter struct {
+	e                *Env
+	x                *Executor
+	cpu0, serverCPU0 float64
+	calls0           int64
+	reqs0            float64
+	hasCounter       bool
+}
+
+// startMeter waits until the executor is quiet and reads the counters. CPU and NATS requests are
+// read once the executor is quiet, before and after the run, so that the warm-up's trailing writes
+// are left out and the run's last ones counted.
+func startMeter(ctx context.Context, e *Env, x *Executor) (meter, error) {
+	settle(ctx, x.CPUSeconds, x.counter(ctx))
+	reqs0, hasCounter, err := x.NATSRequests(ctx)
+	if err != nil {
+		return meter{}, err
+	}
+	return meter{e: e, x: x, cpu0: x.CPUSeconds(), serverCPU0: e.nats.CPUSeconds(), calls0: e.calls.Load(),
+		reqs0: reqs0, hasCounter: hasCounter}, nil
+}
+
+// stop waits until the executor is quiet again and returns what was done since startMeter, the NATS
+// requests divided by completed.
+func (m meter) stop(ctx context.Context, completed int) (usage, error) {
+	u := usage{calls: m.e.calls.Load() - m.calls0}
+	settle(ctx, m.x.CPUSeconds, m.x.counter(ctx))
+	u.cpu, u.serverCPU = m.x.CPUSeconds()-m.cpu0, m.e.nats.CPUSeconds()-m.serverCPU0
+	reqs1, hasCounter, err := m.x.NATSRequests(ctx)
+	if err != nil {
+		return usage{}, err
+	}
+	if m.hasCounter && hasCounter && completed > 0 {
+		u.natsRequests = ptr(round((reqs1 - m.reqs0) / float64(completed)))
+	}
+	return u, nil
+}
+
+// counter returns a reading of the executor's NATS requests for settle.
+func (x *Executor) counter(ctx context.Context) func() (float64, bool) {
+	return func() (float64, bool) {
+		n, ok, _ := x.NATSRequests(ctx)
+		return n, ok
+	}
+}
+
+// productResult returns the figures of the executor's run of p.
+func productResult(p point, load Load, u usage, x *Executor, replicas int) Result {
 	return Result{
 		Requests: p.n, Concurrency: p.concurrency, ReceiverDelayMS: int(p.delay.Milliseconds()), RateLimit: round(p.rate),
 		RequestsPerSecond:  round(load.RPS()),
 		P50MS:              round(load.Percentile(0.50)),
 		P95MS:              round(load.Percentile(0.95)),
 		P99MS:              round(load.Percentile(0.99)),
-		WebhookCallsPerSec: round(float64(calls) / load.Elapsed.Seconds()),
-		CPUSecondsPer1000:  round3(cpu / float64(p.n) * 1000),
-		ServerCPUPer1000:   round3(serverCPU / float64(p.n) * 1000),
-		TotalCPUPer1000:    round3((cpu + serverCPU) / float64(p.n) * 1000),
+		WebhookCallsPerSec: round(float64(u.calls) / load.Elapsed.Seconds()),
+		CPUSecondsPer1000:  round3(u.cpu / float64(p.n) * 1000),
+		ServerCPUPer1000:   round3(u.serverCPU / float64(p.n) * 1000),
+		TotalCPUPer1000:    round3((u.cpu + u.serverCPU) / float64(p.n) * 1000),
 		ExecutorPeakRSSMB:  round(x.PeakRSSMB()),
 		Failed:             load.Failed,
-		NATSReplicas:       e.replicas,
+		NATSReplicas:       replicas,
 
-		NATSRequestsPerRequest: natsPerRequest,
-	}, nil
+		NATSRequestsPerRequest: u.natsRequests,
+	}
 }
 
 // measureBaseline runs the raw loop: consume from JetStream, make the same HTTPS POSTs to the same
@@ -589,6 +697,7 @@ func report(w io.Writer, results []Result) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
+	reportPaused(w, results)
 	for _, r := range results {
 		b, _ := json.Marshal(r)
 		fmt.Fprintln(w, string(b))
