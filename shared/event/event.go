@@ -40,6 +40,10 @@ const (
 	BucketPlans = "policy_webhooks"
 	// BucketRequests holds one Request per privacy request id, written by the executor.
 	BucketRequests = "privacy_requests"
+	// BucketPlanSnapshots holds the plan snapshots of requests, one per distinct plan under
+	// PlanSnapshotRef of its JSON, written by the executor before a record refers to it and never
+	// changed.
+	BucketPlanSnapshots = "plan_snapshots"
 	// BucketIdentities holds the current Identity of each request, sealed, written by the executor.
 	BucketIdentities = "privacy_identities"
 	// BucketResumeTokens records used resume-token ids (jti) until the token's expiry, written by

@@ -53,8 +53,12 @@ type Request struct {
 	Status     Status `json:"status"`
 	Step       Step   `json:"step"`
 	// Plan is the snapshot taken when the request started; later edits of the policy do not
-	// change it.
-	Plan Plan `json:"plan"`
+	// change it. It is stored once per distinct plan in plan_snapshots, under PlanRef, and left
+	// out of the stored record; records written before plan_snapshots existed hold it inline.
+	Plan Plan `json:"plan,omitzero"`
+	// PlanRef is the key of the request's plan in plan_snapshots (PlanSnapshotRef of its JSON);
+	// empty in a record that holds its plan inline.
+	PlanRef string `json:"plan_ref,omitempty"`
 	// Next is the index, within the current step's webhooks, of the next webhook to call.
 	Next int `json:"next"`
 	// Run counts the times the current step was (re)started, so that a retry's calls get new

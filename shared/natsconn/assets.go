@@ -59,6 +59,11 @@ func (a Assets) Requests(ctx context.Context) (jetstream.KeyValue, error) {
 	return a.bucket(ctx, requestsConfig())
 }
 
+// PlanSnapshots creates or updates plan_snapshots.
+func (a Assets) PlanSnapshots(ctx context.Context) (jetstream.KeyValue, error) {
+	return a.bucket(ctx, planSnapshotsConfig())
+}
+
 // ResumeTokens creates or updates resume_tokens.
 func (a Assets) ResumeTokens(ctx context.Context) (jetstream.KeyValue, error) {
 	return a.bucket(ctx, resumeTokensConfig())

@@ -30,7 +30,7 @@ func TestAssetsIdempotent(t *testing.T) {
 			t.Fatalf("stream replicas %d, want 1", r)
 		}
 		for _, create := range []func(context.Context) (jetstream.KeyValue, error){
-			a.Plans, a.Requests, a.ResumeTokens, a.Clients,
+			a.Plans, a.Requests, a.PlanSnapshots, a.ResumeTokens, a.Clients,
 			func(ctx context.Context) (jetstream.KeyValue, error) { return a.Identities(ctx, time.Hour) },
 		} {
 			kv, err := create(ctx)

@@ -80,6 +80,11 @@ func IdentitiesBucket(ctx context.Context, js jetstream.JetStream, ttl time.Dura
 	return Assets{JS: js}.Identities(ctx, ttl)
 }
 
+// PlanSnapshotsBucket creates or opens plan_snapshots with one replica (see EnsureStream).
+func PlanSnapshotsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.PlanSnapshots(ctx)
+}
+
 // ResumeTokensBucket creates or opens resume_tokens with one replica (see EnsureStream).
 func ResumeTokensBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	return Assets{JS: js}.ResumeTokens(ctx)
@@ -116,6 +121,12 @@ func plansConfig() jetstream.KeyValueConfig {
 func requestsConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: event.BucketRequests, Description: "privacy request state (no personal data)", History: 1,
 		LimitMarkerTTL: time.Minute}
+}
+
+// planSnapshotsConfig: a snapshot is written once and never changed or removed (a record kept for
+// REQUEST_RETENTION may name it); there is one per distinct plan.
+func planSnapshotsConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: event.BucketPlanSnapshots, Description: "plan snapshots of requests, by reference", History: 1}
 }
 
 // resumeTokensConfig: each entry carries its own TTL (the token's remaining lifetime), so the bucket

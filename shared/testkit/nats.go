@@ -92,6 +92,8 @@ func (n *NATS) Bucket(t testing.TB, name string) jetstream.KeyValue {
 		kv, err = natsconn.RequestsBucket(ctx, n.JS)
 	case event.BucketPlans:
 		kv, err = natsconn.PlansBucket(ctx, n.JS)
+	case event.BucketPlanSnapshots:
+		kv, err = natsconn.PlanSnapshotsBucket(ctx, n.JS)
 	case event.BucketResumeTokens:
 		kv, err = natsconn.ResumeTokensBucket(ctx, n.JS)
 	case event.BucketClients:

@@ -20,6 +20,7 @@ import (
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/policyhooks/policyhooks/shared/logging"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,6 +128,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return fail(err)
 	}
+	snapshots, err := assets.PlanSnapshots(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	claims, err := assets.ResumeTokens(ctx)
 	if err != nil {
 		return fail(err)
@@ -147,10 +152,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Log:      log,
 		Registry: reg,
 		Resume: resume.New(resume.Config{
-			Requests: requests, Claims: claims, Publisher: js, Tokens: sealers,
+			Requests: requests, Snapshots: plansnapshots.New(snapshots), Claims: claims, Publisher: js, Tokens: sealers,
 		}),
 		Auth:    api.NewAuthorizer(accessSealer, oauthclients.New(clients, cfg.RootClientID)),
-		Ready:   readyChecks(nc, js, stream, requests, claims, clients),
+		Ready:   readyChecks(nc, js, stream, requests, snapshots, claims, clients),
 		OpenAPI: OpenAPI,
 	})
 

@@ -32,6 +32,7 @@ import (
 	"github.com/policyhooks/policyhooks/shared/logging"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/netguard"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/prometheus/client_golang/prometheus"
@@ -230,6 +231,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, err
 	}
+	snapshotsKV, err := assets.PlanSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
 	identitiesKV, err := assets.Identities(ctx, cfg.IdentityTTL)
 	if err != nil {
 		return nil, err
@@ -269,7 +274,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		RetryBaseDelay:    cfg.WebhookRetryBaseDelay,
 		RetryMaxDelay:     cfg.WebhookRetryMaxDelay,
 	}, runner.Deps{
-		Records:    store.NewRecords(requestsKV, js, cfg.RequestRetention, metrics.CountNATS),
+		Records:    store.NewRecords(requestsKV, plansnapshots.New(snapshotsKV), js, cfg.RequestRetention, metrics.CountNATS),
 		Identities: store.NewIdentities(identitiesKV, js, identityKeys, cfg.IdentityTTL, metrics.CountNATS),
 		Publisher:  publish.New(js, metrics.CountNATS),
 		Timers:     timers.NewScheduler(js, metrics.CountNATS),
@@ -298,6 +303,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		"stream":                          natsconn.StreamUsable(stream),
 		"bucket " + requestsKV.Bucket():   natsconn.BucketUsable(requestsKV),
 		"bucket " + identitiesKV.Bucket(): natsconn.BucketUsable(identitiesKV),
+		"bucket " + snapshotsKV.Bucket():  natsconn.BucketUsable(snapshotsKV),
 		"plans": func(context.Context) error {
 			if !view.Loaded() {
 				return errors.New("plans view not loaded yet")

@@ -17,6 +17,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/rs/zerolog"
@@ -252,6 +253,14 @@ func (e *env) record(id string) *lifecycle.Record {
 	var r lifecycle.Record
 	if err := json.Unmarshal(ent.Value(), &r); err != nil {
 		e.t.Fatal(err)
+	}
+	if r.PlanRef != "" {
+		// The stored record names its plan in plan_snapshots (SPEC §5).
+		p, err := plansnapshots.New(e.nats.Bucket(e.t, event.BucketPlanSnapshots)).Get(context.Background(), r.PlanRef)
+		if err != nil {
+			e.t.Fatalf("the plan snapshot of %s: %v", id, err)
+		}
+		r.Plan = p
 	}
 	return &r
 }

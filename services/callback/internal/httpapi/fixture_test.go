@@ -14,6 +14,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/testkit"
@@ -35,12 +36,14 @@ type fixture struct {
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	requests jetstream.KeyValue
-	claims   jetstream.KeyValue
-	clients  jetstream.KeyValue
-	resume   *token.Sealer // the executor's reply-to-token sealer
-	access   *token.Sealer // the config service's access-token sealer
-	router   *mux.Router
-	registry *prometheus.Registry
+	// snapshots holds the plans the records name (plan_snapshots).
+	snapshots *plansnapshots.Store
+	claims    jetstream.KeyValue
+	clients   jetstream.KeyValue
+	resume    *token.Sealer // the executor's reply-to-token sealer
+	access    *token.Sealer // the config service's access-token sealer
+	router    *mux.Router
+	registry  *prometheus.Registry
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -68,7 +71,9 @@ func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Pub
 	if publisher != nil {
 		pub = publisher(js)
 	}
-	svc := resume.New(resume.Config{Requests: f.requests, Claims: f.claims, Publisher: pub, Tokens: []*token.Sealer{f.resume}})
+	f.snapshots = plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots))
+	svc := resume.New(resume.Config{Requests: f.requests, Snapshots: f.snapshots, Claims: f.claims, Publisher: pub,
+		Tokens: []*token.Sealer{f.resume}})
 	f.router = NewRouter(Deps{
 		Log:      zerolog.Nop(),
 		Registry: f.registry,
@@ -131,9 +136,24 @@ func awaitingRequest(id string, pause int) event.Request {
 	return req
 }
 
-// putRequest writes req into privacy_requests as the executor does (under event.KVKey) and
-// returns its revision.
+// putRequest writes req into privacy_requests as the executor does (under event.KVKey, its plan
+// stored in plan_snapshots and named by reference) and returns its revision.
 func (f *fixture) putRequest(req event.Request) uint64 {
+	f.t.Helper()
+	planJSON, err := json.Marshal(req.Plan)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if req.PlanRef, err = f.snapshots.Put(context.Background(), planJSON); err != nil {
+		f.t.Fatal(err)
+	}
+	req.Plan = event.Plan{}
+	return f.putStored(req)
+}
+
+// putStored writes req into privacy_requests as it is (a plan inline, as the executor wrote records
+// before plan_snapshots) and returns its revision.
+func (f *fixture) putStored(req event.Request) uint64 {
 	f.t.Helper()
 	b, err := json.Marshal(req)
 	if err != nil {

@@ -734,3 +734,37 @@ func TestResumeMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanSnapshots: the early resume (D3) needs the request's plan, which a record names by
+// reference in plan_snapshots. It is accepted for such a record and for one written before
+// plan_snapshots (its plan inline); a record naming a snapshot the store does not give is 503,
+// never a refusal.
+func TestPlanSnapshots(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name string
+		put  func(event.Request) uint64
+		want int
+	}{
+		{"by reference", f.putRequest, http.StatusOK},
+		{"inline", f.putStored, http.StatusOK},
+		{"missing snapshot", func(req event.Request) uint64 {
+			req.Plan, req.PlanRef = event.Plan{}, "0123456789abcdef0123456789abcdef"
+			return f.putStored(req)
+		}, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "pri_snap_" + strings.ReplaceAll(tc.name, " ", "_")
+			tc.put(awaitingRequest(id, 0))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			w := f.do(http.MethodPost, resumePath(id), bearer(raw), `{}`)
+			if w.Code != tc.want {
+				t.Fatalf("resume: got %d %s, want %d", w.Code, w.Body, tc.want)
+			}
+			auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead))
+			if w := f.do(http.MethodGet, "/api/v1/privacy-request/"+id, auth, ``); w.Code != tc.want {
+				t.Fatalf("GET: got %d %s, want %d", w.Code, w.Body, tc.want)
+			}
+		})
+	}
+}

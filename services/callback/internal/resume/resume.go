@@ -1,8 +1,8 @@
 // Package resume is the domain of the callback service (SPEC §7): it checks reply-to-tokens in the
 // order the contract gives, publishes the resume and retry events the executor consumes, claims a
 // token after its resume is published so that it is used once, and builds the public view of a
-// privacy request. It reads privacy_requests and never writes it; its only state is the claim of a
-// used token.
+// privacy request. It reads privacy_requests (and the plan snapshots its records name) and never
+// writes them; its only state is the claim of a used token.
 package resume
 
 import (
@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/rs/zerolog"
@@ -75,6 +76,8 @@ type Publisher interface {
 type Config struct {
 	// Requests is the privacy_requests bucket, read only.
 	Requests jetstream.KeyValue
+	// Snapshots reads the plan snapshots the records name (plan_snapshots).
+	Snapshots *plansnapshots.Store
 	// Claims is the resume_tokens bucket: one key per used token id.
 	Claims jetstream.KeyValue
 	// Publisher publishes the resume and retry events.
@@ -87,6 +90,7 @@ type Config struct {
 // Service checks resume tokens and publishes resume and retry events.
 type Service struct {
 	requests  jetstream.KeyValue
+	snapshots *plansnapshots.Store
 	claims    jetstream.KeyValue
 	publisher Publisher
 	tokens    []*token.Sealer
@@ -97,6 +101,7 @@ type Service struct {
 func New(cfg Config) *Service {
 	return &Service{
 		requests:  cfg.Requests,
+		snapshots: cfg.Snapshots,
 		claims:    cfg.Claims,
 		publisher: cfg.Publisher,
 		tokens:    cfg.Tokens,
@@ -210,6 +215,13 @@ func (s *Service) request(ctx context.Context, id string) (event.Request, error)
 	}
 	if err := json.Unmarshal(entry.Value(), &req); err != nil {
 		return req, fmt.Errorf("resume: decode request %q: %w", id, err)
+	}
+	if req.PlanRef != "" {
+		// The executor stores the snapshot before the record that names it: an error here is
+		// the store not answering.
+		if req.Plan, err = s.snapshots.Get(ctx, req.PlanRef); err != nil {
+			return req, &Error{Err: fmt.Errorf("%w: read plan snapshot: %w", ErrUnavailable, err), ID: id}
+		}
 	}
 	req.ID = id
 	return req, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/testkit"
 )
@@ -32,7 +33,7 @@ func TestRecords(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketRequests)
 	ops := map[string]int{}
-	s := NewRecords(kv, n.JS, time.Hour, func(op string) { ops[op]++ })
+	s := NewRecords(kv, plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots)), n.JS, time.Hour, func(op string) { ops[op]++ })
 	ctx := t.Context()
 
 	for _, id := range []string{"pri_1", "urn:req.1:a"} {
@@ -112,8 +113,8 @@ func TestRecordRetention(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketRequests)
 	const retention = 2 * time.Second
-	s := NewRecords(kv, n.JS, retention, nil)
-	forever := NewRecords(kv, n.JS, 0, nil)
+	s := NewRecords(kv, plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots)), n.JS, retention, nil)
+	forever := NewRecords(kv, plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots)), n.JS, 0, nil)
 	ctx := t.Context()
 	stream, err := n.JS.Stream(ctx, "KV_"+event.BucketRequests)
 	if err != nil {
@@ -198,7 +199,7 @@ func TestRecordRetention(t *testing.T) {
 func TestRecordTooLarge(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketRequests)
-	s := NewRecords(kv, n.JS, time.Hour, nil)
+	s := NewRecords(kv, plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots)), n.JS, time.Hour, nil)
 	ctx := t.Context()
 	huge := strings.Repeat("x", int(n.NC.MaxPayload())+1)
 

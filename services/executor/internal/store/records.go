@@ -5,7 +5,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 )
 
 var (
@@ -40,18 +40,19 @@ type Records struct {
 	kv        jetstream.KeyValue
 	js        jetstream.JetStream
 	retention time.Duration
-	plans     *planInterner
+	plans     *planRefs
 	count     Counter
 }
 
-// NewRecords returns the store of records in the privacy_requests bucket kv. A record written
-// complete carries a TTL of retention (REQUEST_RETENTION; zero: none, kept for good), published
-// through js; every later write of it carries the TTL again, as a write replaces the message.
-func NewRecords(kv jetstream.KeyValue, js jetstream.JetStream, retention time.Duration, count Counter) *Records {
+// NewRecords returns the store of records in the privacy_requests bucket kv, their plans in
+// snapshots (plan_snapshots). A record written complete carries a TTL of retention
+// (REQUEST_RETENTION; zero: none, kept for good), published through js; every later write of it
+// carries the TTL again, as a write replaces the message.
+func NewRecords(kv jetstream.KeyValue, snapshots *plansnapshots.Store, js jetstream.JetStream, retention time.Duration, count Counter) *Records {
 	if count == nil {
 		count = func(string) {}
 	}
-	return &Records{kv: kv, js: js, retention: retention, plans: newPlanInterner(), count: count}
+	return &Records{kv: kv, js: js, retention: retention, plans: newPlanRefs(snapshots), count: count}
 }
 
 // ttl is the TTL a write of r carries: the retention once the request is complete, else none.
@@ -72,7 +73,7 @@ func (s *Records) Load(ctx context.Context, id string) (*lifecycle.Record, uint6
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: load %s: %w", id, err)
 	}
-	r, err := s.plans.decode(e.Value())
+	r, err := s.plans.decode(ctx, e.Value())
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: decode %s: %w", id, err)
 	}
@@ -81,7 +82,7 @@ func (s *Records) Load(ctx context.Context, id string) (*lifecycle.Record, uint6
 
 // Create writes the first record of a request; ErrExists when the id is known.
 func (s *Records) Create(ctx context.Context, r *lifecycle.Record) (uint64, error) {
-	b, err := s.plans.encode(r)
+	b, err := s.plans.encode(ctx, r)
 	if err != nil {
 		return 0, fmt.Errorf("store: encode %s: %w", r.ID, err)
 	}
@@ -102,7 +103,7 @@ func (s *Records) Create(ctx context.Context, r *lifecycle.Record) (uint64, erro
 
 // Update writes r if the stored revision is still rev; ErrConflict otherwise.
 func (s *Records) Update(ctx context.Context, r *lifecycle.Record, rev uint64) (uint64, error) {
-	b, err := s.plans.encode(r)
+	b, err := s.plans.encode(ctx, r)
 	if err != nil {
 		return 0, fmt.Errorf("store: encode %s: %w", r.ID, err)
 	}
@@ -138,7 +139,7 @@ func writeError(err error) error {
 
 // ---- plan snapshots ----
 
-// planKey identifies a plan snapshot: plans are never changed in place, so a new one (another
+// planKey identifies a plan in memory: plans are never changed in place, so a new one (another
 // policy version, or other slices) has another key.
 type planKey struct {
 	policyKey string
@@ -160,115 +161,81 @@ func keyOf(p *event.Plan) planKey {
 	return k
 }
 
-// wireRecord is the JSON form of a Record with its plan pre-encoded: its Plan field, shallower
-// than Record.Request.Plan, takes the "plan" key in both directions.
-type wireRecord struct {
-	*lifecycle.Record
-	Plan json.RawMessage `json:"plan"`
-}
-
-// maxPlans bounds each map of a planInterner; a full map is emptied.
+// maxPlans bounds the map of a planRefs; a full map is emptied.
 const maxPlans = 256
 
-// planInterner shares plan snapshots and their JSON between the records in memory: records
-// created from the same plan (the same slices) share one encoding, and records decoded with the same
-// plan JSON share one decoded plan. With thousands of requests in flight on a few policies this
-// keeps one copy of each plan instead of one per request, and encodes it once.
-type planInterner struct {
-	mu     sync.Mutex
-	byKey  map[planKey]json.RawMessage
-	byJSON map[string]event.Plan
+// planRefs stores a record's plan once in plan_snapshots and writes the record with its reference
+// instead (event.Request.PlanRef), and reads a record's plan back by its reference. Records created
+// from the same plan share its slices, so the plan is encoded and its snapshot put once per
+// process, and records read with the same reference share one decoded plan (plansnapshots.Store
+// keeps it): with thousands of requests in flight on a few policies, one copy of each plan.
+type planRefs struct {
+	snapshots *plansnapshots.Store
+	mu        sync.Mutex
+	byKey     map[planKey]string
 }
 
-func newPlanInterner() *planInterner {
-	return &planInterner{byKey: map[planKey]json.RawMessage{}, byJSON: map[string]event.Plan{}}
+func newPlanRefs(snapshots *plansnapshots.Store) *planRefs {
+	return &planRefs{snapshots: snapshots, byKey: map[planKey]string{}}
 }
 
-// planJSON returns the JSON of p, encoding it when it is not known.
-func (pi *planInterner) planJSON(p *event.Plan) (json.RawMessage, error) {
+// ref returns the reference of p in plan_snapshots, storing the snapshot when this process has not.
+func (pr *planRefs) ref(ctx context.Context, p *event.Plan) (string, error) {
 	k := keyOf(p)
-	pi.mu.Lock()
-	b, ok := pi.byKey[k]
-	pi.mu.Unlock()
+	pr.mu.Lock()
+	ref, ok := pr.byKey[k]
+	pr.mu.Unlock()
 	if ok {
-		return b, nil
+		return ref, nil
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	pi.remember(k, b)
-	return b, nil
+	if ref, err = pr.snapshots.Put(ctx, b); err != nil {
+		return "", err
+	}
+	pr.mu.Lock()
+	if len(pr.byKey) >= maxPlans {
+		clear(pr.byKey)
+	}
+	pr.byKey[k] = ref
+	pr.mu.Unlock()
+	return ref, nil
 }
 
-func (pi *planInterner) remember(k planKey, b json.RawMessage) {
-	pi.mu.Lock()
-	defer pi.mu.Unlock()
-	if len(pi.byKey) >= maxPlans {
-		clear(pi.byKey)
+// encode returns the JSON of r as stored: its plan replaced by the plan's reference, the snapshot
+// stored first, so that no stored record names a snapshot that is not there. A record without a
+// plan (its policy had none) has no reference.
+func (pr *planRefs) encode(ctx context.Context, r *lifecycle.Record) ([]byte, error) {
+	if r.Plan.PolicyKey == "" && len(r.Plan.Pre)+len(r.Plan.Post) == 0 {
+		cp := *r
+		cp.PlanRef = ""
+		return json.Marshal(&cp)
 	}
-	pi.byKey[k] = b
-}
-
-// plan returns the plan whose JSON is raw, decoding it when it is not known.
-func (pi *planInterner) plan(raw json.RawMessage) (event.Plan, error) {
-	pi.mu.Lock()
-	p, ok := pi.byJSON[string(raw)]
-	pi.mu.Unlock()
-	if ok {
-		return p, nil
-	}
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return event.Plan{}, err
-	}
-	pi.mu.Lock()
-	if len(pi.byJSON) >= maxPlans {
-		clear(pi.byJSON)
-	}
-	pi.byJSON[string(raw)] = p
-	pi.mu.Unlock()
-	pi.remember(keyOf(&p), raw)
-	return p, nil
-}
-
-// encode returns the JSON of r with its plan's JSON spliced in. The record is encoded with a
-// one-byte placeholder for the plan, which is then replaced by the plan's cached JSON: a
-// json.RawMessage would be validated and copied byte by byte on every encode, which costs as much
-// as encoding the plan.
-func (pi *planInterner) encode(r *lifecycle.Record) ([]byte, error) {
-	planJSON, err := pi.planJSON(&r.Plan)
+	ref, err := pr.ref(ctx, &r.Plan)
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(wireRecord{Record: r, Plan: planPlaceholder})
-	if err != nil {
-		return nil, err
-	}
-	const tail = `,"plan":0}` // Plan is wireRecord's last field
-	if !bytes.HasSuffix(b, []byte(tail)) {
-		return json.Marshal(wireRecord{Record: r, Plan: planJSON})
-	}
-	out := make([]byte, 0, len(b)+len(planJSON))
-	out = append(out, b[:len(b)-len(tail)+len(`,"plan":`)]...)
-	out = append(out, planJSON...)
-	return append(out, '}'), nil
+	cp := *r
+	cp.Plan, cp.PlanRef = event.Plan{}, ref
+	return json.Marshal(&cp)
 }
 
-var planPlaceholder = json.RawMessage("0")
-
-// decode reads a record from its JSON, sharing its plan with the records that have the same.
-func (pi *planInterner) decode(b []byte) (*lifecycle.Record, error) {
+// decode reads a stored record, its plan from plan_snapshots by reference (or inline, in a record
+// written before references). In memory a record holds its plan and no reference: the reference is
+// how it is stored, and encode finds it again from the plan.
+func (pr *planRefs) decode(ctx context.Context, b []byte) (*lifecycle.Record, error) {
 	r := &lifecycle.Record{}
-	w := wireRecord{Record: r}
-	if err := json.Unmarshal(b, &w); err != nil {
+	if err := json.Unmarshal(b, r); err != nil {
 		return nil, err
 	}
-	if len(w.Plan) > 0 && string(w.Plan) != "null" {
-		p, err := pi.plan(w.Plan)
+	if r.PlanRef != "" {
+		p, err := pr.snapshots.Get(ctx, r.PlanRef)
 		if err != nil {
 			return nil, err
 		}
-		r.Plan = p
+		r.Plan, r.PlanRef = p, ""
 	}
 	return r, nil
 }
