@@ -38,6 +38,8 @@ func main() {
 	flag.BoolVar(&o.InFlightOnly, "inflight-only", false, "measure only the memory scenario (-inflight requests in flight, R1)")
 	flag.IntVar(&o.Paused, "paused", 20000, "requests paused at once for the paused-requests scenario, what the NATS server holds per\n"+
 		"paused request (0 skips it; -quick skips it unless -paused-only)")
+	flag.DurationVar(&o.PausedSettle, "paused-settle", 0, "wait this long after the last pause before measuring what the server holds; 135s\n"+
+		"outlasts the 2-minute duplicate window, whose message ids the server keeps in memory until then")
 	flag.BoolVar(&o.PausedOnly, "paused-only", false, "measure only the paused-requests scenario (-paused requests, R1); with -inflight-only, those two")
 	flag.StringVar(&o.Replicas, "replicas", "", "replica counts to measure, comma-separated: 1 runs every scenario on one NATS server,\n"+
 		"3 (or 5) the skip and await scenarios at the middle concurrency on a cluster of that many nodes\n"+

@@ -73,12 +73,12 @@ type held struct {
 
 // measurePaused runs the paused-requests scenario with n requests and returns its result, named
 // paused.
-func measurePaused(ctx context.Context, bin string, n int, w io.Writer) ([]Result, error) {
+func measurePaused(ctx context.Context, bin string, n int, settleFor time.Duration, w io.Writer) ([]Result, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("paused: want at least one request, not %d", n)
 	}
 	fmt.Fprintf(w, "%d paused requests (the two-way webhook answers halt), then the server restarted...\n", n)
-	r, err := runPaused(ctx, bin, n)
+	r, err := runPaused(ctx, bin, n, settleFor)
 	if err != nil {
 		return nil, fmt.Errorf("paused: %w", err)
 	}
@@ -91,8 +91,8 @@ func measurePaused(ctx context.Context, bin string, n int, w io.Writer) ([]Resul
 // hold then against before; then it stops the executor, restarts the server on the same store and
 // measures the server again. The executor skips the execution stage, which the requests never
 // reach.
-func runPaused(ctx context.Context, bin string, n int) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute+time.Duration(n)*10*time.Millisecond)
+func runPaused(ctx context.Context, bin string, n int, settleFor time.Duration) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute+settleFor+time.Duration(n)*10*time.Millisecond)
 	defer cancel()
 	e, err := NewEnv(ctx, 0, 1)
 	if err != nil {
@@ -110,7 +110,7 @@ func runPaused(ctx context.Context, bin string, n int) (Result, error) {
 		return Result{}, err
 	}
 	defer x.Stop()
-	r, before, err := e.pauseAll(ctx, x, n)
+	r, before, err := e.pauseAll(ctx, x, n, settleFor)
 	if err != nil {
 		return Result{}, err
 	}
@@ -129,7 +129,7 @@ func runPaused(ctx context.Context, bin string, n int) (Result, error) {
 
 // pauseAll warms the executor up, then runs n requests to their pause and measures. It returns the
 // result and what was held before the n requests.
-func (e *Env) pauseAll(ctx context.Context, x *Executor, n int) (Result, held, error) {
+func (e *Env) pauseAll(ctx context.Context, x *Executor, n int, settleFor time.Duration) (Result, held, error) {
 	var current atomic.Pointer[Driver]
 	stop, err := e.followStatus(&current, event.StatusPaused)
 	if err != nil {
@@ -162,6 +162,13 @@ func (e *Env) pauseAll(ctx context.Context, x *Executor, n int) (Result, held, e
 		return Result{}, held{}, err
 	}
 	settle(ctx, e.nats.CPUSeconds, nil)
+	// The server keeps the message ids of the last 2 minutes (the stream's duplicate window) in
+	// memory: waiting that out leaves what a paused request costs for as long as it is paused.
+	select {
+	case <-ctx.Done():
+		return Result{}, held{}, ctx.Err()
+	case <-time.After(settleFor):
+	}
 	after, err := e.held(ctx, x)
 	if err != nil {
 		return Result{}, held{}, err

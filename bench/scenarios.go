@@ -33,6 +33,9 @@ type Options struct {
 	Paused int
 	// PausedOnly measures only the paused-requests scenario (with InFlightOnly: those two only).
 	PausedOnly bool
+	// PausedSettle is how long the paused-requests scenario waits after the last pause before it
+	// measures what the server holds (0: at once, the duplicate window's message ids included).
+	PausedSettle time.Duration
 	// ExecutorBin is an executor binary to measure instead of building ../services/executor.
 	ExecutorBin string
 	// Replicas lists the replica counts to measure, comma-separated (see replicaCounts): 1 is
@@ -175,7 +178,7 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	if o.InFlightOnly || o.PausedOnly {
 		results, err = measureOnly(ctx, bin, o, w)
 	} else {
-		results, err = measureEach(ctx, bin, n, concs, o.InFlight, o.Paused, replicas, w)
+		results, err = measureEach(ctx, bin, n, concs, o.InFlight, o.Paused, o.PausedSettle, replicas, w)
 	}
 	if err != nil {
 		return err
@@ -196,7 +199,7 @@ func measureOnly(ctx context.Context, bin string, o Options, w io.Writer) ([]Res
 		results = append(results, rs...)
 	}
 	if o.PausedOnly {
-		rs, err := measurePaused(ctx, bin, o.Paused, w)
+		rs, err := measurePaused(ctx, bin, o.Paused, o.PausedSettle, w)
 		if err != nil {
 			return nil, err
 		}
@@ -208,7 +211,7 @@ func measureOnly(ctx context.Context, bin string, o Options, w io.Writer) ([]Res
 // measureEach measures, for every replica count in turn, all the scenarios on one server (1), the
 // paused-requests scenario last when paused > 0, or the replicated point on a cluster (3 or 5; see
 // measureReplicated).
-func measureEach(ctx context.Context, bin string, n int, concs []int, inFlight, paused int, replicas []int, w io.Writer) ([]Result, error) {
+func measureEach(ctx context.Context, bin string, n int, concs []int, inFlight, paused int, pausedSettle time.Duration, replicas []int, w io.Writer) ([]Result, error) {
 	var results []Result
 	for _, r := range replicas {
 		var rs []Result
@@ -217,7 +220,7 @@ func measureEach(ctx context.Context, bin string, n int, concs []int, inFlight, 
 			rs, err = measureAll(ctx, bin, n, concs, inFlight, w)
 			if err == nil && paused > 0 {
 				var p []Result
-				p, err = measurePaused(ctx, bin, paused, w)
+				p, err = measurePaused(ctx, bin, paused, pausedSettle, w)
 				rs = append(rs, p...)
 			}
 		} else {
