@@ -1,6 +1,10 @@
 package event
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Status of a privacy request.
 type Status string
@@ -43,10 +47,31 @@ const (
 	OutcomeSkipped Outcome = "skipped"
 )
 
+// RecordFormat is the layout of the records this code writes: 2, the plan by reference in
+// plan_snapshots (PlanRef). Records without a format hold their plan inline.
+const RecordFormat = 2
+
+// ErrNewerFormat reports a record written in a layout newer than RecordFormat, by a newer version
+// of the executor.
+var ErrNewerFormat = errors.New("record written in a newer format than this version reads")
+
+// CheckFormat returns ErrNewerFormat (wrapped, naming both) when r's layout is newer than this code's.
+func (r *Request) CheckFormat() error {
+	if r.Format > RecordFormat {
+		return fmt.Errorf("%w: format %d, this version reads up to %d", ErrNewerFormat, r.Format, RecordFormat)
+	}
+	return nil
+}
+
 // Request is the state of one privacy request: the value of its id in privacy_requests. It holds
 // no personal data; the identity lives sealed in privacy_identities. Every change is one
 // compare-and-set on the entry's revision, by the executor only.
 type Request struct {
+	// Format is the version of this record's layout (RecordFormat when written by this code; 0 in
+	// records written before formats were numbered, which hold their plan inline). A reader that
+	// finds a higher one than it knows refuses the record (ErrNewerFormat) rather than misread it:
+	// during a rolling upgrade an older executor hands such a request back to a newer one.
+	Format     int    `json:"format,omitempty"`
 	ID         string `json:"id"`
 	PolicyKey  string `json:"policy_key"`
 	ExternalID string `json:"external_id,omitempty"`

@@ -737,8 +737,8 @@ func TestResumeMetrics(t *testing.T) {
 
 // TestPlanSnapshots: the early resume (D3) needs the request's plan, which a record names by
 // reference in plan_snapshots. It is accepted for such a record and for one written before
-// plan_snapshots (its plan inline); a record naming a snapshot the store does not give is 503,
-// never a refusal.
+// plan_snapshots (its plan inline); a record naming a snapshot the store does not give, or written
+// in a newer format by a newer executor (a rolling upgrade), is 503, never a refusal.
 func TestPlanSnapshots(t *testing.T) {
 	f := newFixture(t)
 	for _, tc := range []struct {
@@ -748,6 +748,10 @@ func TestPlanSnapshots(t *testing.T) {
 	}{
 		{"by reference", f.putRequest, http.StatusOK},
 		{"inline", f.putStored, http.StatusOK},
+		{"newer format", func(req event.Request) uint64 {
+			req.Format = event.RecordFormat + 1
+			return f.putRequest(req)
+		}, http.StatusServiceUnavailable},
 		{"missing snapshot", func(req event.Request) uint64 {
 			req.Plan, req.PlanRef = event.Plan{}, "0123456789abcdef0123456789abcdef"
 			return f.putStored(req)

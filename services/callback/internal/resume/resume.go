@@ -216,6 +216,10 @@ func (s *Service) request(ctx context.Context, id string) (event.Request, error)
 	if err := json.Unmarshal(entry.Value(), &req); err != nil {
 		return req, fmt.Errorf("resume: decode request %q: %w", id, err)
 	}
+	if err := req.CheckFormat(); err != nil {
+		// A newer executor wrote it: this callback is older, being upgraded.
+		return req, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: id}
+	}
 	if req.PlanRef != "" {
 		// The executor stores the snapshot before the record that names it: an error here is
 		// the store not answering.

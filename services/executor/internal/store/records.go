@@ -210,7 +210,7 @@ func (pr *planRefs) ref(ctx context.Context, p *event.Plan) (string, error) {
 func (pr *planRefs) encode(ctx context.Context, r *lifecycle.Record) ([]byte, error) {
 	if r.Plan.PolicyKey == "" && len(r.Plan.Pre)+len(r.Plan.Post) == 0 {
 		cp := *r
-		cp.PlanRef = ""
+		cp.Format, cp.PlanRef = event.RecordFormat, ""
 		return json.Marshal(&cp)
 	}
 	ref, err := pr.ref(ctx, &r.Plan)
@@ -218,18 +218,23 @@ func (pr *planRefs) encode(ctx context.Context, r *lifecycle.Record) ([]byte, er
 		return nil, err
 	}
 	cp := *r
-	cp.Plan, cp.PlanRef = event.Plan{}, ref
+	cp.Format, cp.Plan, cp.PlanRef = event.RecordFormat, event.Plan{}, ref
 	return json.Marshal(&cp)
 }
 
 // decode reads a stored record, its plan from plan_snapshots by reference (or inline, in a record
 // written before references). In memory a record holds its plan and no reference: the reference is
-// how it is stored, and encode finds it again from the plan.
+// how it is stored, and encode finds it again from the plan. A record in a newer format than this
+// code reads is event.ErrNewerFormat: the message stays unacknowledged for a newer executor.
 func (pr *planRefs) decode(ctx context.Context, b []byte) (*lifecycle.Record, error) {
 	r := &lifecycle.Record{}
 	if err := json.Unmarshal(b, r); err != nil {
 		return nil, err
 	}
+	if err := r.CheckFormat(); err != nil {
+		return nil, err
+	}
+	r.Format = 0 // like the reference, how it is stored: encode writes RecordFormat
 	if r.PlanRef != "" {
 		p, err := pr.snapshots.Get(ctx, r.PlanRef)
 		if err != nil {

@@ -57,6 +57,7 @@ func TestPlanByReference(t *testing.T) {
 		_ = json.Unmarshal(got, &gotV)
 		_ = json.Unmarshal(plain, &wantV)
 		delete(wantV, "plan")
+		wantV["format"] = float64(event.RecordFormat)
 		if len(r.Plan.Pre)+len(r.Plan.Post) > 0 {
 			planJSON, _ := json.Marshal(r.Plan)
 			wantV["plan_ref"] = plansnapshots.Ref(planJSON)
@@ -86,6 +87,14 @@ func TestPlanByReference(t *testing.T) {
 		back, err := pr.decode(ctx, b)
 		if err != nil || !reflect.DeepEqual(back.Plan, planB) || back.PlanRef != "" {
 			t.Fatalf("decode of an inline plan: %+v, %v", back, err)
+		}
+	})
+	t.Run("newer format", func(t *testing.T) {
+		newer := *r
+		newer.Format = event.RecordFormat + 1
+		b, _ := json.Marshal(&newer)
+		if _, err := pr.decode(ctx, b); !errors.Is(err, event.ErrNewerFormat) {
+			t.Fatalf("decode of a record in a newer format: %v, want event.ErrNewerFormat", err)
 		}
 	})
 	t.Run("missing snapshot", func(t *testing.T) {
