@@ -137,6 +137,9 @@ func startCluster(ctx context.Context, self, dir string, n int) (*Cluster, error
 func nodeConfig(name string, client, cluster, http int, store string, routes []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "server_name: %q\n", name)
+	// Timestamps in the node's log, to line its events up with a test's (a config file leaves them
+	// off, unlike the nats-server command line).
+	b.WriteString("logtime: true\n")
 	fmt.Fprintf(&b, "listen: \"127.0.0.1:%d\"\n", client)
 	fmt.Fprintf(&b, "http: \"127.0.0.1:%d\"\n", http)
 	fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n}\n", store)

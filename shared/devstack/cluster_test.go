@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -238,5 +240,12 @@ func TestClusterNodeStopsAndRestarts(t *testing.T) {
 	t.Logf("%s restarted and healthy in %s", n.Name(), since(restarted))
 	if _, err := c.MetaLeader(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// The node's log has timestamps, to line its events up with the test's.
+	year := strconv.Itoa(time.Now().UTC().Year())
+	for _, line := range strings.Split(strings.TrimSpace(n.LogTail(5)), "\n") {
+		if _, rest, ok := strings.Cut(line, "] "); !ok || !strings.HasPrefix(rest, year+"/") {
+			t.Errorf("log line without a timestamp: %q", line)
+		}
 	}
 }
