@@ -107,6 +107,9 @@ type env struct {
 	oauth     *oauth.Service
 	logs      *syncBuffer
 	root      string // a root access token
+	// webhookBase, when set, is where requests to fidesops's webhook paths (/api/v1/policy/{key}/
+	// webhook...) are sent instead: "/dsr/policy" drives fides's paths with the same cases.
+	webhookBase string
 }
 
 func newEnv(t *testing.T, opt envOptions) *env {
@@ -205,7 +208,7 @@ func (e *env) raw(method, path, tok string, body any, header ...string) (int, []
 		}
 		rd = bytes.NewReader(j)
 	}
-	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	req, err := http.NewRequest(method, e.srv.URL+e.routed(path), rd)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -231,6 +234,15 @@ func (e *env) raw(method, path, tok string, body any, header ...string) (int, []
 }
 
 // call sends a request as root, checks the status and decodes the answer into out (when not nil).
+// routed returns path as sent: a fidesops webhook path moved below e.webhookBase when set.
+func (e *env) routed(path string) string {
+	const fidesops = httpapi.Prefix + "/policy/"
+	if e.webhookBase == "" || !strings.HasPrefix(path, fidesops) || !strings.Contains(path, "/webhook") {
+		return path
+	}
+	return httpapi.Prefix + e.webhookBase + "/" + path[len(fidesops):]
+}
+
 func (e *env) call(method, path string, body any, want int, out any) []byte {
 	e.t.Helper()
 	status, b, _ := e.raw(method, path, e.root, body)

@@ -67,10 +67,16 @@ func Routes(d Deps) *mux.Router {
 	handle(http.MethodGet, "/policy/{key}", scope.PolicyRead, getPolicy(d.Policies))
 	handle(http.MethodDelete, "/policy/{key}", scope.PolicyDelete, deletePolicy(d.Policies))
 
-	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}", scope.WebhookRead, listWebhooks(d.Policies))
-	handle(http.MethodPut, "/policy/{policy_key}/webhook/{kind}", scope.WebhookCreateOrUpdate, replaceWebhooks(d.Policies))
-	handle(http.MethodGet, "/policy/{policy_key}/webhook/{kind}/{key}", scope.WebhookRead, getWebhook(d.Policies))
-	handle(http.MethodPatch, "/policy/{policy_key}/webhook/{kind}/{key}", scope.WebhookCreateOrUpdate, patchWebhook(d.Policies))
-	handle(http.MethodDelete, "/policy/{policy_key}/webhook/{kind}/{key}", scope.WebhookDelete, deleteWebhook(d.Policies))
+	for _, base := range WebhookRouteBases {
+		handle(http.MethodGet, base+"/{policy_key}/webhook/{kind}", scope.WebhookRead, listWebhooks(d.Policies))
+		handle(http.MethodPut, base+"/{policy_key}/webhook/{kind}", scope.WebhookCreateOrUpdate, replaceWebhooks(d.Policies))
+		handle(http.MethodGet, base+"/{policy_key}/webhook/{kind}/{key}", scope.WebhookRead, getWebhook(d.Policies))
+		handle(http.MethodPatch, base+"/{policy_key}/webhook/{kind}/{key}", scope.WebhookCreateOrUpdate, patchWebhook(d.Policies))
+		handle(http.MethodDelete, base+"/{policy_key}/webhook/{kind}/{key}", scope.WebhookDelete, deleteWebhook(d.Policies))
+	}
 	return r
 }
+
+// WebhookRouteBases are the paths, under Prefix, the policy webhook routes are served below:
+// fidesops's, and fides's (its urn_registry puts them under /dsr). Both behave the same.
+var WebhookRouteBases = []string{"/policy", "/dsr/policy"}
