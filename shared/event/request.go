@@ -98,6 +98,9 @@ type Request struct {
 	PauseExpiresAt *time.Time `json:"pause_expires_at,omitempty"`
 	// ExecutionDeadline is when waiting for the data layer gives up.
 	ExecutionDeadline *time.Time `json:"execution_deadline,omitempty"`
+	// RetryAt is when the next attempt of the current call is due after a retryable failure (the
+	// executor's backoff).
+	RetryAt *time.Time `json:"retry_at,omitempty"`
 	// ErrorCount counts the times the request went to error; a retry names the one it answers.
 	ErrorCount int `json:"error_count"`
 

@@ -167,7 +167,7 @@ func TestGetView(t *testing.T) {
 	}
 
 	wantKeys := []string{"created_at", "error", "external_id", "finished_processing_at", "id", "paused_at", "policy_key",
-		"resume_endpoint", "started_processing_at", "status", "step", "webhooks"}
+		"resume_endpoint", "started_processing_at", "status", "step", "waiting_for", "webhooks"}
 	get := func(id string) (map[string]any, string) {
 		t.Helper()
 		w := f.do(http.MethodGet, "/api/v1/privacy-request/"+id, auth, "")
@@ -250,3 +250,47 @@ func TestRoutesAnswerJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitingFor: the view says what a request waits for and until when — a paused request its
+// halting webhook and the token's expiry, one at the execution step the data layer and the
+// execution deadline, one in a backoff the webhook and its next attempt — and null while it runs
+// or once it is finished.
+func TestWaitingFor(t *testing.T) {
+	f := newFixture(t)
+	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead))
+	deadline, retryAt := t0.Add(24*time.Hour), t0.Add(90*time.Second)
+	atExecution := awaitingRequest("pri_exec", 1)
+	atExecution.Step, atExecution.Next, atExecution.ExecutionDeadline = event.StepExecution, 0, &deadline
+	inBackoff := awaitingRequest("pri_backoff", 0)
+	inBackoff.RetryAt = &retryAt
+	postBackoff := awaitingRequest("pri_post_backoff", 0)
+	postBackoff.Step, postBackoff.Next, postBackoff.RetryAt = event.StepPostWebhooks, 0, &retryAt
+	postBackoff.Plan.Post = []event.PlanWebhook{{ID: "wh-logout", Key: "log_out", Direction: event.OneWay}}
+	done := pausedRequest("pri_done", 1)
+	done.Status = event.StatusComplete
+	for _, tc := range []struct {
+		req  event.Request
+		want string
+	}{
+		{pausedRequest("pri_paused", 1), `{"reason":"resume","until":"2025-03-04T00:00:03Z","webhook_key":"verify"}`},
+		{atExecution, `{"reason":"data_layer","until":"2025-03-02T12:00:00Z","webhook_key":null}`},
+		{inBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"verify"}`},
+		{postBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"log_out"}`},
+		{awaitingRequest("pri_running", 0), `null`},
+		{failedRequest("pri_failed", 1), `null`},
+		{done, `null`},
+	} {
+		t.Run(tc.req.ID, func(t *testing.T) {
+			f.putRequest(tc.req)
+			w := f.do(http.MethodGet, "/api/v1/privacy-request/"+tc.req.ID, auth, "")
+			var v map[string]any
+			if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil || w.Code != http.StatusOK {
+				t.Fatalf("GET: %d %s", w.Code, w.Body)
+			}
+			if got, _ := json.Marshal(v["waiting_for"]); string(got) != tc.want {
+				t.Errorf("waiting_for = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+

@@ -10,18 +10,40 @@ import (
 // View is the public form of a privacy request (SPEC §7): its state and webhook history, never its
 // identity nor its plan's sealed secrets.
 type View struct {
-	ID                   string        `json:"id"`
-	PolicyKey            string        `json:"policy_key"`
-	ExternalID           *string       `json:"external_id"`
-	Status               event.Status  `json:"status"`
-	Step                 event.Step    `json:"step"`
-	CreatedAt            time.Time     `json:"created_at"`
-	StartedProcessingAt  *time.Time    `json:"started_processing_at"`
-	PausedAt             *time.Time    `json:"paused_at"`
-	FinishedProcessingAt *time.Time    `json:"finished_processing_at"`
-	Error                *ErrorView    `json:"error"`
-	ResumeEndpoint       *string       `json:"resume_endpoint"`
-	Webhooks             []WebhookView `json:"webhooks"`
+	ID                   string       `json:"id"`
+	PolicyKey            string       `json:"policy_key"`
+	ExternalID           *string      `json:"external_id"`
+	Status               event.Status `json:"status"`
+	Step                 event.Step   `json:"step"`
+	CreatedAt            time.Time    `json:"created_at"`
+	StartedProcessingAt  *time.Time   `json:"started_processing_at"`
+	PausedAt             *time.Time   `json:"paused_at"`
+	FinishedProcessingAt *time.Time   `json:"finished_processing_at"`
+	Error                *ErrorView   `json:"error"`
+	ResumeEndpoint       *string      `json:"resume_endpoint"`
+	// WaitingFor says what the request waits for and until when; null while it runs and once it
+	// is complete or in error.
+	WaitingFor *WaitingView  `json:"waiting_for"`
+	Webhooks   []WebhookView `json:"webhooks"`
+}
+
+// Reasons a request waits (WaitingView.Reason).
+const (
+	// WaitResume: paused by a halting pre-execution webhook until its receiver posts the
+	// reply-to-token; Until is when the token expires and the request goes to error.
+	WaitResume = "resume"
+	// WaitDataLayer: execute was published; Until is EXECUTION_TIMEOUT's deadline.
+	WaitDataLayer = "data_layer"
+	// WaitRetry: the current webhook's last attempt failed and the next is due at Until.
+	WaitRetry = "retry"
+)
+
+// WaitingView is what a request waits for: a reason, the webhook concerned (for resume and
+// retry) and until when.
+type WaitingView struct {
+	Reason     string     `json:"reason"`
+	WebhookKey *string    `json:"webhook_key"`
+	Until      *time.Time `json:"until"`
 }
 
 // ErrorView says where and why a request failed.
@@ -75,6 +97,7 @@ func NewView(req event.Request) View {
 		p := callbackapi.ResumePath(req.ID)
 		v.ResumeEndpoint = &p
 	}
+	v.WaitingFor = waitingFor(req)
 	for _, w := range req.Webhooks {
 		wv := WebhookView{
 			Key: w.Key, CallbackType: w.CallbackType, Direction: w.Direction, Order: w.Order,
@@ -91,6 +114,41 @@ func NewView(req event.Request) View {
 		v.Webhooks = append(v.Webhooks, wv)
 	}
 	return v
+}
+
+// waitingFor returns what req waits for, or nil when it does not wait on anything outside the
+// executor (it runs, or it is finished).
+func waitingFor(req event.Request) *WaitingView {
+	switch {
+	case req.Status == event.StatusPaused:
+		return &WaitingView{Reason: WaitResume, WebhookKey: optional(planKey(req.Plan.Pre, req.PausedWebhookID)),
+			Until: req.PauseExpiresAt}
+	case req.Status != event.StatusInProcessing:
+		return nil
+	case req.Step == event.StepExecution:
+		return &WaitingView{Reason: WaitDataLayer, Until: req.ExecutionDeadline}
+	case req.RetryAt != nil:
+		hooks := req.Plan.Pre
+		if req.Step == event.StepPostWebhooks {
+			hooks = req.Plan.Post
+		}
+		var key *string
+		if req.Next >= 0 && req.Next < len(hooks) {
+			key = optional(hooks[req.Next].Key)
+		}
+		return &WaitingView{Reason: WaitRetry, WebhookKey: key, Until: req.RetryAt}
+	}
+	return nil
+}
+
+// planKey returns the key of the webhook of hooks whose id is id, or "".
+func planKey(hooks []event.PlanWebhook, id string) string {
+	for _, h := range hooks {
+		if h.ID == id {
+			return h.Key
+		}
+	}
+	return ""
 }
 
 func optional(s string) *string {

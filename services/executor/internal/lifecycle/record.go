@@ -20,8 +20,6 @@ type Record struct {
 	// write that records the previous answer when nothing comes between), so that one worker calls
 	// while others wait, and another takes the call over when it expires.
 	Claim *Claim `json:"claim,omitempty"`
-	// RetryAt is when the next attempt of the current call is due after a retryable failure.
-	RetryAt *time.Time `json:"retry_at,omitempty"`
 	// Interrupts counts the calls of the current webhook whose answer was never recorded (an
 	// executor stopped during them) since its last recorded answer.
 	Interrupts int `json:"interrupts,omitempty"`
