@@ -293,4 +293,3 @@ func TestWaitingFor(t *testing.T) {
 		})
 	}
 }
-
