@@ -32,7 +32,13 @@ type Plan struct {
 	// and created again starts at version 1). Zero in plans published before it existed.
 	PolicyCreatedAt time.Time     `json:"policy_created_at,omitzero"`
 	PublishedAt     time.Time     `json:"published_at"`
-	Pre             []PlanWebhook `json:"pre_execution"`
+	// PolicyAction is fides's action type of the policy ("access", "erasure", "consent"), from its
+	// drp_action; empty when the policy has none. Webhook calls carry it as policy_action.
+	PolicyAction string `json:"policy_action,omitempty"`
+	// ExecutionTimeframe is the policy's execution_timeframe in days (0: none): a request is due
+	// that long after it was created, and webhook calls carry its due date.
+	ExecutionTimeframe int           `json:"execution_timeframe,omitempty"`
+	Pre                []PlanWebhook `json:"pre_execution"`
 	Post            []PlanWebhook `json:"post_execution"`
 }
 

@@ -66,8 +66,12 @@ func Compile(p policy.Policy, conns map[string]connection.Connection, at time.Ti
 		}
 		return out
 	}
-	return event.Plan{PolicyKey: p.Key, Version: p.Version, PolicyCreatedAt: p.CreatedAt, PublishedAt: at,
-		Pre: list(p.Pre), Post: list(p.Post)}
+	plan := event.Plan{PolicyKey: p.Key, Version: p.Version, PolicyCreatedAt: p.CreatedAt, PublishedAt: at,
+		PolicyAction: p.Action(), Pre: list(p.Pre), Post: list(p.Post)}
+	if p.ExecutionTimeframe != nil {
+		plan.ExecutionTimeframe = *p.ExecutionTimeframe
+	}
+	return plan
 }
 
 // PublishPolicies puts the current plans of keys; a key whose policy no longer exists has its

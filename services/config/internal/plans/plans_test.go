@@ -234,3 +234,35 @@ func TestPlanURLKeepsOnlySchemeAndHost(t *testing.T) {
 		t.Fatalf("the stored connection still holds the path after the store was opened again: %s", raw)
 	}
 }
+
+// TestCompileCarriesPolicyActionAndTimeframe: the plan carries fides's action type of the policy,
+// from its drp_action, and its execution timeframe, for the webhook calls' policy_action and due
+// date; a policy without them has neither.
+func TestCompileCarriesPolicyActionAndTimeframe(t *testing.T) {
+	days := 45
+	for _, tc := range []struct {
+		drp       *string
+		timeframe *int
+		action    string
+		days      int
+	}{
+		{nil, nil, "", 0},
+		{ptr("access"), &days, "access", 45},
+		{ptr("access:categories"), nil, "access", 0},
+		{ptr("access:specific"), nil, "access", 0},
+		{ptr("deletion"), &days, "erasure", 45},
+		{ptr("sale:opt_out"), nil, "consent", 0},
+		{ptr("sale:opt_in"), nil, "consent", 0},
+	} {
+		p := plans.Compile(policy.Policy{Key: "p", DRPAction: tc.drp, ExecutionTimeframe: tc.timeframe}, nil, time.Now())
+		if p.PolicyAction != tc.action || p.ExecutionTimeframe != tc.days {
+			t.Errorf("drp_action %v, timeframe %v: plan action %q, timeframe %d; want %q, %d", tc.drp, tc.timeframe,
+				p.PolicyAction, p.ExecutionTimeframe, tc.action, tc.days)
+		}
+	}
+	if len(policy.DRPActions) != 6 {
+		t.Errorf("DRPActions has %d values; every one needs a row above", len(policy.DRPActions))
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -7,6 +7,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
@@ -34,6 +35,23 @@ func ParseKind(s string) (Kind, bool) {
 
 // DRPActions are the accepted drp_action values.
 var DRPActions = []string{"access", "deletion", "sale:opt_out", "sale:opt_in", "access:categories", "access:specific"}
+
+// Action returns fides's action type of the policy (the policy_action webhook calls carry), from
+// its drp_action: the access actions are "access", deletion is "erasure", the sale opt-outs and
+// opt-ins are "consent"; "" without a drp_action.
+func (p *Policy) Action() string {
+	switch {
+	case p.DRPAction == nil:
+		return ""
+	case *p.DRPAction == "deletion":
+		return "erasure"
+	case strings.HasPrefix(*p.DRPAction, "sale:"):
+		return "consent"
+	case strings.HasPrefix(*p.DRPAction, "access"):
+		return "access"
+	}
+	return ""
+}
 
 // Policy is a policy document. Its JSON form is the API resource.
 type Policy struct {

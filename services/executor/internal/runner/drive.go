@@ -290,8 +290,7 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 	rec := u.rec
 	c := webhook.Call{
 		Slot: slot, Secrets: secrets, WebhookID: rec.CallID(),
-		Body: webhook.Body{PrivacyRequestID: u.id, PolicyKey: rec.PolicyKey, Direction: w.Direction,
-			CallbackType: rec.CallbackType(), Identity: ident},
+		Body: webhook.NewBody(&rec.Request, w.Direction, rec.CallbackType(), ident, u.r.now()),
 	}
 	if rec.Pausing() {
 		tok, err := u.r.d.Seal(&token.ResumeClaims{RequestID: u.id, WebhookID: w.ID, Pause: rec.Pause + 1,

@@ -100,13 +100,59 @@ func NewSender(cfg Config) *Sender {
 // Close releases idle connections.
 func (s *Sender) Close() { s.client.CloseIdleConnections() }
 
-// Body is the JSON body of a call.
+// Body is the JSON body of a call: fidesops's fields, then fides's (SPEC §6). A receiver written
+// for either finds what it reads.
 type Body struct {
 	PrivacyRequestID string             `json:"privacy_request_id"`
 	PolicyKey        string             `json:"policy_key"`
 	Direction        event.Direction    `json:"direction"`
 	CallbackType     event.CallbackType `json:"callback_type"`
 	Identity         event.Identity     `json:"identity"`
+	// PrivacyRequestStatus is the request's status when the call is made.
+	PrivacyRequestStatus event.Status `json:"privacy_request_status"`
+	// PolicyAction is fides's action type of the policy (access, erasure, consent); null when the
+	// policy has no drp_action.
+	PolicyAction *string `json:"policy_action"`
+	// Timestamp is when this attempt was made.
+	Timestamp time.Time `json:"timestamp"`
+	// PrivacyRequest summarises the request, without personal data.
+	PrivacyRequest RequestSummary `json:"privacy_request"`
+}
+
+// RequestSummary is the non-personal part of a privacy request that calls carry (fides's
+// privacy_request object).
+type RequestSummary struct {
+	ID                  string       `json:"id"`
+	Status              event.Status `json:"status"`
+	PolicyKey           string       `json:"policy_key"`
+	ExternalID          *string      `json:"external_id"`
+	CreatedAt           time.Time    `json:"created_at"`
+	StartedProcessingAt *time.Time   `json:"started_processing_at"`
+	// DueDate is when the request is due: its creation plus the policy's execution_timeframe in
+	// days; null when the policy has none.
+	DueDate *time.Time `json:"due_date"`
+}
+
+// NewBody returns the body of a call of a webhook of direction and callback type ct for req, with
+// ident and the time of the attempt.
+func NewBody(req *event.Request, direction event.Direction, ct event.CallbackType, ident event.Identity, now time.Time) Body {
+	b := Body{PrivacyRequestID: req.ID, PolicyKey: req.PolicyKey, Direction: direction, CallbackType: ct,
+		Identity: ident, PrivacyRequestStatus: req.Status, Timestamp: now.UTC(),
+		PrivacyRequest: RequestSummary{ID: req.ID, Status: req.Status, PolicyKey: req.PolicyKey,
+			CreatedAt: req.CreatedAt, StartedProcessingAt: req.StartedProcessingAt}}
+	if req.Plan.PolicyAction != "" {
+		action := req.Plan.PolicyAction
+		b.PolicyAction = &action
+	}
+	if req.ExternalID != "" {
+		ext := req.ExternalID
+		b.PrivacyRequest.ExternalID = &ext
+	}
+	if days := req.Plan.ExecutionTimeframe; days > 0 {
+		due := req.CreatedAt.AddDate(0, 0, days)
+		b.PrivacyRequest.DueDate = &due
+	}
+	return b
 }
 
 // Call is one webhook call.

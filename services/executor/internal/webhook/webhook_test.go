@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,24 @@ func TestSigningKey(t *testing.T) {
 	}
 	if _, err := SigningKey("whsec_***"); err == nil {
 		t.Errorf("bad whsec_ key accepted")
+	}
+}
+
+// TestNewBodyWithoutPolicyFacts: a policy without drp_action or execution_timeframe gives a call
+// with policy_action and due_date null, and a request without external_id a null external_id; the
+// fidesops fields are there as before.
+func TestNewBodyWithoutPolicyFacts(t *testing.T) {
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	req := &event.Request{ID: "pri_1", PolicyKey: "p", Status: event.StatusInProcessing, CreatedAt: created}
+	b, err := json.Marshal(NewBody(req, event.TwoWay, event.Pre, event.Identity{}, created.Add(time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"privacy_request_id":"pri_1","policy_key":"p","direction":"two_way","callback_type":"pre",` +
+		`"identity":{"email":null,"phone_number":null},"privacy_request_status":"in_processing","policy_action":null,` +
+		`"timestamp":"2026-01-02T03:04:06Z","privacy_request":{"id":"pri_1","status":"in_processing","policy_key":"p",` +
+		`"external_id":null,"created_at":"2026-01-02T03:04:05Z","started_processing_at":null,"due_date":null}}`
+	if string(b) != want {
+		t.Errorf("body\n got %s\nwant %s", b, want)
 	}
 }
