@@ -30,8 +30,8 @@ type Plan struct {
 	// PolicyCreatedAt is when the policy document was created: with PolicyKey it names one life of
 	// the policy, so that a higher Version of the same life is known to be newer (a policy deleted
 	// and created again starts at version 1). Zero in plans published before it existed.
-	PolicyCreatedAt time.Time     `json:"policy_created_at,omitzero"`
-	PublishedAt     time.Time     `json:"published_at"`
+	PolicyCreatedAt time.Time `json:"policy_created_at,omitzero"`
+	PublishedAt     time.Time `json:"published_at"`
 	// PolicyAction is fides's action type of the policy ("access", "erasure", "consent"), from its
 	// drp_action; empty when the policy has none. Webhook calls carry it as policy_action.
 	PolicyAction string `json:"policy_action,omitempty"`
@@ -39,7 +39,7 @@ type Plan struct {
 	// that long after it was created, and webhook calls carry its due date.
 	ExecutionTimeframe int           `json:"execution_timeframe,omitempty"`
 	Pre                []PlanWebhook `json:"pre_execution"`
-	Post            []PlanWebhook `json:"post_execution"`
+	Post               []PlanWebhook `json:"post_execution"`
 }
 
 // Supersedes reports whether p is known to be a newer plan than o: the same life of the same policy
