@@ -16,8 +16,11 @@ func TestCallBodyHasFidesFields(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.start(e.config())
-	plan := e.putPlan("fides", []hook{{Key: "pre", URL: e.rc.URL("/fides/pre")}}, []hook{{Key: "post", URL: e.rc.URL("/fides/post")}})
-	plan.PolicyAction, plan.ExecutionTimeframe = "erasure", 30
+	// The plan is built by putPlan under another key, then put once under "fides" with the
+	// policy's facts: a second put of one key could reach the executor's plan view after the
+	// submission.
+	plan := e.putPlan("fides_template", []hook{{Key: "pre", URL: e.rc.URL("/fides/pre")}}, []hook{{Key: "post", URL: e.rc.URL("/fides/post")}})
+	plan.PolicyKey, plan.PolicyAction, plan.ExecutionTimeframe = "fides", "erasure", 30
 	b, _ := json.Marshal(plan)
 	if _, err := e.nats.Bucket(t, event.BucketPlans).Put(context.Background(), event.KVKey("fides"), b); err != nil {
 		t.Fatal(err)

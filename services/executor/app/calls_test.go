@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,9 +99,20 @@ func TestCallHeadersAndBody(t *testing.T) {
 			if err := json.Unmarshal(c.Body, &body); err != nil {
 				t.Fatal(err)
 			}
+			// fidesops's five fields, exactly; fides's four beside them (TestCallBodyHasFidesFields
+			// checks their values).
+			fidesops := map[string]json.RawMessage{}
+			for _, k := range []string{"callback_type", "direction", "identity", "policy_key", "privacy_request_id"} {
+				fidesops[k] = body[k]
+			}
 			want := fmt.Sprintf(`{"callback_type":%q,"direction":%q,"identity":{"email":"a@example.com","phone_number":null},"policy_key":"headers","privacy_request_id":"pri_headers"}`, tc.ct, tc.dir)
-			if got, _ := json.Marshal(body); string(got) != want {
-				t.Errorf("body %s, want %s", got, want)
+			if got, _ := json.Marshal(fidesops); string(got) != want {
+				t.Errorf("fidesops's fields %s, want %s", got, want)
+			}
+			keys := slices.Sorted(maps.Keys(body))
+			if wantKeys := []string{"callback_type", "direction", "identity", "policy_action", "policy_key", "privacy_request",
+				"privacy_request_id", "privacy_request_status", "timestamp"}; !slices.Equal(keys, wantKeys) {
+				t.Errorf("body keys %v, want %v", keys, wantKeys)
 			}
 			if tc.signing != "" {
 				verifySignature(t, c, tc.signing)
