@@ -74,8 +74,21 @@ type PlanWebhook struct {
 
 // HTTPSSecrets are the secrets of an https connection (SPEC §2).
 type HTTPSSecrets struct {
-	URL           string            `json:"url"`
+	URL string `json:"url"`
+	// Authorization is sent verbatim as the Authorization header; empty when OAuth2 is set.
 	Authorization string            `json:"authorization"`
 	Headers       map[string]string `json:"headers,omitempty"`
 	SigningSecret string            `json:"signing_secret,omitempty"`
+	// OAuth2, when set, makes the executor obtain a token by the client credentials grant and send
+	// it as "Authorization: Bearer <token>" in place of Authorization.
+	OAuth2 *OAuth2 `json:"oauth2,omitempty"`
+}
+
+// OAuth2 are the client credentials (RFC 6749 §4.4) with which the executor obtains the access
+// token of an https connection (SPEC §2, §6).
+type OAuth2 struct {
+	TokenURL     string   `json:"token_url"`
+	ClientID     string   `json:"client_id"`
+	ClientSecret string   `json:"client_secret"`
+	Scopes       []string `json:"scopes,omitempty"`
 }
