@@ -108,7 +108,8 @@ type TestResult struct {
 }
 
 // SetSecrets validates, seals and stores the https secrets of key; with verify it also resolves
-// the host and completes a TLS handshake (no HTTP request), records the outcome and returns it
+// the host of the URL, and then of the oauth2 token URL when there is one, and completes a TLS
+// handshake with each (no HTTP request, so no token is fetched), records the outcome and returns it
 // (nil without verify). The plaintext never leaves this function other than sealed.
 func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSecrets, verify bool) (*TestResult, error) {
 	c, err := s.store.GetConnection(ctx, key)
@@ -136,6 +137,11 @@ func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSec
 		if err := s.verify(ctx, sec.URL); err != nil {
 			result.Succeeded = false
 			result.Reason = err.Error()
+		} else if sec.OAuth2 != nil {
+			if err := s.verify(ctx, sec.OAuth2.TokenURL); err != nil {
+				result.Succeeded = false
+				result.Reason = "token_url: " + err.Error()
+			}
 		}
 	}
 	if _, err := s.store.SetSecrets(ctx, key, sealed, DisplayURL(sec.URL), result); err != nil {
@@ -146,16 +152,30 @@ func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSec
 }
 
 func (s *Service) validate(sec event.HTTPSSecrets) error {
-	// A refused destination (ErrForbiddenAddress) is not a malformed URL: like a host name that
-	// resolves to a private address, it is stored, reported by the verification, and refused by
-	// the executor.
-	if err := s.guard.CheckURL(sec.URL); err != nil && !errors.Is(err, netguard.ErrForbiddenAddress) {
+	if err := s.checkURL(sec.URL); err != nil {
 		return &InvalidError{Loc: []any{"body", "url"}, Msg: err.Error()}
 	}
 	if err := checkHeaders(sec.Headers); err != nil {
 		return err
 	}
-	return checkAuthorization(sec.Authorization)
+	if err := checkAuthorization(sec.Authorization); err != nil {
+		return err
+	}
+	if err := checkOAuth2(sec.OAuth2, s.checkURL); err != nil {
+		return err
+	}
+	return checkAuthorizationSource(sec)
+}
+
+// checkURL returns why raw is not a URL the executor may call (its scheme, form or host), nil
+// when it is. A refused destination (ErrForbiddenAddress) is not a malformed URL: like a host
+// name that resolves to a private address, it is stored, reported by the verification, and
+// refused by the executor.
+func (s *Service) checkURL(raw string) error {
+	if err := s.guard.CheckURL(raw); err != nil && !errors.Is(err, netguard.ErrForbiddenAddress) {
+		return err
+	}
+	return nil
 }
 
 // verify resolves the URL's host and completes a TLS handshake with it through the guarded

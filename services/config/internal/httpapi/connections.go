@@ -136,10 +136,11 @@ type secretsBody struct {
 	Authorization *string           `json:"authorization"`
 	Headers       map[string]string `json:"headers"`
 	SigningSecret *string           `json:"signing_secret"`
+	OAuth2        *event.OAuth2     `json:"oauth2"`
 }
 
-// putSecrets is PUT /connection/{key}/secret?verify=: strict https secrets, sealed at rest,
-// optionally verified by a TLS handshake. The body is never logged or echoed.
+// putSecrets is PUT /connection/{key}/secret?verify=: strict https secrets (oauth2 included),
+// sealed at rest, optionally verified by a TLS handshake. The body is never logged or echoed.
 func putSecrets(svc *connection.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := mux.Vars(r)["key"]
@@ -161,14 +162,28 @@ func putSecrets(svc *connection.Service) http.HandlerFunc {
 		if body.URL == nil || *body.URL == "" {
 			fe.required("body", "url")
 		}
-		if body.Authorization == nil || *body.Authorization == "" {
+		// The Authorization header of the calls comes from authorization or, with oauth2, from
+		// the token obtained with its credentials.
+		if body.OAuth2 == nil && (body.Authorization == nil || *body.Authorization == "") {
 			fe.required("body", "authorization")
+		}
+		if o := body.OAuth2; o != nil {
+			for _, f := range []struct{ name, value string }{
+				{"token_url", o.TokenURL}, {"client_id", o.ClientID}, {"client_secret", o.ClientSecret},
+			} {
+				if f.value == "" {
+					fe.required("body", "oauth2", f.name)
+				}
+			}
 		}
 		if err := fe.err(); err != nil {
 			writeError(w, r, err)
 			return
 		}
-		sec := event.HTTPSSecrets{URL: *body.URL, Authorization: *body.Authorization, Headers: body.Headers}
+		sec := event.HTTPSSecrets{URL: *body.URL, Headers: body.Headers, OAuth2: body.OAuth2}
+		if body.Authorization != nil {
+			sec.Authorization = *body.Authorization
+		}
 		if body.SigningSecret != nil {
 			sec.SigningSecret = *body.SigningSecret
 		}

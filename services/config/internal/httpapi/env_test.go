@@ -86,6 +86,7 @@ func (s *syncBuffer) String() string {
 type envOptions struct {
 	appKey, previousKey string
 	allowPrivate        bool
+	allowHTTP           bool
 	roots               *x509.CertPool
 	db                  string        // database name; a fresh one when empty
 	nats                *testkit.NATS // shared NATS; a fresh one when nil
@@ -163,7 +164,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		t.Fatal(err)
 	}
 	pub := plans.NewPublisher(st, plansKV, log)
-	conns := connection.NewService(st, st, pub, keyring, netguard.Policy{AllowPrivate: opt.allowPrivate}, opt.roots, log)
+	conns := connection.NewService(st, st, pub, keyring, netguard.Policy{AllowPrivate: opt.allowPrivate, AllowHTTP: opt.allowHTTP}, opt.roots, log)
 	pols := policy.NewService(st, st, pub, log)
 	oa := oauth.NewService(st, clientsKV, sealer, oauth.Root{ID: rootID, Secret: rootSecret}, time.Hour, log)
 	if err := conns.Reseal(ctx); err != nil {
