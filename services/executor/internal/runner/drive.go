@@ -289,7 +289,7 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 	slot *webhook.Slot) (lifecycle.Answer, error) {
 	rec := u.rec
 	c := webhook.Call{
-		Slot: slot, Secrets: secrets, WebhookID: rec.CallID(),
+		Slot: slot, ConnectionKey: w.ConnectionKey, Secrets: secrets, WebhookID: rec.CallID(),
 		Body: webhook.NewBody(&rec.Request, w.Direction, rec.CallbackType(), ident, u.r.now()),
 	}
 	if rec.Pausing() {

@@ -1,6 +1,7 @@
 // Package webhook calls users' webhooks (SPEC §6): it builds the request with its headers and
-// Standard Webhooks signature, sends it through one shared SSRF-guarded transport, and classifies
-// the answer as done, retryable, ignored or refused.
+// Standard Webhooks signature, obtains the connection's OAuth2 access token when it has client
+// credentials, sends both the token request and the call through one shared SSRF-guarded
+// transport, and classifies the answer as done, retryable, ignored or refused.
 package webhook
 
 import (
@@ -63,6 +64,8 @@ type Sender struct {
 	perHost int
 	slotsMu sync.Mutex
 	slots   map[string]chan struct{}
+	// tokens are the access tokens of connections with oauth2 client credentials.
+	tokens *tokens
 }
 
 // NewSender builds the shared transport: keep-alive, TLS roots cfg.Roots, the policy's dialer
@@ -83,17 +86,19 @@ func NewSender(cfg Config) *Sender {
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
 	}
+	client := &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	return &Sender{
-		client: &http.Client{
-			Transport:     tr,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		client:    client,
 		policy:    cfg.Policy,
 		timeout:   cfg.Timeout,
 		userAgent: cfg.UserAgent,
 		now:       time.Now,
 		perHost:   cfg.MaxConnsPerHost,
 		slots:     map[string]chan struct{}{},
+		tokens:    newTokens(client.Do, cfg.Policy, cfg.Timeout, cfg.UserAgent),
 	}
 }
 
@@ -157,8 +162,10 @@ func NewBody(req *event.Request, direction event.Direction, ct event.CallbackTyp
 
 // Call is one webhook call.
 type Call struct {
-	Secrets event.HTTPSSecrets
-	Body    Body
+	// ConnectionKey names the connection of Secrets: its OAuth2 access token is cached under it.
+	ConnectionKey string
+	Secrets       event.HTTPSSecrets
+	Body          Body
 	// WebhookID is the Standard Webhooks webhook-id: the same on every repeat of this call.
 	WebhookID string
 	// ReplyTo and ReplyToken are set on pre-execution two-way calls only.
@@ -303,6 +310,9 @@ func (s *Sender) Send(ctx context.Context, c Call) Result {
 	return res
 }
 
+// send makes the call within deadline. With oauth2 credentials it first gets the connection's
+// access token, and when the webhook answers 401 it drops that token and makes the call once more
+// with a fresh one.
 func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 	if c.Slot.err != nil {
 		return Result{Err: c.Slot.err}
@@ -316,41 +326,79 @@ func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 	if err != nil {
 		return Result{Err: fmt.Errorf("encode body: %w", err)}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Secrets.URL, bytes.NewReader(body))
+	header, err := s.header(c, body)
 	if err != nil {
-		return Result{Err: fmt.Errorf("build request: %w", err), Forbidden: true}
+		return Result{Err: err, Forbidden: true}
 	}
+	o := c.Secrets.OAuth2
+	if o == nil {
+		if c.Secrets.Authorization != "" {
+			header.Set("Authorization", c.Secrets.Authorization)
+		}
+		return s.post(ctx, c.Secrets.URL, header, body)
+	}
+	key := tokenKey(c.ConnectionKey, o)
+	tok, err := s.tokens.get(ctx, key, o)
+	if err != nil {
+		return tokenFailure(err)
+	}
+	header.Set("Authorization", "Bearer "+tok)
+	res := s.post(ctx, c.Secrets.URL, header, body)
+	if res.Status != http.StatusUnauthorized {
+		return res
+	}
+	// The token was revoked or expired early: once more with a fresh one, in this attempt.
+	s.tokens.drop(key, tok)
+	if tok, err = s.tokens.get(ctx, key, o); err != nil {
+		return tokenFailure(err)
+	}
+	header.Set("Authorization", "Bearer "+tok)
+	return s.post(ctx, c.Secrets.URL, header, body)
+}
+
+// header returns the headers of call c with body, but Authorization: the connection's headers,
+// then the fixed ones, reply-to and the signature. Its error is a header of the secrets that
+// cannot be sent, or a signing secret that cannot be used.
+func (s *Sender) header(c Call, body []byte) (http.Header, error) {
+	h := http.Header{}
 	for name, value := range c.Secrets.Headers {
 		// net/http refuses such a header only when sending, as a transport error that a retry
 		// cannot fix: refuse it here, for good and without echoing the value (D16). Config refuses
 		// it at write; this covers secrets stored before it did.
 		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
-			return Result{Err: fmt.Errorf("header %q of the connection's secrets is not a valid RFC 9110 header", event.Reason(name)), Forbidden: true}
+			return nil, fmt.Errorf("header %q of the connection's secrets is not a valid RFC 9110 header", event.Reason(name))
 		}
-		req.Header.Set(name, value)
+		h.Set(name, value)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", s.userAgent)
-	if c.Secrets.Authorization != "" {
-		req.Header.Set("Authorization", c.Secrets.Authorization)
-	}
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", s.userAgent)
 	if c.ReplyTo != "" {
-		req.Header.Set("reply-to", c.ReplyTo)
-		req.Header.Set("reply-to-token", c.ReplyToken)
+		h.Set("reply-to", c.ReplyTo)
+		h.Set("reply-to-token", c.ReplyToken)
 	}
 	if c.Secrets.SigningSecret != "" {
 		key, err := SigningKey(c.Secrets.SigningSecret)
 		if err != nil {
-			return Result{Err: err, Forbidden: true}
+			return nil, err
 		}
 		ts := s.now().Unix()
-		req.Header.Set("webhook-id", c.WebhookID)
-		req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-		req.Header.Set("webhook-signature", Sign(key, c.WebhookID, ts, body))
+		h.Set("webhook-id", c.WebhookID)
+		h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+		h.Set("webhook-signature", Sign(key, c.WebhookID, ts, body))
 	}
+	return h, nil
+}
+
+// post sends body to rawURL with header and reads at most MaxAnswer of the answer.
+func (s *Sender) post(ctx context.Context, rawURL string, header http.Header, body []byte) Result {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(body))
+	if err != nil {
+		return Result{Err: fmt.Errorf("build request: %w", err), Forbidden: true}
+	}
+	req.Header = header.Clone()
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return Result{Err: cleanError(err), Forbidden: errors.Is(err, netguard.ErrForbiddenAddress) || errors.Is(err, netguard.ErrForbiddenURL)}
+		return Result{Err: cleanError(err), Forbidden: forbidden(err)}
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer))
@@ -359,6 +407,17 @@ func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 		res.Err = fmt.Errorf("read answer: %w", cleanError(err))
 	}
 	return res
+}
+
+// tokenFailure is the result of a call whose access token could not be obtained: retried like a
+// call without an answer, refused for good when the guard refused the token URL.
+func tokenFailure(err error) Result {
+	return Result{Err: err, Forbidden: forbidden(err)}
+}
+
+// forbidden reports whether err is the network policy refusing a URL or an address.
+func forbidden(err error) bool {
+	return errors.Is(err, netguard.ErrForbiddenAddress) || errors.Is(err, netguard.ErrForbiddenURL)
 }
 
 // cleanError drops the URL from a client error (it may carry query secrets).
