@@ -57,19 +57,16 @@ const (
 // StatusSubject returns the subject a status change is published on.
 func StatusSubject(s Status) string { return SubjectStatusPrefix + string(s) }
 
-// Identity is what is known of the data subject. Both keys are always present on the wire; a
-// field is null when unknown.
-type Identity struct {
-	Email       *string `json:"email"`
-	PhoneNumber *string `json:"phone_number"`
-}
-
 // Bounds of what an event may carry (SPEC §5): each keeps a request record and its sealed identity
 // far inside a NATS message, so that no input can make a write fail for its size.
 const (
-	// MaxIdentityValue is the longest identity value (email, phone number), submitted or derived, in
-	// characters.
+	// MaxIdentityValue is the longest identity value (a standard field's or a custom identity's),
+	// submitted or derived, in characters.
 	MaxIdentityValue = 1024
+	// MaxIdentityLabel is the longest label of a custom identity, in characters.
+	MaxIdentityLabel = 255
+	// MaxCustomIdentities is the most custom identities an identity holds.
+	MaxCustomIdentities = 20
 	// MaxExternalID is the longest external_id, in characters.
 	MaxExternalID = 255
 	// MaxPolicyKey is the longest policy_key, in characters.
@@ -78,24 +75,6 @@ const (
 	// failed request, a data layer's error), in bytes; longer ones are cut (see Reason).
 	MaxReason = 512
 )
-
-// Validate checks the identity's values: each at most MaxIdentityValue characters. It does not
-// require a value (a derived identity may change nothing).
-func (i Identity) Validate() error {
-	var problems []string
-	for _, f := range []struct {
-		name string
-		v    *string
-	}{{"email", i.Email}, {"phone_number", i.PhoneNumber}} {
-		if f.v != nil && utf8.RuneCountInString(*f.v) > MaxIdentityValue {
-			problems = append(problems, fmt.Sprintf("identity.%s is longer than %d characters", f.name, MaxIdentityValue))
-		}
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", ErrInvalidEvent, strings.Join(problems, "; "))
-	}
-	return nil
-}
 
 // Reason returns s cut to MaxReason bytes (on a character boundary, with "…" at the cut), the form
 // in which reasons are recorded and published.
@@ -109,22 +88,6 @@ func Reason(s string) string {
 		cut--
 	}
 	return s[:cut] + ellipsis
-}
-
-// Empty reports whether no identity field is known.
-func (i Identity) Empty() bool {
-	return (i.Email == nil || *i.Email == "") && (i.PhoneNumber == nil || *i.PhoneNumber == "")
-}
-
-// Merge returns i with every field that derived sets replaced; other fields stay.
-func (i Identity) Merge(derived Identity) Identity {
-	if derived.Email != nil {
-		i.Email = derived.Email
-	}
-	if derived.PhoneNumber != nil {
-		i.PhoneNumber = derived.PhoneNumber
-	}
-	return i
 }
 
 // Submitted is the payload of privacy.request.submitted.
@@ -161,7 +124,7 @@ func (s Submitted) Validate() error {
 		problems = append(problems, fmt.Sprintf("policy_key must be 1-%d characters of a-zA-Z0-9_.-", MaxPolicyKey))
 	}
 	if s.Identity.Empty() {
-		problems = append(problems, "identity needs at least one of email, phone_number")
+		problems = append(problems, "identity needs at least one known field")
 	} else if err := s.Identity.Validate(); err != nil {
 		problems = append(problems, strings.TrimPrefix(err.Error(), ErrInvalidEvent.Error()+": "))
 	}

@@ -25,6 +25,9 @@ func TestSubmittedValidate(t *testing.T) {
 		{"no policy", Submitted{ID: "x", Identity: email}, "policy_key is required"},
 		{"no identity", Submitted{ID: "x", PolicyKey: "p"}, "identity needs"},
 		{"empty identity", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr("")}}, "identity needs"},
+		{"fides field only", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{FidesUserDeviceID: ptr("d-1")}}, ""},
+		{"custom identity only", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Custom: map[string]LabeledIdentity{"loyalty_id": {"Loyalty ID", "CH-1"}}}}, ""},
+		{"bad custom identity", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Custom: map[string]LabeledIdentity{"loyalty_id": {"", "CH-1"}}}}, "identity.loyalty_id.label is required"},
 		{"longest email", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr(strings.Repeat("é", MaxIdentityValue))}}, ""},
 		{"email too long (D4)", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr(strings.Repeat("a", 800<<10))}}, "identity.email is longer than 1024"},
 		{"phone too long", Submitted{ID: "x", PolicyKey: "p", Identity: Identity{Email: ptr("a"), PhoneNumber: ptr(strings.Repeat("5", MaxIdentityValue+1))}}, "identity.phone_number is longer"},
@@ -46,17 +49,6 @@ func TestSubmittedValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want ErrInvalidEvent containing %q", err, tt.want)
 			}
 		})
-	}
-}
-
-func TestIdentityWire(t *testing.T) {
-	b, _ := json.Marshal(Identity{Email: ptr("a@example.com")})
-	if got, want := string(b), `{"email":"a@example.com","phone_number":null}`; got != want {
-		t.Fatalf("Identity JSON = %s, want %s", got, want)
-	}
-	merged := Identity{Email: ptr("a"), PhoneNumber: ptr("1")}.Merge(Identity{Email: ptr("b")})
-	if *merged.Email != "b" || *merged.PhoneNumber != "1" {
-		t.Fatalf("Merge = %+v, want email b, phone 1", merged)
 	}
 }
 

@@ -22,6 +22,15 @@ func FuzzSubmitted(f *testing.F) {
 		`{"id":"x","policy_key":"p","identity":{"email":"a"},"ID":"y"}`,
 		`{"id":"x","policy_key":"p","identity":{"email":"a"}} trailing`,
 		`[]`, `null`, `{}`, `{"identity":[]}`,
+		`{"id":"x","policy_key":"p","identity":{"ga_client_id":"g","ljt_readerID":"r","fides_user_device_id":"d","external_id":"e"}}`,
+		`{"id":"x","policy_key":"p","identity":{"loyalty_id":{"label":"Loyalty ID","value":"CH-1"}}}`,
+		`{"id":"x","policy_key":"p","identity":{"email":null,"loyalty_id":{"label":"","value":"CH-1"}}}`,
+		`{"id":"x","policy_key":"p","identity":{"loyalty_id":{"label":"L","value":"v","x":1}}}`,
+		`{"id":"x","policy_key":"p","identity":{"loyalty_id":null,"email":"a"}}`,
+		`{"id":"x","policy_key":"p","identity":{"email":"a","email":"b"}}`,
+		`{"id":"x","policy_key":"p","identity":{"ssn":"123"}}`,
+		`{"id":"x","policy_key":"p","identity":{"Loyalty":{"label":"L","value":"v"}}}`,
+		`{"id":"x","policy_key":"p","identity":{"external_id":{"label":"L","value":"v"}}}`,
 		`{"id":"` + strings.Repeat("a", 255) + `","policy_key":"` + strings.Repeat("p", 255) + `","identity":{"email":"` + strings.Repeat("é", MaxIdentityValue) + `"}}`,
 	} {
 		f.Add([]byte(s))
@@ -46,9 +55,18 @@ func FuzzSubmitted(f *testing.F) {
 		if sub.Identity.Empty() {
 			t.Fatal("accepted an empty identity")
 		}
-		for _, v := range []*string{sub.Identity.Email, sub.Identity.PhoneNumber} {
+		for _, v := range sub.Identity.standard() {
 			if v != nil && utf8.RuneCountInString(*v) > MaxIdentityValue {
 				t.Fatalf("accepted an identity value of %d characters", utf8.RuneCountInString(*v))
+			}
+		}
+		if len(sub.Identity.Custom) > MaxCustomIdentities {
+			t.Fatalf("accepted %d custom identities", len(sub.Identity.Custom))
+		}
+		for k, c := range sub.Identity.Custom {
+			if !CustomIdentityName(k) || c.Label == "" || c.Value == "" ||
+				utf8.RuneCountInString(c.Label) > MaxIdentityLabel || utf8.RuneCountInString(c.Value) > MaxIdentityValue {
+				t.Fatalf("accepted a custom identity out of bounds under %q", k)
 			}
 		}
 		// What was accepted is what a redelivery decodes: the executor re-reads the payload.
