@@ -278,7 +278,7 @@ func DecodeIdentity(data []byte, path string) (*Identity, error) {
 			}
 			continue
 		}
-		c, err := decodeCustom(dec, field)
+		c, err := decodeCustom(dec, path, k)
 		if err != nil {
 			return nil, err
 		}
@@ -295,8 +295,10 @@ func DecodeIdentity(data []byte, path string) (*Identity, error) {
 	return ident, trailing(dec, path)
 }
 
-// decodeCustom decodes the value of a custom identity: {"label", "value"} or null (nil).
-func decodeCustom(dec *json.Decoder, field string) (*LabeledIdentity, error) {
+// decodeCustom decodes the value of the custom identity k of the identity at path: {"label",
+// "value"} or null (nil).
+func decodeCustom(dec *json.Decoder, path, k string) (*LabeledIdentity, error) {
+	field := path + "." + k
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, &IdentityError{field, "is not JSON"}
@@ -305,7 +307,7 @@ func decodeCustom(dec *json.Decoder, field string) (*LabeledIdentity, error) {
 		return nil, nil
 	}
 	if tok != json.Delim('{') {
-		return nil, &IdentityError{field, `is not a standard field, so it must be a custom identity {"label", "value"}`}
+		return nil, &IdentityError{path, fmt.Sprintf(`has an unknown field %q (a custom identity is an object {"label", "value"})`, k)}
 	}
 	c := &LabeledIdentity{}
 	seen := map[string]bool{}
