@@ -183,6 +183,8 @@ func TestBadSubmittedEvents(t *testing.T) {
 	}{
 		{"no policy key", "pri_nopolicy", `{"id": "pri_nopolicy", "identity": {"email": "a@b"}}`, "policy_key is required", false},
 		{"no identity", "pri_noident", `{"id": "pri_noident", "policy_key": "p", "identity": {"email": null}}`, "identity needs", false},
+		{"custom identity not an object", "pri_badcustom", `{"id": "pri_badcustom", "policy_key": "p", "identity": {"email": "a@b", "ssn": "123-45-6789"}}`, `identity has an unknown field "ssn"`, false},
+		{"custom identity without label", "pri_nolabel", `{"id": "pri_nolabel", "policy_key": "p", "identity": {"loyalty_id": {"label": "", "value": "CH-1"}}}`, "identity.loyalty_id.label is required", false},
 		{"unknown policy", "pri_unknownpolicy", `{"id": "pri_unknownpolicy", "policy_key": "nope", "identity": {"email": "a@b"}}`, "No Policy found for key nope.", true},
 	} {
 		e.publish(event.SubjectSubmitted, []byte(tc.payload), "")

@@ -61,7 +61,7 @@ func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 			if err := d.Validate(); err != nil {
 				return undecodable("resume", err)
 			}
-			if d.Email == nil && d.PhoneNumber == nil {
+			if d.IsZero() {
 				ev.DerivedIdentity = nil
 			}
 		}
@@ -303,10 +303,15 @@ func (r *Runner) reject(ctx context.Context, data []byte, reason string) error {
 	return r.d.Publisher.Rejected(ctx, event.Rejected{Reason: event.Reason(reason), Payload: string(data), At: r.now()})
 }
 
+// jsonProblem says why a payload did not decode, naming the field, never a value.
 func jsonProblem(err error) string {
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) {
 		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	}
+	var ident *event.IdentityError
+	if errors.As(err, &ident) {
+		return ident.Error()
 	}
 	return "not JSON"
 }

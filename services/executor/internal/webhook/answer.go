@@ -66,53 +66,42 @@ func Classify(d event.Direction, r Result) Answer {
 	}
 }
 
-// ParseTwoWay parses a two-way answer {"derived_identity"?: {"email"?, "phone_number"?},
-// "halt"?: bool | "true" | "false"}. An empty body means no change and no halt.
+// ParseTwoWay parses a two-way answer {"derived_identity"?: <identity>, "halt"?: bool | "true" |
+// "false"}. The derived identity has the shape and strictness of a submitted one (event.Identity:
+// standard fields, custom identities {label, value}; unknown or repeated keys and other types are
+// refused) and its bounds. An empty body means no change and no halt.
 func ParseTwoWay(body []byte) (*event.Identity, bool, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, false, nil
 	}
-	var raw any
-	if err := json.Unmarshal(body, &raw); err != nil {
+	if !json.Valid(body) {
 		return nil, false, fmt.Errorf("two-way answer is not JSON")
 	}
-	obj, ok := raw.(map[string]any)
-	if !ok {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
 		return nil, false, fmt.Errorf("two-way answer is not a JSON object")
 	}
 	var derived *event.Identity
-	if v, ok := obj["derived_identity"]; ok && v != nil {
-		fields, ok := v.(map[string]any)
-		if !ok {
-			return nil, false, fmt.Errorf("derived_identity is not an object")
+	if v, ok := obj["derived_identity"]; ok {
+		d, err := event.DecodeIdentity(v, "derived_identity")
+		if err != nil {
+			return nil, false, answerError("%s", err)
 		}
-		derived = &event.Identity{}
-		for name, value := range fields {
-			var dst **string
-			switch name {
-			case "email":
-				dst = &derived.Email
-			case "phone_number":
-				dst = &derived.PhoneNumber
-			default:
-				return nil, false, answerError("derived_identity has unknown field %q", name)
-			}
-			switch s := value.(type) {
-			case nil:
-			case string:
-				*dst = &s
-			default:
-				return nil, false, answerError("derived_identity.%s is not a string", name)
+		if d != nil {
+			if err := d.Validate(); err != nil {
+				// Bounded like submitted values, so a derived identity always fits its stores (D15).
+				return nil, false, answerError("derived %s", strings.TrimPrefix(err.Error(), event.ErrInvalidEvent.Error()+": "))
 			}
 		}
-		if err := derived.Validate(); err != nil {
-			// Bounded like submitted values, so a derived identity always fits its stores (D15).
-			return nil, false, fmt.Errorf("derived %s", strings.TrimPrefix(err.Error(), event.ErrInvalidEvent.Error()+": "))
-		}
+		derived = d
+	}
+	var h any
+	if v, ok := obj["halt"]; ok {
+		_ = json.Unmarshal(v, &h) // valid JSON: checked above
 	}
 	halt := false
-	switch h := obj["halt"].(type) {
+	switch h := h.(type) {
 	case nil:
 	case bool:
 		halt = h

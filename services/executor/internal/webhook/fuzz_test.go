@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -25,6 +26,16 @@ func FuzzTwoWayAnswer(f *testing.F) {
 		`{"halt":true,"halt":false}`,
 		`{"derived_identity":{"email":1}}`,
 		`{"halt":true} trailing`,
+		`{"derived_identity":{"ga_client_id":"g","ljt_readerID":"r","fides_user_device_id":"d","external_id":"x"},"halt":"true"}`,
+		`{"derived_identity":{"loyalty_id":{"label":"Loyalty ID","value":"CH-1"},"email":"a"}}`,
+		`{"derived_identity":{"loyalty_id":null}}`,
+		`{"derived_identity":{"loyalty_id":"CH-1"}}`,
+		`{"derived_identity":{"Loyalty ID":{"label":"L","value":"v"}}}`,
+		`{"derived_identity":{"k":{"label":"L","value":"v","x":"y"}}}`,
+		`{"derived_identity":{"k":{"label":"","value":"v"}}}`,
+		`{"derived_identity":{"k":{"label":"L","value":"v"},"k":{"label":"L","value":"w"}}}`,
+		`{"derived_identity":{"email":"a","email":"b"}}`,
+		`{"derived_identity":{"` + strings.Repeat("k", 300) + `":{"label":"L","value":"v"}}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -43,10 +54,27 @@ func FuzzTwoWayAnswer(f *testing.F) {
 			if verr := derived.Validate(); verr != nil {
 				t.Fatalf("accepted a derived identity that does not validate: %v", verr)
 			}
-			for _, v := range []*string{derived.Email, derived.PhoneNumber} {
+			for _, v := range []*string{derived.Email, derived.PhoneNumber, derived.GAClientID, derived.LJTReaderID, derived.FidesUserDeviceID, derived.ExternalID} {
 				if v != nil && utf8.RuneCountInString(*v) > event.MaxIdentityValue {
 					t.Fatalf("accepted a derived value of %d characters", utf8.RuneCountInString(*v))
 				}
+			}
+			if len(derived.Custom) > event.MaxCustomIdentities {
+				t.Fatalf("accepted %d derived custom identities", len(derived.Custom))
+			}
+			for k, c := range derived.Custom {
+				if !event.CustomIdentityName(k) || c.Label == "" || c.Value == "" {
+					t.Fatalf("accepted a derived custom identity out of bounds under %q", k)
+				}
+			}
+			// What is accepted is stored as JSON and read back: it must survive the round trip.
+			b, err := json.Marshal(derived)
+			if err != nil {
+				t.Fatalf("re-encode: %v", err)
+			}
+			var back event.Identity
+			if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(&back, derived) {
+				t.Fatalf("round trip changed the derived identity: %s (%v)", b, err)
 			}
 		}
 		if halt {

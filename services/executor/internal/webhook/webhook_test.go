@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ func TestParseTwoWay(t *testing.T) {
 		wantEmail string
 		wantHalt  bool
 		wantErr   bool
+		// derived is the JSON of the derived identity when set; errText a part of the error.
+		derived, errText string
 	}{
 		{body: ""},
 		{body: "  "},
@@ -37,6 +40,25 @@ func TestParseTwoWay(t *testing.T) {
 		{body: `{"derived_identity": {"email": "` + strings.Repeat("é", event.MaxIdentityValue) + `"}}`, wantEmail: strings.Repeat("é", event.MaxIdentityValue)},
 		{body: `{"derived_identity": {"phone_number": "` + strings.Repeat("5", event.MaxIdentityValue+1) + `"}}`, wantErr: true},
 		{body: `{"halt": "` + strings.Repeat("x", 400<<10) + `"}`, wantErr: true},
+		// fides's identity shape.
+		{body: `{"derived_identity": {"ga_client_id": "g", "ljt_readerID": "r", "fides_user_device_id": "d", "external_id": "x"}, "halt": true}`, wantHalt: true,
+			derived: `{"email":null,"phone_number":null,"ga_client_id":"g","ljt_readerID":"r","fides_user_device_id":"d","external_id":"x"}`},
+		{body: `{"derived_identity": {"email": "a@b", "loyalty_id": {"label": "Loyalty ID", "value": "CH-1"}}}`, wantEmail: "a@b",
+			derived: `{"email":"a@b","phone_number":null,"loyalty_id":{"label":"Loyalty ID","value":"CH-1"}}`},
+		{body: `{"derived_identity": {"loyalty_id": null}}`, derived: `{"email":null,"phone_number":null}`},
+		{body: `{"derived_identity": {}}`, derived: `{"email":null,"phone_number":null}`},
+		{body: `{"derived_identity": {"name": "x"}}`, wantErr: true, errText: `derived_identity has an unknown field "name" (a custom identity is an object {"label", "value"})`},
+		{body: `{"derived_identity": {"Loyalty ID": {"label": "L", "value": "v"}}}`, wantErr: true, errText: `derived_identity has an unknown field "Loyalty ID"`},
+		{body: `{"derived_identity": {"email": "a", "email": "b"}}`, wantErr: true, errText: `derived_identity.email is repeated`},
+		{body: `{"derived_identity": {"k": {"label": "L", "value": "v"}, "k": {"label": "L", "value": "w"}}}`, wantErr: true, errText: `derived_identity.k is repeated`},
+		{body: `{"derived_identity": {"ga_client_id": 1}}`, wantErr: true, errText: `derived_identity.ga_client_id is not a string`},
+		{body: `{"derived_identity": {"k": {"label": "L", "value": 1}}}`, wantErr: true, errText: `derived_identity.k.value is not a string`},
+		{body: `{"derived_identity": {"k": {"label": "L", "value": "v", "extra": "s"}}}`, wantErr: true, errText: `derived_identity.k has an unknown field "extra"`},
+		{body: `{"derived_identity": {"k": {"label": "", "value": "v"}}}`, wantErr: true, errText: `derived identity.k.label is required`},
+		{body: `{"derived_identity": {"k": {"label": "L", "value": "` + strings.Repeat("v", event.MaxIdentityValue+1) + `"}}}`, wantErr: true, errText: `derived identity.k.value is longer than 1024`},
+		{body: `{"derived_identity": {"external_id": "` + strings.Repeat("v", event.MaxIdentityValue+1) + `"}}`, wantErr: true, errText: `derived identity.external_id is longer`},
+		{body: `{"derived_identity": {` + manyCustom(event.MaxCustomIdentities+1) + `}}`, wantErr: true, errText: `derived identity has 21 custom identities`},
+		{body: `null`, wantErr: true, errText: "not a JSON object"},
 	} {
 		d, halt, err := ParseTwoWay([]byte(tc.body))
 		if err != nil && len(err.Error()) > event.MaxReason+64 {
@@ -53,7 +75,28 @@ func TestParseTwoWay(t *testing.T) {
 		if email != tc.wantEmail {
 			t.Errorf("%q: email %q, want %q", tc.body, email, tc.wantEmail)
 		}
+		if tc.errText != "" && (err == nil || !strings.Contains(err.Error(), tc.errText)) {
+			t.Errorf("%q: err %v, want it to contain %q", tc.body, err, tc.errText)
+		}
+		if tc.derived != "" {
+			got, _ := json.Marshal(d)
+			if string(got) != tc.derived {
+				t.Errorf("%q: derived %s, want %s", tc.body, got, tc.derived)
+			}
+		}
 	}
+}
+
+// manyCustom returns n custom identities as members of a JSON object.
+func manyCustom(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, `"k%d": {"label": "L", "value": "v"}`, i)
+	}
+	return b.String()
 }
 
 func TestClassify(t *testing.T) {
