@@ -12,8 +12,9 @@ import (
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 )
 
-// decodeResumeBody decodes the strict resume body of SPEC §7: empty, {} or
-// {"derived_identity": {"email"?, "phone_number"?}}, no key repeated in an object. Every problem, malformed JSON included, is a
+// decodeResumeBody decodes the strict resume body of SPEC §7: empty, {} or {"derived_identity":
+// <identity>}, the identity in event.Identity's shape (standard fields: non-empty strings or null;
+// custom identities: {"label", "value"} or null), no key repeated in an object. Every problem, malformed JSON included, is a
 // 422 listing pydantic-like field errors. It returns nil when the body derives no identity.
 func decodeResumeBody(b []byte) (*event.Identity, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
@@ -49,30 +50,27 @@ func decodeResumeBody(b []byte) (*event.Identity, error) {
 		derived = &event.Identity{}
 		for _, k := range sortedKeys(d) {
 			loc := []any{"body", "derived_identity", k}
-			var dst **string
-			switch k {
-			case "email":
-				dst = &derived.Email
-			case "phone_number":
-				dst = &derived.PhoneNumber
-			default:
+			if dst := derived.Standard(k); dst != nil {
+				if v, ok := resumeString(d[k], true, event.MaxIdentityValue, loc, &problems); ok {
+					*dst = v
+				}
+				continue
+			}
+			if !event.CustomIdentityName(k) {
 				problems = append(problems, extra(loc...))
 				continue
 			}
-			switch v := d[k].(type) {
-			case nil:
-			case string:
-				switch {
-				case v == "":
-					problems = append(problems, api.FieldError{Loc: loc, Msg: "ensure this value has at least 1 characters", Type: "value_error.any_str.min_length"})
-				case utf8.RuneCountInString(v) > event.MaxIdentityValue:
-					problems = append(problems, api.FieldError{Loc: loc, Msg: fmt.Sprintf("ensure this value has at most %d characters", event.MaxIdentityValue), Type: "value_error.any_str.max_length"})
-				default:
-					*dst = &v
+			c, ok := resumeCustom(d[k], loc, &problems)
+			if ok && c != nil {
+				if derived.Custom == nil {
+					derived.Custom = map[string]event.LabeledIdentity{}
 				}
-			default:
-				problems = append(problems, api.FieldError{Loc: loc, Msg: "str type expected", Type: "type_error.str"})
+				derived.Custom[k] = *c
 			}
+		}
+		if n := len(derived.Custom); n > event.MaxCustomIdentities {
+			problems = append(problems, api.FieldError{Loc: []any{"body", "derived_identity"},
+				Msg: fmt.Sprintf("ensure this value has at most %d custom identities", event.MaxCustomIdentities), Type: "value_error.dict.max_items"})
 		}
 	default:
 		problems = append(problems, api.FieldError{Loc: []any{"body", "derived_identity"}, Msg: "value is not a valid dict", Type: "type_error.dict"})
@@ -80,10 +78,73 @@ func decodeResumeBody(b []byte) (*event.Identity, error) {
 	if len(problems) > 0 {
 		return nil, api.Invalid(problems...)
 	}
-	if derived != nil && derived.Email == nil && derived.PhoneNumber == nil {
+	if derived != nil && derived.IsZero() {
 		return nil, nil
 	}
 	return derived, nil
+}
+
+// resumeString checks a string of a resume body at loc: 1-max characters, or null when nullable
+// (nil). It appends a problem and reports false when the value is not one of these.
+func resumeString(v any, nullable bool, max int, loc []any, problems *[]api.FieldError) (*string, bool) {
+	switch v := v.(type) {
+	case nil:
+		if nullable {
+			return nil, true
+		}
+		*problems = append(*problems, api.FieldError{Loc: loc, Msg: "none is not an allowed value", Type: "type_error.none.not_allowed"})
+	case string:
+		switch {
+		case v == "":
+			*problems = append(*problems, api.FieldError{Loc: loc, Msg: "ensure this value has at least 1 characters", Type: "value_error.any_str.min_length"})
+		case utf8.RuneCountInString(v) > max:
+			*problems = append(*problems, api.FieldError{Loc: loc, Msg: fmt.Sprintf("ensure this value has at most %d characters", max), Type: "value_error.any_str.max_length"})
+		default:
+			return &v, true
+		}
+	default:
+		*problems = append(*problems, api.FieldError{Loc: loc, Msg: "str type expected", Type: "type_error.str"})
+	}
+	return nil, false
+}
+
+// resumeCustom checks a custom identity of a resume body at loc: {"label", "value"}, both required
+// strings within their bounds, or null (nil, it sets nothing); any other value makes the key an
+// unknown field. It appends the problems and reports
+// false when there are any.
+func resumeCustom(v any, loc []any, problems *[]api.FieldError) (*event.LabeledIdentity, bool) {
+	if v == nil {
+		return nil, true
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		// Not a standard field and not a custom identity: an unknown field.
+		*problems = append(*problems, extra(loc...))
+		return nil, false
+	}
+	before := len(*problems)
+	for _, k := range sortedKeys(obj) {
+		if k != "label" && k != "value" {
+			*problems = append(*problems, extra(append(slices.Clone(loc), k)...))
+		}
+	}
+	var c event.LabeledIdentity
+	for _, f := range []struct {
+		name string
+		dst  *string
+		max  int
+	}{{"label", &c.Label, event.MaxIdentityLabel}, {"value", &c.Value, event.MaxIdentityValue}} {
+		floc := append(slices.Clone(loc), f.name)
+		v, present := obj[f.name]
+		if !present {
+			*problems = append(*problems, api.FieldError{Loc: floc, Msg: "field required", Type: "value_error.missing"})
+			continue
+		}
+		if s, ok := resumeString(v, false, f.max, floc, problems); ok {
+			*f.dst = *s
+		}
+	}
+	return &c, len(*problems) == before
 }
 
 func extra(loc ...any) api.FieldError {

@@ -44,6 +44,14 @@ func FuzzResume(f *testing.F) {
 		{"", `[]`, true},
 		{"", `null`, true},
 		{"", "{\"derived_identity\": {\"email\": \"\xff\"}}", true},
+		{"", `{"derived_identity": {"ga_client_id": "g", "ljt_readerID": "r", "fides_user_device_id": "d", "external_id": "x"}}`, true},
+		{"", `{"derived_identity": {"loyalty_id": {"label": "Loyalty ID", "value": "CH-1"}}}`, true},
+		{"", `{"derived_identity": {"loyalty_id": null}}`, true},
+		{"", `{"derived_identity": {"loyalty_id": "CH-1"}}`, true},
+		{"", `{"derived_identity": {"Loyalty ID": {"label": "L", "value": "v"}}}`, true},
+		{"", `{"derived_identity": {"k": {"label": "", "value": "v", "x": 1}}}`, true},
+		{"", `{"derived_identity": {"k": {"label": "L", "value": "v"}, "k": {"label": "L", "value": "v"}}}`, true},
+		{"", `{"derived_identity": {"external_id": {"label": "L", "value": "v"}}}`, true},
 	} {
 		f.Add(seed.raw, []byte(seed.body), seed.validToken)
 	}
@@ -63,8 +71,13 @@ func FuzzResume(f *testing.F) {
 			if err := fx.resume.Open(raw, &c); err != nil || c.RequestID != id || c.Pause != 1 || c.WebhookID != "wh-verify" {
 				t.Fatalf("200 for a token that does not open for %s (%v): %q", id, err, raw)
 			}
-			if _, err := decodeResumeBody(body); err != nil {
+			d, err := decodeResumeBody(body)
+			if err != nil {
 				t.Fatalf("200 for a body the decoder refuses (%v): %q", err, body)
+			}
+			// What is published is within the bounds the executor checks again.
+			if d != nil && (d.IsZero() || d.Validate() != nil) {
+				t.Fatalf("200 for a derived identity that sets nothing or breaks a bound (%v): %q", d.Validate(), body)
 			}
 		case w.Code >= 400 && w.Code < 500:
 			if validToken && w.Code != http.StatusUnprocessableEntity && w.Code != http.StatusRequestEntityTooLarge {

@@ -284,6 +284,56 @@ func TestResumeRefusals(t *testing.T) {
 			raw, _ := f.replyToken(id, "wh-verify", 1)
 			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": "` + strings.Repeat("é", event.MaxIdentityValue+1) + `"}}`}
 		}, 422, `["body","derived_identity","email"] value_error.any_str.max_length`},
+		{"custom identity with bad fields", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"loyalty_id": {"label": "", "value": 5, "extra": "x"}}}`}
+		}, 422, "[\"body\",\"derived_identity\",\"loyalty_id\",\"extra\"] value_error.extra\n[\"body\",\"derived_identity\",\"loyalty_id\",\"label\"] value_error.any_str.min_length\n[\"body\",\"derived_identity\",\"loyalty_id\",\"value\"] type_error.str"},
+		{"custom identity without label or value", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"loyalty_id": {}}}`}
+		}, 422, "[\"body\",\"derived_identity\",\"loyalty_id\",\"label\"] value_error.missing\n[\"body\",\"derived_identity\",\"loyalty_id\",\"value\"] value_error.missing"},
+		{"custom identity null label", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"loyalty_id": {"label": null, "value": "v"}}}`}
+		}, 422, `["body","derived_identity","loyalty_id","label"] type_error.none.not_allowed`},
+		{"custom identity over the bounds", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"k": {"label": "` + strings.Repeat("l", event.MaxIdentityLabel+1) + `", "value": "` + strings.Repeat("é", event.MaxIdentityValue+1) + `"}}}`}
+		}, 422, "[\"body\",\"derived_identity\",\"k\",\"label\"] value_error.any_str.max_length\n[\"body\",\"derived_identity\",\"k\",\"value\"] value_error.any_str.max_length"},
+		{"custom identity key not a name", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"Loyalty ID": {"label": "L", "value": "v"}}}`}
+		}, 422, `["body","derived_identity","Loyalty ID"] value_error.extra`},
+		{"standard field given as a custom identity", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"external_id": {"label": "L", "value": "v"}}}`}
+		}, 422, `["body","derived_identity","external_id"] type_error.str`},
+		{"empty fides field", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"ljt_readerID": ""}}`}
+		}, 422, `["body","derived_identity","ljt_readerID"] value_error.any_str.min_length`},
+		{"repeated custom identity", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"k": {"label": "L", "value": "v"}, "k": {"label": "L", "value": "w"}}}`}
+		}, 422, `["body","derived_identity","k"] value_error.duplicate`},
+		{"repeated custom identity label", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {"k": {"label": "L", "label": "M", "value": "v"}}}`}
+		}, 422, `["body","derived_identity","k","label"] value_error.duplicate`},
+		{"too many custom identities", func(id string) call {
+			f.putRequest(pausedRequest(id, 1))
+			raw, _ := f.replyToken(id, "wh-verify", 1)
+			return call{resumePath(id), bearer(raw), `{"derived_identity": {` + manyCustom(event.MaxCustomIdentities+1) + `}}`}
+		}, 422, `["body","derived_identity"] value_error.dict.max_items`},
 		{"body over 1 MiB", func(id string) call {
 			f.putRequest(pausedRequest(id, 1))
 			raw, _ := f.replyToken(id, "wh-verify", 1)
@@ -481,6 +531,18 @@ func TestResumeBodies(t *testing.T) {
 		{"empty identity", `{"derived_identity": {}}`, nil},
 		{"phone only", `{"derived_identity": {"phone_number": "555-5555"}}`, &event.Identity{PhoneNumber: &phone}},
 		{"longest value, in characters", `{"derived_identity": {"email": "` + longest + `"}}`, &event.Identity{Email: &longest}},
+		{"fides fields", `{"derived_identity": {"ga_client_id": "g", "ljt_readerID": "r", "fides_user_device_id": "d", "external_id": "x", "email": null}}`,
+			&event.Identity{GAClientID: strp("g"), LJTReaderID: strp("r"), FidesUserDeviceID: strp("d"), ExternalID: strp("x")}},
+		{"custom identities", `{"derived_identity": {"loyalty_id": {"label": "Loyalty ID", "value": "CH-1"}, "k": {"value": "` + longest + `", "label": "` + strings.Repeat("é", event.MaxIdentityLabel) + `"}}}`,
+			&event.Identity{Custom: map[string]event.LabeledIdentity{"loyalty_id": {Label: "Loyalty ID", Value: "CH-1"}, "k": {Label: strings.Repeat("é", event.MaxIdentityLabel), Value: longest}}}},
+		{"most custom identities", `{"derived_identity": {` + manyCustom(event.MaxCustomIdentities) + `}}`, &event.Identity{Custom: func() map[string]event.LabeledIdentity {
+			m := map[string]event.LabeledIdentity{}
+			for n := range event.MaxCustomIdentities {
+				m[fmt.Sprintf("k%d", n)] = event.LabeledIdentity{Label: "L", Value: "v"}
+			}
+			return m
+		}()}},
+		{"only null custom identity", `{"derived_identity": {"loyalty_id": null, "email": null}}`, nil},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -772,3 +834,17 @@ func TestPlanSnapshots(t *testing.T) {
 		})
 	}
 }
+
+// manyCustom returns n custom identities as members of a JSON object.
+func manyCustom(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, `"k%d": {"label": "L", "value": "v"}`, i)
+	}
+	return b.String()
+}
+
+func strp(s string) *string { return &s }

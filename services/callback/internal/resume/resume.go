@@ -265,7 +265,7 @@ func (s *Service) Resume(ctx context.Context, t *Ticket, derived *event.Identity
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 
-	if derived != nil && derived.Email == nil && derived.PhoneNumber == nil {
+	if derived != nil && derived.IsZero() {
 		derived = nil
 	}
 	payload, err := json.Marshal(event.Resume{
