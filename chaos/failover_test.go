@@ -180,23 +180,7 @@ func TestClusterFailover(t *testing.T) {
 
 	records, recordErrs := settle(ctx, t, api, specs, o.settleTimeout)
 	mark("settle")
-	time.Sleep(2 * time.Second) // the last status events reach the stream
-	evCtx, evCancel := context.WithTimeout(ctx, 60*time.Second)
-	defer evCancel()
-	events, err := chaos.ReadStatusEvents(evCtx, js)
-	if err != nil {
-		t.Errorf("chaos cluster: reading status events: %v", err)
-	}
-	all := make([]*chaos.Evidence, 0, len(specs))
-	for _, s := range specs {
-		e := &chaos.Evidence{
-			Spec: s, Record: records[s.ID], RecordErr: recordErrs[s.ID],
-			Calls: rcv.Calls(s.ID), Resumes: rcv.Resumes(s.ID), Deliveries: dl.Deliveries(s.ID), Events: events[s.ID],
-		}
-		e.Submission, e.Submitted = sub.Get(s.ID)
-		all = append(all, e)
-	}
-	report := chaos.Evaluate(all)
+	all, report := gatherEvidence(ctx, t, js, specs, records, recordErrs, rcv, dl, &sub)
 	mark("check")
 
 	// How long progress stalled around each failover: the longest gap between two moves of any

@@ -74,3 +74,30 @@ func startStack(t *testing.T, ctx context.Context, label string, seed uint64, cf
 	time.Sleep(500 * time.Millisecond)
 	return stack{c: c, js: js, api: api, dl: dl}
 }
+
+// gatherEvidence collects, once the requests settled, everything known about each one (its record,
+// the receivers' calls and resume posts, the data layer's deliveries, its status events, its
+// submission) and evaluates the assertions on it. It waits 2 s first, for the last status events
+// to reach the stream.
+func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, specs []chaos.Spec,
+	records map[string]*chaos.Record, recordErrs map[string]string, rcv *chaos.Receivers, dl *chaos.DataLayer,
+	sub *chaos.Submitter) ([]*chaos.Evidence, chaos.Report) {
+	t.Helper()
+	time.Sleep(2 * time.Second)
+	evCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	events, err := chaos.ReadStatusEvents(evCtx, js)
+	if err != nil {
+		t.Errorf("reading status events: %v", err)
+	}
+	all := make([]*chaos.Evidence, 0, len(specs))
+	for _, s := range specs {
+		e := &chaos.Evidence{
+			Spec: s, Record: records[s.ID], RecordErr: recordErrs[s.ID],
+			Calls: rcv.Calls(s.ID), Resumes: rcv.Resumes(s.ID), Deliveries: dl.Deliveries(s.ID), Events: events[s.ID],
+		}
+		e.Submission, e.Submitted = sub.Get(s.ID)
+		all = append(all, e)
+	}
+	return all, chaos.Evaluate(all)
+}
