@@ -13,6 +13,13 @@ const (
 	Resume = "/api/v1/privacy-request/{id}/resume"
 	// LegacyResume is the path fidesops put in reply-to, without /api/v1; still served.
 	LegacyResume = "/privacy-request/{id}/resume"
+	// PreApproveEligible and PreApproveNotEligible are where a pre-approval webhook posts its
+	// reply-to-token (fides's paths).
+	PreApproveEligible    = "/api/v1/privacy-request/{id}/pre-approve/eligible"
+	PreApproveNotEligible = "/api/v1/privacy-request/{id}/pre-approve/not-eligible"
+	// Approve and Deny are an operator's review of a request in the pre-approval stage.
+	Approve = "/api/v1/privacy-request/{id}/approve"
+	Deny    = "/api/v1/privacy-request/{id}/deny"
 	// Retry retries a request in error.
 	Retry = "/api/v1/privacy-request/{id}/retry"
 	// Request reads a request's state and webhook history.
@@ -23,6 +30,12 @@ const (
 
 // ResumePath returns the resume path of request id, escaped for a URL.
 func ResumePath(id string) string { return expand(Resume, id) }
+
+// PreApproveEligiblePath returns the eligible reply path of request id, escaped for a URL.
+func PreApproveEligiblePath(id string) string { return expand(PreApproveEligible, id) }
+
+// PreApproveNotEligiblePath returns the not-eligible reply path of request id, escaped for a URL.
+func PreApproveNotEligiblePath(id string) string { return expand(PreApproveNotEligible, id) }
 
 // RetryPath returns the retry path of request id, escaped for a URL.
 func RetryPath(id string) string { return expand(Retry, id) }

@@ -27,6 +27,11 @@ const (
 	SubjectResume    = "privacy.request.resume"
 	SubjectRetry     = "privacy.request.retry"
 	SubjectRejected  = "privacy.request.rejected"
+	// SubjectPreApproval carries a pre-approval webhook's reply (PreApprovalReply), published by
+	// callback.
+	SubjectPreApproval = "privacy.request.pre_approval"
+	// SubjectReview carries an operator's approval or denial (Review), published by callback.
+	SubjectReview = "privacy.request.review"
 	// SubjectStatusPrefix is followed by the new status: privacy.request.status.complete.
 	SubjectStatusPrefix = "privacy.request.status."
 	// SubjectTimerPrefix is the executor's internal prefix for durable timers (pause expiry,
@@ -192,6 +197,26 @@ type Retry struct {
 	FromError int    `json:"from_error"`
 }
 
+// PreApprovalReply is the payload of privacy.request.pre_approval, published by callback after it
+// validated a pre-approval reply-to-token. WebhookID is the plan webhook the token was issued for and
+// Run the run of the pre-approval stage; TokenID (the token's jti) is also the Nats-Msg-Id.
+type PreApprovalReply struct {
+	RequestID string `json:"request_id"`
+	WebhookID string `json:"webhook_id"`
+	Run       int    `json:"run"`
+	Eligible  bool   `json:"eligible"`
+	TokenID   string `json:"jti"`
+}
+
+// Review is the payload of privacy.request.review, published by callback: an operator approves or
+// denies a request awaiting pre-approval or not eligible for it. Reason is a denial's reason
+// (at most MaxReason bytes).
+type Review struct {
+	RequestID string `json:"request_id"`
+	Approved  bool   `json:"approved"`
+	Reason    string `json:"reason,omitempty"`
+}
+
 // StatusChanged is the payload of privacy.request.status.<status>. Previous is nil (JSON null) for
 // a request's first event. Seq numbers a request's events from 1; id and seq identify an event
 // (its Nats-Msg-Id is status:<id>:<seq>), so consumers de-duplicate on them.
@@ -204,7 +229,20 @@ type StatusChanged struct {
 	Step       Step      `json:"step"`
 	WebhookKey string    `json:"webhook_key,omitempty"`
 	Error      string    `json:"error,omitempty"`
+	// Action names an audit event of fides's (AuditLogAction) carried by this status event:
+	// pre_approval_webhook_triggered (every pre-approval webhook was called; the status is
+	// unchanged), pre_approval_eligible, pre_approval_not_eligible, approved or denied.
+	Action string `json:"action,omitempty"`
 }
+
+// Audit actions (StatusChanged.Action).
+const (
+	ActionPreApprovalTriggered   = "pre_approval_webhook_triggered"
+	ActionPreApprovalEligible    = "pre_approval_eligible"
+	ActionPreApprovalNotEligible = "pre_approval_not_eligible"
+	ActionApproved               = "approved"
+	ActionDenied                 = "denied"
+)
 
 // Rejected is the payload of privacy.request.rejected: a submitted event that could not be taken.
 type Rejected struct {

@@ -18,6 +18,8 @@ type CallbackType string
 const (
 	Pre  CallbackType = "pre"
 	Post CallbackType = "post"
+	// PreApprovalCallback is a pre-approval webhook's call (SPEC §6.3).
+	PreApprovalCallback CallbackType = "pre_approval"
 )
 
 // Plan is the compiled webhook plan of one policy: the value of its key in policy_webhooks. The
@@ -40,6 +42,17 @@ type Plan struct {
 	ExecutionTimeframe int           `json:"execution_timeframe,omitempty"`
 	Pre                []PlanWebhook `json:"pre_execution"`
 	Post               []PlanWebhook `json:"post_execution"`
+	// PreApproval is the pre-approval stage every request of the policy goes through first: nil
+	// when config's PRE_APPROVAL is false. Its webhooks are the global pre-approval webhooks, the
+	// same in every policy's plan.
+	PreApproval *PreApproval `json:"pre_approval,omitempty"`
+}
+
+// PreApproval is the pre-approval stage of a plan (SPEC §5.2): every webhook is called, in order,
+// and the request goes on when each replied eligible. With no webhook, an operator approves or
+// denies every request.
+type PreApproval struct {
+	Webhooks []PlanWebhook `json:"webhooks"`
 }
 
 // Supersedes reports whether p is known to be a newer plan than o: the same life of the same policy

@@ -16,6 +16,14 @@ const (
 	StatusPaused       Status = "paused"
 	StatusComplete     Status = "complete"
 	StatusError        Status = "error"
+	// StatusAwaitingPreApproval: the pre-approval webhooks are being called, or their replies are
+	// awaited (SPEC §5.2).
+	StatusAwaitingPreApproval Status = "awaiting_pre_approval"
+	// StatusPreApprovalNotEligible: a pre-approval webhook replied not eligible, or not every one
+	// replied in time; an operator approves or denies the request.
+	StatusPreApprovalNotEligible Status = "pre_approval_not_eligible"
+	// StatusDenied: an operator denied the request; it is finished.
+	StatusDenied Status = "denied"
 )
 
 // Step of a privacy request.
@@ -23,6 +31,8 @@ type Step string
 
 // Steps, in the order they run.
 const (
+	// StepPreApproval runs only when the request's plan has a pre-approval stage (Plan.PreApproval).
+	StepPreApproval  Step = "pre_approval"
 	StepPreWebhooks  Step = "pre_webhooks"
 	StepExecution    Step = "execution"
 	StepPostWebhooks Step = "post_webhooks"
@@ -47,9 +57,20 @@ const (
 	OutcomeSkipped Outcome = "skipped"
 )
 
-// RecordFormat is the layout of the records this code writes: 2, the plan by reference in
-// plan_snapshots (PlanRef). Records without a format hold their plan inline.
-const RecordFormat = 2
+// RecordFormat is the newest layout of the records this code reads and writes: 3, a record with a
+// pre-approval stage (its plan has PreApproval). Format 2 is a record with its plan by reference
+// in plan_snapshots (PlanRef) and no pre-approval stage; records without a format hold their plan
+// inline. A record is written in the oldest format that holds it (Layout), so that a version that
+// knows no pre-approval stage still reads every record that has none.
+const RecordFormat = 3
+
+// Layout returns the format r is written in: 3 when its plan has a pre-approval stage, 2 otherwise.
+func (r *Request) Layout() int {
+	if r.Plan.PreApproval != nil {
+		return 3
+	}
+	return 2
+}
 
 // ErrNewerFormat reports a record written in a layout newer than RecordFormat, by a newer version
 // of the executor.
@@ -103,6 +124,12 @@ type Request struct {
 	RetryAt *time.Time `json:"retry_at,omitempty"`
 	// ErrorCount counts the times the request went to error; a retry names the one it answers.
 	ErrorCount int `json:"error_count"`
+	// ApprovalDue is when the replies of the pre-approval webhooks are due (the stage's start plus
+	// PRIVACY_REQUEST_DELAY_TIMEOUT, or the identity's expiry when earlier); their reply-to-tokens
+	// expire then. Set while the request is awaiting_pre_approval.
+	ApprovalDue *time.Time `json:"approval_due,omitempty"`
+	// DenyReason is the reason an operator gave when denying the request.
+	DenyReason string `json:"deny_reason,omitempty"`
 
 	CreatedAt            time.Time  `json:"created_at"`
 	UpdatedAt            time.Time  `json:"updated_at"`
@@ -134,7 +161,19 @@ type WebhookRecord struct {
 	// attempts, and each is repeated with the same webhook-id.
 	Interrupted int     `json:"interrupted,omitempty"`
 	Outcome     Outcome `json:"outcome"`
+	// Reply is a pre-approval webhook's reply in the current run of the stage; empty until it
+	// replies, and for other webhooks.
+	Reply Reply `json:"reply,omitempty"`
 }
+
+// Reply is what a pre-approval webhook answered at its reply-to URLs.
+type Reply string
+
+// Replies.
+const (
+	ReplyEligible    Reply = "eligible"
+	ReplyNotEligible Reply = "not_eligible"
+)
 
 // Attempt is one call of a webhook.
 type Attempt struct {

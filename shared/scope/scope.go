@@ -25,6 +25,9 @@ const (
 	// PrivacyRequestResume resumes or retries a request: held by reply-to tokens and by clients
 	// allowed to retry.
 	PrivacyRequestResume = "privacy-request:resume"
+	// PrivacyRequestReview approves or denies a request in the pre-approval stage: held by
+	// operators' clients and, for the pre-approve replies, by pre-approval reply-to tokens.
+	PrivacyRequestReview = "privacy-request:review"
 )
 
 // All is every scope, in the order GET /oauth/scope lists them.
@@ -33,5 +36,5 @@ var All = []string{
 	ConnectionRead, ConnectionCreateOrUpdate, ConnectionDelete,
 	PolicyRead, PolicyCreateOrUpdate, PolicyDelete,
 	WebhookRead, WebhookCreateOrUpdate, WebhookDelete,
-	PrivacyRequestRead, PrivacyRequestResume,
+	PrivacyRequestRead, PrivacyRequestResume, PrivacyRequestReview,
 }

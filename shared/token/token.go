@@ -59,6 +59,21 @@ type ResumeClaims struct {
 // HasScope reports whether the token grants scope.
 func (c ResumeClaims) HasScope(scope string) bool { return slices.Contains(c.Scopes, scope) }
 
+// PreApprovalClaims are the claims of a pre-approval webhook's reply-to-token: they name the request,
+// the plan webhook and the run of the pre-approval stage it was issued in. Its jti is the call's
+// webhook-id, so that every token of one webhook in one run is the same reply: a webhook replies
+// once per request.
+type PreApprovalClaims struct {
+	Claims
+	RequestID string   `json:"request_id"`
+	WebhookID string   `json:"webhook_id"`
+	Run       int      `json:"run"`
+	Scopes    []string `json:"scopes"`
+}
+
+// HasScope reports whether the token grants scope.
+func (c PreApprovalClaims) HasScope(scope string) bool { return slices.Contains(c.Scopes, scope) }
+
 type claimer interface{ registered() *Claims }
 
 // Sealer seals and opens tokens under one key.

@@ -210,7 +210,7 @@ func (pr *planRefs) ref(ctx context.Context, p *event.Plan) (string, error) {
 func (pr *planRefs) encode(ctx context.Context, r *lifecycle.Record) ([]byte, error) {
 	if r.Plan.PolicyKey == "" && len(r.Plan.Pre)+len(r.Plan.Post) == 0 {
 		cp := *r
-		cp.Format, cp.PlanRef = event.RecordFormat, ""
+		cp.Format, cp.PlanRef = cp.Layout(), ""
 		return json.Marshal(&cp)
 	}
 	ref, err := pr.ref(ctx, &r.Plan)
@@ -218,7 +218,7 @@ func (pr *planRefs) encode(ctx context.Context, r *lifecycle.Record) ([]byte, er
 		return nil, err
 	}
 	cp := *r
-	cp.Format, cp.Plan, cp.PlanRef = event.RecordFormat, event.Plan{}, ref
+	cp.Format, cp.Plan, cp.PlanRef = r.Layout(), event.Plan{}, ref
 	return json.Marshal(&cp)
 }
 
@@ -234,7 +234,7 @@ func (pr *planRefs) decode(ctx context.Context, b []byte) (*lifecycle.Record, er
 	if err := r.CheckFormat(); err != nil {
 		return nil, err
 	}
-	r.Format = 0 // like the reference, how it is stored: encode writes RecordFormat
+	r.Format = 0 // like the reference, how it is stored: encode writes its Layout
 	if r.PlanRef != "" {
 		p, err := pr.snapshots.Get(ctx, r.PlanRef)
 		if err != nil {
