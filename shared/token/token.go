@@ -74,7 +74,8 @@ type PreApprovalClaims struct {
 // HasScope reports whether the token grants scope.
 func (c PreApprovalClaims) HasScope(scope string) bool { return slices.Contains(c.Scopes, scope) }
 
-type claimer interface{ registered() *Claims }
+// Claimer is any claims type of this package: Claims embedded in it.
+type Claimer interface{ registered() *Claims }
 
 // Sealer seals and opens tokens under one key.
 type Sealer struct {
@@ -99,7 +100,7 @@ func (s *Sealer) WithClock(now func() time.Time) *Sealer {
 
 // Seal sets the claims' iat to now, exp to now+ttl and a random jti when it is empty, and returns
 // the compact JWE.
-func (s *Sealer) Seal(claims claimer, ttl time.Duration) (string, error) {
+func (s *Sealer) Seal(claims Claimer, ttl time.Duration) (string, error) {
 	now := s.now()
 	reg := claims.registered()
 	reg.IssuedAt = now.Unix()
@@ -122,7 +123,7 @@ func (s *Sealer) Seal(claims claimer, ttl time.Duration) (string, error) {
 // Open decrypts raw into claims and checks its expiry. It returns an error wrapping ErrInvalid for
 // a token that is too long, malformed, of another algorithm, or sealed under another key, and
 // ErrExpired (with the claims filled) for one that is past its expiry.
-func (s *Sealer) Open(raw string, claims claimer) error {
+func (s *Sealer) Open(raw string, claims Claimer) error {
 	if len(raw) > MaxLength {
 		return fmt.Errorf("%w: longer than %d bytes", ErrInvalid, MaxLength)
 	}

@@ -281,7 +281,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Plans:      view,
 		Caller:     sender,
 		Secrets:    secrets.NewOpener(secretKeys),
-		Seal:       func(c *token.ResumeClaims, ttl time.Duration) (string, error) { return sealer.Seal(c, ttl) },
+		Seal:       sealer.Seal,
 		Pool:       pool,
 		Metrics:    metrics,
 		Hooks:      cfg.Hooks,
@@ -294,7 +294,8 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		handler consume.Handler
 	}{
 		{ConsumerSubmitted, []string{event.SubjectSubmitted}, run.HandleSubmitted},
-		{ConsumerControl, []string{event.SubjectExecuted, event.SubjectResume, event.SubjectRetry, timers.FireSubjects}, run.HandleControl},
+		{ConsumerControl, []string{event.SubjectExecuted, event.SubjectResume, event.SubjectRetry, event.SubjectPreApproval,
+			event.SubjectReview, timers.FireSubjects}, run.HandleControl},
 	}
 	active := make(chan struct{}, min(cfg.ActiveHandlers, cfg.Concurrency))
 	var loops []*consume.Loop

@@ -173,6 +173,13 @@ func keyring(t *testing.T) *secret.Keyring {
 // putPlan writes a plan into policy_webhooks as config would, secrets sealed.
 func (e *env) putPlan(policy string, pre, post []hook) event.Plan {
 	e.t.Helper()
+	return e.putPlanApproval(policy, pre, post, nil)
+}
+
+// putPlanApproval is putPlan with a pre-approval stage of webhooks approval (none: no stage; an
+// empty, non-nil list: a stage without webhooks).
+func (e *env) putPlanApproval(policy string, pre, post, approval []hook) event.Plan {
+	e.t.Helper()
 	kv := e.nats.Bucket(e.t, event.BucketPlans)
 	k := keyring(e.t)
 	build := func(hs []hook, kind string) []event.PlanWebhook {
@@ -202,6 +209,12 @@ func (e *env) putPlan(policy string, pre, post []hook) event.Plan {
 	}
 	p := event.Plan{PolicyKey: policy, Version: time.Now().UnixNano(), PublishedAt: time.Now(),
 		Pre: build(pre, "pre"), Post: build(post, "post")}
+	if approval != nil {
+		for i := range approval {
+			approval[i].Direction = event.TwoWay
+		}
+		p.PreApproval = &event.PreApproval{Webhooks: build(approval, "pre_approval")}
+	}
 	b, _ := json.Marshal(p)
 	if _, err := kv.Put(context.Background(), event.KVKey(policy), b); err != nil {
 		e.t.Fatal(err)

@@ -31,6 +31,12 @@ type Record struct {
 	// EarlyResume is a resume that arrived for the pause the current call may start, before its
 	// answer was recorded; it is applied when the answer halts and dropped otherwise.
 	EarlyResume *EarlyResume `json:"early_resume,omitempty"`
+	// Review is an operator's approval or denial of a request in the pre-approval stage, recorded
+	// when it arrives and applied by the lifecycle (at once, or once a call in flight answered).
+	Review *Review `json:"review,omitempty"`
+	// Triggered reports that the audit event pre_approval_webhook_triggered of the stage's current
+	// run was put in the outbox (every pre-approval webhook was called).
+	Triggered bool `json:"triggered,omitempty"`
 	// Executed is the data layer's answer for the execution run it names, recorded when it arrives
 	// and applied by the lifecycle (it may arrive before the execution step is recorded).
 	Executed *Executed `json:"executed,omitempty"`
@@ -57,6 +63,12 @@ type EarlyResume struct {
 	WebhookID string `json:"webhook_id"`
 	// Patch names the resume's derived identity, stored beside the identity; empty when none.
 	Patch string `json:"patch,omitempty"`
+}
+
+// Review is a recorded review of an operator.
+type Review struct {
+	Approved bool   `json:"approved"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // Executed is a recorded answer of the data layer.
@@ -111,6 +123,12 @@ type Env struct {
 // SetStatus changes the status and puts the status event in the outbox; a request's first event
 // has no previous status.
 func (r *Record) SetStatus(s event.Status, now time.Time, webhookKey, message string) {
+	r.emit(s, now, webhookKey, message, "")
+}
+
+// emit changes the status (or keeps it: an audit event) and puts the status event, with its audit
+// action ("" for none), in the outbox.
+func (r *Record) emit(s event.Status, now time.Time, webhookKey, message, action string) {
 	var prev *event.Status
 	if r.EventSeq > 0 {
 		p := r.Status
@@ -121,23 +139,44 @@ func (r *Record) SetStatus(s event.Status, now time.Time, webhookKey, message st
 	r.EventSeq++
 	r.Outbox = append(r.Outbox, Pending{Seq: r.EventSeq, Event: event.StatusChanged{
 		ID: r.ID, Seq: r.EventSeq, Status: s, Previous: prev, At: now, Step: r.Step,
-		WebhookKey: webhookKey, Error: event.Reason(message),
+		WebhookKey: webhookKey, Error: event.Reason(message), Action: action,
 	}})
 }
 
 // hooks returns the webhooks of the current step, the offset of their records in Webhooks and
-// their callback type.
+// their callback type. The records of the pre-approval webhooks come after those of the pre- and
+// post-execution ones, so that records written before the stage existed keep their layout.
 func (r *Record) hooks() ([]event.PlanWebhook, int, event.CallbackType) {
-	if r.Step == event.StepPostWebhooks {
+	switch r.Step {
+	case event.StepPostWebhooks:
 		return r.Plan.Post, len(r.Plan.Pre), event.Post
+	case event.StepPreApproval:
+		return r.approvalHooks(), len(r.Plan.Pre) + len(r.Plan.Post), event.PreApprovalCallback
 	}
 	return r.Plan.Pre, 0, event.Pre
+}
+
+// approvalHooks returns the plan's pre-approval webhooks (none without the stage).
+func (r *Record) approvalHooks() []event.PlanWebhook {
+	if r.Plan.PreApproval == nil {
+		return nil
+	}
+	return r.Plan.PreApproval.Webhooks
+}
+
+// approvalRecords returns the records of the pre-approval webhooks, in the plan's order.
+func (r *Record) approvalRecords() []event.WebhookRecord {
+	offset := len(r.Plan.Pre) + len(r.Plan.Post)
+	if n := len(r.approvalHooks()); n > 0 && offset+n <= len(r.Webhooks) {
+		return r.Webhooks[offset : offset+n]
+	}
+	return nil
 }
 
 // Current returns the webhook the request calls next in its step, and its record; false when the
 // step has none left (or is not a webhook step).
 func (r *Record) Current() (event.PlanWebhook, *event.WebhookRecord, bool) {
-	if r.Step != event.StepPreWebhooks && r.Step != event.StepPostWebhooks {
+	if r.Step != event.StepPreApproval && r.Step != event.StepPreWebhooks && r.Step != event.StepPostWebhooks {
 		return event.PlanWebhook{}, nil, false
 	}
 	hooks, offset, _ := r.hooks()
@@ -214,4 +253,5 @@ func (r *Record) PauseDue() (time.Time, string) {
 const (
 	MsgIdentityExpired = "the identity of the request has expired"
 	MsgNotResumed      = "the request was not resumed before its resume token expired"
+	MsgNotReplied      = "pre-approval webhooks did not reply before their reply-to tokens expired"
 )

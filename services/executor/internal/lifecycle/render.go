@@ -30,7 +30,7 @@ func Markdown() string {
 		if r.note != "" {
 			do += ": " + r.note
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.id, r.status, list(r.steps), r.when, do)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.id, list(r.statuses), list(r.steps), r.when, do)
 	}
 	return b.String()
 }

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
@@ -60,12 +61,24 @@ const (
 	FinishExecution
 	// StartProcessing: a pending record (written by an earlier version) goes in_processing.
 	StartProcessing
+	// StartApproval: set the pre-approval stage's due time and schedule its timer (effect).
+	StartApproval
+	// Triggered: every pre-approval webhook was called; publish the audit event.
+	Triggered
+	// ApplyReview: apply the operator's recorded approval (pre-execution webhooks) or denial.
+	ApplyReview
+	// Approve: every pre-approval webhook replied eligible; go to the pre-execution webhooks.
+	Approve
+	// NotEligible: a pre-approval webhook replied not eligible, or the replies are overdue; an
+	// operator reviews the request.
+	NotEligible
 )
 
 var actionNames = map[Action]string{
 	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", Fail: "fail", Skip: "skip",
 	TakeOver: "take over", Complete: "complete", EnterPost: "enter post-webhooks", StartExecution: "start execution",
-	FinishExecution: "finish execution", StartProcessing: "start processing",
+	FinishExecution: "finish execution", StartProcessing: "start processing", StartApproval: "start pre-approval",
+	Triggered: "audit triggered", ApplyReview: "apply the review", Approve: "approve", NotEligible: "not eligible",
 }
 
 func (a Action) String() string { return actionNames[a] }
@@ -86,39 +99,61 @@ type Decision struct {
 }
 
 var (
-	webhookSteps = []event.Step{event.StepPreWebhooks, event.StepPostWebhooks}
-	preStep      = []event.Step{event.StepPreWebhooks}
-	execStep     = []event.Step{event.StepExecution}
+	webhookSteps  = []event.Step{event.StepPreApproval, event.StepPreWebhooks, event.StepPostWebhooks}
+	preStep       = []event.Step{event.StepPreWebhooks}
+	execStep      = []event.Step{event.StepExecution}
+	approvalStep  = []event.Step{event.StepPreApproval}
+	inProcessing  = []event.Status{event.StatusInProcessing}
+	awaiting      = []event.Status{event.StatusAwaitingPreApproval}
+	calling       = []event.Status{event.StatusInProcessing, event.StatusAwaitingPreApproval}
+	inReview      = []event.Status{event.StatusAwaitingPreApproval, event.StatusPreApprovalNotEligible}
+	notEligible   = []event.Status{event.StatusPreApprovalNotEligible}
+	pendingStatus = []event.Status{event.StatusPending}
+	pausedStatus  = []event.Status{event.StatusPaused}
 )
 
 // decisions: the next action of a request, from its record and the clock alone (Decide).
 var decisions = []decisionRow{
-	{"N1", event.StatusPending, nil, "the policy had no plan (a record of an earlier version)", Fail, "No Policy found for key <key>.", planMissing, failNoPolicy},
-	{"N2", event.StatusPending, nil, "otherwise (a record of an earlier version)", StartProcessing, "", always, nil},
+	{"N1", pendingStatus, nil, "the policy had no plan (a record of an earlier version)", Fail, "No Policy found for key <key>.", planMissing, failNoPolicy},
+	{"N2", pendingStatus, nil, "otherwise (a record of an earlier version)", StartProcessing, "", always, nil},
 
-	{"W1", event.StatusInProcessing, webhookSteps, "identity patches are recorded", MergeIdentity, "", hasPatches, nil},
-	{"W2", event.StatusInProcessing, []event.Step{event.StepPostWebhooks}, "every post-execution webhook is done", Complete, "", stepDone, nil},
-	{"W3", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=await", StartExecution, "", stepDoneAwait, nil},
-	{"W4", event.StatusInProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=skip", EnterPost, "", stepDone, nil},
-	{"W5", event.StatusInProcessing, webhookSteps, "the current webhook's connection is disabled", Skip, "", connectionDisabled, nil},
-	{"W6", event.StatusInProcessing, webhookSteps, "MaxInterrupts (10) calls of the current webhook were cut off in a row", Fail, "the executor stopped during N calls of it in a row", interruptedTooOften, failInterrupted},
-	{"W7", event.StatusInProcessing, webhookSteps, "this run holds the claim on the call", Call, "make it", claimedByMe, nil},
-	{"W8", event.StatusInProcessing, webhookSteps, "another worker holds a live claim", Later, "when the claim expires", claimLive, laterClaim},
-	{"W9", event.StatusInProcessing, webhookSteps, "the claim expired without an answer", TakeOver, "", claimExpired, nil},
-	{"W10", event.StatusInProcessing, webhookSteps, "the next attempt is due later (backoff)", Later, "at retry_at", retryLater, laterRetry},
-	{"W11", event.StatusInProcessing, webhookSteps, "WEBHOOK_MAX_ATTEMPTS answers are recorded (the setting was lowered)", Fail, "webhook <key> failed after N attempts", attemptsUsed, failAttempts},
-	{"W12", event.StatusInProcessing, webhookSteps, "otherwise", Call, "claim it, then make it", always, nil},
+	{"PA1", awaiting, approvalStep, "the stage is not started (no due time: a new request, or a retry)", StartApproval, "", approvalNotStarted, nil},
+	{"PA2", awaiting, approvalStep, "an operator's review is recorded and no call is claimed", ApplyReview, "pre-execution webhooks, or denied", reviewedUnclaimed, nil},
 
-	{"X1", event.StatusInProcessing, execStep, "the execution run is not started (no deadline: a retry)", StartExecution, "", notStarted, nil},
-	{"X2", event.StatusInProcessing, execStep, "the data layer's answer for this run is recorded", FinishExecution, "post-webhooks, or error", executedRecorded, nil},
-	{"X3", event.StatusInProcessing, execStep, "the execution deadline passed", Fail, "execution did not finish within EXECUTION_TIMEOUT", deadlinePassed, failExecutionTimeout},
-	{"X4", event.StatusInProcessing, execStep, "otherwise", Wait, "the data layer's executed, or the execution timer at the deadline", always, nil},
+	{"W1", inProcessing, webhookSteps, "identity patches are recorded", MergeIdentity, "", hasPatches, nil},
+	{"W2", inProcessing, []event.Step{event.StepPostWebhooks}, "every post-execution webhook is done", Complete, "", stepDone, nil},
+	{"W3", inProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=await", StartExecution, "", stepDoneAwait, nil},
+	{"W4", inProcessing, preStep, "every pre-execution webhook is done, EXECUTION_STAGE=skip", EnterPost, "", stepDone, nil},
+	{"W5", calling, webhookSteps, "the current webhook's connection is disabled", Skip, "", connectionDisabled, nil},
+	{"W6", calling, webhookSteps, "MaxInterrupts (10) calls of the current webhook were cut off in a row", Fail, "the executor stopped during N calls of it in a row", interruptedTooOften, failInterrupted},
+	{"W7", calling, webhookSteps, "this run holds the claim on the call", Call, "make it", claimedByMe, nil},
+	{"W8", calling, webhookSteps, "another worker holds a live claim", Later, "when the claim expires", claimLive, laterClaim},
+	{"W9", calling, webhookSteps, "the claim expired without an answer", TakeOver, "", claimExpired, nil},
+	{"W10", calling, webhookSteps, "the next attempt is due later (backoff)", Later, "at retry_at", retryLater, laterRetry},
+	{"W11", calling, webhookSteps, "WEBHOOK_MAX_ATTEMPTS answers are recorded (the setting was lowered)", Fail, "webhook <key> failed after N attempts", attemptsUsed, failAttempts},
+	{"W12", calling, webhookSteps, "the step has a webhook left to call", Call, "claim it, then make it", hasCurrent, nil},
 
-	{"P1", event.StatusPaused, preStep, "the pause is due: its token expired, or the identity before it", Fail, "not resumed in time / the identity expired", pauseDue, failPauseDue},
-	{"P2", event.StatusPaused, preStep, "otherwise", Wait, "a resume, or the pause timer at the pause's due time", always, nil},
+	{"PA3", awaiting, approvalStep, "the stage has nobody to ask: no webhook, or every one skipped", Wait, "an operator's approve or deny", noApprovalWebhooks, nil},
+	{"PA4", awaiting, approvalStep, "every webhook is called, the audit event is not published yet", Triggered, "pre_approval_webhook_triggered", notTriggered, nil},
+	{"PA5", awaiting, approvalStep, "a webhook replied not eligible", NotEligible, "pre_approval_not_eligible", repliedNotEligible, detailNotEligible},
+	{"PA6", awaiting, approvalStep, "every webhook replied eligible", Approve, "in_processing at the pre-execution webhooks", allEligible, nil},
+	{"PA7", awaiting, approvalStep, "the due time passed (the replies' tokens expired, or the identity)", NotEligible, "pre_approval_not_eligible: the webhooks that did not reply are named", approvalDue, detailOverdue},
+	{"PA8", awaiting, approvalStep, "otherwise", Wait, "the replies, or the approval timer at the due time", always, nil},
 
-	{"C1", event.StatusComplete, nil, "always", Wait, "nothing: the request is complete", always, nil},
-	{"E1", event.StatusError, nil, "always", Wait, "a retry", always, nil},
+	{"PN1", notEligible, approvalStep, "an operator's review is recorded", ApplyReview, "pre-execution webhooks, or denied", reviewed, nil},
+	{"PN2", notEligible, approvalStep, "otherwise", Wait, "an operator's approve or deny", always, nil},
+
+	{"X1", inProcessing, execStep, "the execution run is not started (no deadline: a retry)", StartExecution, "", notStarted, nil},
+	{"X2", inProcessing, execStep, "the data layer's answer for this run is recorded", FinishExecution, "post-webhooks, or error", executedRecorded, nil},
+	{"X3", inProcessing, execStep, "the execution deadline passed", Fail, "execution did not finish within EXECUTION_TIMEOUT", deadlinePassed, failExecutionTimeout},
+	{"X4", inProcessing, execStep, "otherwise", Wait, "the data layer's executed, or the execution timer at the deadline", always, nil},
+
+	{"P1", pausedStatus, preStep, "the pause is due: its token expired, or the identity before it", Fail, "not resumed in time / the identity expired", pauseDue, failPauseDue},
+	{"P2", pausedStatus, preStep, "otherwise", Wait, "a resume, or the pause timer at the pause's due time", always, nil},
+
+	{"C1", []event.Status{event.StatusComplete}, nil, "always", Wait, "nothing: the request is complete", always, nil},
+	{"D1", []event.Status{event.StatusDenied}, nil, "always", Wait, "nothing: the request was denied", always, nil},
+	{"E1", []event.Status{event.StatusError}, nil, "always", Wait, "a retry", always, nil},
 }
 
 // InputKind is an input of the lifecycle.
@@ -132,6 +167,9 @@ const (
 	InExecuted       InputKind = "executed"
 	InPauseTimer     InputKind = "pause timer"
 	InExecutionTimer InputKind = "execution timer"
+	InReply          InputKind = "pre-approval reply"
+	InReview         InputKind = "review"
+	InApprovalTimer  InputKind = "approval timer"
 )
 
 // Input is an event or a timer about a request, decoded.
@@ -142,12 +180,17 @@ type Input struct {
 	Pause     int
 	WebhookID string
 	Patch     string
+	// Pre-approval reply: the plan webhook the token was issued for (WebhookID), the run of the
+	// stage (Run) and the reply. Review: the operator's decision, and a denial's reason (Reason).
+	Eligible bool
+	Approved bool
+	Reason   string
 	// Retry: the error it answers, and the policy's plan when the record has none (nil when the
 	// policy still has none).
 	FromError int
 	Plan      *event.Plan
 	// Executed: the execution run it names ("" from data layers that do not send it), and the
-	// answer. Execution timer: the run it guards.
+	// answer. Execution timer and approval timer: the run they guard.
 	ExecutionID string
 	Succeeded   bool
 	Error       string
@@ -175,6 +218,9 @@ var inputs = []inputRow{
 	{"I6", InExecuted, []event.Status{event.StatusInProcessing}, preStep, "every pre-webhook is done, or the last one to call is in flight (the write of its answer starts execution: execute goes out first), and it names run 1 (or no run), none recorded", "the answer recorded", executedEarly, recordExecuted},
 	{"I7", InPauseTimer, []event.Status{event.StatusPaused}, preStep, "it guards this pause, which is not due yet (an early fire)", "nothing; the message is kept until the pause is due", pauseTimerEarly, keepUntilPauseDue},
 	{"I8", InExecutionTimer, []event.Status{event.StatusInProcessing}, execStep, "it guards this run, whose deadline is later", "nothing; the message is kept until the deadline", executionTimerEarly, keepUntilDeadline},
+	{"I10", InReply, awaiting, approvalStep, "it names a webhook of the stage, in this run, that has not replied", "the reply recorded on its webhook", replyMatches, recordReply},
+	{"I11", InReview, inReview, approvalStep, "no review is recorded", "the review recorded", notReviewed, recordReview},
+	{"I12", InApprovalTimer, awaiting, approvalStep, "it guards this run, whose due time is later (an early fire)", "nothing; the message is kept until the due time", approvalTimerEarly, keepUntilApprovalDue},
 	{"I9", "", nil, nil, "any other input, status or step", "nothing (a stale or duplicate input; the decisions drive the request)", always2, nil},
 }
 
@@ -223,6 +269,7 @@ var answers = []answerRow{
 	{"A1", "done, the call may halt and halts, and an early resume of this pause is recorded", "paused, then in_processing at once; the resume's derived identity queued", haltsResumed, haltThenResume},
 	{"A2", "done, the call may halt and halts", "paused (the pause timer is scheduled before the write)", halts, pause},
 	{"A3", "done", "succeeded; next webhook", verdictIs(Done), next(event.OutcomeSucceeded)},
+	{"A10", "ignored (3xx/4xx) at the pre-approval step: the webhook refused the call, so it will not reply", "failed; error", ignoredAtApproval, failRefused},
 	{"A4", "ignored (one-way 3xx/4xx)", "ignored_status; next webhook", verdictIs(Ignored), next(event.OutcomeIgnoredStatus)},
 	{"A5", "retry, with attempts left", "retry_at = now + backoff", retryLeft, backoff},
 	{"A6", "retry, WEBHOOK_MAX_ATTEMPTS reached", "failed; error", verdictIs(Retry), failRetriesUsed},
@@ -234,7 +281,7 @@ var answers = []answerRow{
 // Decide returns the next action of r.
 func Decide(r *Record, e Env) Decision {
 	for _, row := range decisions {
-		if row.status != r.Status || !stepIn(r.Step, row.steps) || !row.cond(r, e) {
+		if !statusIn(r.Status, row.statuses) || !stepIn(r.Step, row.steps) || !row.cond(r, e) {
 			continue
 		}
 		d := Decision{Action: row.do, Row: row.id}
@@ -300,14 +347,14 @@ func Settle(r *Record, e Env, startExecution bool) (Decision, []Effect, bool) {
 // ---- rows ----
 
 type decisionRow struct {
-	id     string
-	status event.Status
-	steps  []event.Step // nil: any step
-	when   string
-	do     Action
-	note   string // what the action does or waits for, as the docs show it
-	cond   func(*Record, Env) bool
-	detail func(*Record, Env, *Decision)
+	id       string
+	statuses []event.Status
+	steps    []event.Step // nil: any step
+	when     string
+	do       Action
+	note     string // what the action does or waits for, as the docs show it
+	cond     func(*Record, Env) bool
+	detail   func(*Record, Env, *Decision)
 }
 
 type inputRow struct {
@@ -357,6 +404,7 @@ func always2(*Record, Input, Env) bool          { return true }
 func planMissing(r *Record, _ Env) bool         { return r.PlanMissing() }
 func hasPatches(r *Record, _ Env) bool          { return len(r.IdentityPatches) > 0 }
 func stepDone(r *Record, _ Env) bool            { _, _, ok := r.Current(); return !ok }
+func hasCurrent(r *Record, e Env) bool          { return !stepDone(r, e) }
 func stepDoneAwait(r *Record, e Env) bool       { return stepDone(r, e) && e.Cfg.AwaitExecution }
 func notStarted(r *Record, _ Env) bool          { return r.ExecutionDeadline == nil }
 func interruptedTooOften(r *Record, e Env) bool { return r.Interrupts >= maxInterrupts(e) }
@@ -389,6 +437,48 @@ func maxInterrupts(e Env) int {
 	return DefaultMaxInterrupts
 }
 
+func approvalNotStarted(r *Record, _ Env) bool { return r.ApprovalDue == nil }
+func reviewed(r *Record, _ Env) bool           { return r.Review != nil }
+func reviewedUnclaimed(r *Record, _ Env) bool  { return r.Review != nil && r.Claim == nil }
+
+// noApprovalWebhooks reports a stage with nobody to ask: no webhook, or every one skipped (its
+// connection is disabled).
+func noApprovalWebhooks(r *Record, _ Env) bool {
+	for _, wr := range r.approvalRecords() {
+		if wr.Outcome != event.OutcomeSkipped {
+			return false
+		}
+	}
+	return true
+}
+func notTriggered(r *Record, _ Env) bool { return !r.Triggered }
+func approvalDue(r *Record, e Env) bool  { return !e.Now.Before(*r.ApprovalDue) }
+
+func repliedNotEligible(r *Record, _ Env) bool {
+	for _, wr := range r.approvalRecords() {
+		if wr.Reply == event.ReplyNotEligible {
+			return true
+		}
+	}
+	return false
+}
+
+// allEligible reports that every pre-approval webhook replied eligible; skipped ones (their
+// connection is disabled) are not asked and do not count.
+func allEligible(r *Record, _ Env) bool {
+	asked := 0
+	for _, wr := range r.approvalRecords() {
+		switch {
+		case wr.Outcome == event.OutcomeSkipped:
+		case wr.Reply != event.ReplyEligible:
+			return false
+		default:
+			asked++
+		}
+	}
+	return asked > 0
+}
+
 // ---- decision details ----
 
 func laterClaim(r *Record, _ Env, d *Decision) { d.At = r.Claim.Until }
@@ -412,6 +502,30 @@ func failAttempts(r *Record, _ Env, d *Decision) {
 
 func failExecutionTimeout(_ *Record, e Env, d *Decision) {
 	d.Reason = "execution did not finish within " + e.Cfg.ExecutionTimeout.String()
+}
+
+func detailNotEligible(r *Record, _ Env, d *Decision) {
+	for i, wr := range r.approvalRecords() {
+		if wr.Reply == event.ReplyNotEligible {
+			d.WebhookKey = r.approvalHooks()[i].Key
+			d.Reason = fmt.Sprintf("pre-approval webhook %s replied not eligible", d.WebhookKey)
+			return
+		}
+	}
+}
+
+func detailOverdue(r *Record, _ Env, d *Decision) {
+	var keys []string
+	for i, wr := range r.approvalRecords() {
+		if wr.Reply == "" && wr.Outcome != event.OutcomeSkipped {
+			keys = append(keys, r.approvalHooks()[i].Key)
+		}
+	}
+	msg := MsgNotReplied
+	if e := r.IdentityExpiresAt; e != nil && !e.After(*r.ApprovalDue) {
+		msg = MsgIdentityExpired
+	}
+	d.Reason = fmt.Sprintf("%s: %s", msg, strings.Join(keys, ", "))
 }
 
 func failPauseDue(r *Record, _ Env, d *Decision) {
@@ -454,6 +568,24 @@ func lastCallInFlight(r *Record) bool {
 	return true
 }
 
+func replyMatches(r *Record, in Input, _ Env) bool {
+	if in.Run != r.Run {
+		return false
+	}
+	for i, w := range r.approvalHooks() {
+		if w.ID == in.WebhookID {
+			return r.approvalRecords()[i].Reply == ""
+		}
+	}
+	return false
+}
+
+func notReviewed(r *Record, _ Input, _ Env) bool { return r.Review == nil }
+
+func approvalTimerEarly(r *Record, in Input, e Env) bool {
+	return r.Run == in.Run && r.ApprovalDue != nil && e.Now.Before(*r.ApprovalDue)
+}
+
 func pauseTimerEarly(r *Record, in Input, e Env) bool {
 	due, _ := r.PauseDue()
 	return r.Pause == in.Pause && r.PauseExpiresAt != nil && e.Now.Before(due)
@@ -470,6 +602,10 @@ func verdictIs(v Verdict) func(*Record, Answer, Env) bool {
 }
 
 func halts(r *Record, a Answer, _ Env) bool { return a.Verdict == Done && a.Halt && r.Pausing() }
+
+func ignoredAtApproval(r *Record, a Answer, _ Env) bool {
+	return a.Verdict == Ignored && r.Step == event.StepPreApproval
+}
 
 func haltsResumed(r *Record, a Answer, e Env) bool {
 	w, _, _ := r.Current()

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -45,6 +46,38 @@ func at(status event.Status, step event.Step, next int) *Record {
 }
 
 func ptime(t time.Time) *time.Time { return &t }
+
+// approvalPlan is testPlan with a pre-approval stage of webhooks q (ID wq) and r (ID wr).
+func approvalPlan() event.Plan {
+	p := testPlan()
+	p.PreApproval = &event.PreApproval{Webhooks: []event.PlanWebhook{
+		{ID: "wq", Key: "q", Direction: event.TwoWay, ConnectionKey: "cq", Secrets: "s"},
+		{ID: "wr", Key: "r", Direction: event.TwoWay, ConnectionKey: "cr", Secrets: "s"},
+	}}
+	return p
+}
+
+// awaitingApproval returns a new request of approvalPlan whose stage started (due in an hour) and
+// whose first next webhooks were called.
+func awaitingApproval(next int) *Record {
+	p := approvalPlan()
+	r := NewRecord(event.Submitted{ID: "pri_1", PolicyKey: "p"}, &p, testEnv())
+	r.Outbox = nil
+	r.ApprovalDue = ptime(t0.Add(time.Hour))
+	r.Next = next
+	for i := range next {
+		r.Webhooks[3+i].Outcome = event.OutcomeSucceeded
+	}
+	return r
+}
+
+// replied sets the replies of the pre-approval webhooks (in order) of r.
+func replied(r *Record, replies ...event.Reply) *Record {
+	for i, rep := range replies {
+		r.Webhooks[3+i].Reply = rep
+	}
+	return r
+}
 
 func paused() *Record {
 	r := at(event.StatusPaused, event.StepPreWebhooks, 2)
@@ -125,6 +158,44 @@ func TestDecisions(t *testing.T) {
 		{"C1", func() *Record { return at(event.StatusComplete, event.StepPostWebhooks, 1) }, env,
 			Decision{Action: Wait, Reason: "nothing: the request is complete"}},
 		{"E1", func() *Record { return at(event.StatusError, event.StepPreWebhooks, 0) }, env, Decision{Action: Wait, Reason: "a retry"}},
+		{"D1", func() *Record { return at(event.StatusDenied, event.StepPreApproval, 0) }, env,
+			Decision{Action: Wait, Reason: "nothing: the request was denied"}},
+		{"PA1", func() *Record { r := awaitingApproval(0); r.ApprovalDue = nil; return r }, env, Decision{Action: StartApproval}},
+		{"PA2", func() *Record { r := awaitingApproval(1); r.Review = &Review{Approved: true}; return r }, env,
+			Decision{Action: ApplyReview}},
+		{"PA3", func() *Record {
+			r := awaitingApproval(2)
+			r.Webhooks[3].Outcome, r.Webhooks[4].Outcome = event.OutcomeSkipped, event.OutcomeSkipped
+			return r
+		}, env, Decision{Action: Wait, Reason: "an operator's approve or deny"}},
+		{"PA4", func() *Record { return awaitingApproval(2) }, env, Decision{Action: Triggered}},
+		{"PA5", func() *Record {
+			r := replied(awaitingApproval(2), event.ReplyEligible, event.ReplyNotEligible)
+			r.Triggered = true
+			return r
+		}, env, Decision{Action: NotEligible, WebhookKey: "r", Reason: "pre-approval webhook r replied not eligible"}},
+		{"PA6", func() *Record {
+			r := replied(awaitingApproval(2), event.ReplyEligible, event.ReplyEligible)
+			r.Triggered = true
+			return r
+		}, env, Decision{Action: Approve}},
+		{"PA7", func() *Record {
+			r := replied(awaitingApproval(2), event.ReplyEligible)
+			r.Triggered, r.ApprovalDue = true, ptime(t0)
+			return r
+		}, env, Decision{Action: NotEligible, Reason: MsgNotReplied + ": r"}},
+		{"PA8", func() *Record {
+			r := replied(awaitingApproval(2), event.ReplyEligible)
+			r.Triggered = true
+			return r
+		}, env, Decision{Action: Wait, Reason: "the replies, or the approval timer at the due time"}},
+		{"PN1", func() *Record {
+			r := awaitingApproval(2)
+			r.Status, r.Review = event.StatusPreApprovalNotEligible, &Review{}
+			return r
+		}, env, Decision{Action: ApplyReview}},
+		{"PN2", func() *Record { r := awaitingApproval(2); r.Status = event.StatusPreApprovalNotEligible; return r }, env,
+			Decision{Action: Wait, Reason: "an operator's approve or deny"}},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {
@@ -213,6 +284,24 @@ func TestInputs(t *testing.T) {
 			}
 		}},
 		{"I9", paused, Input{Kind: InResume, Pause: 0, WebhookID: "wb"}, unchanged},
+		{"I10", func() *Record { return awaitingApproval(1) }, Input{Kind: InReply, WebhookID: "wr", Run: 1, Eligible: true},
+			func(t *testing.T, r *Record, res InputResult) {
+				if !res.Changed || r.Webhooks[4].Reply != event.ReplyEligible || r.Webhooks[3].Reply != "" {
+					t.Errorf("reply not recorded on r alone: q %q r %q", r.Webhooks[3].Reply, r.Webhooks[4].Reply)
+				}
+			}},
+		{"I11", func() *Record { return awaitingApproval(2) }, Input{Kind: InReview, Reason: "no"},
+			func(t *testing.T, r *Record, res InputResult) {
+				if !res.Changed || r.Review == nil || r.Review.Approved || r.Review.Reason != "no" {
+					t.Errorf("review not recorded: %+v", r.Review)
+				}
+			}},
+		{"I12", func() *Record { return awaitingApproval(2) }, Input{Kind: InApprovalTimer, Run: 1},
+			func(t *testing.T, r *Record, res InputResult) {
+				if res.Changed || !res.Keep.Equal(t0.Add(time.Hour)) {
+					t.Errorf("early approval timer: %+v, want kept until the due time", res)
+				}
+			}},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {
@@ -305,6 +394,13 @@ func TestAnswers(t *testing.T) {
 				t.Errorf("not made: status %s attempts %d error %+v", r.Status, len(r.Webhooks[0].Attempts), r.Error)
 			}
 		}},
+		{"A10", func() *Record { r := awaitingApproval(0); ClaimCall(r, env); return r },
+			Answer{Verdict: Ignored, Status: 404, Reason: "webhook answered 404"}, func(t *testing.T, r *Record, _ []Effect) {
+				if r.Status != event.StatusError || r.Error.Step != event.StepPreApproval || r.Error.WebhookKey != "q" ||
+					r.Webhooks[3].Outcome != event.OutcomeFailed || r.ApprovalDue != nil {
+					t.Errorf("refused pre-approval call: status %s error %+v outcome %s", r.Status, r.Error, r.Webhooks[3].Outcome)
+				}
+			}},
 		{"A9", claimed(0), Answer{Verdict: Interrupted}, func(t *testing.T, r *Record, _ []Effect) {
 			if r.Claim != nil || r.Interrupts != 1 || r.Webhooks[0].Interrupted != 1 || len(r.Webhooks[0].Attempts) != 0 ||
 				r.Status != event.StatusInProcessing {
@@ -396,7 +492,31 @@ func states() map[string]*Record {
 		out["post"+string(rune('0'+next))] = at(event.StatusInProcessing, event.StepPostWebhooks, next)
 	}
 	out["complete"] = at(event.StatusComplete, event.StepPostWebhooks, 1)
-	for _, step := range []event.Step{event.StepPreWebhooks, event.StepExecution, event.StepPostWebhooks} {
+	r = awaitingApproval(0)
+	r.ApprovalDue = nil
+	out["approval not started"] = r
+	for _, next := range []int{0, 1, 2} {
+		name := "approval" + string(rune('0'+next))
+		out[name] = awaitingApproval(next)
+		if next < 2 {
+			r := awaitingApproval(next)
+			ClaimCall(r, other)
+			out[name+" claimed"] = r
+			r = awaitingApproval(next)
+			r.RetryAt = ptime(t0.Add(time.Second))
+			out[name+" backoff"] = r
+		}
+	}
+	out["approval one eligible"] = replied(awaitingApproval(2), event.ReplyEligible)
+	out["approval one early reply"] = replied(awaitingApproval(1), "", event.ReplyEligible)
+	r = replied(awaitingApproval(2), event.ReplyEligible)
+	r.Triggered, r.ApprovalDue = true, ptime(t0)
+	out["approval due"] = r
+	r = awaitingApproval(2)
+	r.Status = event.StatusPreApprovalNotEligible
+	out["not eligible"] = r
+	out["denied"] = at(event.StatusDenied, event.StepPreApproval, 0)
+	for _, step := range []event.Step{event.StepPreApproval, event.StepPreWebhooks, event.StepExecution, event.StepPostWebhooks} {
 		r := at(event.StatusError, step, 0)
 		r.ErrorCount = 1
 		out["error at "+string(step)] = r
@@ -416,6 +536,15 @@ func allInputs() map[string]Input {
 		"executed no id":    {Kind: InExecuted, Succeeded: false, Error: "failed"},
 		"pause timer 1":     {Kind: InPauseTimer, Pause: 1}, "pause timer 2": {Kind: InPauseTimer, Pause: 2},
 		"execution timer 1": {Kind: InExecutionTimer, Run: 1}, "execution timer 2": {Kind: InExecutionTimer, Run: 2},
+		"approval timer 1": {Kind: InApprovalTimer, Run: 1}, "approval timer 2": {Kind: InApprovalTimer, Run: 2},
+		"approve": {Kind: InReview, Approved: true}, "deny": {Kind: InReview, Reason: "no"},
+	}
+	for _, run := range []int{1, 2} {
+		for _, w := range []string{"wq", "wr", "wa"} {
+			for _, ok := range []bool{true, false} {
+				out[fmt.Sprintf("reply %s run %d eligible %v", w, run, ok)] = Input{Kind: InReply, WebhookID: w, Run: run, Eligible: ok}
+			}
+		}
 	}
 	for _, pause := range []int{0, 1, 2} {
 		for _, w := range []string{"wa", "wb"} {
@@ -451,6 +580,88 @@ func TestEveryInputInEveryState(t *testing.T) {
 	}
 }
 
+// TestApprovalStage walks the pre-approval stage through its transitions: the start schedules the
+// approval timer at the due time, each webhook is called, the audit event follows the last call,
+// the replies approve the request (or one not eligible sends it to review, where a denial ends it),
+// and a retry from an error in the stage starts it again in a new run.
+func TestApprovalStage(t *testing.T) {
+	env := testEnv()
+	p := approvalPlan()
+	r := NewRecord(event.Submitted{ID: "pri_1", PolicyKey: "p"}, &p, env)
+	if r.Status != event.StatusAwaitingPreApproval || r.Step != event.StepPreApproval || len(r.Webhooks) != 5 ||
+		r.Webhooks[3].CallbackType != event.PreApprovalCallback || r.StartedProcessingAt != nil {
+		t.Fatalf("new record: status %s step %s webhooks %d", r.Status, r.Step, len(r.Webhooks))
+	}
+	r.IdentityExpiresAt = ptime(t0.Add(30 * time.Minute)) // before PauseTimeout: the due time follows it
+	d, fx, _ := Settle(r, env, true)
+	want := []Effect{{Timer: &Timer{Kind: TimerApproval, Run: 1, Due: t0.Add(30 * time.Minute)}}}
+	if d.Action != Call || d.Row != "W12" || !reflect.DeepEqual(fx, want) || !r.ApprovalDue.Equal(t0.Add(30*time.Minute)) {
+		t.Fatalf("start: decision %+v effects %+v due %v", d, fx, r.ApprovalDue)
+	}
+	if id := r.CallID(); id != event.WebhookID("pri_1", event.PreApprovalCallback, "wq", 1) {
+		t.Fatalf("call id %s is not the pre-approval webhook-id of q in run 1", id)
+	}
+	for range 2 {
+		ClaimCall(r, env)
+		ApplyAnswer(r, Answer{Verdict: Done, Status: 200}, env)
+	}
+	r.Outbox = nil
+	d, _, _ = Settle(r, env, true)
+	if d.Row != "PA8" || len(r.Outbox) != 1 || r.Outbox[0].Event.Action != event.ActionPreApprovalTriggered ||
+		r.Outbox[0].Event.Status != event.StatusAwaitingPreApproval {
+		t.Fatalf("after the calls: decision %+v outbox %+v", d, r.Outbox)
+	}
+
+	t.Run("approved by the replies", func(t *testing.T) {
+		r := clone(t, r)
+		r.Outbox = nil
+		ApplyInput(r, Input{Kind: InReply, WebhookID: "wr", Run: 1, Eligible: true}, env)
+		ApplyInput(r, Input{Kind: InReply, WebhookID: "wq", Run: 1, Eligible: true}, env)
+		d, fx, _ := Settle(r, env, true)
+		if d.Action != Call || r.Status != event.StatusInProcessing || r.Step != event.StepPreWebhooks || r.Next != 0 ||
+			r.StartedProcessingAt == nil || r.ApprovalDue != nil || len(fx) != 0 ||
+			len(r.Outbox) != 1 || r.Outbox[0].Event.Action != event.ActionPreApprovalEligible {
+			t.Fatalf("approved: decision %+v status %s step %s outbox %+v", d, r.Status, r.Step, r.Outbox)
+		}
+	})
+	t.Run("not eligible, then denied", func(t *testing.T) {
+		r := clone(t, r)
+		r.Outbox = nil
+		ApplyInput(r, Input{Kind: InReply, WebhookID: "wq", Run: 1, Eligible: false}, env)
+		d, _, _ := Settle(r, env, true)
+		if d.Row != "PN2" || r.Status != event.StatusPreApprovalNotEligible || r.Outbox[0].Event.WebhookKey != "q" ||
+			r.Outbox[0].Event.Action != event.ActionPreApprovalNotEligible {
+			t.Fatalf("not eligible: decision %+v status %s outbox %+v", d, r.Status, r.Outbox)
+		}
+		if res := ApplyInput(r, Input{Kind: InReply, WebhookID: "wr", Run: 1, Eligible: true}, env); res.Changed {
+			t.Errorf("a reply after the stage ended was recorded (row %s)", res.Row)
+		}
+		r.Outbox = nil
+		ApplyInput(r, Input{Kind: InReview, Reason: "duplicate request"}, env)
+		d, _, _ = Settle(r, env, true)
+		if d.Row != "D1" || r.Status != event.StatusDenied || r.DenyReason != "duplicate request" || r.FinishedProcessingAt == nil ||
+			r.Outbox[0].Event.Action != event.ActionDenied {
+			t.Fatalf("denied: decision %+v status %s reason %q outbox %+v", d, r.Status, r.DenyReason, r.Outbox)
+		}
+	})
+	t.Run("retried after an error in the stage", func(t *testing.T) {
+		r := clone(t, r)
+		replied(r, event.ReplyEligible)
+		fail(r, t0, "r", "boom")
+		ApplyInput(r, Input{Kind: InRetry, FromError: 1}, env)
+		if r.Status != event.StatusAwaitingPreApproval || r.Run != 2 || r.Next != 0 || r.ApprovalDue != nil ||
+			r.Triggered || r.Webhooks[3].Reply != "" || r.StartedProcessingAt != nil {
+			t.Fatalf("retried: status %s run %d next %d due %v reply %q", r.Status, r.Run, r.Next, r.ApprovalDue, r.Webhooks[3].Reply)
+		}
+		if res := ApplyInput(r, Input{Kind: InReply, WebhookID: "wq", Run: 1, Eligible: true}, env); res.Changed {
+			t.Errorf("a reply of the first run was recorded in the second (row %s)", res.Row)
+		}
+		if d, fx, _ := Settle(r, env, true); d.Action != Call || len(fx) != 1 || fx[0].Timer.Run != 2 {
+			t.Fatalf("retried stage: decision %+v effects %+v", d, fx)
+		}
+	})
+}
+
 // checkNotStranded fails when a request is left waiting with nobody due to act: Wait is for
 // paused (a resume, or its timer), execution (the data layer, or its timer), complete and error
 // (a retry) only.
@@ -460,7 +671,9 @@ func checkNotStranded(t *testing.T, what string, r *Record, d Decision) {
 	case Wait:
 		ok := r.Status == event.StatusPaused && r.PauseExpiresAt != nil ||
 			r.Status == event.StatusInProcessing && r.Step == event.StepExecution && r.ExecutionDeadline != nil ||
-			r.Status == event.StatusComplete || r.Status == event.StatusError
+			r.Status == event.StatusAwaitingPreApproval && r.ApprovalDue != nil ||
+			r.Status == event.StatusPreApprovalNotEligible || // an operator's review
+			r.Status == event.StatusComplete || r.Status == event.StatusDenied || r.Status == event.StatusError
 		if !ok {
 			t.Errorf("%s: waits (row %s) in %s at %s with nothing due to act", what, d.Row, r.Status, r.Step)
 		}

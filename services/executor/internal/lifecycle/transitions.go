@@ -27,6 +27,8 @@ const (
 	TimerPause TimerKind = "pause"
 	// TimerExecution guards an execution run: it fires at its deadline.
 	TimerExecution TimerKind = "execution"
+	// TimerApproval guards a run of the pre-approval stage: it fires when its replies are due.
+	TimerApproval TimerKind = "approval"
 )
 
 // Timer is a durable timer of a request. A later timer of the same kind for the same request
@@ -38,9 +40,9 @@ type Timer struct {
 	Due   time.Time
 }
 
-// NewRecord is the record of a new submission: in_processing with a snapshot of plan, or error
-// when the policy has no plan. Its first events are pending (with no previous status) and the one
-// it goes to.
+// NewRecord is the record of a new submission: awaiting_pre_approval at the pre-approval step when
+// the plan has that stage, otherwise in_processing, with a snapshot of plan; or error when the
+// policy has no plan. Its first events are pending (with no previous status) and the one it goes to.
 func NewRecord(sub event.Submitted, plan *event.Plan, e Env) *Record {
 	now := e.Now
 	r := &Record{Request: event.Request{
@@ -57,6 +59,11 @@ func NewRecord(sub event.Submitted, plan *event.Plan, e Env) *Record {
 		return r
 	}
 	snapshot(r, *plan)
+	if plan.PreApproval != nil {
+		r.Step = event.StepPreApproval
+		r.SetStatus(event.StatusAwaitingPreApproval, now, "", "")
+		return r
+	}
 	r.StartedProcessingAt = &now
 	r.SetStatus(event.StatusInProcessing, now, "", "")
 	return r
@@ -99,7 +106,7 @@ func apply(r *Record, d Decision, e Env) []Effect {
 	r.UpdatedAt = now
 	switch d.Action {
 	case Fail:
-		if w, wr, ok := r.Current(); ok && r.Status == event.StatusInProcessing && w.Key == d.WebhookKey {
+		if w, wr, ok := r.Current(); ok && statusIn(r.Status, calling) && w.Key == d.WebhookKey {
 			wr.Outcome = event.OutcomeFailed
 		}
 		fail(r, now, d.WebhookKey, d.Reason)
@@ -140,8 +147,42 @@ func apply(r *Record, d Decision, e Env) []Effect {
 	case StartProcessing:
 		r.StartedProcessingAt = &now
 		r.SetStatus(event.StatusInProcessing, now, "", "")
+	case StartApproval:
+		due := now.Add(e.Cfg.PauseTimeout)
+		if x := r.IdentityExpiresAt; x != nil && x.Before(due) {
+			due = *x
+		}
+		r.ApprovalDue, r.Triggered = &due, false
+		return []Effect{{Timer: &Timer{Kind: TimerApproval, Run: r.Run, Due: due}}}
+	case Triggered:
+		r.Triggered = true
+		r.emit(r.Status, now, "", "", event.ActionPreApprovalTriggered)
+	case Approve:
+		approve(r, now, event.ActionPreApprovalEligible)
+	case NotEligible:
+		r.ApprovalDue = nil
+		r.emit(event.StatusPreApprovalNotEligible, now, d.WebhookKey, d.Reason, event.ActionPreApprovalNotEligible)
+	case ApplyReview:
+		rv := r.Review
+		r.Review = nil
+		if rv.Approved {
+			approve(r, now, event.ActionApproved)
+			break
+		}
+		r.ApprovalDue, r.RetryAt = nil, nil
+		r.DenyReason = rv.Reason
+		r.FinishedProcessingAt = &now
+		r.emit(event.StatusDenied, now, "", rv.Reason, event.ActionDenied)
 	}
 	return nil
+}
+
+// approve ends the pre-approval stage: the request starts processing at its pre-execution webhooks.
+func approve(r *Record, now time.Time, action string) {
+	r.ApprovalDue = nil
+	enter(r, event.StepPreWebhooks)
+	r.StartedProcessingAt = &now
+	r.emit(event.StatusInProcessing, now, "", "", action)
 }
 
 // enter starts step at its first webhook, in its first run.
@@ -160,20 +201,22 @@ func moveNext(r *Record) {
 func fail(r *Record, now time.Time, webhookKey, message string) {
 	message = event.Reason(message)
 	r.Claim, r.RetryAt, r.EarlyResume, r.Executed = nil, nil, nil, nil
+	r.ApprovalDue, r.Review = nil, nil
 	r.Error = &event.RequestError{Step: r.Step, WebhookKey: webhookKey, Message: message}
 	r.ErrorCount++
 	r.SetStatus(event.StatusError, now, webhookKey, message)
 }
 
-// snapshot puts the plan and one pending record per webhook into r.
+// snapshot puts the plan and one pending record per webhook into r: pre-execution, post-execution,
+// then pre-approval webhooks (see hooks).
 func snapshot(r *Record, p event.Plan) {
 	p.PolicyKey = r.PolicyKey
 	r.Plan = p
-	r.Webhooks = make([]event.WebhookRecord, 0, len(p.Pre)+len(p.Post))
+	r.Webhooks = make([]event.WebhookRecord, 0, len(p.Pre)+len(p.Post)+len(r.approvalHooks()))
 	for _, list := range []struct {
 		ws []event.PlanWebhook
 		ct event.CallbackType
-	}{{p.Pre, event.Pre}, {p.Post, event.Post}} {
+	}{{p.Pre, event.Pre}, {p.Post, event.Post}, {r.approvalHooks(), event.PreApprovalCallback}} {
 		for _, w := range list.ws {
 			r.Webhooks = append(r.Webhooks, event.WebhookRecord{
 				ID: w.ID, Key: w.Key, CallbackType: list.ct, Direction: w.Direction, Order: w.Order,
@@ -206,12 +249,15 @@ func retry(r *Record, in Input, e Env, res *InputResult) {
 	if r.PlanMissing() && in.Plan != nil {
 		snapshot(r, *in.Plan)
 		r.Step, r.Run = event.StepPreWebhooks, 0
+		if in.Plan.PreApproval != nil {
+			r.Step = event.StepPreApproval
+		}
 	}
 	r.Error = nil
 	r.Claim, r.RetryAt, r.EarlyResume, r.Executed = nil, nil, nil, nil
 	r.Interrupts = 0
 	r.Run++
-	if r.StartedProcessingAt == nil {
+	if r.StartedProcessingAt == nil && r.Step != event.StepPreApproval {
 		r.StartedProcessingAt = &now
 	}
 	if r.Step == event.StepExecution {
@@ -221,6 +267,7 @@ func retry(r *Record, in Input, e Env, res *InputResult) {
 		hooks, offset, _ := r.hooks()
 		for i := range hooks {
 			r.Webhooks[offset+i].Outcome = event.OutcomePending
+			r.Webhooks[offset+i].Reply = ""
 		}
 		if r.Step == event.StepPreWebhooks {
 			// Tokens issued by the failed run name this pause number; the new run's calls issue the
@@ -228,7 +275,12 @@ func retry(r *Record, in Input, e Env, res *InputResult) {
 			r.Pause++
 		}
 	}
-	r.SetStatus(event.StatusInProcessing, now, "", "")
+	status := event.StatusInProcessing
+	if r.Step == event.StepPreApproval {
+		// The stage starts again: new tokens (the run is in them), a new due time (A1).
+		status, r.ApprovalDue, r.Triggered = event.StatusAwaitingPreApproval, nil, false
+	}
+	r.SetStatus(status, now, "", "")
 	if r.PlanMissing() {
 		var d Decision
 		failNoPolicy(r, e, &d)
@@ -242,6 +294,29 @@ func recordExecuted(r *Record, in Input, e Env, res *InputResult) {
 	r.UpdatedAt = e.Now
 	res.Changed = true
 }
+
+func recordReply(r *Record, in Input, e Env, res *InputResult) {
+	reply := event.ReplyNotEligible
+	if in.Eligible {
+		reply = event.ReplyEligible
+	}
+	offset := len(r.Plan.Pre) + len(r.Plan.Post)
+	for i, w := range r.approvalHooks() {
+		if w.ID == in.WebhookID {
+			r.Webhooks[offset+i].Reply = reply
+		}
+	}
+	r.UpdatedAt = e.Now
+	res.Changed = true
+}
+
+func recordReview(r *Record, in Input, e Env, res *InputResult) {
+	r.Review = &Review{Approved: in.Approved, Reason: event.Reason(in.Reason)}
+	r.UpdatedAt = e.Now
+	res.Changed = true
+}
+
+func keepUntilApprovalDue(r *Record, _ Input, _ Env, res *InputResult) { res.Keep = *r.ApprovalDue }
 
 func keepUntilPauseDue(r *Record, _ Input, _ Env, res *InputResult) { res.Keep, _ = r.PauseDue() }
 

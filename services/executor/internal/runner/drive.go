@@ -9,6 +9,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
+	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/scope"
@@ -292,14 +293,23 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 		Slot: slot, ConnectionKey: w.ConnectionKey, Secrets: secrets, WebhookID: rec.CallID(),
 		Body: webhook.NewBody(&rec.Request, w.Direction, rec.CallbackType(), ident, u.r.now()),
 	}
-	if rec.Pausing() {
-		tok, err := u.r.d.Seal(&token.ResumeClaims{RequestID: u.id, WebhookID: w.ID, Pause: rec.Pause + 1,
+	var err error
+	switch {
+	case rec.Pausing():
+		c.ReplyTo = u.r.replyTo(callbackapi.ResumePath(u.id))
+		c.ReplyToken, err = u.r.d.Seal(&token.ResumeClaims{RequestID: u.id, WebhookID: w.ID, Pause: rec.Pause + 1,
 			Scopes: []string{scope.PrivacyRequestResume}}, u.r.cfg.Lifecycle.PauseTimeout)
-		if err != nil {
-			slot.Release()
-			return lifecycle.Answer{}, err
-		}
-		c.ReplyTo, c.ReplyToken = u.r.replyTo(u.id), tok
+	case rec.Step == event.StepPreApproval:
+		// One token per webhook and run (its jti the call's webhook-id, so that the webhook replies
+		// once), valid until the stage's replies are due.
+		c.ReplyEligible = u.r.replyTo(callbackapi.PreApproveEligiblePath(u.id))
+		c.ReplyNotEligible = u.r.replyTo(callbackapi.PreApproveNotEligiblePath(u.id))
+		c.ReplyToken, err = u.r.d.Seal(&token.PreApprovalClaims{Claims: token.Claims{ID: rec.CallID()}, RequestID: u.id,
+			WebhookID: w.ID, Run: rec.Run, Scopes: []string{scope.PrivacyRequestReview}}, rec.ApprovalDue.Sub(u.r.now()))
+	}
+	if err != nil {
+		slot.Release()
+		return lifecycle.Answer{}, err
 	}
 	started := u.r.now()
 	var res webhook.Result
@@ -315,7 +325,13 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 		}
 	}
 	u.r.m.latency.Observe(res.Latency.Seconds())
-	cl := webhook.Classify(w.Direction, res)
+	direction := w.Direction
+	if rec.Step == event.StepPreApproval {
+		// A pre-approval webhook replies at its reply-to URLs: its answer's body is not read, and a
+		// 3xx/4xx fails the request (lifecycle answer row A10), as it will not reply.
+		direction = event.OneWay
+	}
+	cl := webhook.Classify(direction, res)
 	a := lifecycle.Answer{Status: res.Status, Reason: cl.Reason, Halt: cl.Halt, At: started, Latency: res.Latency}
 	switch cl.Verdict {
 	case webhook.Done:

@@ -50,8 +50,12 @@ type scenario struct {
 	// dataDelay is how long the data layer takes to answer execute.
 	dataDelay time.Duration
 	resumeID  *event.Identity // the resume's derived identity
-	crashes   int             // crash budget per schedule
-	dups      int             // duplicate submissions per schedule
+	// notEligible is the pre-approval webhook that replies not eligible; reviewAfter is when an
+	// operator approves a request that went pre_approval_not_eligible.
+	notEligible string
+	reviewAfter time.Duration
+	crashes     int // crash budget per schedule
+	dups        int // duplicate submissions per schedule
 	// check is the end-to-end check of a finished schedule; nil: the request completes with
 	// everything world.check asserts.
 	check func(w *world) string
@@ -92,6 +96,11 @@ func scenarios() []scenario {
 		event.PlanWebhook{ID: "wd", Key: "d", Direction: event.OneWay, ConnectionKey: "c", ConnectionDisabled: true})
 	shortPause := cfg
 	shortPause.PauseTimeout = 2 * time.Second
+	approval := plan
+	approval.PreApproval = &event.PreApproval{Webhooks: []event.PlanWebhook{
+		{ID: "wq", Key: "q", Direction: event.TwoWay, ConnectionKey: "c"},
+		{ID: "wr", Key: "r", Direction: event.TwoWay, ConnectionKey: "c"},
+	}}
 	return []scenario{
 		{name: "halt and resume at once, await", plan: plan, script: halting, cfg: cfg, resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, dups: 1},
 		{name: "halt and resume later, await", plan: plan, script: halting, cfg: cfg, lateBy: 2 * time.Second, crashes: 1},
@@ -99,6 +108,11 @@ func scenarios() []scenario {
 		{name: "derive without halting, then a disabled webhook, await", plan: withDisabled, cfg: cfg, crashes: 1, dups: 1, script: deriving},
 		{name: "resume races the pause expiry (D22)", plan: plan, script: halting, cfg: shortPause, lateBy: 2 * time.Second,
 			resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, check: resumeOrExpiry},
+		{name: "pre-approval, every webhook eligible at once, skip", plan: approval, cfg: skip, script: deriving, crashes: 1, dups: 1},
+		{name: "pre-approval, r not eligible later, then approved, skip", plan: approval, cfg: skip, script: deriving,
+			lateBy: 2 * time.Second, notEligible: "r", reviewAfter: 3 * time.Second, crashes: 1},
+		{name: "pre-approval replies race the due time, skip", plan: approval, cfg: func() lifecycle.Config { c := skip; c.PauseTimeout = 2 * time.Second; return c }(),
+			script: deriving, lateBy: 2 * time.Second, reviewAfter: time.Second, crashes: 1},
 	}
 }
 
@@ -173,9 +187,10 @@ func runSchedule(t *testing.T, sc scenario, choices []int) ([]int, bool) {
 func runWith(t *testing.T, sc scenario, choose func(w *world, step int, moves []move) int) ([]int, bool) {
 	w := newWorld(t, sc.plan, sc.script)
 	w.lateBy, w.resumeID, w.dataDelay = sc.lateBy, sc.resumeID, sc.dataDelay
+	w.notEligible, w.reviewAfter = sc.notEligible, sc.reviewAfter
 	// What the request waits for by design: a's first answer is a 503 (backoff of at most 1 s), the
-	// receiver's late post, the data layer.
-	w.inherent = time.Second + sc.lateBy + sc.dataDelay
+	// receiver's late post, an operator's review, the data layer.
+	w.inherent = time.Second + sc.lateBy + sc.reviewAfter + sc.dataDelay
 	r := w.newRunner(sc.cfg)
 	sub, _ := json.Marshal(event.Submitted{ID: "pri_x", PolicyKey: "p", Identity: event.Identity{Email: strp("a@example.com")}})
 	w.enqueue(event.SubjectSubmitted, sub, w.now)
@@ -316,6 +331,28 @@ func (w *world) patchesLeft() string {
 	return ""
 }
 
+// checkApprovalEvents checks the audit events of the pre-approval stage: the triggered one once,
+// after the calls; then the approval by the replies (pre_approval_eligible) or, after
+// pre_approval_not_eligible, by an operator (approved), exactly once.
+func (w *world) checkApprovalEvents() string {
+	count := map[string]int{}
+	for _, ev := range w.events {
+		count[ev.Action]++
+	}
+	approvals := count[event.ActionPreApprovalEligible] + count[event.ActionApproved]
+	switch {
+	case count[event.ActionPreApprovalTriggered] != 1:
+		return fmt.Sprintf("%d pre_approval_webhook_triggered events, want 1", count[event.ActionPreApprovalTriggered])
+	case approvals != 1:
+		return fmt.Sprintf("%d approvals (eligible %d, approved %d), want 1", approvals, count[event.ActionPreApprovalEligible], count[event.ActionApproved])
+	case count[event.ActionApproved] != count[event.ActionPreApprovalNotEligible]:
+		return fmt.Sprintf("%d operator approvals after %d not-eligible events", count[event.ActionApproved], count[event.ActionPreApprovalNotEligible])
+	case w.notEligible != "" && count[event.ActionPreApprovalNotEligible] != 1:
+		return fmt.Sprintf("webhook %s replied not eligible, yet %d not-eligible events", w.notEligible, count[event.ActionPreApprovalNotEligible])
+	}
+	return ""
+}
+
 // check runs the end-to-end assertions on a finished schedule.
 func (w *world) check() string {
 	rec := w.record()
@@ -348,6 +385,38 @@ func (w *world) check() string {
 		}
 		if first >= 0 && !okBefore {
 			return fmt.Sprintf("webhook %s called before %s answered with success: %+v", order[i], order[i-1], w.calls)
+		}
+	}
+	// Every pre-approval webhook is called, each once per run, before any pre-execution webhook;
+	// each call carries the submitted identity.
+	if pa := w.plan.PreApproval; pa != nil {
+		firstPre := len(w.calls)
+		for j, c := range w.calls {
+			if c.key == "a" {
+				firstPre = j
+				break
+			}
+		}
+		for _, h := range pa.Webhooks {
+			seen := false
+			for j, c := range w.calls {
+				if c.key != h.Key {
+					continue
+				}
+				seen = true
+				if j > firstPre {
+					return fmt.Sprintf("pre-approval webhook %s called after the pre-execution webhooks began: %+v", h.Key, w.calls)
+				}
+				if c.identity.PhoneNumber != nil {
+					return fmt.Sprintf("pre-approval webhook %s called with a derived identity: %+v", h.Key, c.identity)
+				}
+			}
+			if !seen {
+				return fmt.Sprintf("pre-approval webhook %s never called", h.Key)
+			}
+		}
+		if msg := w.checkApprovalEvents(); msg != "" {
+			return msg
 		}
 	}
 	// No pre-execution webhook is called once the data layer was reached (its execute published).

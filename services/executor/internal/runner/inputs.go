@@ -39,7 +39,7 @@ func originOf(msg jetstream.Msg) origin {
 	return origin{tag: strconv.FormatUint(md.Sequence.Stream, 10), deliveries: md.NumDelivered}
 }
 
-// HandleControl handles executed, resume, retry and fired timers (consume.Handler). A message that
+// HandleControl handles executed, resume, retry, pre-approval replies, reviews and fired timers (consume.Handler). A message that
 // does not decode (or names no valid request id) is terminated with the reason: it is never worth
 // redelivering, and JetStream's terminated-message advisory makes it visible to operators.
 func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
@@ -76,6 +76,19 @@ func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 			return undecodable("retry", err)
 		}
 		return r.input(ctx, by, ev.RequestID, lifecycle.Input{Kind: lifecycle.InRetry, FromError: ev.FromError}, nil)
+	case subject == event.SubjectPreApproval:
+		var ev event.PreApprovalReply
+		if err := json.Unmarshal(data, &ev); err != nil || !event.ValidRequestID(ev.RequestID) {
+			return undecodable("pre-approval reply", err)
+		}
+		return r.input(ctx, by, ev.RequestID, lifecycle.Input{Kind: lifecycle.InReply, WebhookID: ev.WebhookID, Run: ev.Run,
+			Eligible: ev.Eligible}, nil)
+	case subject == event.SubjectReview:
+		var ev event.Review
+		if err := json.Unmarshal(data, &ev); err != nil || !event.ValidRequestID(ev.RequestID) {
+			return undecodable("review", err)
+		}
+		return r.input(ctx, by, ev.RequestID, lifecycle.Input{Kind: lifecycle.InReview, Approved: ev.Approved, Reason: ev.Reason}, nil)
 	case timers.IsFire(subject):
 		var f timers.Fire
 		if err := json.Unmarshal(data, &f); err != nil || !event.ValidRequestID(f.RequestID) {
@@ -86,6 +99,8 @@ func (r *Runner) HandleControl(ctx context.Context, msg jetstream.Msg) error {
 			return r.input(ctx, by, f.RequestID, lifecycle.Input{Kind: lifecycle.InPauseTimer, Pause: f.Pause}, nil)
 		case lifecycle.TimerExecution:
 			return r.input(ctx, by, f.RequestID, lifecycle.Input{Kind: lifecycle.InExecutionTimer, Run: f.Run}, nil)
+		case lifecycle.TimerApproval:
+			return r.input(ctx, by, f.RequestID, lifecycle.Input{Kind: lifecycle.InApprovalTimer, Run: f.Run}, nil)
 		}
 		return undecodable("timer", fmt.Errorf("unknown kind %q", f.Kind))
 	}
@@ -254,13 +269,13 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 		r.m.rows.WithLabelValues("inputs", "new").Inc()
 	} else {
 		// The id is known (input row I1): the identity is kept where the request may need it
-		// (in_processing: a crash before it was stored; error: a retry needs it), removed if this
-		// submission stored it for a request that does not.
+		// (in_processing or in the pre-approval stage: a crash before it was stored; error: a retry
+		// needs it), removed if this submission stored it for a request that does not.
 		r.m.rows.WithLabelValues("inputs", "I1").Inc()
 		if err := u.load(ctx); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return u.finish(ctx, err, time.Time{})
 		}
-		if created && (u.rec == nil || u.rec.Status != event.StatusInProcessing && u.rec.Status != event.StatusError) {
+		if created && (u.rec == nil || !needsIdentity[u.rec.Status]) {
 			if err := r.d.Identities.Delete(ctx, sub.ID); err != nil {
 				return u.finish(ctx, err, time.Time{})
 			}
@@ -271,6 +286,13 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 	}
 	later, err := u.drive(ctx)
 	return u.finish(ctx, err, later)
+}
+
+// needsIdentity are the statuses of a known request whose identity a redelivered submission stores
+// when it is missing.
+var needsIdentity = map[event.Status]bool{
+	event.StatusInProcessing: true, event.StatusError: true,
+	event.StatusAwaitingPreApproval: true, event.StatusPreApprovalNotEligible: true,
 }
 
 // invalid handles a submitted event with a valid id that breaks the contract. A request of that

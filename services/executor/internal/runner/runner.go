@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
-	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,7 +81,7 @@ type Secrets interface {
 }
 
 // SealFunc seals a reply-to-token (token.Sealer.Seal).
-type SealFunc func(c *token.ResumeClaims, ttl time.Duration) (string, error)
+type SealFunc func(c token.Claimer, ttl time.Duration) (string, error)
 
 // Pool is the consumer loops' pool of message slots (consume.Pool): host shares are counted
 // against it. Nil: no shares.
@@ -199,8 +198,9 @@ func (r *Runner) backoff(n int, retryAfter time.Duration, rnd func(int64) int64)
 	return half + time.Duration(rnd(int64(half)+1))
 }
 
-func (r *Runner) replyTo(id string) string {
-	return strings.TrimRight(r.cfg.CallbackPublicURL, "/") + callbackapi.ResumePath(id)
+// replyTo returns the public URL of the callback service at path.
+func (r *Runner) replyTo(path string) string {
+	return strings.TrimRight(r.cfg.CallbackPublicURL, "/") + path
 }
 
 // hostOf is the host key of a webhook URL: scheme and host:port, lower case.

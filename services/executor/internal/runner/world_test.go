@@ -74,11 +74,15 @@ type call struct {
 	status    int
 }
 
-// post is a receiver's post of a reply-to-token to the callback, due at a time.
+// post is a receiver's post of a reply-to-token to the callback, due at a time: a resume, a
+// pre-approval reply (approval set), or an operator's approval (review).
 type post struct {
-	at     time.Time
-	claims token.ResumeClaims
-	jti    string
+	at       time.Time
+	claims   token.ResumeClaims
+	jti      string
+	approval *token.PreApprovalClaims
+	eligible bool
+	review   bool
 }
 
 // receiverScript answers the n-th call (from 0) of a webhook.
@@ -112,6 +116,10 @@ type world struct {
 	refused        []string
 	script         receiverScript
 	lateBy         time.Duration // 0: the receiver posts its token right after answering
+	// notEligible is the pre-approval webhook that replies not eligible ("" none); reviewAfter is
+	// when, after the request went pre_approval_not_eligible, an operator approves it.
+	notEligible string
+	reviewAfter time.Duration
 	// dataDelay is how long the data layer takes to answer execute.
 	dataDelay time.Duration
 	resumeID  *event.Identity
@@ -408,7 +416,11 @@ func (f fakePublisher) Status(ev event.StatusChanged) (runner.Ack, error) {
 	err := f.w.op("publish status", func() error {
 		if f.w.store(fmt.Sprintf("status:%s:%d", ev.ID, ev.Seq)) {
 			f.w.events = append(f.w.events, ev)
-			f.w.logf("status event %d: %s", ev.Seq, ev.Status)
+			f.w.logf("status event %d: %s %s", ev.Seq, ev.Status, ev.Action)
+			if ev.Status == event.StatusPreApprovalNotEligible {
+				// An operator reads it and approves the request a while later.
+				f.w.posts = append(f.w.posts, post{at: f.w.now.Add(f.w.reviewAfter), review: true})
+			}
 		}
 		return nil
 	})
@@ -485,7 +497,12 @@ func (f fakeCaller) Send(_ context.Context, c webhook.Call) webhook.Result {
 		f.w.calls = append(f.w.calls, call{at: f.w.now, key: key, webhookID: c.WebhookID, identity: c.Body.Identity, status: status})
 		f.w.logf("call %s #%d → %d %s", key, n, status, body)
 		res = webhook.Result{Status: status, Body: []byte(body)}
-		if c.ReplyToken != "" && strings.Contains(body, `"halt": true`) {
+		if c.ReplyEligible != "" {
+			claims := &token.PreApprovalClaims{}
+			_ = json.Unmarshal([]byte(c.ReplyToken), claims)
+			f.w.posts = append(f.w.posts, post{at: f.w.now.Add(f.w.lateBy), approval: claims, jti: claims.ID, eligible: key != f.w.notEligible})
+			f.w.postDue()
+		} else if c.ReplyToken != "" && strings.Contains(body, `"halt": true`) {
 			var claims token.ResumeClaims
 			_ = json.Unmarshal([]byte(c.ReplyToken), &claims)
 			f.w.posts = append(f.w.posts, post{at: f.w.now.Add(f.w.lateBy), claims: claims, jti: claims.ID})
@@ -499,9 +516,12 @@ func (f fakeCaller) Send(_ context.Context, c webhook.Call) webhook.Result {
 	return res
 }
 
-// seal is the fake token sealer: the claims in clear (the receiver reads them back).
-func seal(c *token.ResumeClaims, _ time.Duration) (string, error) {
-	c.ID = token.NewID()
+// seal is the fake token sealer: the claims in clear (the receiver reads them back), with a jti
+// when they have none.
+func seal(c token.Claimer, _ time.Duration) (string, error) {
+	if rc, ok := c.(*token.ResumeClaims); ok && rc.ID == "" {
+		rc.ID = token.NewID()
+	}
 	b, err := json.Marshal(c)
 	return string(b), err
 }
@@ -516,6 +536,14 @@ func (w *world) postDue() {
 			continue
 		}
 		rec := *w.record()
+		switch {
+		case p.review:
+			w.acceptReview(rec)
+			continue
+		case p.approval != nil:
+			w.acceptReply(rec, p)
+			continue
+		}
 		cur, _, ok := rec.Current()
 		accept := !w.usedJTI[p.jti] && (rec.Status == event.StatusPaused && rec.Pause == p.claims.Pause && rec.PausedWebhookID == p.claims.WebhookID ||
 			rec.Status == event.StatusInProcessing && rec.Step == event.StepPreWebhooks && ok && cur.ID == p.claims.WebhookID && rec.Pause+1 == p.claims.Pause)
@@ -531,6 +559,34 @@ func (w *world) postDue() {
 		w.logf("callback accepted the token of pause %d", p.claims.Pause)
 	}
 	w.posts = kept
+}
+
+// acceptReply is the callback taking a pre-approval reply (SPEC §7): once per token, while the
+// request awaits the replies of the run the token names.
+func (w *world) acceptReply(rec lifecycle.Record, p post) {
+	c := p.approval
+	if w.usedJTI[p.jti] || rec.Status != event.StatusAwaitingPreApproval || rec.Run != c.Run {
+		w.refused = append(w.refused, fmt.Sprintf("reply of %s run %d refused in %s", c.WebhookID, c.Run, summary(&rec)))
+		w.logf("callback refused the reply of %s", c.WebhookID)
+		return
+	}
+	w.usedJTI[p.jti] = true
+	b, _ := json.Marshal(event.PreApprovalReply{RequestID: c.RequestID, WebhookID: c.WebhookID, Run: c.Run, Eligible: p.eligible, TokenID: p.jti})
+	w.enqueue(event.SubjectPreApproval, b, w.now)
+	w.logf("callback accepted the reply of %s (eligible %v)", c.WebhookID, p.eligible)
+}
+
+// acceptReview is the callback taking an operator's approval of a request in the pre-approval stage.
+func (w *world) acceptReview(rec lifecycle.Record) {
+	if rec.Status != event.StatusAwaitingPreApproval && rec.Status != event.StatusPreApprovalNotEligible {
+		w.refused = append(w.refused, "review refused in "+summary(&rec))
+		return
+	}
+	b, _ := json.Marshal(event.Review{RequestID: rec.ID, Approved: true})
+	if w.store(fmt.Sprintf("review-%s-%d", rec.ID, rec.Run)) {
+		w.enqueue(event.SubjectReview, b, w.now)
+		w.logf("an operator approves")
+	}
 }
 
 func (w *world) enqueue(subject string, data []byte, at time.Time) *message {

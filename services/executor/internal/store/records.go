@@ -148,10 +148,12 @@ type planKey struct {
 	pre, post *event.PlanWebhook
 	nPre      int
 	nPost     int
+	approval  *event.PreApproval
 }
 
 func keyOf(p *event.Plan) planKey {
-	k := planKey{policyKey: p.PolicyKey, version: p.Version, published: p.PublishedAt, nPre: len(p.Pre), nPost: len(p.Post)}
+	k := planKey{policyKey: p.PolicyKey, version: p.Version, published: p.PublishedAt, nPre: len(p.Pre), nPost: len(p.Post),
+		approval: p.PreApproval}
 	if len(p.Pre) > 0 {
 		k.pre = &p.Pre[0]
 	}

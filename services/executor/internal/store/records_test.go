@@ -40,6 +40,11 @@ func TestPlanByReference(t *testing.T) {
 		{name: "plan A", change: func(r *lifecycle.Record) { r.Plan = planA }},
 		{name: "plan A again, other fields changed", change: func(r *lifecycle.Record) { r.Next = 1; r.EventSeq = 3 }},
 		{name: "plan B", change: func(r *lifecycle.Record) { r.Plan = planB }},
+		{name: "plan A with a pre-approval stage (format 3)", change: func(r *lifecycle.Record) {
+			p := planA
+			p.PreApproval = &event.PreApproval{Webhooks: []event.PlanWebhook{{ID: "w4", Key: "q", Direction: event.TwoWay}}}
+			r.Plan = p
+		}},
 		{name: "plan A, fresh slices, one key changed", change: func(r *lifecycle.Record) {
 			p := planA
 			p.Pre = append([]event.PlanWebhook(nil), planA.Pre...)
@@ -57,7 +62,7 @@ func TestPlanByReference(t *testing.T) {
 		_ = json.Unmarshal(got, &gotV)
 		_ = json.Unmarshal(plain, &wantV)
 		delete(wantV, "plan")
-		wantV["format"] = float64(event.RecordFormat)
+		wantV["format"] = float64(r.Layout()) // the oldest format that holds the record
 		if len(r.Plan.Pre)+len(r.Plan.Post) > 0 {
 			planJSON, _ := json.Marshal(r.Plan)
 			wantV["plan_ref"] = plansnapshots.Ref(planJSON)
@@ -76,8 +81,8 @@ func TestPlanByReference(t *testing.T) {
 			t.Errorf("%s: decoded %+v, want %+v", tc.name, back, r)
 		}
 	}
-	if st, err := kv.Status(ctx); err != nil || st.Values() != 3 {
-		t.Errorf("plan_snapshots holds %v snapshots (%v), want 3: plans A, B and A with a changed key", st.Values(), err)
+	if st, err := kv.Status(ctx); err != nil || st.Values() != 4 {
+		t.Errorf("plan_snapshots holds %v snapshots (%v), want 4: plans A, B, A with a pre-approval stage and A with a changed key", st.Values(), err)
 	}
 
 	t.Run("inline plan", func(t *testing.T) {

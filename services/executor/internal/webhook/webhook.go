@@ -168,9 +168,12 @@ type Call struct {
 	Body          Body
 	// WebhookID is the Standard Webhooks webhook-id: the same on every repeat of this call.
 	WebhookID string
-	// ReplyTo and ReplyToken are set on pre-execution two-way calls only.
-	ReplyTo    string
-	ReplyToken string
+	// ReplyTo is the resume URL of a pre-execution two-way call; ReplyEligible and
+	// ReplyNotEligible are the reply URLs of a pre-approval call. ReplyToken goes with either.
+	ReplyTo          string
+	ReplyEligible    string
+	ReplyNotEligible string
+	ReplyToken       string
 	// Slot is the call slot taken for this call (TryAcquire, Acquire); Send takes one when nil.
 	Slot *Slot
 }
@@ -374,6 +377,14 @@ func (s *Sender) header(c Call, body []byte) (http.Header, error) {
 	h.Set("User-Agent", s.userAgent)
 	if c.ReplyTo != "" {
 		h.Set("reply-to", c.ReplyTo)
+		h.Set("reply-to-token", c.ReplyToken)
+	}
+	if c.ReplyEligible != "" {
+		// fides's names, and the ones it used before them (reply-to-approve, reply-to-deny).
+		h.Set("reply-to-eligible", c.ReplyEligible)
+		h.Set("reply-to-not-eligible", c.ReplyNotEligible)
+		h.Set("reply-to-approve", c.ReplyEligible)
+		h.Set("reply-to-deny", c.ReplyNotEligible)
 		h.Set("reply-to-token", c.ReplyToken)
 	}
 	if c.Secrets.SigningSecret != "" {
