@@ -9,7 +9,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// detailExpired is the detail of an expired resume token (SPEC §7); the other authorization
+// detailExpired is the detail of an expired reply-to-token (SPEC §7); the other authorization
 // details are the shared ones of SPEC §1.1.
 const detailExpired = "Webhook token expired"
 
@@ -30,13 +30,17 @@ func toHTTP(err error) error {
 	case errors.Is(re.Err, resume.ErrNotFound):
 		return api.Errorf(http.StatusNotFound, "No privacy request found with id '%s'.", re.ID)
 	case errors.Is(re.Err, resume.ErrOtherRequest):
-		return api.Errorf(http.StatusBadRequest, "Invalid resume request: the token was not issued for privacy request '%s'.", re.ID)
+		return api.Errorf(http.StatusBadRequest, "Invalid %s: the token was not issued for privacy request '%s'.", re.Op, re.ID)
 	case errors.Is(re.Err, resume.ErrTokenUsed):
-		return api.Errorf(http.StatusConflict, "Invalid resume request: the token was already used to resume privacy request '%s'.", re.ID)
-	case errors.Is(re.Err, resume.ErrNotPaused):
-		return api.Errorf(http.StatusBadRequest, "Invalid resume request: privacy request '%s' status = %s.", re.ID, re.Status)
+		return api.Errorf(http.StatusConflict, "Invalid %s: the token was already used for privacy request '%s'.", re.Op, re.ID)
+	case errors.Is(re.Err, resume.ErrNotPaused), errors.Is(re.Err, resume.ErrNotAwaitingPreApproval):
+		return api.Errorf(http.StatusBadRequest, "Invalid %s: privacy request '%s' status = %s.", re.Op, re.ID, re.Status)
 	case errors.Is(re.Err, resume.ErrEarlierPause):
-		return api.Errorf(http.StatusBadRequest, "Invalid resume request: the token belongs to an earlier pause of privacy request '%s'.", re.ID)
+		return api.Errorf(http.StatusBadRequest, "Invalid %s: the token belongs to an earlier pause of privacy request '%s'.", re.Op, re.ID)
+	case errors.Is(re.Err, resume.ErrEarlierRun):
+		return api.Errorf(http.StatusBadRequest, "Invalid %s: the token belongs to an earlier run of the pre-approval stage of privacy request '%s'.", re.Op, re.ID)
+	case errors.Is(re.Err, resume.ErrNotReviewable):
+		return api.Errorf(http.StatusBadRequest, "Cannot review privacy request: privacy request '%s' status = %s.", re.ID, re.Status)
 	case errors.Is(re.Err, resume.ErrNotFailed):
 		return api.Errorf(http.StatusBadRequest, "Cannot restart privacy request from failure: privacy request '%s' status = %s.", re.ID, re.Status)
 	case errors.Is(re.Err, resume.ErrUnavailable):

@@ -166,7 +166,7 @@ func TestGetView(t *testing.T) {
 		t.Errorf("unknown: got %d %s, want 404 with detail", w.Code, w.Body)
 	}
 
-	wantKeys := []string{"created_at", "error", "external_id", "finished_processing_at", "id", "paused_at", "policy_key",
+	wantKeys := []string{"created_at", "deny_reason", "error", "external_id", "finished_processing_at", "id", "paused_at", "policy_key",
 		"resume_endpoint", "started_processing_at", "status", "step", "waiting_for", "webhooks"}
 	get := func(id string) (map[string]any, string) {
 		t.Helper()
@@ -203,10 +203,10 @@ func TestGetView(t *testing.T) {
 	}
 	webhooks, _ := json.Marshal(v["webhooks"])
 	wantWebhooks := `[{"attempts":[{"at":"2025-03-01T12:00:02Z","error":null,"latency_ms":12.5,"status":200,"webhook_id":"msg_1"}],` +
-		`"callback_type":"pre","direction":"one_way","interrupted":0,"key":"wake_up","order":0,"outcome":"succeeded"},` +
+		`"callback_type":"pre","direction":"one_way","interrupted":0,"key":"wake_up","order":0,"outcome":"succeeded","reply":null},` +
 		`{"attempts":[{"at":"2025-03-01T12:00:02Z","error":"connection reset","latency_ms":3,"status":null,"webhook_id":"msg_2"},` +
 		`{"at":"2025-03-01T12:00:03Z","error":null,"latency_ms":8,"status":200,"webhook_id":"msg_2"}],` +
-		`"callback_type":"pre","direction":"two_way","interrupted":1,"key":"verify","order":1,"outcome":"halted"}]`
+		`"callback_type":"pre","direction":"two_way","interrupted":1,"key":"verify","order":1,"outcome":"halted","reply":null}]`
 	if string(webhooks) != wantWebhooks {
 		t.Errorf("webhooks =\n%s\nwant\n%s", webhooks, wantWebhooks)
 	}
@@ -272,10 +272,10 @@ func TestWaitingFor(t *testing.T) {
 		req  event.Request
 		want string
 	}{
-		{pausedRequest("pri_paused", 1), `{"reason":"resume","until":"2025-03-04T00:00:03Z","webhook_key":"verify"}`},
-		{atExecution, `{"reason":"data_layer","until":"2025-03-02T12:00:00Z","webhook_key":null}`},
-		{inBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"verify"}`},
-		{postBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"log_out"}`},
+		{pausedRequest("pri_paused", 1), `{"reason":"resume","until":"2025-03-04T00:00:03Z","webhook_key":"verify","webhook_keys":null}`},
+		{atExecution, `{"reason":"data_layer","until":"2025-03-02T12:00:00Z","webhook_key":null,"webhook_keys":null}`},
+		{inBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"verify","webhook_keys":null}`},
+		{postBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"log_out","webhook_keys":null}`},
 		{awaitingRequest("pri_running", 0), `null`},
 		{failedRequest("pri_failed", 1), `null`},
 		{done, `null`},

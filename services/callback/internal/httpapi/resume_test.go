@@ -148,7 +148,7 @@ func TestResumeRefusals(t *testing.T) {
 				t.Fatalf("first resume: %d %s, want 200", w.Code, w.Body)
 			}
 			return call{resumePath(id), bearer(raw), `{}`}
-		}, 409, "Invalid resume request: the token was already used to resume privacy request '%s'."},
+		}, 409, "Invalid resume request: the token was already used for privacy request '%s'."},
 		{"token already used, request moved on", func(id string) call {
 			req := pausedRequest(id, 1)
 			f.putRequest(req)
@@ -159,7 +159,7 @@ func TestResumeRefusals(t *testing.T) {
 			req.Status, req.PausedWebhookID = event.StatusInProcessing, ""
 			f.putRequest(req)
 			return call{resumePath(id), bearer(raw), `{"derived_identity": {"email": "x@example.com"}}`}
-		}, 409, "Invalid resume request: the token was already used to resume privacy request '%s'."},
+		}, 409, "Invalid resume request: the token was already used for privacy request '%s'."},
 		{"in processing", func(id string) call {
 			req := pausedRequest(id, 1)
 			req.Status = event.StatusInProcessing

@@ -1,8 +1,9 @@
-// Package resume is the domain of the callback service (SPEC §7): it checks reply-to-tokens in the
-// order the contract gives, publishes the resume and retry events the executor consumes, claims a
-// token after its resume is published so that it is used once, and builds the public view of a
-// privacy request. It reads privacy_requests (and the plan snapshots its records name) and never
-// writes them; its only state is the claim of a used token.
+// Package resume is the domain of the callback service (SPEC §7): it checks reply-to-tokens (a
+// halting pre-webhook's resume token, a pre-approval webhook's reply token) in the order the
+// contract gives, publishes the resume, pre-approval reply, review and retry events the executor
+// consumes, claims a reply-to-token after its event is published so that it is used once, and
+// builds the public view of a privacy request. It reads privacy_requests (and the plan snapshots
+// its records name) and never writes them; its only state is the claim of a used token.
 package resume
 
 import (
@@ -15,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/plansnapshots"
-	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/rs/zerolog"
 )
@@ -24,7 +24,8 @@ import (
 var (
 	// ErrNoToken: no "Authorization: Bearer" token (401).
 	ErrNoToken = errors.New("no bearer token")
-	// ErrNotAuthorized: the token does not decrypt, is malformed or lacks the resume scope (403).
+	// ErrNotAuthorized: the token does not decrypt, is malformed, is of another kind or lacks its
+	// scope (403).
 	ErrNotAuthorized = errors.New("token not authorized")
 	// ErrTokenExpired: the token decrypted but is past its expiry (403).
 	ErrTokenExpired = errors.New("token expired")
@@ -32,13 +33,23 @@ var (
 	ErrNotFound = errors.New("privacy request not found")
 	// ErrOtherRequest: the token was issued for another privacy request (400).
 	ErrOtherRequest = errors.New("token issued for another privacy request")
-	// ErrTokenUsed: the token already resumed the request (409).
+	// ErrTokenUsed: the token was already used: it resumed the request, or its pre-approval reply
+	// was taken (409).
 	ErrTokenUsed = errors.New("token already used")
 	// ErrNotPaused: a resume of a request that is neither paused nor awaiting the answer of the
 	// call the token was issued for (400).
 	ErrNotPaused = errors.New("privacy request not paused")
 	// ErrEarlierPause: the token was issued for an earlier pause of the request (400).
 	ErrEarlierPause = errors.New("token issued for an earlier pause")
+	// ErrNotAwaitingPreApproval: a pre-approval reply to a request that is not
+	// awaiting_pre_approval (400).
+	ErrNotAwaitingPreApproval = errors.New("privacy request not awaiting pre-approval")
+	// ErrEarlierRun: the pre-approval token was issued in an earlier run of the pre-approval
+	// stage, or for a webhook that is not one of the request's pre-approval webhooks (400).
+	ErrEarlierRun = errors.New("token issued in an earlier run of the pre-approval stage")
+	// ErrNotReviewable: an approval or denial of a request that is neither awaiting_pre_approval
+	// nor pre_approval_not_eligible (400).
+	ErrNotReviewable = errors.New("privacy request not in the pre-approval stage")
 	// ErrNotFailed: a retry of a request that is not in error (400).
 	ErrNotFailed = errors.New("privacy request not in error")
 	// ErrUnavailable: NATS did not answer in time, to read the request or the token's claim or to
@@ -48,11 +59,13 @@ var (
 )
 
 // Error is a refusal about one privacy request: Err is one of the sentinel errors above, ID the
-// request id of the path and Status the request's status when it matters.
+// request id of the path, Status the request's status when it matters and Op, for a call with a
+// reply-to-token, what the refusal calls it ("resume request", "pre-approval reply").
 type Error struct {
 	Err    error
 	ID     string
 	Status event.Status
+	Op     string
 }
 
 func (e *Error) Error() string {
@@ -80,14 +93,14 @@ type Config struct {
 	Snapshots *plansnapshots.Store
 	// Claims is the resume_tokens bucket: one key per used token id.
 	Claims jetstream.KeyValue
-	// Publisher publishes the resume and retry events.
+	// Publisher publishes the events.
 	Publisher Publisher
 	// Tokens open reply-to-tokens: the sealer of the current key first, then the one of the
 	// previous key (tokens issued before a key rotation), if any.
 	Tokens []*token.Sealer
 }
 
-// Service checks resume tokens and publishes resume and retry events.
+// Service checks reply-to-tokens and publishes resume, pre-approval reply, review and retry events.
 type Service struct {
 	requests  jetstream.KeyValue
 	snapshots *plansnapshots.Store
@@ -109,93 +122,47 @@ func New(cfg Config) *Service {
 	}
 }
 
-// publishTimeout bounds the publish and the claim of one resume, or the publish of one retry. They
-// run on a context detached from the HTTP request, so that a client going away cannot stop them
-// halfway.
+// publishTimeout bounds the publish and the claim of one reply-to-token's call, or the publish of
+// one review or retry. They run on a context detached from the HTTP request, so that a client
+// going away cannot stop them halfway.
 const publishTimeout = 10 * time.Second
 
 // claimSlack keeps a claim a little past the token's expiry, against clock skew between this
 // service and the NATS server.
 const claimSlack = time.Minute
 
-// Ticket is a reply-to-token that passed every check of SPEC §7 for one request; Resume uses it.
-type Ticket struct {
-	claims  token.ResumeClaims
-	request event.Request
-}
+// Ticket is a resume token that passed every check of SPEC §7 for one request; Resume uses it.
+type Ticket struct{ ticket }
 
 // Check runs the checks of SPEC §7 on raw, the bearer token of a resume of request id, in the
-// contract's order: no token, a token that does not open or lacks the scope, an expired token, an
-// unknown request, a token of another request, a used token, a request that is neither paused nor
-// awaiting the answer of the call the token was issued for (see awaitingHalt), a token of an
-// earlier pause. It changes nothing.
+// contract's order: those of every reply-to-token (checkReply), then a request that is neither
+// paused nor awaiting the answer of the call the token was issued for (see awaitingHalt), a token
+// of an earlier pause. It changes nothing.
 func (s *Service) Check(ctx context.Context, id, raw string) (*Ticket, error) {
-	if raw == "" {
-		return nil, refuse(ErrNoToken, id)
-	}
-	claims, err := s.open(raw)
-	if err != nil {
-		return nil, refuse(err, id)
-	}
-	req, err := s.request(ctx, id)
+	t, err := s.checkReply(ctx, resumeToken, id, raw)
 	if err != nil {
 		return nil, err
 	}
-	if claims.RequestID != id {
-		return nil, refuse(ErrOtherRequest, id)
-	}
-	used, err := s.used(ctx, claims.ID)
-	if err != nil {
-		return nil, &Error{Err: err, ID: id}
-	}
-	if used {
-		return nil, refuse(ErrTokenUsed, id)
-	}
-	switch {
+	switch r, req := t.reply, t.request; {
 	case req.Status == event.StatusPaused:
-		if claims.Pause != req.Pause || claims.WebhookID != req.PausedWebhookID {
-			return nil, refuse(ErrEarlierPause, id)
+		if r.Pause != req.Pause || r.WebhookID != req.PausedWebhookID {
+			return nil, t.refuse(ErrEarlierPause)
 		}
-	case !awaitingHalt(req, claims):
-		return nil, &Error{Err: ErrNotPaused, ID: id, Status: req.Status}
+	case !awaitingHalt(req, r):
+		return nil, t.refuse(ErrNotPaused)
 	}
-	return &Ticket{claims: claims, request: req}, nil
+	return &Ticket{t}, nil
 }
 
-// awaitingHalt reports whether req is still waiting for the answer of the call that claims was
-// issued for: in processing at that pre-webhook, with the pause the token names not yet recorded.
-// The executor issues the token with the next pause number and records the pause only once the
-// call has answered {"halt": true}, so a receiver that resumes at once arrives here (D3); the
-// executor takes the resume after it has recorded the pause.
-func awaitingHalt(req event.Request, claims token.ResumeClaims) bool {
+// awaitingHalt reports whether req is still waiting for the answer of the call that the resume
+// token r was issued for: in processing at that pre-webhook, with the pause the token names not yet
+// recorded. The executor issues the token with the next pause number and records the pause only
+// once the call has answered {"halt": true}, so a receiver that resumes at once arrives here (D3);
+// the executor takes the resume after it has recorded the pause.
+func awaitingHalt(req event.Request, r reply) bool {
 	return req.Status == event.StatusInProcessing && req.Step == event.StepPreWebhooks &&
-		claims.Pause == req.Pause+1 &&
-		req.Next >= 0 && req.Next < len(req.Plan.Pre) && req.Plan.Pre[req.Next].ID == claims.WebhookID
-}
-
-// open decrypts raw with the first sealer that can and checks its scope, then its expiry: a token
-// that lacks the scope is not authorized even when it has expired.
-func (s *Service) open(raw string) (token.ResumeClaims, error) {
-	var (
-		claims token.ResumeClaims
-		err    = token.ErrInvalid
-	)
-	for _, sealer := range s.tokens {
-		claims = token.ResumeClaims{}
-		err = sealer.Open(raw, &claims)
-		if !errors.Is(err, token.ErrInvalid) {
-			break
-		}
-	}
-	switch {
-	case err != nil && !errors.Is(err, token.ErrExpired):
-		return claims, ErrNotAuthorized
-	case !claims.HasScope(scope.PrivacyRequestResume) || claims.RequestID == "" || !event.ValidKVKey(claims.ID):
-		return claims, ErrNotAuthorized
-	case err != nil:
-		return claims, ErrTokenExpired
-	}
-	return claims, nil
+		r.Pause == req.Pause+1 &&
+		req.Next >= 0 && req.Next < len(req.Plan.Pre) && req.Plan.Pre[req.Next].ID == r.WebhookID
 }
 
 // request reads the state of request id, stored under event.KVKey(id); an id that is not a
@@ -231,77 +198,30 @@ func (s *Service) request(ctx context.Context, id string) (event.Request, error)
 	return req, nil
 }
 
-func (s *Service) used(ctx context.Context, jti string) (bool, error) {
-	_, err := s.claims.Get(ctx, jti)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-		return false, nil
-	}
-	return false, fmt.Errorf("%w: read claim: %w", ErrUnavailable, err)
-}
-
-// claim is the value kept under a used token's id: no personal data.
-type claim struct {
-	RequestID string    `json:"request_id"`
-	WebhookID string    `json:"webhook_id"`
-	Pause     int       `json:"pause"`
-	ClaimedAt time.Time `json:"claimed_at"`
-}
-
 // Resume publishes the resume event of the ticket's token with the derived identity (nil when
-// none), then claims the token, and returns the request as it is being resumed.
-//
-// The publish comes first so that a token is never used up without its event: a publish that
-// fails (or a crash before the claim) leaves no claim, and the receiver's next attempt publishes
-// again. A repeated publish is harmless: it carries the same Nats-Msg-Id (the jti), and the
-// executor ignores a resume whose pause no longer matches. A failed publish wraps
-// ErrUnavailable. Losing the claim to a concurrent resume with the same token is ErrTokenUsed
-// (both published the one, de-duplicated event). A claim that fails otherwise is logged and the
-// resume stands: its event is on the stream.
+// none), then claims the token (publishThenClaim), and returns the request as it is being
+// resumed. The executor ignores a resume whose pause no longer matches, so a repeated publish is
+// harmless.
 func (s *Service) Resume(ctx context.Context, t *Ticket, derived *event.Identity) (View, error) {
-	id, jti := t.claims.RequestID, t.claims.ID
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
-	defer cancel()
-
 	if derived != nil && derived.IsZero() {
 		derived = nil
 	}
+	r := t.reply
 	payload, err := json.Marshal(event.Resume{
-		RequestID: id, WebhookID: t.claims.WebhookID, Pause: t.claims.Pause, TokenID: jti, DerivedIdentity: derived,
+		RequestID: r.RequestID, WebhookID: r.WebhookID, Pause: r.Pause, TokenID: r.ID, DerivedIdentity: derived,
 	})
 	if err != nil {
 		return View{}, fmt.Errorf("resume: encode event: %w", err)
 	}
-	value, err := json.Marshal(claim{RequestID: id, WebhookID: t.claims.WebhookID, Pause: t.claims.Pause, ClaimedAt: s.now().UTC()})
-	if err != nil {
-		return View{}, fmt.Errorf("resume: encode claim: %w", err)
+	if err := s.publishThenClaim(ctx, t.ticket, event.SubjectResume, payload); err != nil {
+		return View{}, err
 	}
-	if _, err := s.publisher.Publish(ctx, event.SubjectResume, payload, jetstream.WithMsgID(jti)); err != nil {
-		return View{}, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: id}
-	}
-	log := zerolog.Ctx(ctx)
-	_, err = s.claims.Create(ctx, jti, value, jetstream.KeyTTL(s.claimTTL(t.claims.Expiry)))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyExists):
-		return View{}, refuse(ErrTokenUsed, id)
-	case err != nil:
-		log.Warn().Err(err).Str("privacy_request_id", id).Int("pause", t.claims.Pause).
-			Msg("resume published, but the token could not be recorded as used")
-	}
-	log.Info().Str("privacy_request_id", id).Int("pause", t.claims.Pause).
-		Str("webhook_id", t.claims.WebhookID).Bool("derived_identity", derived != nil).Msg("resume published")
+	zerolog.Ctx(ctx).Info().Str("privacy_request_id", r.RequestID).Int("pause", r.Pause).
+		Str("webhook_id", r.WebhookID).Bool("derived_identity", derived != nil).Msg("resume published")
 
 	req := t.request
 	req.Status = event.StatusInProcessing
 	return NewView(req), nil
-}
-
-// claimTTL is how long a claim must live: until the token expires, plus slack, at least a second.
-func (s *Service) claimTTL(exp int64) time.Duration {
-	ttl := time.Unix(exp, 0).Sub(s.now()).Truncate(time.Second) + time.Second + claimSlack
-	return max(ttl, time.Second)
 }
 
 // Retry publishes a retry of request id, which must be in error, and returns the request as it is

@@ -1,6 +1,7 @@
 package resume
 
 import (
+	"slices"
 	"time"
 
 	"github.com/policyhooks/policyhooks/shared/callbackapi"
@@ -21,6 +22,8 @@ type View struct {
 	FinishedProcessingAt *time.Time   `json:"finished_processing_at"`
 	Error                *ErrorView   `json:"error"`
 	ResumeEndpoint       *string      `json:"resume_endpoint"`
+	// DenyReason is the reason an operator gave when denying the request; null unless denied.
+	DenyReason *string `json:"deny_reason"`
 	// WaitingFor says what the request waits for and until when; null while it runs and once it
 	// is complete or in error.
 	WaitingFor *WaitingView  `json:"waiting_for"`
@@ -36,14 +39,21 @@ const (
 	WaitDataLayer = "data_layer"
 	// WaitRetry: the current webhook's last attempt failed and the next is due at Until.
 	WaitRetry = "retry"
+	// WaitPreApproval: awaiting_pre_approval, the replies of the pre-approval webhooks named by
+	// WebhookKeys (those that have not replied yet) are due at Until, when their reply-to-tokens
+	// expire.
+	WaitPreApproval = "pre_approval"
+	// WaitReview: pre_approval_not_eligible, an operator's approval or denial; no Until.
+	WaitReview = "review"
 )
 
 // WaitingView is what a request waits for: a reason, the webhook concerned (for resume and
-// retry) and until when.
+// retry) or the webhooks (for pre_approval, otherwise null), and until when.
 type WaitingView struct {
-	Reason     string     `json:"reason"`
-	WebhookKey *string    `json:"webhook_key"`
-	Until      *time.Time `json:"until"`
+	Reason      string     `json:"reason"`
+	WebhookKey  *string    `json:"webhook_key"`
+	WebhookKeys []string   `json:"webhook_keys"`
+	Until       *time.Time `json:"until"`
 }
 
 // ErrorView says where and why a request failed.
@@ -64,6 +74,9 @@ type WebhookView struct {
 	// them); they are not attempts.
 	Interrupted int           `json:"interrupted"`
 	Outcome     event.Outcome `json:"outcome"`
+	// Reply is a pre-approval webhook's reply in the current run of the stage: null until it
+	// replies, and for the other webhooks.
+	Reply *event.Reply `json:"reply"`
 }
 
 // AttemptView is one call of a webhook: when, its webhook-id, the HTTP status (null when there was
@@ -88,6 +101,7 @@ func NewView(req event.Request) View {
 		StartedProcessingAt:  req.StartedProcessingAt,
 		PausedAt:             req.PausedAt,
 		FinishedProcessingAt: req.FinishedProcessingAt,
+		DenyReason:           optional(req.DenyReason),
 		Webhooks:             make([]WebhookView, 0, len(req.Webhooks)),
 	}
 	if req.Error != nil {
@@ -102,6 +116,10 @@ func NewView(req event.Request) View {
 		wv := WebhookView{
 			Key: w.Key, CallbackType: w.CallbackType, Direction: w.Direction, Order: w.Order,
 			Attempts: make([]AttemptView, 0, len(w.Attempts)), Interrupted: w.Interrupted, Outcome: w.Outcome,
+		}
+		if w.Reply != "" {
+			reply := w.Reply
+			wv.Reply = &reply
 		}
 		for _, a := range w.Attempts {
 			av := AttemptView{At: a.At, WebhookID: a.WebhookID, Error: optional(a.Error), LatencyMS: a.LatencyMS}
@@ -123,6 +141,10 @@ func waitingFor(req event.Request) *WaitingView {
 	case req.Status == event.StatusPaused:
 		return &WaitingView{Reason: WaitResume, WebhookKey: optional(planKey(req.Plan.Pre, req.PausedWebhookID)),
 			Until: req.PauseExpiresAt}
+	case req.Status == event.StatusAwaitingPreApproval:
+		return &WaitingView{Reason: WaitPreApproval, WebhookKeys: awaitedReplies(req), Until: req.ApprovalDue}
+	case req.Status == event.StatusPreApprovalNotEligible:
+		return &WaitingView{Reason: WaitReview}
 	case req.Status != event.StatusInProcessing:
 		return nil
 	case req.Step == event.StepExecution:
@@ -139,6 +161,22 @@ func waitingFor(req event.Request) *WaitingView {
 		return &WaitingView{Reason: WaitRetry, WebhookKey: key, Until: req.RetryAt}
 	}
 	return nil
+}
+
+// awaitedReplies returns the keys of req's pre-approval webhooks, in the plan's order, that have
+// not replied in the current run: their record has no reply yet, or there is no record (the
+// webhook has not been called yet).
+func awaitedReplies(req event.Request) []string {
+	keys := []string{}
+	for _, h := range preApprovalWebhooks(req.Plan) {
+		i := slices.IndexFunc(req.Webhooks, func(w event.WebhookRecord) bool {
+			return w.CallbackType == event.PreApprovalCallback && w.ID == h.ID
+		})
+		if i < 0 || req.Webhooks[i].Reply == "" {
+			keys = append(keys, h.Key)
+		}
+	}
+	return keys
 }
 
 // planKey returns the key of the webhook of hooks whose id is id, or "".
