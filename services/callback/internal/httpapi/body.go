@@ -12,13 +12,13 @@ import (
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 )
 
-// decodeResumeBody decodes the strict resume body of SPEC §7: empty, {} or {"derived_identity":
-// <identity>}, the identity in event.Identity's shape (standard fields: non-empty strings or null;
-// custom identities: {"label", "value"} or null), no key repeated in an object. Every problem, malformed JSON included, is a
-// 422 listing pydantic-like field errors. It returns nil when the body derives no identity.
-func decodeResumeBody(b []byte) (*event.Identity, error) {
+// decodeObject decodes the strict body of a callback route (SPEC §7): empty (nil) or one JSON
+// object, no key repeated in any object. Every problem, malformed JSON included, is a 422 listing
+// pydantic-like field errors: SPEC §7 makes a malformed body 422. It returns the object and the
+// problems of its keys that are not among allowed, so that the caller lists them with its own.
+func decodeObject(b []byte, allowed ...string) (map[string]any, []api.FieldError, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var doc any
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -27,21 +27,75 @@ func decodeResumeBody(b []byte) (*event.Identity, error) {
 		if errors.As(err, &se) {
 			offset = se.Offset
 		}
-		return nil, api.InvalidField(fmt.Sprintf("Expecting a JSON object: %v", err), "value_error.jsondecode", "body", offset)
+		return nil, nil, api.InvalidField(fmt.Sprintf("Expecting a JSON object: %v", err), "value_error.jsondecode", "body", offset)
 	}
 	// A repeated key would otherwise be taken silently, the last one winning.
 	if err := api.DuplicateKey(b, "body"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	top, ok := doc.(map[string]any)
 	if !ok {
-		return nil, api.InvalidField("value is not a valid dict", "type_error.dict", "body")
+		return nil, nil, api.InvalidField("value is not a valid dict", "type_error.dict", "body")
 	}
 	var problems []api.FieldError
 	for _, k := range sortedKeys(top) {
-		if k != "derived_identity" {
+		if !slices.Contains(allowed, k) {
 			problems = append(problems, extra("body", k))
 		}
+	}
+	return top, problems, nil
+}
+
+// invalid returns the 422 listing problems, or nil when there are none.
+func invalid(problems []api.FieldError) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return api.Invalid(problems...)
+}
+
+// decodeEmptyBody checks the body of a pre-approval reply or an approval: empty or {}.
+func decodeEmptyBody(b []byte) error {
+	_, problems, err := decodeObject(b)
+	if err != nil {
+		return err
+	}
+	return invalid(problems)
+}
+
+// decodeDenyBody decodes the body of a denial: empty, {} or {"reason": <string or null>}, the
+// reason at most event.MaxReason bytes. It returns "" when the body gives no reason.
+func decodeDenyBody(b []byte) (string, error) {
+	top, problems, err := decodeObject(b, "reason")
+	if err != nil {
+		return "", err
+	}
+	var reason string
+	switch v := top["reason"].(type) {
+	case nil:
+	case string:
+		if len(v) > event.MaxReason {
+			problems = append(problems, api.FieldError{Loc: []any{"body", "reason"},
+				Msg: fmt.Sprintf("ensure this value has at most %d bytes", event.MaxReason), Type: "value_error.any_str.max_length"})
+		}
+		reason = v
+	default:
+		problems = append(problems, api.FieldError{Loc: []any{"body", "reason"}, Msg: "str type expected", Type: "type_error.str"})
+	}
+	if err := invalid(problems); err != nil {
+		return "", err
+	}
+	return reason, nil
+}
+
+// decodeResumeBody decodes the strict resume body of SPEC §7 (see decodeObject): empty, {} or
+// {"derived_identity": <identity>}, the identity in event.Identity's shape (standard fields:
+// non-empty strings or null; custom identities: {"label", "value"} or null). It returns nil when
+// the body derives no identity.
+func decodeResumeBody(b []byte) (*event.Identity, error) {
+	top, problems, err := decodeObject(b, "derived_identity")
+	if err != nil {
+		return nil, err
 	}
 	var derived *event.Identity
 	switch d := top["derived_identity"].(type) {
@@ -75,8 +129,8 @@ func decodeResumeBody(b []byte) (*event.Identity, error) {
 	default:
 		problems = append(problems, api.FieldError{Loc: []any{"body", "derived_identity"}, Msg: "value is not a valid dict", Type: "type_error.dict"})
 	}
-	if len(problems) > 0 {
-		return nil, api.Invalid(problems...)
+	if err := invalid(problems); err != nil {
+		return nil, err
 	}
 	if derived != nil && derived.IsZero() {
 		return nil, nil

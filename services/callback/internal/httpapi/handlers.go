@@ -6,13 +6,16 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
+	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 type metrics struct {
-	resumes *prometheus.CounterVec
-	retries *prometheus.CounterVec
+	resumes      *prometheus.CounterVec
+	preApprovals *prometheus.CounterVec
+	reviews      *prometheus.CounterVec
+	retries      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -20,11 +23,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_resume_total", Help: "Resume calls by answered status code.",
 		}, []string{"code"}),
+		preApprovals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callback_pre_approval_reply_total", Help: "Pre-approval replies by reply (eligible, not_eligible) and answered status code.",
+		}, []string{"reply", "code"}),
+		reviews: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callback_review_total", Help: "Approvals and denials that reached the handler, by decision (approve, deny) and answered status code.",
+		}, []string{"decision", "code"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callback_retry_total", Help: "Retry calls that reached the handler, by answered status code.",
 		}, []string{"code"}),
 	}
-	reg.MustRegister(m.resumes, m.retries)
+	reg.MustRegister(m.resumes, m.preApprovals, m.reviews, m.retries)
 	return m
 }
 
@@ -53,6 +62,75 @@ func serveResume(w http.ResponseWriter, r *http.Request, svc *resume.Service) in
 		return writeError(w, r, err)
 	}
 	view, err := svc.Resume(r.Context(), ticket, derived)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	api.WriteJSON(w, http.StatusOK, view)
+	return http.StatusOK
+}
+
+// handlePreApproval answers a pre-approval webhook's reply, eligible or not, at its reply-to URL:
+// it checks the token, then the body (empty or {}), and only then publishes the reply.
+func handlePreApproval(svc *resume.Service, m *metrics, eligible bool) http.HandlerFunc {
+	label := string(event.ReplyNotEligible)
+	if eligible {
+		label = string(event.ReplyEligible)
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		code := servePreApproval(w, r, svc, eligible)
+		m.preApprovals.WithLabelValues(label, strconv.Itoa(code)).Inc()
+	}
+}
+
+func servePreApproval(w http.ResponseWriter, r *http.Request, svc *resume.Service, eligible bool) int {
+	raw, _ := api.BearerToken(r)
+	ticket, err := svc.CheckPreApproval(r.Context(), mux.Vars(r)["id"], raw)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	b, err := api.ReadBody(r)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	if err := decodeEmptyBody(b); err != nil {
+		return writeError(w, r, err)
+	}
+	view, err := svc.Reply(r.Context(), ticket, eligible)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	api.WriteJSON(w, http.StatusOK, view)
+	return http.StatusOK
+}
+
+// handleReview answers an operator's approval (approve) or denial: it checks the body (empty or {},
+// and a denial's optional reason) before it reads the request.
+func handleReview(svc *resume.Service, m *metrics, approve bool) http.HandlerFunc {
+	label := "deny"
+	if approve {
+		label = "approve"
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		code := serveReview(w, r, svc, approve)
+		m.reviews.WithLabelValues(label, strconv.Itoa(code)).Inc()
+	}
+}
+
+func serveReview(w http.ResponseWriter, r *http.Request, svc *resume.Service, approve bool) int {
+	b, err := api.ReadBody(r)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	var reason string
+	if approve {
+		err = decodeEmptyBody(b)
+	} else {
+		reason, err = decodeDenyBody(b)
+	}
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	view, err := svc.Review(r.Context(), mux.Vars(r)["id"], approve, reason)
 	if err != nil {
 		return writeError(w, r, err)
 	}

@@ -1,5 +1,5 @@
 // Package httpapi is the REST face of the callback service (SPEC §7): the routes, their handlers,
-// the decoding of the resume body and the one mapping from domain errors to HTTP answers.
+// the decoding of their bodies and the one mapping from domain errors to HTTP answers.
 package httpapi
 
 import (
@@ -20,7 +20,7 @@ type Deps struct {
 	Log      zerolog.Logger
 	Registry *prometheus.Registry
 	Resume   *resume.Service
-	// Auth checks OAuth access tokens for retry and GET.
+	// Auth checks OAuth access tokens for approve, deny, retry and GET.
 	Auth    *api.Authorizer
 	Ready   map[string]api.Check
 	OpenAPI []byte
@@ -46,6 +46,10 @@ func NewRouter(d Deps) *mux.Router {
 	resumeH := handleResume(d.Resume, m)
 	r.HandleFunc(callbackapi.Resume, resumeH).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.LegacyResume, resumeH).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.PreApproveEligible, handlePreApproval(d.Resume, m, true)).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.PreApproveNotEligible, handlePreApproval(d.Resume, m, false)).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.Approve, d.Auth.Require(scope.PrivacyRequestReview, handleReview(d.Resume, m, true))).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.Deny, d.Auth.Require(scope.PrivacyRequestReview, handleReview(d.Resume, m, false))).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.Retry, d.Auth.Require(scope.PrivacyRequestResume, handleRetry(d.Resume, m))).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.Request, d.Auth.Require(scope.PrivacyRequestRead, handleGet(d.Resume))).Methods(http.MethodGet)
 	return r
