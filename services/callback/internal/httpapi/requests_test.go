@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -253,8 +254,9 @@ func TestRoutesAnswerJSON(t *testing.T) {
 
 // TestWaitingFor: the view says what a request waits for and until when — a paused request its
 // halting webhook and the token's expiry, one at the execution step the data layer and the
-// execution deadline, one in a backoff the webhook and its next attempt — and null while it runs
-// or once it is finished.
+// execution deadline, one in a backoff the webhook and its next attempt, one awaiting
+// pre-approval the webhooks that have not replied and when the replies are due, one not eligible
+// an operator's review — and null while it runs or once it is finished.
 func TestWaitingFor(t *testing.T) {
 	f := newFixture(t)
 	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead))
@@ -268,6 +270,13 @@ func TestWaitingFor(t *testing.T) {
 	postBackoff.Plan.Post = []event.PlanWebhook{{ID: "wh-logout", Key: "log_out", Direction: event.OneWay}}
 	done := pausedRequest("pri_done", 1)
 	done.Status = event.StatusComplete
+	// No pre-approval webhook has replied yet, and the second has not been called.
+	firstCalled := preApprovalRequest("pri_pa_first", 1)
+	firstCalled.Webhooks = firstCalled.Webhooks[:len(firstCalled.Webhooks)-1]
+	allReplied := preApprovalRequest("pri_pa_all", 1)
+	allReplied.Webhooks[len(allReplied.Webhooks)-2].Reply = event.ReplyEligible
+	denied := notEligibleRequest("pri_denied", 1)
+	denied.Status, denied.DenyReason = event.StatusDenied, "fraud"
 	for _, tc := range []struct {
 		req  event.Request
 		want string
@@ -279,6 +288,11 @@ func TestWaitingFor(t *testing.T) {
 		{awaitingRequest("pri_running", 0), `null`},
 		{failedRequest("pri_failed", 1), `null`},
 		{done, `null`},
+		{preApprovalRequest("pri_pa", 1), `{"reason":"pre_approval","until":"2025-03-04T00:00:00Z","webhook_key":null,"webhook_keys":["fraud_check"]}`},
+		{firstCalled, `{"reason":"pre_approval","until":"2025-03-04T00:00:00Z","webhook_key":null,"webhook_keys":["fraud_check","legal_check"]}`},
+		{allReplied, `{"reason":"pre_approval","until":"2025-03-04T00:00:00Z","webhook_key":null,"webhook_keys":[]}`},
+		{notEligibleRequest("pri_not_eligible", 1), `{"reason":"review","until":null,"webhook_key":null,"webhook_keys":null}`},
+		{denied, `null`},
 	} {
 		t.Run(tc.req.ID, func(t *testing.T) {
 			f.putRequest(tc.req)
@@ -291,5 +305,48 @@ func TestWaitingFor(t *testing.T) {
 				t.Errorf("waiting_for = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPreApprovalView: the view of a request in or past its pre-approval stage shows the stage's
+// step and webhooks (callback_type pre_approval, after the others, each with its reply) and, once
+// denied, the operator's reason; deny_reason is null otherwise.
+func TestPreApprovalView(t *testing.T) {
+	f := newFixture(t)
+	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead))
+	denied := notEligibleRequest("pri_pv_denied", 1)
+	denied.Status, denied.DenyReason = event.StatusDenied, "Fraud check failed"
+	f.putRequest(denied)
+	f.putStored(preApprovalRequest("pri_pv_inline", 2)) // its plan inline, as a format 0 record holds it
+
+	get := func(id string) map[string]any {
+		t.Helper()
+		w := f.do(http.MethodGet, "/api/v1/privacy-request/"+id, auth, "")
+		var v map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil || w.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", id, w.Code, w.Body)
+		}
+		return v
+	}
+	v := get("pri_pv_denied")
+	if v["status"] != "denied" || v["deny_reason"] != "Fraud check failed" || v["step"] != "pre_approval" || v["waiting_for"] != nil {
+		t.Errorf("denied: status=%v deny_reason=%v step=%v waiting_for=%v, want denied, the reason, pre_approval, null",
+			v["status"], v["deny_reason"], v["step"], v["waiting_for"])
+	}
+	var got []string
+	for _, w := range v["webhooks"].([]any) {
+		w := w.(map[string]any)
+		got = append(got, fmt.Sprintf("%v/%v/%v", w["key"], w["callback_type"], w["reply"]))
+	}
+	want := []string{"wake_up/pre/<nil>", "verify/pre/<nil>", "fraud_check/pre_approval/not_eligible", "legal_check/pre_approval/eligible"}
+	if !slices.Equal(got, want) {
+		t.Errorf("webhooks (key/callback_type/reply) = %v, want %v", got, want)
+	}
+
+	v = get("pri_pv_inline")
+	waiting, _ := json.Marshal(v["waiting_for"])
+	if v["status"] != "awaiting_pre_approval" || v["deny_reason"] != nil ||
+		string(waiting) != `{"reason":"pre_approval","until":"2025-03-04T00:00:00Z","webhook_key":null,"webhook_keys":["fraud_check"]}` {
+		t.Errorf("awaiting, plan inline: status=%v deny_reason=%v waiting_for=%s", v["status"], v["deny_reason"], waiting)
 	}
 }
