@@ -79,19 +79,105 @@ func TestPreviousKeyTokens(t *testing.T) {
 	}
 }
 
-// TestClaimExpiresWithToken checks that a claim carries a TTL covering the token's remaining life.
+// TestClaimExpiresWithToken checks that the claim of either kind of reply-to-token carries a TTL
+// covering the token's remaining life, and names the request, the webhook and the pause or run.
 func TestClaimExpiresWithToken(t *testing.T) {
 	e := newEnv(t)
 	sealer := newSealer(t, "0123456789abcdef0123456789abcdef")
+	svc := New(Config{Requests: e.requests, Claims: e.claims, Publisher: e.js, Tokens: []*token.Sealer{sealer}})
+	ctx := context.Background()
+	due := time.Now().Add(2 * time.Hour)
 	e.put(t, event.Request{ID: "pri_ttl", Status: event.StatusPaused, Pause: 3, PausedWebhookID: "wh"})
-	c := token.ResumeClaims{RequestID: "pri_ttl", WebhookID: "wh", Pause: 3, Scopes: []string{scope.PrivacyRequestResume}}
-	raw, err := sealer.Seal(&c, 2*time.Hour)
+	e.put(t, event.Request{ID: "pri_ttl_pa", Status: event.StatusAwaitingPreApproval, Step: event.StepPreApproval, Run: 2,
+		ApprovalDue: &due, Plan: event.Plan{PreApproval: &event.PreApproval{Webhooks: []event.PlanWebhook{{ID: "wh-pa", Key: "pa"}}}}})
+
+	tests := []struct {
+		name string
+		// seal mints the token, to expire in two hours.
+		seal func() (raw, jti string, err error)
+		// use checks the token and uses it.
+		use  func(raw string) (View, error)
+		want claim
+	}{
+		{"resume", func() (string, string, error) {
+			c := token.ResumeClaims{RequestID: "pri_ttl", WebhookID: "wh", Pause: 3, Scopes: []string{scope.PrivacyRequestResume}}
+			raw, err := sealer.Seal(&c, 2*time.Hour)
+			return raw, c.ID, err
+		},
+			func(raw string) (View, error) {
+				ticket, err := svc.Check(ctx, "pri_ttl", raw)
+				if err != nil {
+					return View{}, err
+				}
+				return svc.Resume(ctx, ticket, nil)
+			}, claim{RequestID: "pri_ttl", WebhookID: "wh", Pause: 3}},
+		{"pre-approval", func() (string, string, error) {
+			c := token.PreApprovalClaims{Claims: token.Claims{ID: "msg_ttl_pa"}, RequestID: "pri_ttl_pa", WebhookID: "wh-pa", Run: 2,
+				Scopes: []string{scope.PrivacyRequestReview}}
+			raw, err := sealer.Seal(&c, 2*time.Hour)
+			return raw, c.ID, err
+		},
+			func(raw string) (View, error) {
+				ticket, err := svc.CheckPreApproval(ctx, "pri_ttl_pa", raw)
+				if err != nil {
+					return View{}, err
+				}
+				return svc.Reply(ctx, ticket, true)
+			}, claim{RequestID: "pri_ttl_pa", WebhookID: "wh-pa", Run: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, jti, err := tt.seal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tt.use(raw); err != nil {
+				t.Fatal(err)
+			}
+
+			stream, err := e.js.Stream(ctx, "KV_"+event.BucketResumeTokens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := stream.GetLastMsgForSubject(ctx, "$KV."+event.BucketResumeTokens+"."+jti)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ttl, err := time.ParseDuration(msg.Header.Get("Nats-TTL"))
+			if err != nil {
+				secs, serr := strconv.Atoi(msg.Header.Get("Nats-TTL"))
+				if serr != nil {
+					t.Fatalf("Nats-TTL = %q: %v", msg.Header.Get("Nats-TTL"), err)
+				}
+				ttl = time.Duration(secs) * time.Second
+			}
+			if ttl < 2*time.Hour || ttl > 2*time.Hour+2*time.Minute {
+				t.Errorf("claim TTL = %v, want the token's remaining 2h plus a little slack", ttl)
+			}
+			var got claim
+			if err := json.Unmarshal(msg.Data, &got); err != nil {
+				t.Fatal(err)
+			}
+			got.ClaimedAt = time.Time{}
+			if got != tt.want {
+				t.Errorf("claim = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestResumeView: a resume answers the request as it is being resumed.
+func TestResumeView(t *testing.T) {
+	e := newEnv(t)
+	sealer := newSealer(t, "0123456789abcdef0123456789abcdef")
+	e.put(t, event.Request{ID: "pri_view", Status: event.StatusPaused, Pause: 1, PausedWebhookID: "wh"})
+	raw, err := sealer.Seal(&token.ResumeClaims{RequestID: "pri_view", WebhookID: "wh", Pause: 1, Scopes: []string{scope.PrivacyRequestResume}}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	svc := New(Config{Requests: e.requests, Claims: e.claims, Publisher: e.js, Tokens: []*token.Sealer{sealer}})
 	ctx := context.Background()
-	ticket, err := svc.Check(ctx, "pri_ttl", raw)
+	ticket, err := svc.Check(ctx, "pri_view", raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,30 +187,6 @@ func TestClaimExpiresWithToken(t *testing.T) {
 	}
 	if view.Status != event.StatusInProcessing || view.ResumeEndpoint != nil {
 		t.Errorf("view status %s endpoint %v, want in_processing and none", view.Status, view.ResumeEndpoint)
-	}
-
-	stream, err := e.js.Stream(ctx, "KV_"+event.BucketResumeTokens)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := stream.GetLastMsgForSubject(ctx, "$KV."+event.BucketResumeTokens+"."+c.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ttl, err := time.ParseDuration(msg.Header.Get("Nats-TTL"))
-	if err != nil {
-		secs, serr := strconv.Atoi(msg.Header.Get("Nats-TTL"))
-		if serr != nil {
-			t.Fatalf("Nats-TTL = %q: %v", msg.Header.Get("Nats-TTL"), err)
-		}
-		ttl = time.Duration(secs) * time.Second
-	}
-	if ttl < 2*time.Hour || ttl > 2*time.Hour+2*time.Minute {
-		t.Errorf("claim TTL = %v, want the token's remaining 2h plus a little slack", ttl)
-	}
-	var got claim
-	if err := json.Unmarshal(msg.Data, &got); err != nil || got.RequestID != "pri_ttl" || got.Pause != 3 || got.WebhookID != "wh" {
-		t.Errorf("claim = %+v (%v), want request pri_ttl, pause 3, webhook wh", got, err)
 	}
 }
 
