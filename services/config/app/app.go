@@ -53,6 +53,10 @@ type Config struct {
 	// PlanRepublishInterval is how often every plan is re-published (and the client mirror and
 	// secret key rotation are reconciled).
 	PlanRepublishInterval time.Duration
+	// PreApproval (PRE_APPROVAL) puts the pre-approval stage, with the pre-approval webhooks, in
+	// every plan: every request then waits for their replies, or an operator's approval when there
+	// is no pre-approval webhook.
+	PreApproval bool
 }
 
 // LoadConfig reads the configuration through getenv and reports every problem, each naming its
@@ -68,6 +72,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		AccessTokenTTL:        r.Duration("OAUTH_ACCESS_TOKEN_TTL", time.Hour),
 		Settings:              netguard.Read(r),
 		PlanRepublishInterval: r.Duration("PLAN_REPUBLISH_INTERVAL", time.Minute),
+		PreApproval:           r.Bool("PRE_APPROVAL", false),
 	}
 	if !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
 		r.Fail("MONGODB_URI", "must start with mongodb:// or mongodb+srv://")
@@ -150,7 +155,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		return fail(err)
 	}
 
-	pub := plans.NewPublisher(st, plansKV, log)
+	pub := plans.NewPublisher(st, plansKV, cfg.PreApproval, log)
 	conns := connection.NewService(st, st, pub, keyring, cfg.Settings.Policy(), cfg.WebhookRoots, log)
 	pols := policy.NewService(st, st, pub, log)
 	oa := oauth.NewService(st, clientsKV, sealer, oauth.Root{ID: cfg.RootClientID, Secret: cfg.RootClientSecret},

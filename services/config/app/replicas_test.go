@@ -235,7 +235,7 @@ func TestTwoReplicas(t *testing.T) {
 			if err != nil {
 				return []string{err.Error()}
 			}
-			want[event.KVKey(p.Key)] = plans.Compile(p, cs, time.Time{})
+			want[event.KVKey(p.Key)] = plans.Compile(p, nil, cs, time.Time{})
 		}
 		var out []string
 		keys, err := plansKV.Keys(context.Background())

@@ -87,6 +87,7 @@ type envOptions struct {
 	appKey, previousKey string
 	allowPrivate        bool
 	allowHTTP           bool
+	preApproval         bool // PRE_APPROVAL
 	roots               *x509.CertPool
 	db                  string        // database name; a fresh one when empty
 	nats                *testkit.NATS // shared NATS; a fresh one when nil
@@ -163,7 +164,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := plans.NewPublisher(st, plansKV, log)
+	pub := plans.NewPublisher(st, plansKV, opt.preApproval, log)
 	conns := connection.NewService(st, st, pub, keyring, netguard.Policy{AllowPrivate: opt.allowPrivate, AllowHTTP: opt.allowHTTP}, opt.roots, log)
 	pols := policy.NewService(st, st, pub, log)
 	oa := oauth.NewService(st, clientsKV, sealer, oauth.Root{ID: rootID, Secret: rootSecret}, time.Hour, log)

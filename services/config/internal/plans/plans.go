@@ -1,4 +1,5 @@
-// Package plans compiles each policy's webhooks into an event.Plan and keeps the NATS KV bucket
+// Package plans compiles each policy's webhooks, and the pre-approval webhooks when config's
+// PRE_APPROVAL is on, into an event.Plan and keeps the NATS KV bucket
 // policy_webhooks, the executor's materialised view, in step with MongoDB: it puts the affected
 // plans after every change and, on start and periodically, re-publishes everything and deletes
 // the plans of policies that no longer exist, so that a crash between the MongoDB write and the KV
@@ -36,42 +37,84 @@ const maxAttempts = 50
 type Source interface {
 	GetPolicy(ctx context.Context, key string) (policy.Policy, error)
 	AllPolicies(ctx context.Context) ([]policy.Policy, error)
+	// GetPreApproval returns the document of the pre-approval list, its webhooks in Pre.
+	GetPreApproval(ctx context.Context) (policy.Policy, error)
 	GetConnections(ctx context.Context, keys []string) (map[string]connection.Connection, error)
 }
 
 // Publisher writes plans into the policy_webhooks bucket. It is safe for concurrent use, also by
 // several replicas over one bucket: see the package comment.
 type Publisher struct {
-	src Source
-	kv  jetstream.KeyValue
-	log zerolog.Logger
-	now func() time.Time
+	src         Source
+	kv          jetstream.KeyValue
+	preApproval bool
+	log         zerolog.Logger
+	now         func() time.Time
 }
 
-// NewPublisher returns a Publisher over the policy_webhooks bucket kv.
-func NewPublisher(src Source, kv jetstream.KeyValue, log zerolog.Logger) *Publisher {
-	return &Publisher{src: src, kv: kv, log: log, now: func() time.Time { return time.Now().UTC() }}
+// NewPublisher returns a Publisher over the policy_webhooks bucket kv. With preApproval (config's
+// PRE_APPROVAL) every plan carries the pre-approval stage.
+func NewPublisher(src Source, kv jetstream.KeyValue, preApproval bool, log zerolog.Logger) *Publisher {
+	return &Publisher{src: src, kv: kv, preApproval: preApproval, log: log, now: func() time.Time { return time.Now().UTC() }}
 }
 
-// Compile returns the plan of p; conns holds the connections its webhooks use. A webhook whose
-// connection is missing gets no secrets (calling it is an error in the executor).
-func Compile(p policy.Policy, conns map[string]connection.Connection, at time.Time) event.Plan {
-	list := func(ws []policy.Webhook) []event.PlanWebhook {
-		out := make([]event.PlanWebhook, len(ws))
-		for i, w := range ws {
-			c := conns[w.ConnectionKey]
-			out[i] = event.PlanWebhook{ID: w.ID, Key: w.Key, Name: w.Name, Direction: w.Direction, Order: i,
-				ConnectionKey: w.ConnectionKey, ConnectionDisabled: c.Disabled, URL: connection.DisplayURL(c.SecretsURL),
-				Secrets: c.Secrets}
-		}
-		return out
-	}
+// Compile returns the plan of p; preApproval is the pre-approval stage of every plan (nil: none),
+// and conns holds the connections the webhooks of both use. A webhook whose connection is missing
+// gets no secrets (calling it is an error in the executor).
+func Compile(p policy.Policy, preApproval *event.PreApproval, conns map[string]connection.Connection, at time.Time) event.Plan {
 	plan := event.Plan{PolicyKey: p.Key, Version: p.Version, PolicyCreatedAt: p.CreatedAt, PublishedAt: at,
-		PolicyAction: p.Action(), Pre: list(p.Pre), Post: list(p.Post)}
+		PolicyAction: p.Action(), Pre: planWebhooks(p.Pre, conns), Post: planWebhooks(p.Post, conns),
+		PreApproval: preApproval}
 	if p.ExecutionTimeframe != nil {
 		plan.ExecutionTimeframe = *p.ExecutionTimeframe
 	}
 	return plan
+}
+
+// CompilePreApproval returns the pre-approval stage of the plans from the document of the
+// pre-approval list (its webhooks in Pre, two-way), nil when list is nil (PRE_APPROVAL off). A list
+// without webhooks gives a stage with an empty (not nil) list: every request waits for an operator.
+func CompilePreApproval(list *policy.Policy, conns map[string]connection.Connection) *event.PreApproval {
+	if list == nil {
+		return nil
+	}
+	return &event.PreApproval{Webhooks: planWebhooks(list.Pre, conns)}
+}
+
+// planWebhooks returns the plan's form of the list ws: the order is the index, and each carries
+// its connection's state, display URL and sealed secrets.
+func planWebhooks(ws []policy.Webhook, conns map[string]connection.Connection) []event.PlanWebhook {
+	out := make([]event.PlanWebhook, len(ws))
+	for i, w := range ws {
+		c := conns[w.ConnectionKey]
+		out[i] = event.PlanWebhook{ID: w.ID, Key: w.Key, Name: w.Name, Direction: w.Direction, Order: i,
+			ConnectionKey: w.ConnectionKey, ConnectionDisabled: c.Disabled, URL: connection.DisplayURL(c.SecretsURL),
+			Secrets: c.Secrets}
+	}
+	return out
+}
+
+// read returns what the plans of policies are compiled from besides the policies: the pre-approval
+// list when PRE_APPROVAL is on (else nil), and the connections of policies and of that list.
+func (pb *Publisher) read(ctx context.Context, policies ...policy.Policy) (*policy.Policy, map[string]connection.Connection, error) {
+	var keys []string
+	for _, p := range policies {
+		keys = append(keys, p.ConnectionKeys()...)
+	}
+	var list *policy.Policy
+	if pb.preApproval {
+		l, err := pb.src.GetPreApproval(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		list = &l
+		keys = append(keys, l.ConnectionKeys()...)
+	}
+	conns, err := pb.src.GetConnections(ctx, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return list, conns, nil
 }
 
 // PublishPolicies puts the current plans of keys; a key whose policy no longer exists has its
@@ -98,21 +141,18 @@ func (pb *Publisher) Republish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var keys []string
-	for _, p := range all {
-		keys = append(keys, p.ConnectionKeys()...)
-	}
-	conns, err := pb.src.GetConnections(ctx, keys)
+	list, conns, err := pb.read(ctx, all...)
 	if err != nil {
 		return err
 	}
+	pre := CompilePreApproval(list, conns)
 	var errs []error
 	exists := map[string]bool{}
 	for _, p := range all {
 		exists[event.KVKey(p.Key)] = true
 		if e, err := pb.kv.Get(ctx, event.KVKey(p.Key)); err == nil {
 			var old event.Plan
-			if json.Unmarshal(e.Value(), &old) == nil && samePlan(old, Compile(p, conns, time.Time{})) {
+			if json.Unmarshal(e.Value(), &old) == nil && samePlan(old, Compile(p, pre, conns, time.Time{})) {
 				continue
 			}
 		}
@@ -152,8 +192,8 @@ func (pb *Publisher) Run(ctx context.Context, interval time.Duration, extra ...f
 	}
 }
 
-// sync makes the plan of policyKey what MongoDB says: it reads the key's revision, then the policy
-// and its connections, and writes the compiled plan (or deletes the plan of a policy that is gone)
+// sync makes the plan of policyKey what MongoDB says: it reads the key's revision, then the policy,
+// the pre-approval list (with PRE_APPROVAL) and their connections, and writes the compiled plan (or deletes the plan of a policy that is gone)
 // only if the key is still at that revision, retrying otherwise. A plan in the bucket that is
 // already the same, or a newer version of the same policy, is left alone.
 func (pb *Publisher) sync(ctx context.Context, policyKey string) error {
@@ -181,11 +221,11 @@ func (pb *Publisher) sync(ctx context.Context, policyKey string) error {
 		if err != nil {
 			return err
 		}
-		conns, err := pb.src.GetConnections(ctx, p.ConnectionKeys())
+		list, conns, err := pb.read(ctx, p)
 		if err != nil {
 			return err
 		}
-		plan := Compile(p, conns, pb.now())
+		plan := Compile(p, CompilePreApproval(list, conns), conns, pb.now())
 		if cur != nil {
 			var old event.Plan
 			if json.Unmarshal(cur.Value(), &old) == nil {
@@ -221,6 +261,8 @@ func policyKeyOf(kvKey string) string {
 	return strings.NewReplacer("=3A", ":", "=2E", ".").Replace(kvKey)
 }
 
+// samePlan reports whether a and b hold the same plan, PublishedAt aside: every other field, the
+// pre-approval stage included, is compared in its JSON form.
 func samePlan(a, b event.Plan) bool {
 	a.PublishedAt, b.PublishedAt = time.Time{}, time.Time{}
 	ja, err1 := json.Marshal(a)

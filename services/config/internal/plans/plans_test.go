@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -113,13 +114,13 @@ func TestRepublishRacingAnotherReplica(t *testing.T) {
 	log := zerolog.Nop()
 	f.policy("p", "one")
 	f.policy("r", "one")
-	b := plans.NewPublisher(f.st, f.kv, log)
+	b := plans.NewPublisher(f.st, f.kv, false, log)
 	if err := b.PublishPolicies(f.ctx, "p", "r"); err != nil {
 		t.Fatal(err)
 	}
 
 	src := &pausing{Store: f.st, read: make(chan struct{}), resume: make(chan struct{})}
-	a := plans.NewPublisher(src, f.kv, log)
+	a := plans.NewPublisher(src, f.kv, false, log)
 	done := make(chan error, 1)
 	go func() { done <- a.Republish(f.ctx) }()
 	select {
@@ -163,13 +164,13 @@ func TestRepublishRacingAnotherReplica(t *testing.T) {
 func TestOlderPlanNeverOverwritesNewer(t *testing.T) {
 	f := newFixture(t)
 	p := f.policy("p", "one")
-	newer := plans.Compile(p, nil, time.Now())
+	newer := plans.Compile(p, nil, nil, time.Now())
 	newer.Version = p.Version + 5
 	b, _ := json.Marshal(newer)
 	if _, err := f.kv.Put(f.ctx, "p", b); err != nil {
 		t.Fatal(err)
 	}
-	pub := plans.NewPublisher(f.st, f.kv, zerolog.Nop())
+	pub := plans.NewPublisher(f.st, f.kv, false, zerolog.Nop())
 	if err := pub.PublishPolicies(f.ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestPlanURLKeepsOnlySchemeAndHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.policy("p", "one")
-	pub := plans.NewPublisher(f.st, f.kv, zerolog.Nop())
+	pub := plans.NewPublisher(f.st, f.kv, false, zerolog.Nop())
 	if err := pub.PublishPolicies(f.ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestCompileCarriesPolicyActionAndTimeframe(t *testing.T) {
 		{ptr("sale:opt_out"), nil, "consent", 0},
 		{ptr("sale:opt_in"), nil, "consent", 0},
 	} {
-		p := plans.Compile(policy.Policy{Key: "p", DRPAction: tc.drp, ExecutionTimeframe: tc.timeframe}, nil, time.Now())
+		p := plans.Compile(policy.Policy{Key: "p", DRPAction: tc.drp, ExecutionTimeframe: tc.timeframe}, nil, nil, time.Now())
 		if p.PolicyAction != tc.action || p.ExecutionTimeframe != tc.days {
 			t.Errorf("drp_action %v, timeframe %v: plan action %q, timeframe %d; want %q, %d", tc.drp, tc.timeframe,
 				p.PolicyAction, p.ExecutionTimeframe, tc.action, tc.days)
@@ -266,3 +267,59 @@ func TestCompileCarriesPolicyActionAndTimeframe(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestPreApprovalStage: with PRE_APPROVAL every plan carries the pre-approval stage (an empty, not
+// nil, list without webhooks; the webhooks two-way, in order, with their connection's sealed
+// secrets), a change of the list alone re-publishes the plans, and without PRE_APPROVAL no plan
+// carries a stage.
+func TestPreApprovalStage(t *testing.T) {
+	f := newFixture(t)
+	f.policy("p", "a")
+	on := plans.NewPublisher(f.st, f.kv, true, zerolog.Nop())
+	off := plans.NewPublisher(f.st, f.kv, false, zerolog.Nop())
+
+	if err := on.Republish(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := f.plan("p"); p.PreApproval == nil || p.PreApproval.Webhooks == nil || len(p.PreApproval.Webhooks) != 0 {
+		t.Fatalf("no pre-approval webhook: got %+v, want a stage with an empty list", p.PreApproval)
+	}
+	e, err := f.kv.Get(f.ctx, "p")
+	if err != nil || !strings.Contains(string(e.Value()), `"pre_approval":{"webhooks":[]}`) {
+		t.Fatalf("stored plan %s (%v), want \"pre_approval\":{\"webhooks\":[]}", e.Value(), err)
+	}
+
+	list, err := f.st.GetPreApproval(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list.Pre = []policy.Webhook{
+		{ID: "id-x", Key: "x", Name: "X", Direction: event.TwoWay, ConnectionKey: "c"},
+		{ID: "id-y", Key: "y", Name: "Y", Direction: event.TwoWay, ConnectionKey: "gone"},
+	}
+	if _, err := f.st.SavePreApproval(f.ctx, list, time.Now().UTC()); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := f.plan("p")
+	if err := on.Republish(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := f.plan("p")
+	want := []event.PlanWebhook{
+		{ID: "id-x", Key: "x", Name: "X", Direction: event.TwoWay, Order: 0, ConnectionKey: "c", URL: "https://hooks.example", Secrets: "sealed-c"},
+		{ID: "id-y", Key: "y", Name: "Y", Direction: event.TwoWay, Order: 1, ConnectionKey: "gone"},
+	}
+	if p.PreApproval == nil || !reflect.DeepEqual(p.PreApproval.Webhooks, want) {
+		t.Fatalf("stage after the list changed: got %+v, want %+v", p.PreApproval, want)
+	}
+	if p.Version != before.Version || len(p.Pre) != 1 || p.Pre[0].Key != "a" {
+		t.Fatalf("the policy's part changed: got version %d pre %+v, want version %d with a", p.Version, p.Pre, before.Version)
+	}
+
+	if err := off.Republish(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := f.plan("p"); p.PreApproval != nil {
+		t.Fatalf("PRE_APPROVAL off: got stage %+v, want none", p.PreApproval)
+	}
+}

@@ -1,7 +1,8 @@
-// Package policy holds policies and their ordered pre- and post-execution webhooks (SPEC §3, §4):
-// the list edits (replace, patch with reorder, delete with renumbering) as pure functions over a
-// webhook array, and a Service that applies them to the policy document with a version check,
-// retried on conflict, then re-publishes the policy's plan.
+// Package policy holds policies and their ordered pre- and post-execution webhooks (SPEC §3, §4),
+// and the global ordered list of pre-approval webhooks: the list edits (replace, patch with
+// reorder, delete with renumbering) as pure functions over a webhook array, and a Service that
+// applies them to the document holding the list with a version check, retried on conflict, then
+// re-publishes the plans that carry the list.
 package policy
 
 import (
@@ -20,7 +21,15 @@ type Kind string
 const (
 	Pre  Kind = "pre_execution"
 	Post Kind = "post_execution"
+	// PreApproval is the global list of pre-approval webhooks (fides's PreApprovalWebhook). It is
+	// no list of a policy: its document (PreApprovalKey) holds it where a policy holds Pre.
+	PreApproval Kind = "pre_approval"
 )
+
+// PreApprovalKey stands for the document of the pre-approval list where a policy key stands for a
+// policy's: the edits and the connection claims (see the store) treat it as a policy document with
+// one list. It holds '#', which no policy key can hold, so it never names a policy.
+const PreApprovalKey = "#pre_approval"
 
 // ParseKind accepts pre_execution, post_execution and the hyphenated aliases.
 func ParseKind(s string) (Kind, bool) {
@@ -68,7 +77,8 @@ type Policy struct {
 	Post    []Webhook `json:"-"`
 }
 
-// Webhooks returns the list of kind; the order of a webhook is its index.
+// Webhooks returns the list of kind; the order of a webhook is its index. The list of the
+// pre-approval document (PreApproval) is its Pre.
 func (p *Policy) Webhooks(k Kind) []Webhook {
 	if k == Post {
 		return p.Post
@@ -159,7 +169,7 @@ func (e *NotFoundError) Error() string { return fmt.Sprintf("policy: no policy %
 // Is makes errors.Is(err, ErrNotFound) true.
 func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
-// WebhookNotFoundError is ErrWebhookNotFound for one webhook.
+// WebhookNotFoundError is ErrWebhookNotFound for one webhook (Policy is empty for PreApproval).
 type WebhookNotFoundError struct {
 	Kind   Kind
 	Key    string
@@ -167,6 +177,9 @@ type WebhookNotFoundError struct {
 }
 
 func (e *WebhookNotFoundError) Error() string {
+	if e.Kind == PreApproval {
+		return fmt.Sprintf("policy: no pre-approval webhook %q", e.Key)
+	}
 	return fmt.Sprintf("policy: no %s webhook %q on policy %q", e.Kind, e.Key, e.Policy)
 }
 

@@ -36,6 +36,12 @@ type Store interface {
 	// ReleaseConnections drops the claims of p (as just saved) up to its version from the
 	// connections keys, which it no longer uses.
 	ReleaseConnections(ctx context.Context, p Policy, keys []string) error
+	// GetPreApproval returns the document of the pre-approval list: Key PreApprovalKey, the
+	// webhooks in Pre, and a life (CreatedAt) and Version as a policy's.
+	GetPreApproval(ctx context.Context) (Policy, error)
+	// SavePreApproval writes the pre-approval list p.Pre as SaveWebhooks writes a policy's lists:
+	// only if the stored document is still p.Version of that life, else ErrConflict.
+	SavePreApproval(ctx context.Context, p Policy, now time.Time) (Policy, error)
 }
 
 // Connections reads the connections webhooks use.
@@ -48,6 +54,9 @@ type Connections interface {
 type Publisher interface {
 	PublishPolicies(ctx context.Context, keys ...string) error
 	RemovePolicy(ctx context.Context, key string) error
+	// Republish puts every policy's plan that differs from the bucket's: every plan carries the
+	// pre-approval list.
+	Republish(ctx context.Context) error
 }
 
 // Service applies the policy and webhook rules.
@@ -246,13 +255,14 @@ func (s *Service) checkConnection(ctx context.Context, key string) error {
 	return nil
 }
 
-// edit reads the policy, applies fn and saves it under a version check, retrying on conflict.
-// The connections the edit starts to use are claimed before the save (the claim fails for a
-// connection that is missing or not https, and keeps it from being deleted or changed meanwhile);
-// those it stops using are released after it. A successful edit re-publishes the policy's plan.
+// edit reads the policy key (or the pre-approval list, PreApprovalKey), applies fn and saves it
+// under a version check, retrying on conflict. The connections the edit starts to use are claimed
+// before the save (the claim fails for a connection that is missing or not https, and keeps it
+// from being deleted or changed meanwhile); those it stops using are released after it. A
+// successful edit re-publishes the plans that carry the list.
 func (s *Service) edit(ctx context.Context, key string, fn func(*Policy) error) (Policy, error) {
 	for attempt := range maxAttempts {
-		p, err := s.store.GetPolicy(ctx, key)
+		p, err := s.load(ctx, key)
 		if err != nil {
 			return Policy{}, err
 		}
@@ -267,7 +277,7 @@ func (s *Service) edit(ctx context.Context, key string, fn func(*Policy) error) 
 				return Policy{}, err
 			}
 		}
-		saved, err := s.store.SaveWebhooks(ctx, p, s.now())
+		saved, err := s.save(ctx, p)
 		if err != nil && claim != "" {
 			if err := s.store.DropClaim(ctx, claim, added); err != nil {
 				s.log.Warn().Err(err).Str("policy", key).Msg("dropping the claim of an unsaved edit failed; a connection delete drops it")
@@ -307,8 +317,32 @@ func without(a, b []string) []string {
 	return out
 }
 
+// load reads the document of key: a policy, or the pre-approval list.
+func (s *Service) load(ctx context.Context, key string) (Policy, error) {
+	if key == PreApprovalKey {
+		return s.store.GetPreApproval(ctx)
+	}
+	return s.store.GetPolicy(ctx, key)
+}
+
+// save writes the webhook lists of p, a document load returned, under its version check.
+func (s *Service) save(ctx context.Context, p Policy) (Policy, error) {
+	if p.Key == PreApprovalKey {
+		return s.store.SavePreApproval(ctx, p, s.now())
+	}
+	return s.store.SaveWebhooks(ctx, p, s.now())
+}
+
+// publish puts the plan of the policy key; for the pre-approval list, which every plan carries,
+// every plan.
 func (s *Service) publish(ctx context.Context, key string) {
-	if err := s.pub.PublishPolicies(ctx, key); err != nil {
+	var err error
+	if key == PreApprovalKey {
+		err = s.pub.Republish(ctx)
+	} else {
+		err = s.pub.PublishPolicies(ctx, key)
+	}
+	if err != nil {
 		s.log.Warn().Err(err).Str("policy", key).Msg("publishing the plan failed; the periodic re-publish will retry")
 	}
 }

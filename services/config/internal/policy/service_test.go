@@ -23,8 +23,9 @@ type nopPublisher struct{}
 
 func (nopPublisher) PublishPolicies(context.Context, ...string) error { return nil }
 func (nopPublisher) RemovePolicy(context.Context, string) error       { return nil }
+func (nopPublisher) Republish(context.Context) error                  { return nil }
 
-// pauseSave is the policy service's store with its first SaveWebhooks held until resume, after
+// pauseSave is the policy service's store with its first SaveWebhooks or SavePreApproval held until resume, after
 // telling reached: a connection change can then run between the service's checks and its write.
 type pauseSave struct {
 	*store.Store
@@ -34,11 +35,20 @@ type pauseSave struct {
 }
 
 func (p *pauseSave) SaveWebhooks(ctx context.Context, pol policy.Policy, now time.Time) (policy.Policy, error) {
+	p.hold()
+	return p.Store.SaveWebhooks(ctx, pol, now)
+}
+
+func (p *pauseSave) SavePreApproval(ctx context.Context, pol policy.Policy, now time.Time) (policy.Policy, error) {
+	p.hold()
+	return p.Store.SavePreApproval(ctx, pol, now)
+}
+
+func (p *pauseSave) hold() {
 	p.once.Do(func() {
 		close(p.reached)
 		<-p.resume
 	})
-	return p.Store.SaveWebhooks(ctx, pol, now)
 }
 
 // pauseDelete is the connection service's store with DeleteConnection and UpsertConnection held
@@ -111,14 +121,19 @@ func (f *fixture) upsertPolicy(key string) {
 	}
 }
 
-// broken lists every webhook whose connection is missing or not https, as
-// "<policy>.<kind>.<key> -> <connection> (<why>)".
+// broken lists every webhook (pre-approval ones included) whose connection is missing or not
+// https, as "<policy>.<kind>.<key> -> <connection> (<why>)".
 func (f *fixture) broken() []string {
 	f.t.Helper()
 	all, err := f.st.AllPolicies(f.ctx)
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	list, err := f.st.GetPreApproval(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	all = append(all, list)
 	var out []string
 	for _, p := range all {
 		conns, err := f.st.GetConnections(f.ctx, p.ConnectionKeys())
@@ -152,6 +167,33 @@ func hooks(conns ...string) []policy.WebhookInput {
 // after a webhook edit checked it and before the edit is written makes one of them fail; no
 // webhook ends up pointing at a missing or non-https connection.
 func TestConnectionChangeDuringWebhookEdit(t *testing.T) {
+	forEachList(t, func(t *testing.T, edit listEdit) {
+		connectionChangeDuringWebhookEdit(t, edit)
+	})
+}
+
+// listEdit makes the list it stands for (a policy's or the pre-approval list) use the
+// connections conns.
+type listEdit func(f *fixture, svc *policy.Service, conns ...string) error
+
+// forEachList runs test with an edit of policy p's pre-execution list, then with an edit of the
+// pre-approval list: both claim their connections the same way (D21).
+func forEachList(t *testing.T, test func(t *testing.T, edit listEdit)) {
+	t.Run("policy", func(t *testing.T) {
+		test(t, func(f *fixture, svc *policy.Service, conns ...string) error {
+			_, err := svc.ReplaceWebhooks(f.ctx, "p", policy.Pre, hooks(conns...))
+			return err
+		})
+	})
+	t.Run("pre-approval", func(t *testing.T) {
+		test(t, func(f *fixture, svc *policy.Service, conns ...string) error {
+			_, err := svc.ReplacePreApproval(f.ctx, hooks(conns...))
+			return err
+		})
+	})
+}
+
+func connectionChangeDuringWebhookEdit(t *testing.T, edit listEdit) {
 	for _, tc := range []struct {
 		name   string
 		change func(f *fixture) error
@@ -171,10 +213,7 @@ func TestConnectionChangeDuringWebhookEdit(t *testing.T) {
 			f.upsertPolicy("p")
 			st := &pauseSave{Store: f.st, reached: make(chan struct{}), resume: make(chan struct{})}
 			done := make(chan error, 1)
-			go func() {
-				_, err := f.policies(st).ReplaceWebhooks(f.ctx, "p", policy.Pre, hooks("c"))
-				done <- err
-			}()
+			go func() { done <- edit(f, f.policies(st), "c") }()
 			select {
 			case <-st.reached:
 			case err := <-done:
@@ -196,6 +235,12 @@ func TestConnectionChangeDuringWebhookEdit(t *testing.T) {
 // TestWebhookEditDuringConnectionChange (D21): a webhook edit written after a connection delete or
 // type change checked the connection's users and before it is applied makes one of them fail.
 func TestWebhookEditDuringConnectionChange(t *testing.T) {
+	forEachList(t, func(t *testing.T, edit listEdit) {
+		webhookEditDuringConnectionChange(t, edit)
+	})
+}
+
+func webhookEditDuringConnectionChange(t *testing.T, edit listEdit) {
 	for _, tc := range []struct {
 		name   string
 		change func(f *fixture, st connection.Store) error
@@ -221,7 +266,7 @@ func TestWebhookEditDuringConnectionChange(t *testing.T) {
 			case err := <-done:
 				t.Fatalf("the %s ended before its write: %v", tc.name, err)
 			}
-			_, editErr := f.policies(f.st).ReplaceWebhooks(f.ctx, "p", policy.Pre, hooks("c"))
+			editErr := edit(f, f.policies(f.st), "c")
 			close(st.resume)
 			changeErr := <-done
 			if b := f.broken(); len(b) > 0 {

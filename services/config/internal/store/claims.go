@@ -30,6 +30,10 @@ import (
 //     use; a claim of the next version is an edit in flight, waited for and, if it lingers (its
 //     edit crashed), invalidated by moving the policy's version past it.
 //
+// The pre-approval list claims its connections the same way, as a policy document named
+// policy.PreApprovalKey, which no policy key can be: its claims are judged against the document
+// of pre_approval_webhooks.
+//
 // Saves are filtered by version and life, so an edit whose claim was dropped can no longer be
 // written. An edit that keeps a connection relies on the claim of the version that added it,
 // which is only dropped once the stored policy no longer uses the connection, that is, at a
@@ -221,42 +225,62 @@ func (s *Store) judgeClaims(ctx context.Context, key string, raws []string) (sta
 			keys = append(keys, c.policy)
 		}
 	}
-	pols := map[string]policyDoc{}
-	if len(keys) > 0 {
-		docs, err := findAll[policyDoc](ctx, s.pols, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: keys}}}})
-		if err != nil {
-			return nil, nil, false, fmt.Errorf("store: policies claiming %q: %w", key, err)
-		}
-		for _, d := range docs {
-			pols[d.Key] = d
-		}
+	pols, err := s.claimants(ctx, keys)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("store: policies claiming %q: %w", key, err)
 	}
 	for raw, c := range claims {
-		d, ok := pols[c.policy]
-		var uses []string
-		if ok {
-			p := d.domain()
-			uses = p.ConnectionKeys()
-		}
+		p, ok := pols[c.policy]
 		switch {
-		case !ok || d.CreatedAt.UnixMilli() != c.life:
+		case !ok || lifeOf(p) != c.life:
 			stale = append(stale, raw)
-		case slices.Contains(uses, key):
+		case slices.Contains(p.ConnectionKeys(), key):
 			used = true
-		case c.version <= d.Version:
+		case c.version <= p.Version:
 			stale = append(stale, raw)
 		default:
-			inFlight[raw] = claim{policy: c.policy, life: c.life, version: d.Version}
+			inFlight[raw] = claim{policy: c.policy, life: c.life, version: p.Version}
 		}
 	}
 	return stale, inFlight, used, nil
 }
 
+// claimants reads the documents that claims name, by key: the policies keys, and the pre-approval
+// list when policy.PreApprovalKey is among them. A document that does not exist is left out.
+func (s *Store) claimants(ctx context.Context, keys []string) (map[string]policy.Policy, error) {
+	out := map[string]policy.Policy{}
+	if slices.Contains(keys, policy.PreApprovalKey) {
+		var d preApprovalDoc
+		err := s.pre.FindOne(ctx, bson.D{{Key: "_id", Value: preApprovalID}}).Decode(&d)
+		if err != nil && !isNoDocs(err) {
+			return nil, err
+		}
+		if err == nil {
+			out[policy.PreApprovalKey] = d.domain()
+		}
+	}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	docs, err := findAll[policyDoc](ctx, s.pols, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: keys}}}})
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range docs {
+		out[d.Key] = d.domain()
+	}
+	return out, nil
+}
+
 // passVersion moves the policy of c (c.version holding the version it was judged at) to the next
 // version without changing it, if it is still at that version of that life.
 func (s *Store) passVersion(ctx context.Context, c claim) error {
-	_, err := s.pols.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: c.policy}, {Key: "created_at", Value: time.UnixMilli(c.life)}, {Key: "version", Value: c.version}},
+	coll, id := s.pols, c.policy
+	if c.policy == policy.PreApprovalKey {
+		coll, id = s.pre, preApprovalID
+	}
+	_, err := coll.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: id}, {Key: "created_at", Value: time.UnixMilli(c.life)}, {Key: "version", Value: c.version}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: c.version + 1}}}})
 	if err != nil {
 		return fmt.Errorf("store: pass version of %q: %w", c.policy, err)

@@ -197,8 +197,9 @@ func (s *Store) SaveWebhooks(ctx context.Context, p policy.Policy, now time.Time
 	return p, nil
 }
 
-// WebhooksUsing returns the webhooks that use a connection, as "<policy>.<kind>.<key>", and the
-// keys of their policies.
+// WebhooksUsing returns the webhooks that use a connection, as "<policy>.<kind>.<key>" (and
+// "pre_approval.<key>" for pre-approval webhooks), and the keys of the policies whose plans may
+// carry it: every policy when a pre-approval webhook uses it, since every plan carries those.
 func (s *Store) WebhooksUsing(ctx context.Context, connectionKey string) ([]string, []string, error) {
 	docs, err := findAll[policyDoc](ctx, s.pols, bson.D{{Key: "connection_keys", Value: connectionKey}},
 		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
@@ -219,5 +220,12 @@ func (s *Store) WebhooksUsing(ctx context.Context, connectionKey string) ([]stri
 			}
 		}
 	}
-	return names, policies, nil
+	pre, err := s.preApprovalUsing(ctx, connectionKey)
+	if err != nil || len(pre) == 0 {
+		return names, policies, err
+	}
+	if policies, err = s.policyKeys(ctx); err != nil {
+		return nil, nil, err
+	}
+	return append(names, pre...), policies, nil
 }

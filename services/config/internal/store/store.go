@@ -1,6 +1,7 @@
 // Package store keeps the configuration in MongoDB (or FerretDB v1): the collections connections
 // (with the claims of the webhook edits that use them, see claims.go), policies (one document per
-// policy with its webhook arrays, a version and the keys of the connections its webhooks use) and
+// policy with its webhook arrays, a version and the keys of the connections its webhooks use),
+// pre_approval_webhooks (one document holding the ordered pre-approval webhooks the same way) and
 // oauth_clients. It implements the Store interfaces of the
 // connection, policy and oauth packages and returns their sentinel errors.
 //
@@ -24,9 +25,10 @@ import (
 
 // Collection names.
 const (
-	Connections  = "connections"
-	Policies     = "policies"
-	OAuthClients = "oauth_clients"
+	Connections         = "connections"
+	Policies            = "policies"
+	PreApprovalWebhooks = "pre_approval_webhooks"
+	OAuthClients        = "oauth_clients"
 )
 
 // Store is the MongoDB-backed configuration store.
@@ -35,6 +37,7 @@ type Store struct {
 	db     *mongo.Database
 	conns  *mongo.Collection
 	pols   *mongo.Collection
+	pre    *mongo.Collection
 	oauth  *mongo.Collection
 }
 
@@ -61,7 +64,7 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 	}
 	db := client.Database(database)
 	s := &Store{client: client, db: db, conns: db.Collection(Connections), pols: db.Collection(Policies),
-		oauth: db.Collection(OAuthClients)}
+		pre: db.Collection(PreApprovalWebhooks), oauth: db.Collection(OAuthClients)}
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err
