@@ -257,7 +257,7 @@ func TestOAuthClients(t *testing.T) {
 	t.Run("scopes", func(t *testing.T) {
 		var scopes []string
 		e.call(http.MethodGet, "/api/v1/oauth/scope", nil, http.StatusOK, &scopes)
-		if !slices.Equal(scopes, scope.All) || len(scopes) != 14 {
+		if !slices.Equal(scopes, scope.All) || len(scopes) != 15 {
 			t.Fatalf("scopes: got %v, want %v", scopes, scope.All)
 		}
 	})
