@@ -73,6 +73,8 @@ func detail(err error) string {
 	switch {
 	case errors.As(err, &policyNotFound):
 		return fmt.Sprintf("No Policy found for key %s.", policyNotFound.Key)
+	case errors.As(err, &webhookNotFound) && webhookNotFound.Kind == policy.PreApproval:
+		return fmt.Sprintf("No PreApprovalWebhook found for key %s.", webhookNotFound.Key)
 	case errors.As(err, &webhookNotFound):
 		return fmt.Sprintf("No %s Webhook found for key '%s' on Policy '%s'.",
 			kindLabel(webhookNotFound.Kind), webhookNotFound.Key, webhookNotFound.Policy)

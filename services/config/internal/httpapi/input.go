@@ -60,6 +60,13 @@ func (fe fieldErrors) err() error {
 	return api.Invalid(fe...)
 }
 
+// notEmpty records a problem when the body's field, given, is empty.
+func (fe *fieldErrors) notEmpty(value *string, field string) {
+	if value != nil && *value == "" {
+		fe.add("ensure this value has at least 1 characters", "value_error.any_str.min_length", "body", field)
+	}
+}
+
 // resolveKey returns key, or the key derived from name when key is nil, recording a problem
 // when the result is not a valid key.
 func (fe *fieldErrors) resolveKey(key *string, name string, loc ...any) string {

@@ -74,6 +74,12 @@ func Routes(d Deps) *mux.Router {
 		handle(http.MethodPatch, base+"/{policy_key}/webhook/{kind}/{key}", scope.WebhookCreateOrUpdate, patchWebhook(d.Policies))
 		handle(http.MethodDelete, base+"/{policy_key}/webhook/{kind}/{key}", scope.WebhookDelete, deleteWebhook(d.Policies))
 	}
+
+	handle(http.MethodGet, "/dsr/webhook/pre_approval", scope.WebhookRead, listPreApproval(d.Policies))
+	handle(http.MethodPut, "/dsr/webhook/pre_approval", scope.WebhookCreateOrUpdate, replacePreApproval(d.Policies))
+	handle(http.MethodGet, "/dsr/webhook/pre_approval/{key}", scope.WebhookRead, getPreApproval(d.Policies))
+	handle(http.MethodPatch, "/dsr/webhook/pre_approval/{key}", scope.WebhookCreateOrUpdate, patchPreApproval(d.Policies))
+	handle(http.MethodDelete, "/dsr/webhook/pre_approval/{key}", scope.WebhookDelete, deletePreApproval(d.Policies))
 	return r
 }
 

@@ -71,26 +71,35 @@ type webhookItem struct {
 
 // webhookInput validates one item of PUT /policy/{policy_key}/webhook/{kind}.
 func webhookInput(it webhookItem, fe *fieldErrors, i int) policy.WebhookInput {
-	var in policy.WebhookInput
-	if it.ConnectionConfigKey == nil || *it.ConnectionConfigKey == "" {
-		fe.required("body", i, "connection_config_key")
-	} else {
-		in.ConnectionKey = *it.ConnectionConfigKey
-	}
+	var direction event.Direction
 	switch {
 	case it.Direction == nil:
 		fe.required("body", i, "direction")
 	case !validDirection(*it.Direction):
 		fe.add(directionMsg, "type_error.enum", "body", i, "direction")
 	default:
-		in.Direction = event.Direction(*it.Direction)
+		direction = event.Direction(*it.Direction)
 	}
-	if it.Name == nil || *it.Name == "" {
+	in := listItem(it.Key, it.Name, it.ConnectionConfigKey, fe, i)
+	in.Direction = direction
+	return in
+}
+
+// listItem validates what the items of every webhook list PUT share, item i: the connection and
+// the name are required, a missing key is derived from the name.
+func listItem(key, name, connectionKey *string, fe *fieldErrors, i int) policy.WebhookInput {
+	var in policy.WebhookInput
+	if connectionKey == nil || *connectionKey == "" {
+		fe.required("body", i, "connection_config_key")
+	} else {
+		in.ConnectionKey = *connectionKey
+	}
+	if name == nil || *name == "" {
 		fe.required("body", i, "name")
 	} else {
-		in.Name = *it.Name
+		in.Name = *name
 	}
-	in.Key = fe.resolveKey(it.Key, in.Name, "body", i)
+	in.Key = fe.resolveKey(key, in.Name, "body", i)
 	return in
 }
 
@@ -138,12 +147,8 @@ func patchWebhook(svc *policy.Service) http.HandlerFunc {
 		}
 		var fe fieldErrors
 		ch := policy.Change{Name: body.Name, ConnectionKey: body.ConnectionConfigKey, Order: body.Order}
-		if body.Name != nil && *body.Name == "" {
-			fe.add("ensure this value has at least 1 characters", "value_error.any_str.min_length", "body", "name")
-		}
-		if body.ConnectionConfigKey != nil && *body.ConnectionConfigKey == "" {
-			fe.add("ensure this value has at least 1 characters", "value_error.any_str.min_length", "body", "connection_config_key")
-		}
+		fe.notEmpty(body.Name, "name")
+		fe.notEmpty(body.ConnectionConfigKey, "connection_config_key")
 		if body.Direction != nil {
 			if !validDirection(*body.Direction) {
 				fe.add(directionMsg, "type_error.enum", "body", "direction")
