@@ -39,7 +39,7 @@ func TestLoadConfig(t *testing.T) {
 		}
 		if c.HTTPAddr != ":8080" || c.MongoURI != "mongodb://127.0.0.1:27017" || c.MongoDatabase != "policyhooks" ||
 			c.AccessTokenTTL != time.Hour || c.PlanRepublishInterval != time.Minute || c.WebhookAllowHTTP || c.WebhookAllowPrivate ||
-			c.WebhookAllowedHosts != nil || c.WebhookDeniedCIDRs != nil || c.WebhookRoots != nil {
+			c.WebhookAllowedHosts != nil || c.WebhookDeniedCIDRs != nil || c.WebhookRoots != nil || c.PreApproval {
 			t.Fatalf("defaults: got %+v", c)
 		}
 	})
@@ -56,12 +56,18 @@ func TestLoadConfig(t *testing.T) {
 		{"bad ttl", with("OAUTH_ACCESS_TOKEN_TTL", "soon"), "OAUTH_ACCESS_TOKEN_TTL"},
 		{"bad interval", with("PLAN_REPUBLISH_INTERVAL", "-1s"), "PLAN_REPUBLISH_INTERVAL"},
 		{"bad bool", with("WEBHOOK_ALLOW_HTTP", "sure"), "WEBHOOK_ALLOW_HTTP"},
+		{"bad pre-approval", with("PRE_APPROVAL", "maybe"), "PRE_APPROVAL"},
 		{"bad mongo uri", with("MONGODB_URI", "postgres://x"), "MONGODB_URI"},
 		{"bad database", with("MONGODB_DATABASE", "a.b"), "MONGODB_DATABASE"},
 		{"missing CA file", with("WEBHOOK_CA_FILE", "/nonexistent/ca.pem"), "WEBHOOK_CA_FILE"},
 		{"allowed host with a scheme", with("WEBHOOK_ALLOWED_HOSTS", "https://hooks.example.com"), "WEBHOOK_ALLOWED_HOSTS"},
 		{"bad denied range", with("WEBHOOK_DENIED_CIDRS", "10.0.0.0/33"), "WEBHOOK_DENIED_CIDRS"},
 	}
+	t.Run("pre-approval on", func(t *testing.T) {
+		if c, err := app.LoadConfig(env(with("PRE_APPROVAL", "true"))); err != nil || !c.PreApproval {
+			t.Fatalf("PRE_APPROVAL=true: got %v, %v; want on", c.PreApproval, err)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := app.LoadConfig(env(tc.env))
