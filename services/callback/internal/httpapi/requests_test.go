@@ -275,6 +275,15 @@ func TestWaitingFor(t *testing.T) {
 	firstCalled.Webhooks = firstCalled.Webhooks[:len(firstCalled.Webhooks)-1]
 	allReplied := preApprovalRequest("pri_pa_all", 1)
 	allReplied.Webhooks[len(allReplied.Webhooks)-2].Reply = event.ReplyEligible
+	// The stage with nobody to ask waits for an operator: no webhook, or every one skipped.
+	noWebhooks := preApprovalRequest("pri_pa_none", 1)
+	noWebhooks.Plan.PreApproval.Webhooks, noWebhooks.Webhooks = []event.PlanWebhook{}, noWebhooks.Webhooks[:len(noWebhooks.Webhooks)-2]
+	allSkipped := preApprovalRequest("pri_pa_skipped", 1)
+	oneSkipped := preApprovalRequest("pri_pa_one_skipped", 1)
+	for i := len(allSkipped.Webhooks) - 2; i < len(allSkipped.Webhooks); i++ {
+		allSkipped.Webhooks[i].Outcome, allSkipped.Webhooks[i].Reply = event.OutcomeSkipped, ""
+	}
+	oneSkipped.Webhooks[len(oneSkipped.Webhooks)-1].Outcome, oneSkipped.Webhooks[len(oneSkipped.Webhooks)-1].Reply = event.OutcomeSkipped, ""
 	denied := notEligibleRequest("pri_denied", 1)
 	denied.Status, denied.DenyReason = event.StatusDenied, "fraud"
 	for _, tc := range []struct {
@@ -292,6 +301,9 @@ func TestWaitingFor(t *testing.T) {
 		{firstCalled, `{"reason":"pre_approval","until":"2025-03-04T00:00:00Z","webhook_key":null,"webhook_keys":["fraud_check","legal_check"]}`},
 		{allReplied, `{"reason":"pre_approval","until":"2025-03-04T00:00:00Z","webhook_key":null,"webhook_keys":[]}`},
 		{notEligibleRequest("pri_not_eligible", 1), `{"reason":"review","until":null,"webhook_key":null,"webhook_keys":null}`},
+		{noWebhooks, `{"reason":"review","until":null,"webhook_key":null,"webhook_keys":null}`},
+		{allSkipped, `{"reason":"review","until":null,"webhook_key":null,"webhook_keys":null}`},
+		{oneSkipped, `{"reason":"pre_approval","until":"2025-03-04T00:00:00Z","webhook_key":null,"webhook_keys":["fraud_check"]}`},
 		{denied, `null`},
 	} {
 		t.Run(tc.req.ID, func(t *testing.T) {

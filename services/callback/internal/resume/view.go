@@ -142,7 +142,13 @@ func waitingFor(req event.Request) *WaitingView {
 		return &WaitingView{Reason: WaitResume, WebhookKey: optional(planKey(req.Plan.Pre, req.PausedWebhookID)),
 			Until: req.PauseExpiresAt}
 	case req.Status == event.StatusAwaitingPreApproval:
-		return &WaitingView{Reason: WaitPreApproval, WebhookKeys: awaitedReplies(req), Until: req.ApprovalDue}
+		keys, asked := awaitedReplies(req)
+		if !asked {
+			// Nobody to ask (no pre-approval webhook, or every one's connection is disabled): the
+			// executor waits for an operator (lifecycle row PA3).
+			return &WaitingView{Reason: WaitReview}
+		}
+		return &WaitingView{Reason: WaitPreApproval, WebhookKeys: keys, Until: req.ApprovalDue}
 	case req.Status == event.StatusPreApprovalNotEligible:
 		return &WaitingView{Reason: WaitReview}
 	case req.Status != event.StatusInProcessing:
@@ -165,18 +171,23 @@ func waitingFor(req event.Request) *WaitingView {
 
 // awaitedReplies returns the keys of req's pre-approval webhooks, in the plan's order, that have
 // not replied in the current run: their record has no reply yet, or there is no record (the
-// webhook has not been called yet).
-func awaitedReplies(req event.Request) []string {
-	keys := []string{}
+// webhook has not been called yet). Webhooks skipped for a disabled connection are not asked;
+// asked reports whether any webhook is.
+func awaitedReplies(req event.Request) (keys []string, asked bool) {
+	keys = []string{}
 	for _, h := range preApprovalWebhooks(req.Plan) {
 		i := slices.IndexFunc(req.Webhooks, func(w event.WebhookRecord) bool {
 			return w.CallbackType == event.PreApprovalCallback && w.ID == h.ID
 		})
+		if i >= 0 && req.Webhooks[i].Outcome == event.OutcomeSkipped {
+			continue
+		}
+		asked = true
 		if i < 0 || req.Webhooks[i].Reply == "" {
 			keys = append(keys, h.Key)
 		}
 	}
-	return keys
+	return keys, asked
 }
 
 // planKey returns the key of the webhook of hooks whose id is id, or "".
