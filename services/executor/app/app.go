@@ -71,8 +71,8 @@ type Config struct {
 	WebhookMaxConnsPerHost int
 	CallbackPublicURL      string
 	IdentityTTL            time.Duration
-	// RequestRetention is how long a complete request's record is kept (REQUEST_RETENTION, default
-	// DefaultRequestRetention; zero: for good).
+	// RequestRetention is how long a finished (complete or denied) request's record is kept
+	// (REQUEST_RETENTION, default DefaultRequestRetention; zero: for good).
 	RequestRetention time.Duration
 	PauseTimeout     time.Duration // PRIVACY_REQUEST_DELAY_TIMEOUT
 	ExecutionStage   string        // await or skip

@@ -168,6 +168,14 @@ func TestRecordRetention(t *testing.T) {
 	if got := ttlOf("pri_created_done"); got != retention.String() {
 		t.Fatalf("record created complete: TTL %q, want %s", got, retention)
 	}
+	denied := record("pri_denied")
+	denied.Status = event.StatusDenied
+	if _, err := s.Create(ctx, denied); err != nil {
+		t.Fatal(err)
+	}
+	if got := ttlOf("pri_denied"); got != retention.String() {
+		t.Fatalf("denied record: TTL %q, want %s (finished like a complete one)", got, retention)
+	}
 	kept := record("pri_kept")
 	kept.Status = event.StatusComplete
 	if _, err := forever.Create(ctx, kept); err != nil {

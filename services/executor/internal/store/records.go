@@ -45,7 +45,7 @@ type Records struct {
 }
 
 // NewRecords returns the store of records in the privacy_requests bucket kv, their plans in
-// snapshots (plan_snapshots). A record written complete carries a TTL of retention
+// snapshots (plan_snapshots). A record written finished (complete or denied) carries a TTL of retention
 // (REQUEST_RETENTION; zero: none, kept for good), published through js; every later write of it
 // carries the TTL again, as a write replaces the message.
 func NewRecords(kv jetstream.KeyValue, snapshots *plansnapshots.Store, js jetstream.JetStream, retention time.Duration, count Counter) *Records {
@@ -55,9 +55,10 @@ func NewRecords(kv jetstream.KeyValue, snapshots *plansnapshots.Store, js jetstr
 	return &Records{kv: kv, js: js, retention: retention, plans: newPlanRefs(snapshots), count: count}
 }
 
-// ttl is the TTL a write of r carries: the retention once the request is complete, else none.
+// ttl is the TTL a write of r carries: the retention once the request is finished (complete, or
+// denied by an operator), else none.
 func (s *Records) ttl(r *lifecycle.Record) time.Duration {
-	if r.Status == event.StatusComplete {
+	if r.Status == event.StatusComplete || r.Status == event.StatusDenied {
 		return s.retention
 	}
 	return 0
