@@ -1,13 +1,17 @@
 // Command receiver is an example policy-webhook receiver to run next to `make run` and to copy
 // from. It verifies the Standard Webhooks signature when given the signing secret, logs each call
-// (never the identity values), answers two-way calls with a configurable derived identity and halt,
-// and, when it halted a request, posts the reply-to-token back to reply-to after a delay.
+// (never the identity values), answers two-way calls with a configurable derived identity (fides's
+// shape) and halt, and, when it halted a request, posts the reply-to-token back to reply-to after a
+// delay. It answers fides's pre-approval calls at once and replies eligible (or not eligible) at
+// their reply URLs after the same delay.
 //
 //	go run ./examples/receiver -addr 127.0.0.1:9000 -halt -resume-after 3s -derived-phone 555-0100
+//	go run ./examples/receiver -derived-identity '{"loyalty_id": {"label": "Loyalty ID", "value": "CH-1"}}'
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -25,10 +29,19 @@ func main() {
 	flag.BoolVar(&o.Halt, "halt", false, "answer pre-execution two-way calls with halt=true")
 	flag.StringVar(&o.DerivedEmail, "derived-email", "", "derived_identity.email to answer two-way calls with")
 	flag.StringVar(&o.DerivedPhone, "derived-phone", "", "derived_identity.phone_number to answer two-way calls with")
-	flag.DurationVar(&o.ResumeAfter, "resume-after", 3*time.Second, "after halting, post the reply-to-token back after this delay (0: never)")
-	flag.BoolVar(&o.ResumeOnEnter, "resume-on-enter", false, "after halting, post the reply-to-token back when Enter is pressed (instead of after a delay)")
+	flag.StringVar(&o.DerivedIdentity, "derived-identity", "", `a derived identity in fides's shape to answer two-way calls with, e.g. {"ga_client_id": "GA1.2", "loyalty_id": {"label": "Loyalty ID", "value": "CH-1"}}`)
+	flag.BoolVar(&o.NotEligible, "not-eligible", false, "reply not eligible to pre-approval calls (eligible otherwise)")
+	flag.DurationVar(&o.ResumeAfter, "resume-after", 3*time.Second, "after halting (or a pre-approval call), post the reply-to-token back after this delay (0: never)")
+	flag.BoolVar(&o.ResumeOnEnter, "resume-on-enter", false, "after halting (or a pre-approval call), post the reply-to-token back when Enter is pressed (instead of after a delay)")
 	flag.StringVar(&o.CallbackBase, "callback-base", "http://127.0.0.1:8081", "base URL for a reply-to that is a path alone")
 	flag.Parse()
+	if o.DerivedIdentity != "" {
+		var probe map[string]any
+		if err := json.Unmarshal([]byte(o.DerivedIdentity), &probe); err != nil {
+			fmt.Fprintln(os.Stderr, "receiver: -derived-identity must be a JSON object:", err)
+			os.Exit(2)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

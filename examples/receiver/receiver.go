@@ -23,13 +23,19 @@ type Options struct {
 	Halt          bool
 	DerivedEmail  string
 	DerivedPhone  string
+	// DerivedIdentity is a derived identity in fides's shape (a JSON object: standard fields and
+	// custom identities {"label", "value"}); DerivedEmail and DerivedPhone are set over it.
+	DerivedIdentity string
+	// NotEligible makes the receiver reply not eligible to pre-approval calls (eligible otherwise).
+	NotEligible   bool
 	ResumeAfter   time.Duration
 	ResumeOnEnter bool
 	CallbackBase  string
 }
 
-// halted is a request this receiver paused, with what it needs to resume it.
-type halted struct{ id, replyTo, token string }
+// reply is a token this receiver posts back later: the resume of a request it halted, or the
+// reply to a pre-approval call.
+type reply struct{ what, id, url, token string }
 
 // Call is the body policyhooks posts to a webhook.
 type Call struct {
@@ -47,14 +53,14 @@ type Receiver struct {
 	client *http.Client
 	mu     sync.Mutex
 	wg     sync.WaitGroup
-	queue  chan halted
+	queue  chan reply
 	// resumeWait is the wait after a first failed resume post (resumeBackoff; tests shorten it).
 	resumeWait time.Duration
 }
 
 // NewReceiver returns a receiver logging to log.
 func NewReceiver(o Options, log io.Writer) *Receiver {
-	return &Receiver{opts: o, log: log, client: &http.Client{Timeout: 10 * time.Second}, queue: make(chan halted, 1024),
+	return &Receiver{opts: o, log: log, client: &http.Client{Timeout: 10 * time.Second}, queue: make(chan reply, 1024),
 		resumeWait: resumeBackoff}
 }
 
@@ -87,19 +93,24 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	r.logf("%s %s call for request %s (policy %s, webhook-id %s, signed=%v)",
 		c.CallbackType, c.Direction, c.PrivacyRequestID, c.PolicyKey, req.Header.Get("webhook-id"), r.opts.SigningSecret != "")
+	if c.CallbackType == "pre_approval" {
+		// fides's pre-approval webhook: answer at once, reply later at one of the reply URLs.
+		w.WriteHeader(http.StatusOK)
+		what, header := "eligible", "reply-to-eligible"
+		if r.opts.NotEligible {
+			what, header = "not eligible", "reply-to-not-eligible"
+		}
+		if url, tok := req.Header.Get(header), req.Header.Get("reply-to-token"); url != "" && tok != "" {
+			r.later(reply{what: "reply " + what + " to", id: c.PrivacyRequestID, url: url, token: tok})
+		}
+		return
+	}
 	if c.Direction != "two_way" {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
 	answer := map[string]any{}
-	derived := map[string]string{}
-	if r.opts.DerivedEmail != "" {
-		derived["email"] = r.opts.DerivedEmail
-	}
-	if r.opts.DerivedPhone != "" {
-		derived["phone_number"] = r.opts.DerivedPhone
-	}
-	if len(derived) > 0 {
+	if derived := r.derived(); len(derived) > 0 {
 		answer["derived_identity"] = derived
 	}
 	replyTo, tok := req.Header.Get("reply-to"), req.Header.Get("reply-to-token")
@@ -109,31 +120,52 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	_ = json.NewEncoder(w).Encode(answer)
 	if halt {
 		r.logf("halted request %s; will resume it via %s", c.PrivacyRequestID, replyTo)
-		switch {
-		case r.opts.ResumeOnEnter:
-			r.queue <- halted{id: c.PrivacyRequestID, replyTo: replyTo, token: tok}
-			r.logf("press Enter to resume request %s", c.PrivacyRequestID)
-		case r.opts.ResumeAfter > 0:
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				time.Sleep(r.opts.ResumeAfter)
-				r.resume(replyTo, tok, c.PrivacyRequestID)
-			}()
-		}
+		r.later(reply{what: "resume", id: c.PrivacyRequestID, url: replyTo, token: tok})
 	}
 }
 
-// ResumeOnEnter resumes the halted requests in order, one per line read from in (a keypress of
-// Enter on a terminal).
+// derived returns the derived identity two-way calls are answered with: DerivedIdentity, with
+// DerivedEmail and DerivedPhone set over it.
+func (r *Receiver) derived() map[string]any {
+	derived := map[string]any{}
+	if r.opts.DerivedIdentity != "" {
+		_ = json.Unmarshal([]byte(r.opts.DerivedIdentity), &derived) // checked in main
+	}
+	if r.opts.DerivedEmail != "" {
+		derived["email"] = r.opts.DerivedEmail
+	}
+	if r.opts.DerivedPhone != "" {
+		derived["phone_number"] = r.opts.DerivedPhone
+	}
+	return derived
+}
+
+// later posts p's token back after ResumeAfter, or when Enter is pressed (ResumeOnEnter).
+func (r *Receiver) later(p reply) {
+	switch {
+	case r.opts.ResumeOnEnter:
+		r.queue <- p
+		r.logf("press Enter to %s request %s", p.what, p.id)
+	case r.opts.ResumeAfter > 0:
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			time.Sleep(r.opts.ResumeAfter)
+			r.post(p)
+		}()
+	}
+}
+
+// ResumeOnEnter posts the waiting tokens back in order (resumes and pre-approval replies), one per
+// line read from in (a keypress of Enter on a terminal).
 func (r *Receiver) ResumeOnEnter(in io.Reader) {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		select {
-		case h := <-r.queue:
-			r.resume(h.replyTo, h.token, h.id)
+		case p := <-r.queue:
+			r.post(p)
 		default:
-			r.logf("no halted request to resume")
+			r.logf("no request waits for this receiver")
 		}
 	}
 }
@@ -147,36 +179,36 @@ const (
 	maxResumeWait  = 30 * time.Second
 )
 
-// resume posts the reply-to-token back, as a receiver does once its own work is done. A 503 (the
-// callback could not reach NATS; nothing was recorded), a 429, any other 5xx or no answer at all is
-// tried again with the same token after a backoff; a 2xx or another 4xx is final (409: an earlier
-// post already resumed the request).
-func (r *Receiver) resume(replyTo, tok, id string) {
-	url := replyTo
+// post posts a reply-to-token back (a resume, or a pre-approval reply), as a receiver does once its
+// own work is done. A 503 (the callback could not reach NATS; nothing was recorded), a 429, any
+// other 5xx or no answer at all is tried again with the same token after a backoff; a 2xx or
+// another 4xx is final (409: an earlier post with the token went through).
+func (r *Receiver) post(p reply) {
+	url := p.url
 	if strings.HasPrefix(url, "/") {
 		url = strings.TrimRight(r.opts.CallbackBase, "/") + url
 	}
 	wait := r.resumeWait
 	for attempt := 1; ; attempt++ {
-		status, retryAfter, err := r.postResume(url, tok)
+		status, retryAfter, err := r.postToken(url, p.token)
 		switch {
 		case err == nil && status < 500 && status != http.StatusTooManyRequests:
-			r.logf("resumed request %s: HTTP %d", id, status)
+			r.logf("%s request %s: HTTP %d", p.what, p.id, status)
 			return
 		case attempt == resumeAttempts:
-			r.logf("resume %s: giving up after %d attempts (last: HTTP %d, %v)", id, attempt, status, err)
+			r.logf("%s %s: giving up after %d attempts (last: HTTP %d, %v)", p.what, p.id, attempt, status, err)
 			return
 		}
 		next := max(wait, min(retryAfter, maxResumeWait))
-		r.logf("resume %s: attempt %d got HTTP %d (%v); trying again in %v", id, attempt, status, err, next)
+		r.logf("%s %s: attempt %d got HTTP %d (%v); trying again in %v", p.what, p.id, attempt, status, err, next)
 		time.Sleep(next)
 		wait = min(2*wait, maxResumeWait)
 	}
 }
 
-// postResume makes one post of the token and returns the answer's status and its Retry-After
+// postToken makes one post of the token and returns the answer's status and its Retry-After
 // (seconds; zero when absent), or the error of a post that got no answer.
-func (r *Receiver) postResume(url, tok string) (status int, retryAfter time.Duration, err error) {
+func (r *Receiver) postToken(url, tok string) (status int, retryAfter time.Duration, err error) {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte(`{}`)))
 	if err != nil {
 		return 0, 0, err

@@ -186,7 +186,7 @@ func TestResumeRetries(t *testing.T) {
 			defer callback.Close()
 			rcv := NewReceiver(Options{CallbackBase: callback.URL}, io.Discard)
 			rcv.resumeWait = time.Millisecond
-			rcv.resume("/api/v1/privacy-request/pri_1/resume", "tok123", "pri_1")
+			rcv.post(reply{what: "resume", id: "pri_1", url: "/api/v1/privacy-request/pri_1/resume", token: "tok123"})
 			mu.Lock()
 			defer mu.Unlock()
 			if len(tokens) != tt.posts {
@@ -198,5 +198,73 @@ func TestResumeRetries(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPreApprovalReply: a pre-approval call is answered at once with 200 and no body to read; the
+// receiver then posts the call's reply-to-token to its reply-to-eligible URL (reply-to-not-eligible
+// with NotEligible), and to nothing else.
+func TestPreApprovalReply(t *testing.T) {
+	for _, tt := range []struct {
+		notEligible bool
+		want        string
+	}{
+		{false, "/api/v1/privacy-request/pri_pa/pre-approve/eligible Bearer tokPA"},
+		{true, "/api/v1/privacy-request/pri_pa/pre-approve/not-eligible Bearer tokPA"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			var mu sync.Mutex
+			var posts []string
+			callback := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				posts = append(posts, r.URL.Path+" "+r.Header.Get("Authorization"))
+				mu.Unlock()
+			}))
+			defer callback.Close()
+			rcv := NewReceiver(Options{Halt: true, NotEligible: tt.notEligible, ResumeAfter: time.Millisecond}, io.Discard)
+			srv := httptest.NewServer(rcv)
+			defer srv.Close()
+			req, _ := http.NewRequest(http.MethodPost, srv.URL,
+				strings.NewReader(`{"privacy_request_id":"pri_pa","direction":"two_way","callback_type":"pre_approval"}`))
+			base := callback.URL + "/api/v1/privacy-request/pri_pa/pre-approve/"
+			req.Header.Set("reply-to-eligible", base+"eligible")
+			req.Header.Set("reply-to-not-eligible", base+"not-eligible")
+			req.Header.Set("reply-to-token", "tokPA")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || len(b) != 0 {
+				t.Fatalf("answer %d %q, want 200 and no body", resp.StatusCode, b)
+			}
+			rcv.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(posts) != 1 || posts[0] != tt.want {
+				t.Fatalf("posts %q, want [%s]", posts, tt.want)
+			}
+		})
+	}
+}
+
+// TestDerivedIdentityInFidesShape: two-way answers carry the configured derived identity in fides's
+// shape, custom identities included, with -derived-email and -derived-phone set over it.
+func TestDerivedIdentityInFidesShape(t *testing.T) {
+	rcv := NewReceiver(Options{DerivedPhone: "555-0100",
+		DerivedIdentity: `{"ga_client_id": "GA1.2", "phone_number": "1", "loyalty_id": {"label": "Loyalty ID", "value": "CH-1"}}`}, io.Discard)
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL, "application/json",
+		strings.NewReader(`{"privacy_request_id":"pri_1","direction":"two_way","callback_type":"post"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `{"derived_identity":{"ga_client_id":"GA1.2","loyalty_id":{"label":"Loyalty ID","value":"CH-1"},"phone_number":"555-0100"},"halt":false}`
+	if strings.TrimSpace(string(b)) != want {
+		t.Fatalf("answer %s, want %s", b, want)
 	}
 }
