@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/policyhooks/policyhooks/shared/event"
 )
 
 // PolicyKey is the policy every request of the suite names.
@@ -16,7 +18,7 @@ type Behaviour int
 const (
 	// Plain answers 200, or 503 at random.
 	Plain Behaviour = iota
-	// Halt answers {"halt": true, "derived_identity": {"phone_number": ...}} and posts the
+	// Halt answers {"halt": true, "derived_identity": {"phone_number": ..., "crm_id": {...}}} and posts the
 	// reply-to-token back, right after its answer or seconds later.
 	Halt
 	// Derive answers {"derived_identity": {"email": ...}} without halting, or 503 at random.
@@ -68,14 +70,28 @@ func HookIndex(key string) int {
 type Spec struct {
 	ID    string
 	Index int
-	Email string // the submitted identity
-	// DerivedPhone is what the halting webhook derives, DerivedEmail what the derive webhook
-	// derives; every later call and the execute event must carry them.
+	// Email, DeviceID (fides_user_device_id) and Loyalty (the custom identity loyalty_id) are the
+	// submitted identity, in fides's shape; every call and the execute event must carry the last two.
+	Email    string
+	DeviceID string
+	Loyalty  string
+	// DerivedPhone and DerivedCRM (the custom identity crm_id) are what the halting webhook derives,
+	// DerivedEmail what the derive webhook derives; every later call and the execute event must
+	// carry them.
 	DerivedPhone string
+	DerivedCRM   string
 	DerivedEmail string
 	// ResumeDelay is how long the halting receiver waits after its answer before posting the
 	// token back; 0 means right after flushing the answer.
 	ResumeDelay time.Duration
+}
+
+// Identity is the identity spec is submitted with, in fides's shape: an email, a standard fides
+// field and a custom identity.
+func (spec Spec) Identity() event.Identity {
+	email, device := spec.Email, spec.DeviceID
+	return event.Identity{Email: &email, FidesUserDeviceID: &device,
+		Custom: map[string]event.LabeledIdentity{"loyalty_id": {Label: "Loyalty ID", Value: spec.Loyalty}}}
 }
 
 // MakeSpecs returns n requests; about half resume right after answering, the others 1–3 s later.
@@ -90,7 +106,10 @@ func MakeSpecs(n int, rng *rand.Rand) []Spec {
 			ID:           fmt.Sprintf("pri_chaos_%05d", i+1),
 			Index:        i + 1,
 			Email:        fmt.Sprintf("subject-%05d@example.com", i+1),
+			DeviceID:     fmt.Sprintf("device-%05d", i+1),
+			Loyalty:      fmt.Sprintf("LOY-%05d", i+1),
 			DerivedPhone: fmt.Sprintf("+1555%07d", i+1),
+			DerivedCRM:   fmt.Sprintf("crm-%05d", i+1),
 			DerivedEmail: fmt.Sprintf("derived-%05d@example.net", i+1),
 			ResumeDelay:  delay,
 		}

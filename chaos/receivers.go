@@ -171,7 +171,8 @@ func (r *Receivers) serve(host Host, w http.ResponseWriter, req *http.Request) {
 	case hook.Behaviour != Halt && r.chance(FailureRate):
 		status, answer = http.StatusServiceUnavailable, []byte(`{"detail": "chaos: try again"}`)
 	case hook.Behaviour == Halt:
-		answer, _ = json.Marshal(map[string]any{"halt": true, "derived_identity": map[string]string{"phone_number": spec.DerivedPhone}})
+		answer, _ = json.Marshal(map[string]any{"halt": true, "derived_identity": map[string]any{"phone_number": spec.DerivedPhone,
+			"crm_id": map[string]string{"label": "CRM id", "value": spec.DerivedCRM}}})
 	case hook.Behaviour == Derive:
 		answer, _ = json.Marshal(map[string]any{"derived_identity": map[string]string{"email": spec.DerivedEmail}})
 	}

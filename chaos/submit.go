@@ -51,8 +51,7 @@ func (s *Submitter) Submit(ctx context.Context, js jetstream.JetStream, specs []
 }
 
 func (s *Submitter) publish(ctx context.Context, js jetstream.JetStream, spec Spec, sub *Submission) {
-	email := spec.Email
-	payload, _ := json.Marshal(event.Submitted{ID: spec.ID, PolicyKey: PolicyKey, Identity: event.Identity{Email: &email}})
+	payload, _ := json.Marshal(event.Submitted{ID: spec.ID, PolicyKey: PolicyKey, Identity: spec.Identity()})
 	for ctx.Err() == nil {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		ack, err := js.Publish(pctx, event.SubjectSubmitted, payload, jetstream.WithMsgID(spec.ID))

@@ -175,14 +175,25 @@ func checkOrder(e *Evidence) []string {
 // Spec0 is the time offsets in a request's report count from: its first submission attempt.
 func (e *Evidence) Spec0() time.Time { return e.Submission.FirstAt }
 
-// 3. Derived identities: the phone number derived by the halting webhook and the email derived by
-// the derive webhook are in the body of every later call, and in every execute.
+// 3. Identities in fides's shape: the submitted fides_user_device_id and custom loyalty_id are in
+// the body of every call and in every execute; the phone number and custom crm_id derived by the
+// halting webhook and the email derived by the derive webhook are in every later call, and in every
+// execute.
 func checkIdentity(e *Evidence) []string {
 	var problems []string
 	haltAt, deriveAt := HookIndex("halt"), HookIndex("derive")
 	check := func(what string, id event.Identity, wantPhone, wantEmail bool) {
+		if id.FidesUserDeviceID == nil || *id.FidesUserDeviceID != e.Spec.DeviceID {
+			problems = append(problems, fmt.Sprintf("%s carried fides_user_device_id %s, want %q (submitted)", what, str(id.FidesUserDeviceID), e.Spec.DeviceID))
+		}
+		if got, ok := id.Custom["loyalty_id"]; !ok || got.Value != e.Spec.Loyalty {
+			problems = append(problems, fmt.Sprintf("%s carried loyalty_id %+v, want %q (submitted)", what, got, e.Spec.Loyalty))
+		}
 		if wantPhone && (id.PhoneNumber == nil || *id.PhoneNumber != e.Spec.DerivedPhone) {
 			problems = append(problems, fmt.Sprintf("%s carried phone_number %s, want %q (derived by halt)", what, str(id.PhoneNumber), e.Spec.DerivedPhone))
+		}
+		if got, ok := id.Custom["crm_id"]; wantPhone && (!ok || got.Value != e.Spec.DerivedCRM) {
+			problems = append(problems, fmt.Sprintf("%s carried crm_id %+v, want %q (derived by halt)", what, got, e.Spec.DerivedCRM))
 		}
 		if wantEmail && (id.Email == nil || *id.Email != e.Spec.DerivedEmail) {
 			problems = append(problems, fmt.Sprintf("%s carried email %s, want %q (derived by derive)", what, str(id.Email), e.Spec.DerivedEmail))

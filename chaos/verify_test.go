@@ -20,17 +20,20 @@ func goodEvidence() *Evidence {
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	e := &Evidence{Spec: spec, Submitted: true, Submission: Submission{FirstAt: t0, AckedAt: at(1), Attempts: 1}}
 	e.Record = &Record{ID: spec.ID, Status: "complete", Step: "post_webhooks"}
-	email, phone, derivedEmail := spec.Email, spec.DerivedPhone, spec.DerivedEmail
+	email, phone, derivedEmail, device := spec.Email, spec.DerivedPhone, spec.DerivedEmail, spec.DeviceID
+	loyalty := map[string]event.LabeledIdentity{"loyalty_id": {Label: "Loyalty ID", Value: spec.Loyalty}}
+	derivedCustom := map[string]event.LabeledIdentity{"loyalty_id": loyalty["loyalty_id"], "crm_id": {Label: "CRM id", Value: spec.DerivedCRM}}
 	ms := 10
 	for i, h := range Hooks {
 		if !h.Pre && len(e.Deliveries) == 0 {
 			e.Deliveries = append(e.Deliveries, Delivery{At: at(ms), ExecutionID: "exe_1", Key: "exe_1",
-				Identity: event.Identity{Email: &derivedEmail, PhoneNumber: &phone}, Ran: true, AnsweredAt: at(ms + 1)})
+				Identity: event.Identity{Email: &derivedEmail, PhoneNumber: &phone, FidesUserDeviceID: &device, Custom: derivedCustom},
+				Ran:      true, AnsweredAt: at(ms + 1)})
 			ms += 10
 		}
-		id := event.Identity{Email: &email}
+		id := event.Identity{Email: &email, FidesUserDeviceID: &device, Custom: loyalty}
 		if i > HookIndex("halt") {
-			id.PhoneNumber = &phone
+			id.PhoneNumber, id.Custom = &phone, derivedCustom
 		}
 		if i > HookIndex("derive") {
 			id.Email = &derivedEmail
@@ -97,6 +100,11 @@ func TestChecksCatch(t *testing.T) {
 			e.Calls = slices.DeleteFunc(e.Calls, func(c Call) bool { return c.Hook == "slow_post" })
 		}},
 		{"derived phone lost", 3, "phone_number null", func(e *Evidence) { callOf(e, "slow_pre").Identity.PhoneNumber = nil }},
+		{"derived custom identity lost", 3, "crm_id", func(e *Evidence) {
+			callOf(e, "slow_pre").Identity.Custom = map[string]event.LabeledIdentity{"loyalty_id": {Label: "Loyalty ID", Value: e.Spec.Loyalty}}
+		}},
+		{"submitted custom identity lost", 3, "loyalty_id", func(e *Evidence) { callOf(e, "wake").Identity.Custom = nil }},
+		{"submitted fides field lost", 3, "fides_user_device_id null", func(e *Evidence) { e.Deliveries[0].Identity.FidesUserDeviceID = nil }},
 		{"derived email not in execute", 3, "execute at", func(e *Evidence) {
 			email := e.Spec.Email
 			e.Deliveries[0].Identity.Email = &email
