@@ -120,6 +120,9 @@ type world struct {
 	// when, after the request went pre_approval_not_eligible, an operator approves it.
 	notEligible string
 	reviewAfter time.Duration
+	// approveEarly makes an operator approve the request as soon as it is awaiting pre-approval,
+	// racing its pre-approval calls and replies.
+	approveEarly bool
 	// dataDelay is how long the data layer takes to answer execute.
 	dataDelay time.Duration
 	resumeID  *event.Identity
@@ -417,6 +420,9 @@ func (f fakePublisher) Status(ev event.StatusChanged) (runner.Ack, error) {
 		if f.w.store(fmt.Sprintf("status:%s:%d", ev.ID, ev.Seq)) {
 			f.w.events = append(f.w.events, ev)
 			f.w.logf("status event %d: %s %s", ev.Seq, ev.Status, ev.Action)
+			if ev.Status == event.StatusAwaitingPreApproval && ev.Action == "" && f.w.approveEarly {
+				f.w.posts = append(f.w.posts, post{at: f.w.now, review: true})
+			}
 			if ev.Status == event.StatusPreApprovalNotEligible {
 				// An operator reads it and approves the request a while later.
 				f.w.posts = append(f.w.posts, post{at: f.w.now.Add(f.w.reviewAfter), review: true})
