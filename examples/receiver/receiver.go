@@ -34,8 +34,8 @@ type Options struct {
 }
 
 // reply is a token this receiver posts back later: the resume of a request it halted, or the
-// reply to a pre-approval call.
-type reply struct{ what, id, url, token string }
+// reply to a pre-approval call. what names the post ("resume"), done its success ("resumed").
+type reply struct{ what, done, id, url, token string }
 
 // Call is the body policyhooks posts to a webhook.
 type Call struct {
@@ -101,7 +101,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			what, header = "not eligible", "reply-to-not-eligible"
 		}
 		if url, tok := req.Header.Get(header), req.Header.Get("reply-to-token"); url != "" && tok != "" {
-			r.later(reply{what: "reply " + what + " to", id: c.PrivacyRequestID, url: url, token: tok})
+			r.later(reply{what: "reply " + what + " to", done: "replied " + what + " to", id: c.PrivacyRequestID, url: url, token: tok})
 		}
 		return
 	}
@@ -120,7 +120,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	_ = json.NewEncoder(w).Encode(answer)
 	if halt {
 		r.logf("halted request %s; will resume it via %s", c.PrivacyRequestID, replyTo)
-		r.later(reply{what: "resume", id: c.PrivacyRequestID, url: replyTo, token: tok})
+		r.later(reply{what: "resume", done: "resumed", id: c.PrivacyRequestID, url: replyTo, token: tok})
 	}
 }
 
@@ -193,7 +193,7 @@ func (r *Receiver) post(p reply) {
 		status, retryAfter, err := r.postToken(url, p.token)
 		switch {
 		case err == nil && status < 500 && status != http.StatusTooManyRequests:
-			r.logf("%s request %s: HTTP %d", p.what, p.id, status)
+			r.logf("%s request %s: HTTP %d", p.done, p.id, status)
 			return
 		case attempt == resumeAttempts:
 			r.logf("%s %s: giving up after %d attempts (last: HTTP %d, %v)", p.what, p.id, attempt, status, err)

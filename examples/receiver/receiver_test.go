@@ -99,6 +99,9 @@ func TestHaltThenResume(t *testing.T) {
 	if strings.Contains(log.String(), "secret@example.com") {
 		t.Fatal("the receiver logged an identity value")
 	}
+	if !strings.Contains(log.String(), "resumed request pri_1: HTTP 200") { // the README's quickstart waits for it
+		t.Fatalf("log %q lacks the resume's outcome", log.String())
+	}
 }
 
 type syncWriter struct {
@@ -186,7 +189,7 @@ func TestResumeRetries(t *testing.T) {
 			defer callback.Close()
 			rcv := NewReceiver(Options{CallbackBase: callback.URL}, io.Discard)
 			rcv.resumeWait = time.Millisecond
-			rcv.post(reply{what: "resume", id: "pri_1", url: "/api/v1/privacy-request/pri_1/resume", token: "tok123"})
+			rcv.post(reply{what: "resume", done: "resumed", id: "pri_1", url: "/api/v1/privacy-request/pri_1/resume", token: "tok123"})
 			mu.Lock()
 			defer mu.Unlock()
 			if len(tokens) != tt.posts {
