@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,7 +93,8 @@ type StatusError struct {
 func (e *StatusError) Error() string { return fmt.Sprintf("status %d: %.300s", e.Status, e.Body) }
 
 // Configure creates, through the config API, one https connection per hook (with its URL,
-// Authorization and signing secret), the policy and its pre- and post-execution webhooks.
+// Authorization and signing secret), the policy and its pre- and post-execution webhooks, and the
+// global list of pre-approval webhooks.
 func (a *API) Configure(ctx context.Context, r *Receivers) error {
 	var conns []map[string]any
 	for _, h := range Hooks {
@@ -122,23 +124,34 @@ func (a *API) Configure(ctx context.Context, r *Receivers) error {
 	if len(bulk.Failed) > 0 {
 		return fmt.Errorf("PATCH /api/v1/policy: failed items %s", bulk.Failed)
 	}
-	for _, kind := range []string{"pre_execution", "post_execution"} {
-		var items []map[string]any
+	for _, list := range []struct {
+		typ  event.CallbackType
+		path string
+	}{
+		{event.Pre, "/api/v1/policy/" + PolicyKey + "/webhook/pre_execution"},
+		{event.Post, "/api/v1/policy/" + PolicyKey + "/webhook/post_execution"},
+		{event.PreApprovalCallback, "/api/v1/dsr/webhook/pre_approval"}, // always two-way: no direction
+	} {
+		items := []map[string]any{}
 		for _, h := range Hooks {
-			if h.Pre == (kind == "pre_execution") {
-				items = append(items, map[string]any{
-					"connection_config_key": "chaos_" + h.Key, "direction": h.Direction, "name": "Chaos " + h.Key, "key": h.Key,
-				})
+			if h.Type != list.typ {
+				continue
 			}
+			item := map[string]any{"connection_config_key": "chaos_" + h.Key, "name": "Chaos " + h.Key, "key": h.Key}
+			if h.Type != event.PreApprovalCallback {
+				item["direction"] = h.Direction
+			}
+			items = append(items, item)
 		}
-		if err := a.call(ctx, http.MethodPut, a.ConfigURL+"/api/v1/policy/"+PolicyKey+"/webhook/"+kind, items, http.StatusOK, nil); err != nil {
+		if err := a.call(ctx, http.MethodPut, a.ConfigURL+list.path, items, http.StatusOK, nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// WaitPlan waits until config published the whole plan (every hook, with secrets) to policy_webhooks.
+// WaitPlan waits until config published the whole plan (every hook, with secrets, the
+// pre-approval stage included) to policy_webhooks.
 func WaitPlan(ctx context.Context, js jetstream.JetStream) error {
 	var last string
 	for {
@@ -151,16 +164,21 @@ func WaitPlan(ctx context.Context, js jetstream.JetStream) error {
 			if err := json.Unmarshal(e.Value(), &p); err != nil {
 				return fmt.Errorf("plan %s: %w", PolicyKey, err)
 			}
+			all := slices.Concat(p.Pre, p.Post)
+			if p.PreApproval != nil {
+				all = append(all, p.PreApproval.Webhooks...)
+			}
 			got := 0
-			for _, w := range append(p.Pre, p.Post...) {
+			for _, w := range all {
 				if w.Secrets != "" {
 					got++
 				}
 			}
-			if got == len(Hooks) && len(p.Pre)+len(p.Post) == len(Hooks) {
+			if got == len(Hooks) && len(all) == len(Hooks) {
 				return nil
 			}
-			last = fmt.Sprintf("plan has %d pre, %d post webhooks, %d with secrets", len(p.Pre), len(p.Post), got)
+			last = fmt.Sprintf("plan has %d pre, %d post, %d pre-approval webhooks (stage present: %v), %d with secrets",
+				len(p.Pre), len(p.Post), len(all)-len(p.Pre)-len(p.Post), p.PreApproval != nil, got)
 		}
 		select {
 		case <-ctx.Done():
@@ -186,12 +204,14 @@ type Record struct {
 	Raw      string          `json:"-"`
 }
 
-// RecordWebhook is the history of one webhook in a Record.
+// RecordWebhook is the history of one webhook in a Record; Reply is a pre-approval webhook's
+// reply (eligible, not_eligible), empty for the others and while none was recorded.
 type RecordWebhook struct {
 	Key          string          `json:"key"`
 	CallbackType string          `json:"callback_type"`
 	Order        int             `json:"order"`
 	Outcome      string          `json:"outcome"`
+	Reply        string          `json:"reply"`
 	Attempts     []RecordAttempt `json:"attempts"`
 }
 

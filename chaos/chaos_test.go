@@ -135,9 +135,9 @@ func resolveOptions(t *testing.T) options {
 	return o
 }
 
-// TestChaos is the fault suite: a stream of requests through halting, deriving, failing and slow
-// receivers while executors, NATS, config and callback are killed and restarted; then, per request,
-// the seven assertions of chaos.Assertions.
+// TestChaos is the fault suite: a stream of requests through a pre-approval receiver replying
+// eligible, halting, deriving, failing and slow receivers while executors, NATS, config and
+// callback are killed and restarted; then, per request, the assertions of chaos.Assertions.
 func TestChaos(t *testing.T) {
 	o := resolveOptions(t)
 	start := time.Now()
@@ -352,7 +352,7 @@ func statistics(all []*chaos.Evidence, faults []chaos.FaultRecord, c *chaos.Clus
 		}
 	}
 	calls, status503, left, repeats := 0, 0, 0, 0
-	resumes := map[string]int{}
+	resumes, replies := map[string]int{}, map[string]int{}
 	deliveries, reruns, noExecID := 0, 0, 0
 	for _, e := range all {
 		calls += len(e.Calls)
@@ -369,12 +369,17 @@ func statistics(all []*chaos.Evidence, faults []chaos.FaultRecord, c *chaos.Clus
 			}
 			seen[cl.Hook] = true
 		}
-		for _, p := range e.Resumes {
-			k := strconv.Itoa(p.Status)
-			if p.Status == 0 {
-				k = "connection error"
+		for _, posts := range []struct {
+			of    []chaos.TokenPost
+			count map[string]int
+		}{{e.Resumes, resumes}, {e.Replies, replies}} {
+			for _, p := range posts.of {
+				k := strconv.Itoa(p.Status)
+				if p.Status == 0 {
+					k = "connection error"
+				}
+				posts.count[k]++
 			}
-			resumes[k]++
 		}
 		for _, d := range e.Deliveries {
 			deliveries++
@@ -387,12 +392,17 @@ func statistics(all []*chaos.Evidence, faults []chaos.FaultRecord, c *chaos.Clus
 		}
 	}
 	fmt.Fprintf(&b, "  receivers: %d calls (%d answered 503, %d left by the caller before the answer, %d repeats of a webhook within a request)\n", calls, status503, left, repeats)
-	var rs []string
-	for k, n := range resumes {
-		rs = append(rs, fmt.Sprintf("%s: %d", k, n))
+	for _, posts := range []struct {
+		what  string
+		count map[string]int
+	}{{"resume posts", resumes}, {"eligible replies", replies}} {
+		var rs []string
+		for k, n := range posts.count {
+			rs = append(rs, fmt.Sprintf("%s: %d", k, n))
+		}
+		sort.Strings(rs)
+		fmt.Fprintf(&b, "  %s: %s\n", posts.what, strings.Join(rs, ", "))
 	}
-	sort.Strings(rs)
-	fmt.Fprintf(&b, "  resume posts: %s\n", strings.Join(rs, ", "))
 	fmt.Fprintf(&b, "  data layer: %d executes delivered, %d repeats answered without running, %d without execution_id (fallback key: the request id)\n", deliveries, reruns, noExecID)
 	for _, s := range rcv.Strays() {
 		fmt.Fprintf(&b, "  STRAY CALL: %s\n", s)

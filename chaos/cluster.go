@@ -187,6 +187,7 @@ func NewCluster(cc ClusterConfig) (*Cluster, error) {
 		"MONGODB_DATABASE=policyhooks",
 		"WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
 		"WEBHOOK_CA_FILE="+cc.CAFile,
+		"PRE_APPROVAL=true",
 	), logOf("config"), httpReady(c.ConfigURL), cc.Start, cc.Logf)
 	cbAddr := fmt.Sprintf("127.0.0.1:%d", callbackPort)
 	c.Callback = NewProc("callback", bin("callback"), nil, with(cbAddr), logOf("callback"), httpReady(c.CallbackURL), cc.Start, cc.Logf)

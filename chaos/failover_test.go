@@ -39,11 +39,12 @@ type failover struct {
 	err       error
 }
 
-// TestClusterFailover is issue 11: a stream of requests (halts resumed by the receiver included)
+// TestClusterFailover is issue 11: a stream of requests (eligible pre-approval replies and halts
+// resumed by the receivers included)
 // through two executors, config and callback on a 3-node JetStream cluster with NATS_REPLICAS=3;
 // the node leading the PRIVACY_REQUESTS stream, then the one leading the privacy_requests bucket,
 // then one leading an executor consumer are SIGKILLed and restarted on their store, one after the
-// other, while requests flow. Then, per request, the seven assertions of chaos.Assertions, and for
+// other, while requests flow. Then, per request, the assertions of chaos.Assertions, and for
 // each failover how long progress stalled.
 func TestClusterFailover(t *testing.T) {
 	o := resolveOptions(t)

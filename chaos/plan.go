@@ -23,6 +23,9 @@ const (
 	Halt
 	// Derive answers {"derived_identity": {"email": ...}} without halting, or 503 at random.
 	Derive
+	// Eligible answers a pre-approval call 200, or 503 at random, and after a 200 posts the call's
+	// reply-to-token to its reply-to-eligible URL, right after its answer or seconds later.
+	Eligible
 )
 
 // Host names the receiver (one HTTPS server each) a webhook calls.
@@ -30,30 +33,36 @@ type Host string
 
 // Hosts.
 const (
-	HostFast   Host = "fast"
-	HostHalt   Host = "halt"
-	HostDerive Host = "derive"
-	HostSlow   Host = "slow" // answers after 1–2.5 s, below WEBHOOK_TIMEOUT
+	HostFast    Host = "fast"
+	HostHalt    Host = "halt"
+	HostDerive  Host = "derive"
+	HostSlow    Host = "slow" // answers after 1–2.5 s, below WEBHOOK_TIMEOUT
+	HostApprove Host = "approve"
 )
 
-// Hook is one webhook of the suite's policy; its key is also its connection's key suffix and the
+// Hook is one webhook of the suite's plan; its key is also its connection's key suffix and the
 // path its receiver serves it on.
 type Hook struct {
-	Key       string
-	Pre       bool
+	Key string
+	// Type is the list the webhook is configured in, and the callback_type of its calls: the
+	// global pre-approval list (event.PreApprovalCallback), or the policy's pre_execution
+	// (event.Pre) or post_execution (event.Post) list.
+	Type      event.CallbackType
 	Direction string
 	Host      Host
 	Behaviour Behaviour
 }
 
-// Hooks is the policy's plan in order: the pre-execution webhooks, then the post-execution ones.
+// Hooks is the plan of the suite's requests in order: the pre-approval webhook, the policy's
+// pre-execution webhooks, then its post-execution ones.
 var Hooks = []Hook{
-	{Key: "wake", Pre: true, Direction: "one_way", Host: HostFast, Behaviour: Plain},
-	{Key: "halt", Pre: true, Direction: "two_way", Host: HostHalt, Behaviour: Halt},
-	{Key: "derive", Pre: true, Direction: "two_way", Host: HostDerive, Behaviour: Derive},
-	{Key: "slow_pre", Pre: true, Direction: "one_way", Host: HostSlow, Behaviour: Plain},
-	{Key: "notify", Pre: false, Direction: "one_way", Host: HostFast, Behaviour: Plain},
-	{Key: "slow_post", Pre: false, Direction: "one_way", Host: HostSlow, Behaviour: Plain},
+	{Key: "approve", Type: event.PreApprovalCallback, Direction: "two_way", Host: HostApprove, Behaviour: Eligible},
+	{Key: "wake", Type: event.Pre, Direction: "one_way", Host: HostFast, Behaviour: Plain},
+	{Key: "halt", Type: event.Pre, Direction: "two_way", Host: HostHalt, Behaviour: Halt},
+	{Key: "derive", Type: event.Pre, Direction: "two_way", Host: HostDerive, Behaviour: Derive},
+	{Key: "slow_pre", Type: event.Pre, Direction: "one_way", Host: HostSlow, Behaviour: Plain},
+	{Key: "notify", Type: event.Post, Direction: "one_way", Host: HostFast, Behaviour: Plain},
+	{Key: "slow_post", Type: event.Post, Direction: "one_way", Host: HostSlow, Behaviour: Plain},
 }
 
 // HookIndex returns the position of key in Hooks, -1 when unknown.
@@ -82,8 +91,10 @@ type Spec struct {
 	DerivedCRM   string
 	DerivedEmail string
 	// ResumeDelay is how long the halting receiver waits after its answer before posting the
-	// token back; 0 means right after flushing the answer.
+	// token back, ReplyDelay how long the pre-approval receiver waits after its 200 before posting
+	// its eligible reply; 0 means right after flushing the answer.
 	ResumeDelay time.Duration
+	ReplyDelay  time.Duration
 }
 
 // Identity is the identity spec is submitted with, in fides's shape: an email, a standard fides
@@ -94,14 +105,17 @@ func (spec Spec) Identity() event.Identity {
 		Custom: map[string]event.LabeledIdentity{"loyalty_id": {Label: "Loyalty ID", Value: spec.Loyalty}}}
 }
 
-// MakeSpecs returns n requests; about half resume right after answering, the others 1–3 s later.
+// MakeSpecs returns n requests; about half resume right after answering, the others 1–3 s later,
+// and, drawn apart, about half reply eligible right after answering, the others 1–3 s later.
 func MakeSpecs(n int, rng *rand.Rand) []Spec {
+	delay := func() time.Duration {
+		if rng.IntN(2) == 1 {
+			return time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
+		}
+		return 0
+	}
 	specs := make([]Spec, n)
 	for i := range specs {
-		var delay time.Duration
-		if rng.IntN(2) == 1 {
-			delay = time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
-		}
 		specs[i] = Spec{
 			ID:           fmt.Sprintf("pri_chaos_%05d", i+1),
 			Index:        i + 1,
@@ -111,7 +125,8 @@ func MakeSpecs(n int, rng *rand.Rand) []Spec {
 			DerivedPhone: fmt.Sprintf("+1555%07d", i+1),
 			DerivedCRM:   fmt.Sprintf("crm-%05d", i+1),
 			DerivedEmail: fmt.Sprintf("derived-%05d@example.net", i+1),
-			ResumeDelay:  delay,
+			ResumeDelay:  delay(),
+			ReplyDelay:   delay(),
 		}
 	}
 	return specs

@@ -22,7 +22,8 @@ import (
 	"github.com/policyhooks/policyhooks/shared/event"
 )
 
-// FailureRate is the share of calls the one-way, derive and slow receivers answer with 503.
+// FailureRate is the share of calls the one-way, derive, slow and pre-approval receivers answer
+// with 503.
 const FailureRate = 0.08
 
 // Call is one webhook call a receiver saw.
@@ -34,14 +35,15 @@ type Call struct {
 	SignatureErr string // empty when the Standard Webhooks signature verified
 	CallbackType string
 	Identity     event.Identity
-	Status       int  // the status answered; 0 when the caller left first
-	Halt         bool // answered halt
-	ReplyTo      string
+	Status       int    // the status answered; 0 when the caller left first
+	Halt         bool   // answered halt
+	ReplyTo      string // header reply-to, or reply-to-eligible for a pre-approval call
 	HasToken     bool
 }
 
-// ResumePost is one attempt of the halting receiver to post its reply-to-token back.
-type ResumePost struct {
+// TokenPost is one attempt of a receiver to post a call's reply-to-token back: the halting
+// receiver's resume, or the pre-approval receiver's eligible reply.
+type TokenPost struct {
 	At     time.Time
 	Status int    // 0 on a connection error
 	Detail string // the error, or the start of the answer's body
@@ -66,8 +68,9 @@ type Receivers struct {
 
 	mu      sync.Mutex
 	calls   map[string][]*Call
-	resumes map[string][]*ResumePost
-	strays  []string // calls naming no request of the stream
+	resumes map[string][]*TokenPost
+	replies map[string][]*TokenPost // eligible replies
+	strays  []string                // calls naming no request of the stream
 }
 
 // NewReceivers starts the receivers and writes their CA to dir/receivers-ca.pem.
@@ -79,17 +82,17 @@ func NewReceivers(dir string, specs []Spec, seed uint64, start time.Time) (*Rece
 		start: start, ctx: ctx, cancel: cancel,
 		client: &http.Client{Timeout: 5 * time.Second},
 		rng:    rand.New(rand.NewPCG(seed, 2)),
-		calls:  map[string][]*Call{}, resumes: map[string][]*ResumePost{},
+		calls:  map[string][]*Call{}, resumes: map[string][]*TokenPost{}, replies: map[string][]*TokenPost{},
 	}
 	for _, s := range specs {
 		r.specs[s.ID] = s
 	}
-	for _, h := range []Host{HostFast, HostHalt, HostDerive, HostSlow} {
-		r.servers[h] = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			r.serve(h, w, req)
-		}))
-	}
 	for _, h := range Hooks {
+		if r.servers[h.Host] == nil {
+			r.servers[h.Host] = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				r.serve(h.Host, w, req)
+			}))
+		}
 		r.URLs[h.Key] = r.servers[h.Host].URL + "/hook/" + h.Key
 		r.Secrets[h.Key] = "whsec_" + base64.StdEncoding.EncodeToString([]byte("chaos-signing-"+h.Key+"-"+randomHex(8)))
 	}
@@ -103,7 +106,7 @@ func NewReceivers(dir string, specs []Spec, seed uint64, start time.Time) (*Rece
 	return r, nil
 }
 
-// Close stops the resume posts and the servers.
+// Close stops the token posts and the servers.
 func (r *Receivers) Close() {
 	r.cancel()
 	for _, s := range r.servers {
@@ -146,9 +149,13 @@ func (r *Receivers) serve(host Host, w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	hook := Hooks[i]
+	replyTo := req.Header.Get("reply-to")
+	if hook.Behaviour == Eligible {
+		replyTo = req.Header.Get("reply-to-eligible")
+	}
 	c := &Call{
 		Hook: key, At: at, WebhookID: req.Header.Get("webhook-id"), CallbackType: cb.CallbackType,
-		Identity: cb.Identity, ReplyTo: req.Header.Get("reply-to"), HasToken: req.Header.Get("reply-to-token") != "",
+		Identity: cb.Identity, ReplyTo: replyTo, HasToken: req.Header.Get("reply-to-token") != "",
 		SignatureErr: verifySignature(r.Secrets[key], req.Header, body),
 	}
 	r.mu.Lock()
@@ -188,16 +195,22 @@ func (r *Receivers) serve(host Host, w http.ResponseWriter, req *http.Request) {
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
-	if c.Halt && c.ReplyTo != "" && c.HasToken && known {
-		token := req.Header.Get("reply-to-token")
-		r.resumers.Go(func() { r.resume(cb.PrivacyRequestID, c.ReplyTo, token, spec.ResumeDelay) })
+	if c.ReplyTo == "" || !c.HasToken || !known {
+		return
+	}
+	token := req.Header.Get("reply-to-token")
+	switch {
+	case c.Halt:
+		r.resumers.Go(func() { r.post(r.resumes, cb.PrivacyRequestID, c.ReplyTo, token, spec.ResumeDelay) })
+	case hook.Behaviour == Eligible && status == http.StatusOK:
+		r.resumers.Go(func() { r.post(r.replies, cb.PrivacyRequestID, c.ReplyTo, token, spec.ReplyDelay) })
 	}
 }
 
-// resume posts a reply-to-token back as a careful receiver would: after delay, retrying connection
-// errors and 5xx with backoff until the test ends, stopping on any other answer (200 done, 409
-// already used, other 4xx refused).
-func (r *Receivers) resume(id, url, token string, delay time.Duration) {
+// post posts a reply-to-token back to url as a careful receiver would, and records each attempt
+// in into under request id: after delay, retrying connection errors and 5xx with backoff until the
+// test ends, stopping on any other answer (200 done, 409 already used, other 4xx refused).
+func (r *Receivers) post(into map[string][]*TokenPost, id, url, token string, delay time.Duration) {
 	select {
 	case <-time.After(delay):
 	case <-r.ctx.Done():
@@ -205,11 +218,11 @@ func (r *Receivers) resume(id, url, token string, delay time.Duration) {
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		p := &ResumePost{At: time.Now()}
+		p := &TokenPost{At: time.Now()}
 		req, err := http.NewRequestWithContext(r.ctx, http.MethodPost, url, strings.NewReader(`{}`))
 		if err != nil {
 			p.Detail = err.Error()
-			r.addResume(id, p)
+			r.addPost(into, id, p)
 			return
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -225,7 +238,7 @@ func (r *Receivers) resume(id, url, token string, delay time.Duration) {
 		if r.ctx.Err() != nil {
 			return // the test ended: not an answer of the service
 		}
-		r.addResume(id, p)
+		r.addPost(into, id, p)
 		if err == nil && p.Status < 500 {
 			return
 		}
@@ -238,10 +251,10 @@ func (r *Receivers) resume(id, url, token string, delay time.Duration) {
 	}
 }
 
-func (r *Receivers) addResume(id string, p *ResumePost) {
+func (r *Receivers) addPost(into map[string][]*TokenPost, id string, p *TokenPost) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.resumes[id] = append(r.resumes[id], p)
+	into[id] = append(into[id], p)
 }
 
 // Calls returns a copy of the calls seen for request id, in arrival order.
@@ -252,10 +265,17 @@ func (r *Receivers) Calls(id string) []Call {
 }
 
 // Resumes returns a copy of the resume posts made for request id.
-func (r *Receivers) Resumes(id string) []ResumePost {
+func (r *Receivers) Resumes(id string) []TokenPost {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return values(r.resumes[id])
+}
+
+// Replies returns a copy of the eligible replies posted for request id.
+func (r *Receivers) Replies(id string) []TokenPost {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return values(r.replies[id])
 }
 
 // values copies what ps point to, so that callers read them without the lock.

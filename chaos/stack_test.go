@@ -76,7 +76,7 @@ func startStack(t *testing.T, ctx context.Context, label string, seed uint64, cf
 }
 
 // gatherEvidence collects, once the requests settled, everything known about each one (its record,
-// the receivers' calls and resume posts, the data layer's deliveries, its status events, its
+// the receivers' calls, resume posts and eligible replies, the data layer's deliveries, its status events, its
 // submission) and evaluates the assertions on it. It waits 2 s first, for the last status events
 // to reach the stream.
 func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, specs []chaos.Spec,
@@ -94,7 +94,7 @@ func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, s
 	for _, s := range specs {
 		e := &chaos.Evidence{
 			Spec: s, Record: records[s.ID], RecordErr: recordErrs[s.ID],
-			Calls: rcv.Calls(s.ID), Resumes: rcv.Resumes(s.ID), Deliveries: dl.Deliveries(s.ID), Events: events[s.ID],
+			Calls: rcv.Calls(s.ID), Resumes: rcv.Resumes(s.ID), Replies: rcv.Replies(s.ID), Deliveries: dl.Deliveries(s.ID), Events: events[s.ID],
 		}
 		e.Submission, e.Submitted = sub.Get(s.ID)
 		all = append(all, e)

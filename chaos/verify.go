@@ -13,12 +13,13 @@ import (
 // Assertions of the suite, by number (issue 9).
 var Assertions = map[int]string{
 	1: "every request ends complete",
-	2: "webhooks are called in plan order, each only after the previous one answered successfully (and the data layer in between)",
+	2: "webhooks are called in plan order with their list's callback_type, each only after the previous one answered successfully (the pre-approval webhook first, the data layer in between)",
 	3: "every derived identity reaches the later webhooks and the data layer",
 	4: "every call carries a valid Standard Webhooks signature, and repeats of a call the same webhook-id",
 	5: "no attempt is recorded for a call the receiver never saw",
 	6: "exactly one complete status event per request",
 	7: "the data layer runs each request once per execution run, and repeats carry the same execution id",
+	8: "exactly one in_processing status event with action pre_approval_eligible per request",
 }
 
 // StatusEvent is one privacy.request.status.<status> message of the stream.
@@ -34,7 +35,8 @@ type Evidence struct {
 	Record     *Record // nil when callback had none
 	RecordErr  string
 	Calls      []Call
-	Resumes    []ResumePost
+	Resumes    []TokenPost
+	Replies    []TokenPost // eligible replies of the pre-approval webhook
 	Deliveries []Delivery
 	Events     []StatusEvent
 	Submission Submission
@@ -50,7 +52,7 @@ type Failure struct {
 // Check runs every assertion on one request.
 func Check(e *Evidence) []Failure {
 	var out []Failure
-	for n, check := range []func(*Evidence) []string{nil, checkComplete, checkOrder, checkIdentity, checkWebhookIDs, checkAttempts, checkCompleteEvents, checkExecutions} {
+	for n, check := range []func(*Evidence) []string{nil, checkComplete, checkOrder, checkIdentity, checkWebhookIDs, checkAttempts, checkCompleteEvents, checkExecutions, checkEligibleEvents} {
 		if check == nil {
 			continue
 		}
@@ -85,8 +87,9 @@ type stage struct {
 	// first is the first time it was reached (a call arrived, an execute was delivered).
 	first time.Time
 	// done is the first time it answered successfully (a 2xx answer written; for the halting
-	// webhook the first post of its token; for the data layer its first executed answer); the next
-	// stage may only be reached after it.
+	// webhook the first post of its token; for the pre-approval webhook the first eligible reply
+	// that may have been accepted; for the data layer its first executed answer); the next stage
+	// may only be reached after it.
 	done    time.Time
 	reached bool
 	calls   []Call // webhooks only
@@ -104,13 +107,20 @@ func (e *Evidence) stages() []stage {
 			if !st.reached || c.At.Before(st.first) {
 				st.first, st.reached = c.At, true
 			}
-			if c.Status >= 200 && c.Status < 300 && h.Behaviour != Halt && (st.done.IsZero() || c.AnsweredAt.Before(st.done)) {
+			if c.Status >= 200 && c.Status < 300 && h.Behaviour != Halt && h.Behaviour != Eligible && (st.done.IsZero() || c.AnsweredAt.Before(st.done)) {
 				st.done = c.AnsweredAt
 			}
 		}
-		if h.Behaviour == Halt {
+		switch h.Behaviour {
+		case Halt:
 			for _, p := range e.Resumes {
 				if st.done.IsZero() || p.At.Before(st.done) {
+					st.done = p.At
+				}
+			}
+		case Eligible:
+			for _, p := range e.Replies {
+				if mayBeAccepted(p) && (st.done.IsZero() || p.At.Before(st.done)) {
 					st.done = p.At
 				}
 			}
@@ -118,7 +128,7 @@ func (e *Evidence) stages() []stage {
 		out = append(out, st)
 	}
 	for _, h := range Hooks {
-		if h.Pre {
+		if h.Type != event.Post {
 			add(h)
 		}
 	}
@@ -133,20 +143,33 @@ func (e *Evidence) stages() []stage {
 	}
 	out = append(out, exec)
 	for _, h := range Hooks {
-		if !h.Pre {
+		if h.Type == event.Post {
 			add(h)
 		}
 	}
 	return out
 }
 
-// 2. Webhooks in order: pre-execution in plan order, the data layer, then post-execution; a stage
-// is first reached only after the previous one answered successfully, and no webhook is called again
-// once a later stage was reached. A complete request went through every stage.
+// mayBeAccepted reports whether callback may have accepted the eligible reply p: it answered 200,
+// or its answer was lost (a connection error: callback killed after publishing the reply) or was
+// a 5xx (the publish timed out, yet the stream kept it). A 4xx refused that post; a 409 (already
+// used), or a 400 once the request went on, follows an earlier post that was accepted.
+func mayBeAccepted(p TokenPost) bool { return p.Status == 200 || p.Status == 0 || p.Status >= 500 }
+
+// 2. Webhooks in order: the pre-approval webhook, pre-execution in plan order, the data layer, then
+// post-execution; a stage is first reached only after the previous one answered successfully (so
+// no pre-execution webhook before an eligible reply that may have been accepted), and no webhook is
+// called again once a later stage was reached. Every call carries the callback_type of the list
+// its webhook is in. A complete request went through every stage.
 func checkOrder(e *Evidence) []string {
 	var problems []string
-	st := e.stages()
 	off := func(t time.Time) string { return fmt.Sprintf("+%.3fs", t.Sub(e.Spec0()).Seconds()) }
+	for _, c := range e.Calls {
+		if want := Hooks[HookIndex(c.Hook)].Type; c.CallbackType != string(want) {
+			problems = append(problems, fmt.Sprintf("call of %s at %s carried callback_type %q, want %q", c.Hook, off(c.At), c.CallbackType, want))
+		}
+	}
+	st := e.stages()
 	for i := range st {
 		if e.complete() && (!st[i].reached || st[i].done.IsZero()) {
 			problems = append(problems, fmt.Sprintf("request is complete but %s was never %s", st[i].name, map[bool]string{true: "answered successfully", false: "reached"}[st[i].reached]))
@@ -176,7 +199,7 @@ func checkOrder(e *Evidence) []string {
 func (e *Evidence) Spec0() time.Time { return e.Submission.FirstAt }
 
 // 3. Identities in fides's shape: the submitted fides_user_device_id and custom loyalty_id are in
-// the body of every call and in every execute; the phone number and custom crm_id derived by the
+// the body of every call (the pre-approval webhook's included) and in every execute; the phone number and custom crm_id derived by the
 // halting webhook and the email derived by the derive webhook are in every later call, and in every
 // execute.
 func checkIdentity(e *Evidence) []string {
@@ -325,7 +348,34 @@ func checkExecutions(e *Evidence) []string {
 	return problems
 }
 
-// Describe tells what one request saw: its record, its calls, resume posts, executes and status
+// 8. The pre-approval stage ended once, by the eligible reply: a complete request has exactly one
+// status event with action pre_approval_eligible, no request more than one; it is an in_processing
+// event, and only pending and awaiting_pre_approval events come before it.
+func checkEligibleEvents(e *Evidence) []string {
+	var problems []string
+	var eligible []StatusEvent
+	for _, ev := range e.Events {
+		if ev.Event.Action == event.ActionPreApprovalEligible {
+			eligible = append(eligible, ev)
+		}
+	}
+	if n := len(eligible); (e.complete() && n != 1) || n > 1 {
+		problems = append(problems, fmt.Sprintf("%d status events with action %s, want 1", n, event.ActionPreApprovalEligible))
+	}
+	for _, el := range eligible {
+		if el.Event.Status != event.StatusInProcessing {
+			problems = append(problems, fmt.Sprintf("the %s event (seq %d) has status %s, want %s", el.Event.Action, el.Event.Seq, el.Event.Status, event.StatusInProcessing))
+		}
+		for _, ev := range e.Events {
+			if st := ev.Event.Status; ev.Event.Seq < el.Event.Seq && st != event.StatusPending && st != event.StatusAwaitingPreApproval {
+				problems = append(problems, fmt.Sprintf("status event %s (seq %d) comes before the %s one (seq %d)", st, ev.Event.Seq, el.Event.Action, el.Event.Seq))
+			}
+		}
+	}
+	return problems
+}
+
+// Describe tells what one request saw: its record, its calls, token posts, executes and status
 // events, with times from its submission.
 func Describe(e *Evidence) string {
 	var b strings.Builder
@@ -336,7 +386,7 @@ func Describe(e *Evidence) string {
 		}
 		return fmt.Sprintf("+%.3fs", t.Sub(t0).Seconds())
 	}
-	fmt.Fprintf(&b, "  request %s (resume %s):\n", e.Spec.ID, resumeMode(e.Spec))
+	fmt.Fprintf(&b, "  request %s (resume %s, eligible reply %s):\n", e.Spec.ID, delayMode(e.Spec.ResumeDelay), delayMode(e.Spec.ReplyDelay))
 	if e.Submitted {
 		fmt.Fprintf(&b, "    submitted: %d attempt(s), acked %s, duplicate %v %s\n", e.Submission.Attempts, off(e.Submission.AckedAt), e.Submission.Duplicate, e.Submission.LastErr)
 	} else {
@@ -351,7 +401,11 @@ func Describe(e *Evidence) string {
 		}
 		b.WriteString("\n")
 		for _, w := range e.Record.Webhooks {
-			fmt.Fprintf(&b, "      %-4s %-9s outcome %-10s attempts:", w.CallbackType, w.Key, w.Outcome)
+			fmt.Fprintf(&b, "      %-12s %-9s outcome %-10s", w.CallbackType, w.Key, w.Outcome)
+			if w.Reply != "" {
+				fmt.Fprintf(&b, " reply %s", w.Reply)
+			}
+			b.WriteString(" attempts:")
 			for _, a := range w.Attempts {
 				st := "-"
 				if a.Status != nil {
@@ -382,6 +436,9 @@ func Describe(e *Evidence) string {
 		}
 		b.WriteString("\n")
 	}
+	for _, p := range e.Replies {
+		fmt.Fprintf(&b, "    eligible reply %s: %d %.160s\n", off(p.At), p.Status, p.Detail)
+	}
 	for _, p := range e.Resumes {
 		fmt.Fprintf(&b, "    resume post %s: %d %.160s\n", off(p.At), p.Status, p.Detail)
 	}
@@ -390,17 +447,21 @@ func Describe(e *Evidence) string {
 	}
 	var evs []string
 	for _, ev := range e.Events {
-		evs = append(evs, fmt.Sprintf("%s(seq %d)", ev.Event.Status, ev.Event.Seq))
+		s := string(ev.Event.Status)
+		if ev.Event.Action != "" {
+			s += "[" + ev.Event.Action + "]"
+		}
+		evs = append(evs, fmt.Sprintf("%s(seq %d)", s, ev.Event.Seq))
 	}
 	fmt.Fprintf(&b, "    status events: %s\n", strings.Join(evs, " → "))
 	return b.String()
 }
 
-func resumeMode(s Spec) string {
-	if s.ResumeDelay == 0 {
+func delayMode(d time.Duration) string {
+	if d == 0 {
 		return "right after answering"
 	}
-	return fmt.Sprintf("%.1fs after answering", s.ResumeDelay.Seconds())
+	return fmt.Sprintf("%.1fs after answering", d.Seconds())
 }
 
 func short(id string) string {

@@ -12,8 +12,9 @@ import (
 )
 
 // goodEvidence is a request that went through every stage as the contract says: each webhook
-// called once and answered 200, the halting one resumed, the data layer run once, one complete
-// event.
+// called once and answered 200, the pre-approval one replied eligible, the halting one resumed,
+// the data layer run once, one eligible and one complete event. As in callback's record, the
+// pre-approval webhook comes last in the record's webhooks.
 func goodEvidence() *Evidence {
 	spec := MakeSpecs(1, rand.New(rand.NewPCG(1, 1)))[0]
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -24,8 +25,9 @@ func goodEvidence() *Evidence {
 	loyalty := map[string]event.LabeledIdentity{"loyalty_id": {Label: "Loyalty ID", Value: spec.Loyalty}}
 	derivedCustom := map[string]event.LabeledIdentity{"loyalty_id": loyalty["loyalty_id"], "crm_id": {Label: "CRM id", Value: spec.DerivedCRM}}
 	ms := 10
+	var preApproval []RecordWebhook
 	for i, h := range Hooks {
-		if !h.Pre && len(e.Deliveries) == 0 {
+		if h.Type == event.Post && len(e.Deliveries) == 0 {
 			e.Deliveries = append(e.Deliveries, Delivery{At: at(ms), ExecutionID: "exe_1", Key: "exe_1",
 				Identity: event.Identity{Email: &derivedEmail, PhoneNumber: &phone, FidesUserDeviceID: &device, Custom: derivedCustom},
 				Ran:      true, AnsweredAt: at(ms + 1)})
@@ -38,26 +40,53 @@ func goodEvidence() *Evidence {
 		if i > HookIndex("derive") {
 			id.Email = &derivedEmail
 		}
-		c := Call{Hook: h.Key, At: at(ms), AnsweredAt: at(ms + 1), WebhookID: "msg_" + h.Key, Identity: id, Status: 200, Halt: h.Behaviour == Halt}
+		c := Call{Hook: h.Key, At: at(ms), AnsweredAt: at(ms + 1), WebhookID: "msg_" + h.Key, CallbackType: string(h.Type),
+			Identity: id, Status: 200, Halt: h.Behaviour == Halt}
 		e.Calls = append(e.Calls, c)
-		if h.Behaviour == Halt {
-			e.Resumes = append(e.Resumes, ResumePost{At: at(ms + 2), Status: 200})
+		switch h.Behaviour {
+		case Halt:
+			e.Resumes = append(e.Resumes, TokenPost{At: at(ms + 2), Status: 200})
+		case Eligible:
+			e.Replies = append(e.Replies, TokenPost{At: at(ms + 2), Status: 200})
 		}
 		status := 200
-		rec := recordWebhook(h.Key, at(ms), "msg_"+h.Key, &status)
-		e.Record.Webhooks = append(e.Record.Webhooks, rec)
+		rec := RecordWebhook{Key: h.Key, CallbackType: string(h.Type), Outcome: "succeeded",
+			Attempts: []RecordAttempt{{At: at(ms), WebhookID: "msg_" + h.Key, Status: &status}}}
+		if h.Type == event.PreApprovalCallback {
+			rec.Reply = "eligible"
+			preApproval = append(preApproval, rec)
+		} else {
+			e.Record.Webhooks = append(e.Record.Webhooks, rec)
+		}
 		ms += 10
 	}
+	e.Record.Webhooks = append(e.Record.Webhooks, preApproval...)
 	e.Events = []StatusEvent{
 		{Event: event.StatusChanged{ID: spec.ID, Seq: 1, Status: event.StatusPending}},
-		{Event: event.StatusChanged{ID: spec.ID, Seq: 2, Status: event.StatusInProcessing}},
-		{Event: event.StatusChanged{ID: spec.ID, Seq: 3, Status: event.StatusComplete}},
+		{Event: event.StatusChanged{ID: spec.ID, Seq: 2, Status: event.StatusAwaitingPreApproval}},
+		{Event: event.StatusChanged{ID: spec.ID, Seq: 3, Status: event.StatusAwaitingPreApproval, Action: event.ActionPreApprovalTriggered}},
+		{Event: event.StatusChanged{ID: spec.ID, Seq: 4, Status: event.StatusInProcessing, Action: event.ActionPreApprovalEligible}},
+		{Event: event.StatusChanged{ID: spec.ID, Seq: 5, Status: event.StatusComplete}},
 	}
 	return e
 }
 
-func recordWebhook(key string, at time.Time, webhookID string, status *int) RecordWebhook {
-	return RecordWebhook{Key: key, Outcome: "succeeded", Attempts: []RecordAttempt{{At: at, WebhookID: webhookID, Status: status}}}
+func recordOf(e *Evidence, key string) *RecordWebhook {
+	for i := range e.Record.Webhooks {
+		if e.Record.Webhooks[i].Key == key {
+			return &e.Record.Webhooks[i]
+		}
+	}
+	panic("no record of " + key)
+}
+
+func eventWith(e *Evidence, action string) *StatusEvent {
+	for i := range e.Events {
+		if e.Events[i].Event.Action == action {
+			return &e.Events[i]
+		}
+	}
+	panic("no event with action " + action)
 }
 
 func callOf(e *Evidence, hook string) *Call {
@@ -85,6 +114,29 @@ func TestChecksCatch(t *testing.T) {
 			e.Record.Status, e.Record.Step = "paused", "pre_webhooks"
 		}},
 		{"no record", 1, "no record", func(e *Evidence) { e.Record, e.RecordErr = nil, "404" }},
+		{"stuck awaiting pre-approval", 1, "status awaiting_pre_approval", func(e *Evidence) {
+			e.Record.Status, e.Record.Step = "awaiting_pre_approval", "pre_approval"
+		}},
+		{"stuck not eligible", 1, "status pre_approval_not_eligible", func(e *Evidence) {
+			e.Record.Status, e.Record.Step = "pre_approval_not_eligible", "pre_approval"
+		}},
+		{"pre-execution webhook before the eligible reply", 2, "wake reached at +0.020s, before approve answered successfully at +0.022s", func(e *Evidence) {
+			e.Replies[0].At = callOf(e, "wake").At.Add(2 * time.Millisecond)
+		}},
+		{"pre-execution webhook after a refused reply only", 2, "wake reached at +0.020s but approve never answered successfully", func(e *Evidence) {
+			e.Replies[0].Status = 400
+		}},
+		{"pre-execution webhook without a pre-approval call", 2, "approve was never reached", func(e *Evidence) {
+			e.Calls = slices.DeleteFunc(e.Calls, func(c Call) bool { return c.Hook == "approve" })
+		}},
+		{"pre-approval webhook called after a pre-execution one", 2, "approve called again", func(e *Evidence) {
+			c := *callOf(e, "approve")
+			c.At = callOf(e, "halt").At
+			e.Calls = append(e.Calls, c)
+		}},
+		{"pre-approval call with another callback_type", 2, `call of approve at +0.010s carried callback_type "pre", want "pre_approval"`, func(e *Evidence) {
+			callOf(e, "approve").CallbackType = "pre"
+		}},
 		{"next webhook before the resume", 2, "before halt answered", func(e *Evidence) {
 			e.Resumes[0].At = callOf(e, "derive").At.Add(time.Millisecond)
 		}},
@@ -104,6 +156,9 @@ func TestChecksCatch(t *testing.T) {
 			callOf(e, "slow_pre").Identity.Custom = map[string]event.LabeledIdentity{"loyalty_id": {Label: "Loyalty ID", Value: e.Spec.Loyalty}}
 		}},
 		{"submitted custom identity lost", 3, "loyalty_id", func(e *Evidence) { callOf(e, "wake").Identity.Custom = nil }},
+		{"pre-approval call without the submitted identity", 3, "call of approve at +0.010s carried fides_user_device_id null", func(e *Evidence) {
+			callOf(e, "approve").Identity.FidesUserDeviceID = nil
+		}},
 		{"submitted fides field lost", 3, "fides_user_device_id null", func(e *Evidence) { e.Deliveries[0].Identity.FidesUserDeviceID = nil }},
 		{"derived email not in execute", 3, "execute at", func(e *Evidence) {
 			email := e.Spec.Email
@@ -116,19 +171,37 @@ func TestChecksCatch(t *testing.T) {
 		}},
 		{"bad signature", 4, "does not match", func(e *Evidence) { callOf(e, "wake").SignatureErr = "webhook-signature does not match" }},
 		{"attempt for a call never made (D13)", 5, "receiver saw 1", func(e *Evidence) {
-			w := &e.Record.Webhooks[HookIndex("slow_post")]
+			w := recordOf(e, "slow_post")
 			w.Attempts = append(w.Attempts, w.Attempts[0])
 			w.Attempts[1].Status = nil
 		}},
 		{"status the receiver never answered", 5, "recorded status 503", func(e *Evidence) {
 			s := 503
-			e.Record.Webhooks[HookIndex("wake")].Attempts[0].Status = &s
+			recordOf(e, "wake").Attempts[0].Status = &s
 		}},
-		{"two complete events", 6, "2 complete status events", func(e *Evidence) { e.Events = append(e.Events, e.Events[2]) }},
+		{"pre-approval attempt for a call never made", 5, "approve: 2 attempts recorded", func(e *Evidence) {
+			w := recordOf(e, "approve")
+			w.Attempts = append(w.Attempts, w.Attempts[0])
+		}},
+		{"two complete events", 6, "2 complete status events", func(e *Evidence) {
+			e.Events = append(e.Events, e.Events[len(e.Events)-1])
+		}},
 		{"run twice (D12)", 7, "ran the request 2 times", func(e *Evidence) {
 			d := e.Deliveries[0]
 			d.ExecutionID, d.Key = "exe_2", "exe_2"
 			e.Deliveries = append(e.Deliveries, d)
+		}},
+		{"no eligible event", 8, "0 status events with action pre_approval_eligible", func(e *Evidence) {
+			eventWith(e, event.ActionPreApprovalEligible).Event.Action = ""
+		}},
+		{"two eligible events", 8, "2 status events with action pre_approval_eligible", func(e *Evidence) {
+			e.Events = append(e.Events, *eventWith(e, event.ActionPreApprovalEligible))
+		}},
+		{"eligible event of another status", 8, "has status awaiting_pre_approval", func(e *Evidence) {
+			eventWith(e, event.ActionPreApprovalEligible).Event.Status = event.StatusAwaitingPreApproval
+		}},
+		{"in_processing before the eligible event", 8, "status event in_processing (seq 2) comes before", func(e *Evidence) {
+			e.Events[1].Event.Status = event.StatusInProcessing
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
