@@ -14,7 +14,7 @@ import (
 var Assertions = map[int]string{
 	1: "every request ends complete",
 	2: "webhooks are called in plan order with their list's callback_type, each only after the previous one answered successfully (the pre-approval webhook first, the data layer in between)",
-	3: "every derived identity reaches the later webhooks and the data layer",
+	3: "the submitted identity reaches every call and the data layer, each derived identity the later ones",
 	4: "every call carries a valid Standard Webhooks signature, and repeats of a call the same webhook-id",
 	5: "no attempt is recorded for a call the receiver never saw",
 	6: "exactly one complete status event per request",
