@@ -246,16 +246,26 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 
 	// The record and the identity are written at once. A crash between the two leaves a record
 	// whose identity is missing; only a submission can drive a request before its first call, and
-	// its redelivery stores the identity it carries (Create keeps one that is there).
+	// its redelivery stores the identity it carries (Create keeps one that is there). A request in
+	// the pre-approval stage is the exception: an operator may approve it as soon as its record
+	// exists (and its approval timer may fire), so its identity is stored before its record, and no
+	// one finds a record whose identity is missing (the schedule explorer found both).
 	var (
 		created   bool
 		identErr  error
 		ok        bool
 		recordErr error
 	)
-	wait := r.d.Go(func() { _, created, identErr = r.d.Identities.Create(ctx, sub.ID, sub.Identity) })
-	ok, recordErr = u.write(ctx)
-	wait()
+	createIdentity := func() { _, created, identErr = r.d.Identities.Create(ctx, sub.ID, sub.Identity) }
+	if u.rec.Step == event.StepPreApproval {
+		if createIdentity(); identErr == nil {
+			ok, recordErr = u.write(ctx)
+		}
+	} else {
+		wait := r.d.Go(createIdentity)
+		ok, recordErr = u.write(ctx)
+		wait()
+	}
 	if recordErr == nil && identErr != nil {
 		recordErr = identErr
 	}
