@@ -45,7 +45,7 @@ bench:
 	cd bench && go run . $(BENCH_ARGS)
 
 # The long form of the fault suite (the short form runs in make test), after the schedule explorer
-# at 3 deviations (about 8 minutes; make test runs 2). CHAOS_SEED=<n> reproduces a
+# at 3 deviations (about 30 minutes with the pre-approval scenarios; make test runs 2). CHAOS_SEED=<n> reproduces a
 # run, CHAOS_SRC=<tree> builds the services from another checkout; logs and report.txt are kept
 # under CHAOS_KEEP (default .data/chaos).
 chaos:
