@@ -88,3 +88,75 @@ func FuzzResume(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPreApprove sends arbitrary bearer tokens and bodies through the real pre-approval reply
+// handlers (eligible and not eligible). When validToken is set the token is a fresh, valid
+// reply-to-token of one of the request's pre-approval webhooks (a new jti each time, so that it is
+// never used yet) and raw is ignored. The answer must be a 4xx, or 200 only for a token that opens
+// as a pre-approval token of this request, its run and one of its webhooks, with an empty body or
+// {}; a valid token is refused only for its body.
+func FuzzPreApprove(f *testing.F) {
+	fx := newFixture(f)
+	const id = "pri_fuzz_pa"
+	fx.putRequest(preApprovalRequest(id, 1))
+	used, _ := fx.preApprovalToken(id, "wh-fraud", 1)
+	if w := fx.do(http.MethodPost, eligiblePath(id), "Bearer "+used, ``); w.Code != http.StatusOK {
+		f.Fatalf("first use: got %d %s, want 200", w.Code, w.Body)
+	}
+	resumeTok, _ := fx.replyToken(id, "wh-fraud", 1)
+	other, _ := fx.preApprovalToken("pri_other", "wh-fraud", 1)
+	earlier, _ := fx.preApprovalToken(id, "wh-legal", 0)
+	for _, seed := range []struct {
+		raw        string
+		body       string
+		validToken bool
+		eligible   bool
+	}{
+		{"", ``, false, true},
+		{used, ``, false, true},
+		{used, `{}`, false, false},
+		{resumeTok, ``, false, true},
+		{other, ``, false, true},
+		{earlier, ``, false, false},
+		{used[:len(used)/2], ``, false, true},
+		{"", ``, true, true},
+		{"", `{}`, true, false},
+		{"", ` { } `, true, true},
+		{"", `{"reason": "x"}`, true, false},
+		{"", `[]`, true, true},
+		{"", `null`, true, true},
+		{"", `{`, true, false},
+	} {
+		f.Add(seed.raw, []byte(seed.body), seed.validToken, seed.eligible)
+	}
+
+	f.Fuzz(func(t *testing.T, raw string, body []byte, validToken, eligible bool) {
+		if validToken {
+			raw, _ = sealPreApproval(t, fx.resume, token.PreApprovalClaims{Claims: token.Claims{ID: token.NewID()},
+				RequestID: id, WebhookID: "wh-legal", Run: 1, Scopes: []string{scope.PrivacyRequestReview}}, time.Hour)
+		}
+		path := notEligiblePath(id)
+		if eligible {
+			path = eligiblePath(id)
+		}
+		w := fx.do(http.MethodPost, path, "Bearer "+raw, string(body))
+		switch {
+		case w.Code == http.StatusOK:
+			var c token.PreApprovalClaims
+			err := fx.resume.Open(raw, &c)
+			if err != nil || c.RequestID != id || c.Run != 1 || (c.WebhookID != "wh-fraud" && c.WebhookID != "wh-legal") ||
+				!c.HasScope(scope.PrivacyRequestReview) {
+				t.Fatalf("200 for a token that is no pre-approval token of %s's run 1 (%v, %+v): %q", id, err, c, raw)
+			}
+			if err := decodeEmptyBody(body); err != nil {
+				t.Fatalf("200 for a body the decoder refuses (%v): %q", err, body)
+			}
+		case w.Code >= 400 && w.Code < 500:
+			if validToken && w.Code != http.StatusUnprocessableEntity && w.Code != http.StatusRequestEntityTooLarge {
+				t.Fatalf("valid token answered %d %s", w.Code, w.Body)
+			}
+		default:
+			t.Fatalf("got %d %s for token %q body %q", w.Code, w.Body, raw, body)
+		}
+	})
+}
