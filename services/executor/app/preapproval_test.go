@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/scope"
@@ -184,5 +185,57 @@ func TestPreApprovalCallRefused(t *testing.T) {
 	q := e.rc.CallsOf("pri_refused", "/q")
 	if len(q) != 2 || q[0].Header.Get("webhook-id") == q[1].Header.Get("webhook-id") {
 		t.Errorf("q called %d times; a retry's call must carry a new webhook-id", len(q))
+	}
+}
+
+// TestPreApprovalRepliesDue: replies missing when the stage is due (PRIVACY_REQUEST_DELAY_TIMEOUT
+// after it started; here 2 s) send the request to an operator's review, by the durable approval
+// timer alone: its not-eligible event names the webhooks that did not reply, and nothing after the
+// stage is called. A pre-approval webhook's answer body is not read: q answers with a body that is
+// no JSON, and its call still counts as made.
+func TestPreApprovalRepliesDue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(e.config(func(c *app.Config) { c.PauseTimeout = 2 * time.Second }))
+	plan := e.putPlanApproval("due", []hook{{Key: "pre", URL: e.rc.URL("/pre")}}, nil,
+		[]hook{{Key: "q", URL: e.rc.URL("/q")}, {Key: "r", URL: e.rc.URL("/r")}})
+	e.rc.On("/q", func(int, testkit.Call) testkit.Answer { return ok("<html>not json</html>") })
+	e.submit("pri_due", "due", identity("a@example.com", ""))
+	r := e.waitFor("pri_due", 10*time.Second, "both calls", func(r *lifecycle.Record) bool { return r.Triggered })
+	if r.Webhooks[1].Outcome != event.OutcomeSucceeded || r.ApprovalDue == nil {
+		t.Fatalf("after the calls: %s", describe(r))
+	}
+	e.reply("pri_due", plan.PreApproval.Webhooks[0], 1, true) // q replies; r never does
+	got := e.waitStatus("pri_due", 10*time.Second, event.StatusPreApprovalNotEligible)
+	if got.ApprovalDue != nil || got.Webhooks[1].Reply != event.ReplyEligible {
+		t.Errorf("not-eligible record %s", describe(got))
+	}
+	ev := e.waitStatusEvent("pri_due", event.StatusPreApprovalNotEligible, 5*time.Second)
+	if want := lifecycle.MsgNotReplied + ": r"; ev.Error != want || ev.Action != event.ActionPreApprovalNotEligible {
+		t.Errorf("not-eligible event %+v, want error %q", ev, want)
+	}
+	if n := len(e.rc.CallsOf("pri_due", "/pre")); n != 0 {
+		t.Errorf("the pre-execution webhook was called %d times before any review", n)
+	}
+}
+
+// TestPreApprovalWithoutWebhooks: a stage with no pre-approval webhook (PRE_APPROVAL on, none
+// configured) calls nothing and waits for an operator, past its due time; an approval runs the
+// request.
+func TestPreApprovalWithoutWebhooks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(e.config(func(c *app.Config) { c.PauseTimeout = time.Second }))
+	e.putPlanApproval("nobody", []hook{{Key: "pre", URL: e.rc.URL("/pre")}}, nil, []hook{})
+	e.submit("pri_nobody", "nobody", identity("a@example.com", ""))
+	e.waitFor("pri_nobody", 10*time.Second, "the stage started", func(r *lifecycle.Record) bool { return r.ApprovalDue != nil })
+	time.Sleep(2500 * time.Millisecond) // past the due time: the timer fires, and changes nothing
+	if r := e.record("pri_nobody"); r.Status != event.StatusAwaitingPreApproval || len(e.rc.CallsOf("pri_nobody", "")) != 0 {
+		t.Fatalf("with nobody to ask: %s, %d calls", describe(r), len(e.rc.CallsOf("pri_nobody", "")))
+	}
+	e.publishJSON(event.SubjectReview, event.Review{RequestID: "pri_nobody", Approved: true})
+	e.waitStatus("pri_nobody", 10*time.Second, event.StatusComplete)
+	if n := len(e.rc.CallsOf("pri_nobody", "/pre")); n != 1 {
+		t.Errorf("pre-execution webhook called %d times after the approval, want 1", n)
 	}
 }
