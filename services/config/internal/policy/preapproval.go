@@ -23,15 +23,19 @@ func (s *Service) PreApprovalWebhooks(ctx context.Context) ([]PreApprovalView, e
 	return s.preApprovalViews(ctx, p.Pre)
 }
 
-// PreApprovalWebhook returns one pre-approval webhook.
+// PreApprovalWebhook returns one pre-approval webhook (reading its connection only).
 func (s *Service) PreApprovalWebhook(ctx context.Context, key string) (PreApprovalView, error) {
-	all, err := s.PreApprovalWebhooks(ctx)
+	p, err := s.store.GetPreApproval(ctx)
 	if err != nil {
 		return PreApprovalView{}, err
 	}
-	for _, v := range all {
-		if v.Key == key {
-			return v, nil
+	for i, w := range p.Pre {
+		if w.Key == key {
+			views, err := s.preApprovalViews(ctx, p.Pre[i:i+1])
+			if err != nil {
+				return PreApprovalView{}, err
+			}
+			return views[0], nil
 		}
 	}
 	return PreApprovalView{}, &WebhookNotFoundError{Kind: PreApproval, Key: key}
