@@ -94,6 +94,17 @@ func (r *Reader) DurationOrForever(name string, def time.Duration) time.Duration
 	return r.Duration(name, def)
 }
 
+// DurationOrZero is Duration, except that "0" (or "0s") is accepted and returned as 0: for a
+// setting where 0 means not at all.
+func (r *Reader) DurationOrZero(name string, def time.Duration) time.Duration {
+	if v, ok := r.lookup(name); ok {
+		if d, err := time.ParseDuration(v); err == nil && d == 0 || v == "0" {
+			return 0
+		}
+	}
+	return r.Duration(name, def)
+}
+
 // Int returns the variable as an integer within [lo, hi], or def when unset.
 func (r *Reader) Int(name string, def, lo, hi int) int {
 	v, ok := r.lookup(name)

@@ -44,6 +44,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"short event retention", map[string]string{"APP_ENCRYPTION_KEY": key, "EVENT_RETENTION": "10m"}, func(r *Reader) { r.Common(":1") }, "EVENT_RETENTION: must be at least 1h"},
 		{"retention not a duration", map[string]string{"R": "never"}, func(r *Reader) { r.DurationOrForever("R", time.Hour) }, "R: must be a duration"},
 		{"negative retention", map[string]string{"R": "-1h"}, func(r *Reader) { r.DurationOrForever("R", time.Hour) }, "R: must be positive"},
+		{"negative duration or zero", map[string]string{"R": "-1h"}, func(r *Reader) { r.DurationOrZero("R", time.Hour) }, "R: must be positive"},
+		{"forever is not zero", map[string]string{"R": "forever"}, func(r *Reader) { r.DurationOrZero("R", time.Hour) }, "R: must be a duration"},
 		{"bad duration", map[string]string{"D": "soon"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be a duration"},
 		{"negative duration", map[string]string{"D": "-1s"}, func(r *Reader) { r.Duration("D", time.Second) }, "D: must be positive"},
 		{"int range", map[string]string{"N": "0"}, func(r *Reader) { r.Int("N", 5, 1, 10) }, "N: must be a whole number from 1 to 10"},
@@ -73,6 +75,11 @@ func TestValues(t *testing.T) {
 	for v, want := range map[string]time.Duration{"0": 0, "forever": 0, "Forever": 0, "48h": 48 * time.Hour, "": time.Hour} {
 		if d := New(env(map[string]string{"R": v})).DurationOrForever("R", time.Hour); d != want {
 			t.Errorf("DurationOrForever(%q) = %v, want %v", v, d, want)
+		}
+	}
+	for v, want := range map[string]time.Duration{"0": 0, "0s": 0, "0h": 0, "90m": 90 * time.Minute, "30": 30 * time.Second, "": time.Hour} {
+		if d := New(env(map[string]string{"R": v})).DurationOrZero("R", time.Hour); d != want {
+			t.Errorf("DurationOrZero(%q) = %v, want %v", v, d, want)
 		}
 	}
 	if c := New(env(map[string]string{"APP_ENCRYPTION_KEY": key})).Common(":1"); c.EventRetention != DefaultEventRetention {

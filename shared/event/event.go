@@ -263,6 +263,14 @@ func KVKey(id string) string {
 	return strings.NewReplacer(":", "=3A", ".", "=2E").Replace(id)
 }
 
+// KVKeyID is the request id whose KVKey is key (the inverse of KVKey; ids never hold '=').
+func KVKeyID(key string) string {
+	if !strings.Contains(key, "=") {
+		return key
+	}
+	return strings.NewReplacer("=3A", ":", "=2E", ".").Replace(key)
+}
+
 // ValidKVKey reports whether k can be a NATS KV key: letters, digits and -/_=. only, not starting
 // or ending with '.', and no empty token (".."). It is the rule nats.go enforces, checked up front so
 // that an unusable key is refused as bad input rather than failing as a KV error.

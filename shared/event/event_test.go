@@ -60,8 +60,8 @@ func TestKVKey(t *testing.T) {
 		{"urn:req:1.2", "urn=3Areq=3A1=2E2"},
 	}
 	for _, tt := range tests {
-		if got := KVKey(tt.id); got != tt.want || !ValidKVKey(got) {
-			t.Errorf("KVKey(%q) = %q, want %q (a valid KV key)", tt.id, got, tt.want)
+		if got := KVKey(tt.id); got != tt.want || !ValidKVKey(got) || KVKeyID(got) != tt.id {
+			t.Errorf("KVKey(%q) = %q (back: %q), want %q (a valid KV key, KVKeyID its inverse)", tt.id, got, KVKeyID(got), tt.want)
 		}
 	}
 	if KVKey("a:b") == KVKey("a.b") {
