@@ -103,6 +103,9 @@ type Config struct {
 	ExecutionTimeout time.Duration
 	// IdentityTTL is IDENTITY_TTL.
 	IdentityTTL time.Duration
+	// FinishedIdentityRetention is FINISHED_IDENTITY_RETENTION: how long a finished request's
+	// identity is kept (zero: it is removed when the request finishes).
+	FinishedIdentityRetention time.Duration
 }
 
 // DefaultMaxInterrupts is Config.MaxInterrupts unless set.
@@ -118,6 +121,8 @@ type Env struct {
 	Now   time.Time
 	Owner string
 	Cfg   Config
+	// Forgot reports that the run deciding forgot the identity of the finished request (row F1).
+	Forgot bool
 }
 
 // SetStatus changes the status and puts the status event in the outbox; a request's first event
@@ -247,6 +252,26 @@ func (r *Record) PauseDue() (time.Time, string) {
 		due, msg = *e, MsgIdentityExpired
 	}
 	return due, msg
+}
+
+// Finished reports a request that has finished for good (complete or denied): nothing will need
+// its identity again.
+func (r *Record) Finished() bool {
+	return r.Status == event.StatusComplete || r.Status == event.StatusDenied
+}
+
+// IdentityKeptUntil is when a finished request's identity is gone: FINISHED_IDENTITY_RETENTION
+// after the request finished, never later than the identity's own expiry.
+func (r *Record) IdentityKeptUntil(c Config) time.Time {
+	finished := r.UpdatedAt
+	if r.FinishedProcessingAt != nil {
+		finished = *r.FinishedProcessingAt
+	}
+	until := finished.Add(c.FinishedIdentityRetention)
+	if e := r.IdentityExpiresAt; e != nil && e.Before(until) {
+		until = *e
+	}
+	return until
 }
 
 // Messages recorded on failed requests that several places give.

@@ -30,7 +30,7 @@ import (
 // Action is what a request does next.
 type Action int
 
-// Actions. Wait, Later, Call and MergeIdentity need the runner; the others only change the record
+// Actions. Wait, Later, Call, MergeIdentity and ForgetIdentity need the runner; the others only change the record
 // (and may ask for effects), so Settle applies them in memory and one write records them with what
 // came before.
 const (
@@ -44,6 +44,9 @@ const (
 	Call
 	// MergeIdentity: merge the recorded identity patches into the identity, in order.
 	MergeIdentity
+	// ForgetIdentity: remove the finished request's identity and derived identities (or keep the
+	// identity until Record.IdentityKeptUntil), once the record says it finished.
+	ForgetIdentity
 	// Fail: set error with Decision.Reason.
 	Fail
 	// Skip: the current webhook's connection is disabled; mark it skipped and go to the next.
@@ -75,7 +78,7 @@ const (
 )
 
 var actionNames = map[Action]string{
-	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", Fail: "fail", Skip: "skip",
+	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", ForgetIdentity: "forget the identity", Fail: "fail", Skip: "skip",
 	TakeOver: "take over", Complete: "complete", EnterPost: "enter post-webhooks", StartExecution: "start execution",
 	FinishExecution: "finish execution", StartProcessing: "start processing", StartApproval: "start pre-approval",
 	Triggered: "audit triggered", ApplyReview: "apply the review", Approve: "approve", NotEligible: "not eligible",
@@ -99,17 +102,18 @@ type Decision struct {
 }
 
 var (
-	webhookSteps  = []event.Step{event.StepPreApproval, event.StepPreWebhooks, event.StepPostWebhooks}
-	preStep       = []event.Step{event.StepPreWebhooks}
-	execStep      = []event.Step{event.StepExecution}
-	approvalStep  = []event.Step{event.StepPreApproval}
-	inProcessing  = []event.Status{event.StatusInProcessing}
-	awaiting      = []event.Status{event.StatusAwaitingPreApproval}
-	calling       = []event.Status{event.StatusInProcessing, event.StatusAwaitingPreApproval}
-	inReview      = []event.Status{event.StatusAwaitingPreApproval, event.StatusPreApprovalNotEligible}
-	notEligible   = []event.Status{event.StatusPreApprovalNotEligible}
-	pendingStatus = []event.Status{event.StatusPending}
-	pausedStatus  = []event.Status{event.StatusPaused}
+	webhookSteps   = []event.Step{event.StepPreApproval, event.StepPreWebhooks, event.StepPostWebhooks}
+	preStep        = []event.Step{event.StepPreWebhooks}
+	execStep       = []event.Step{event.StepExecution}
+	approvalStep   = []event.Step{event.StepPreApproval}
+	inProcessing   = []event.Status{event.StatusInProcessing}
+	awaiting       = []event.Status{event.StatusAwaitingPreApproval}
+	calling        = []event.Status{event.StatusInProcessing, event.StatusAwaitingPreApproval}
+	inReview       = []event.Status{event.StatusAwaitingPreApproval, event.StatusPreApprovalNotEligible}
+	notEligible    = []event.Status{event.StatusPreApprovalNotEligible}
+	pendingStatus  = []event.Status{event.StatusPending}
+	pausedStatus   = []event.Status{event.StatusPaused}
+	finishedStatus = []event.Status{event.StatusComplete, event.StatusDenied}
 )
 
 // decisions: the next action of a request, from its record and the clock alone (Decide).
@@ -151,6 +155,7 @@ var decisions = []decisionRow{
 	{"P1", pausedStatus, preStep, "the pause is due: its token expired, or the identity before it", Fail, "not resumed in time / the identity expired", pauseDue, failPauseDue},
 	{"P2", pausedStatus, preStep, "otherwise", Wait, "a resume, or the pause timer at the pause's due time", always, nil},
 
+	{"F1", finishedStatus, nil, "this run has not forgotten the identity (every run that finds the request finished does, before its message is acknowledged)", ForgetIdentity, "remove it and its derived identities, or keep it FINISHED_IDENTITY_RETENTION after the request finished", notForgotten, nil},
 	{"C1", []event.Status{event.StatusComplete}, nil, "always", Wait, "nothing: the request is complete", always, nil},
 	{"D1", []event.Status{event.StatusDenied}, nil, "always", Wait, "nothing: the request was denied", always, nil},
 	{"E1", []event.Status{event.StatusError}, nil, "always", Wait, "a retry", always, nil},
@@ -438,6 +443,7 @@ func maxInterrupts(e Env) int {
 }
 
 func approvalNotStarted(r *Record, _ Env) bool { return r.ApprovalDue == nil }
+func notForgotten(_ *Record, e Env) bool       { return !e.Forgot }
 func reviewed(r *Record, _ Env) bool           { return r.Review != nil }
 func reviewedUnclaimed(r *Record, _ Env) bool  { return r.Review != nil && r.Claim == nil }
 

@@ -96,6 +96,8 @@ func TestDecisions(t *testing.T) {
 	env := testEnv()
 	skip := env
 	skip.Cfg.AwaitExecution = false
+	forgot := env
+	forgot.Forgot = true
 	tests := []struct {
 		row  string
 		rec  func() *Record
@@ -155,10 +157,11 @@ func TestDecisions(t *testing.T) {
 		{"P1", func() *Record { r := paused(); r.PauseExpiresAt = ptime(t0); return r }, env,
 			Decision{Action: Fail, WebhookKey: "b", Reason: MsgNotResumed}},
 		{"P2", paused, env, Decision{Action: Wait, Reason: "a resume, or the pause timer at the pause's due time"}},
-		{"C1", func() *Record { return at(event.StatusComplete, event.StepPostWebhooks, 1) }, env,
+		{"F1", func() *Record { return at(event.StatusComplete, event.StepPostWebhooks, 1) }, env, Decision{Action: ForgetIdentity}},
+		{"C1", func() *Record { return at(event.StatusComplete, event.StepPostWebhooks, 1) }, forgot,
 			Decision{Action: Wait, Reason: "nothing: the request is complete"}},
 		{"E1", func() *Record { return at(event.StatusError, event.StepPreWebhooks, 0) }, env, Decision{Action: Wait, Reason: "a retry"}},
-		{"D1", func() *Record { return at(event.StatusDenied, event.StepPreApproval, 0) }, env,
+		{"D1", func() *Record { return at(event.StatusDenied, event.StepPreApproval, 0) }, forgot,
 			Decision{Action: Wait, Reason: "nothing: the request was denied"}},
 		{"PA1", func() *Record { r := awaitingApproval(0); r.ApprovalDue = nil; return r }, env, Decision{Action: StartApproval}},
 		{"PA2", func() *Record { r := awaitingApproval(1); r.Review = &Review{Approved: true}; return r }, env,
@@ -211,6 +214,42 @@ func TestDecisions(t *testing.T) {
 		if !seen[row.id] {
 			t.Errorf("decision row %s (%s) has no test", row.id, row.when)
 		}
+	}
+}
+
+// TestIdentityKeptUntil: a request that finishes records when its identity is gone, which is when
+// it finished plus FINISHED_IDENTITY_RETENTION, never after the identity's own expiry; then the
+// runner forgets it (F1), and a run that did waits (C1).
+func TestIdentityKeptUntil(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		keep    time.Duration
+		expires time.Time
+		want    time.Time
+	}{
+		{"removed at once", 0, t0.Add(time.Hour), t0},
+		{"kept a while", 10 * time.Minute, t0.Add(time.Hour), t0.Add(10 * time.Minute)},
+		{"never past its expiry", 2 * time.Hour, t0.Add(time.Hour), t0.Add(time.Hour)},
+		{"already expired", time.Minute, t0.Add(-time.Minute), t0.Add(-time.Minute)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := testEnv()
+			env.Cfg.FinishedIdentityRetention = tt.keep
+			r := at(event.StatusInProcessing, event.StepPostWebhooks, 1)
+			r.Next = len(r.Plan.Post)
+			r.IdentityExpiresAt = ptime(tt.expires)
+			d, _, changed := Settle(r, env, true)
+			if !changed || r.Status != event.StatusComplete || d.Action != ForgetIdentity || d.Row != "F1" {
+				t.Fatalf("Settle: %+v, status %s; want complete, then F1", d, r.Status)
+			}
+			if got := r.IdentityKeptUntil(env.Cfg); !got.Equal(tt.want) || !r.IdentityExpiresAt.Equal(tt.want) {
+				t.Errorf("IdentityKeptUntil %s, record's identity_expires_at %s; want %s", got, r.IdentityExpiresAt, tt.want)
+			}
+			env.Forgot = true
+			if d := Decide(r, env); d.Row != "C1" {
+				t.Errorf("after forgetting: %+v, want C1", d)
+			}
+		})
 	}
 }
 
@@ -639,8 +678,8 @@ func TestApprovalStage(t *testing.T) {
 		r.Outbox = nil
 		ApplyInput(r, Input{Kind: InReview, Reason: "duplicate request"}, env)
 		d, _, _ = Settle(r, env, true)
-		if d.Row != "D1" || r.Status != event.StatusDenied || r.DenyReason != "duplicate request" || r.FinishedProcessingAt == nil ||
-			r.Outbox[0].Event.Action != event.ActionDenied {
+		if d.Row != "F1" || r.Status != event.StatusDenied || r.DenyReason != "duplicate request" || r.FinishedProcessingAt == nil ||
+			r.Outbox[0].Event.Action != event.ActionDenied || !r.IdentityExpiresAt.Equal(*r.FinishedProcessingAt) {
 			t.Fatalf("denied: decision %+v status %s reason %q outbox %+v", d, r.Status, r.DenyReason, r.Outbox)
 		}
 	})

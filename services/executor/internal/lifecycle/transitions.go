@@ -122,6 +122,7 @@ func apply(r *Record, d Decision, e Env) []Effect {
 	case Complete:
 		r.FinishedProcessingAt = &now
 		r.SetStatus(event.StatusComplete, now, "", "")
+		finished(r, e)
 	case EnterPost:
 		enter(r, event.StepPostWebhooks)
 	case StartExecution:
@@ -173,8 +174,16 @@ func apply(r *Record, d Decision, e Env) []Effect {
 		r.DenyReason = rv.Reason
 		r.FinishedProcessingAt = &now
 		r.emit(event.StatusDenied, now, "", rv.Reason, event.ActionDenied)
+		finished(r, e)
 	}
 	return nil
+}
+
+// finished records when the identity of a request that just finished is gone: the runner forgets
+// it once the record is written (row F1).
+func finished(r *Record, e Env) {
+	until := r.IdentityKeptUntil(e.Cfg)
+	r.IdentityExpiresAt = &until
 }
 
 // approve ends the pre-approval stage: the request starts processing at its pre-execution webhooks.

@@ -69,6 +69,19 @@ func (u *run) drive(ctx context.Context) (time.Time, error) {
 			if err := u.mergeIdentity(ctx); err != nil {
 				return time.Time{}, err
 			}
+		case lifecycle.ForgetIdentity:
+			// Only once the record says the request finished: until then a crash may bring back
+			// a call that needs the identity.
+			if ok, err := u.write(ctx); err != nil || !ok {
+				if err != nil {
+					return time.Time{}, err
+				}
+				continue
+			}
+			if err := u.r.d.Identities.Forget(ctx, u.id, u.rec.IdentityKeptUntil(u.env.Cfg)); err != nil {
+				return time.Time{}, err
+			}
+			u.ident, u.env.Forgot = nil, true
 		case lifecycle.Call:
 			later, stop, err := u.call(ctx)
 			if err != nil || stop {

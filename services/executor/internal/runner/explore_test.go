@@ -55,6 +55,7 @@ type scenario struct {
 	notEligible  string
 	reviewAfter  time.Duration
 	approveEarly bool // an operator approves at once, racing the stage's calls and replies
+	deny         bool // the operator denies instead
 	crashes      int  // crash budget per schedule
 	dups         int  // duplicate submissions per schedule
 	// check is the end-to-end check of a finished schedule; nil: the request completes with
@@ -114,9 +115,64 @@ func scenarios() []scenario {
 			lateBy: 2 * time.Second, notEligible: "r", reviewAfter: 3 * time.Second, crashes: 1},
 		{name: "pre-approval, an operator approves while the calls and replies run, skip", plan: approval, cfg: skip,
 			script: deriving, approveEarly: true, crashes: 1, dups: 1},
+		{name: "pre-approval, r not eligible, then denied", plan: approval, cfg: cfg, script: deriving,
+			notEligible: "r", reviewAfter: time.Second, deny: true, crashes: 1, dups: 1, check: deniedForgotten},
+		{name: "complete, the identity kept a while, skip", plan: plan, cfg: func() lifecycle.Config { c := skip; c.FinishedIdentityRetention = time.Hour; return c }(),
+			script: deriving, crashes: 1, dups: 1, check: identityKept},
 		{name: "pre-approval replies race the due time, skip", plan: approval, cfg: func() lifecycle.Config { c := skip; c.PauseTimeout = 2 * time.Second; return c }(),
 			script: deriving, lateBy: 2 * time.Second, reviewAfter: time.Second, crashes: 1},
 	}
+}
+
+// deniedForgotten checks a request that an operator denied after a webhook replied not eligible:
+// denied once, no pre- or post-execution webhook called, the data layer never reached, and its
+// identity gone.
+func deniedForgotten(w *world) string {
+	rec := w.record()
+	if rec == nil {
+		return "no record"
+	}
+	if rec.Status != event.StatusDenied {
+		return fmt.Sprintf("request ended %s, want denied", summary(rec))
+	}
+	for _, c := range w.calls {
+		if c.key == "a" || c.key == "b" || c.key == "c" {
+			return fmt.Sprintf("webhook %s called for a denied request: %+v", c.key, w.calls)
+		}
+	}
+	if len(w.executes) > 0 {
+		return "execute published for a denied request"
+	}
+	denied := 0
+	for _, ev := range w.events {
+		if ev.Status == event.StatusDenied {
+			denied++
+		}
+	}
+	if denied != 1 {
+		return fmt.Sprintf("%d denied events, want 1", denied)
+	}
+	return w.identityLeft()
+}
+
+// identityKept checks a complete request with FINISHED_IDENTITY_RETENTION of an hour: it passes
+// world.check but for its identity, which is still stored, expiring an hour after the request
+// finished (not IDENTITY_TTL after its last write), as its record says.
+func identityKept(w *world) string {
+	rec := w.record()
+	e, ok := w.idents["pri_x"]
+	switch {
+	case rec == nil || rec.FinishedProcessingAt == nil:
+		return "the request did not finish"
+	case !ok:
+		return "the identity is gone, want it kept an hour"
+	case !e.expires.Equal(rec.FinishedProcessingAt.Add(time.Hour)):
+		return fmt.Sprintf("the identity expires at %s, want an hour after the request finished at %s", e.expires, rec.FinishedProcessingAt)
+	case rec.IdentityExpiresAt == nil || !rec.IdentityExpiresAt.Equal(e.expires):
+		return fmt.Sprintf("the record says the identity expires at %v, the store %s", rec.IdentityExpiresAt, e.expires)
+	}
+	delete(w.idents, "pri_x")
+	return w.check()
 }
 
 // resumeOrExpiry checks a request whose resume arrives as its pause expires: either the resume
@@ -125,7 +181,7 @@ func scenarios() []scenario {
 // derived identity is left stored beside it either way.
 func resumeOrExpiry(w *world) string {
 	rec := w.record()
-	if msg := w.patchesLeft(); msg != "" {
+	if msg := w.identityLeft(); msg != "" {
 		return msg
 	}
 	if rec != nil && rec.Status == event.StatusError {
@@ -190,7 +246,7 @@ func runSchedule(t *testing.T, sc scenario, choices []int) ([]int, bool) {
 func runWith(t *testing.T, sc scenario, choose func(w *world, step int, moves []move) int) ([]int, bool) {
 	w := newWorld(t, sc.plan, sc.script)
 	w.lateBy, w.resumeID, w.dataDelay = sc.lateBy, sc.resumeID, sc.dataDelay
-	w.notEligible, w.reviewAfter, w.approveEarly = sc.notEligible, sc.reviewAfter, sc.approveEarly
+	w.notEligible, w.reviewAfter, w.approveEarly, w.deny = sc.notEligible, sc.reviewAfter, sc.approveEarly, sc.deny
 	// What the request waits for by design: a's first answer is a 503 (backoff of at most 1 s), the
 	// receiver's late post, an operator's review, the data layer.
 	w.inherent = time.Second + sc.lateBy + sc.reviewAfter + sc.dataDelay
@@ -304,7 +360,7 @@ func (w *world) stranded() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	rec := w.record()
-	if rec == nil || rec.Status == event.StatusComplete || rec.Status == event.StatusError {
+	if rec == nil || rec.Finished() || rec.Status == event.StatusError {
 		return ""
 	}
 	for _, m := range w.msgs {
@@ -318,16 +374,18 @@ func (w *world) stranded() string {
 	return fmt.Sprintf("request %s at %s with no message left to drive it: %s", rec.Status, rec.Step, summary(rec))
 }
 
-// patchesLeft checks that no derived identity stays stored beside the identity, but when an
-// executor crashed between the write that merged (or refused) it and its removal: then it expires
-// no later than the identity (it was stored before the identity's last write).
-func (w *world) patchesLeft() string {
-	main, ok := w.idents["pri_x"]
-	for key, e := range w.idents {
-		if !strings.Contains(key, ".patch.") {
-			continue
-		}
-		if len(w.crashed) == 0 || !ok || e.expires.After(main.expires) {
+// identityLeft checks that a finished request's identity is gone (FINISHED_IDENTITY_RETENTION is 0
+// here), and that no derived identity stays stored, but when an executor crashed between storing
+// one for an input that lost and its removal: then it expires with IDENTITY_TTL.
+func (w *world) identityLeft() string {
+	rec := w.record()
+	for key := range w.idents {
+		switch {
+		case !strings.Contains(key, ".patch."):
+			if rec != nil && rec.Finished() {
+				return fmt.Sprintf("the identity of the %s request is left stored: %s", rec.Status, key)
+			}
+		case len(w.crashed) == 0:
 			return "a derived identity is left stored: " + key
 		}
 	}
@@ -502,7 +560,7 @@ func (w *world) check() string {
 			return fmt.Sprintf("the request took %s to complete with no crash, want at most %s (waits %s, stalls %s)", took, allowed, w.inherent, w.stalled)
 		}
 	}
-	if msg := w.patchesLeft(); msg != "" {
+	if msg := w.identityLeft(); msg != "" {
 		return msg
 	}
 	if w.events[0].Previous != nil {

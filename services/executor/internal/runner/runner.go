@@ -37,6 +37,9 @@ type Identities interface {
 	PutPatch(ctx context.Context, id, name string, ident event.Identity) error
 	Patch(ctx context.Context, id, name string) (event.Identity, error)
 	DeletePatch(ctx context.Context, id, name string) error
+	// Forget removes a finished request's identity and derived identities, or keeps the identity
+	// until until when that is later than now.
+	Forget(ctx context.Context, id string, until time.Time) error
 }
 
 // Ack is the pending confirmation of an asynchronous publish (jetstream.PubAckFuture): one of its

@@ -123,6 +123,8 @@ type world struct {
 	// approveEarly makes an operator approve the request as soon as it is awaiting pre-approval,
 	// racing its pre-approval calls and replies.
 	approveEarly bool
+	// deny makes the operator's review a denial.
+	deny bool
 	// dataDelay is how long the data layer takes to answer execute.
 	dataDelay time.Duration
 	resumeID  *event.Identity
@@ -395,6 +397,30 @@ func (f fakeIdentities) DeletePatch(_ context.Context, id, name string) error {
 	return f.w.op("delete patch", func() error { delete(f.w.idents, id+".patch."+name); return nil })
 }
 
+// Forget is store.Identities.Forget, in its steps: the patches, then the identity (kept until
+// until with a shorter TTL, or removed).
+func (f fakeIdentities) Forget(_ context.Context, id string, until time.Time) error {
+	err := f.w.op("forget patches", func() error {
+		for key := range f.w.idents {
+			if strings.HasPrefix(key, id+".patch.") {
+				delete(f.w.idents, key)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return f.w.op("forget identity", func() error {
+		if e, ok := f.w.idents[id]; ok && until.Sub(f.w.now) >= time.Second {
+			f.w.idents[id] = identEntry{e.ident, until}
+			return nil
+		}
+		delete(f.w.idents, id)
+		return nil
+	})
+}
+
 // storedAck is an Ack the stream already answered.
 type storedAck struct {
 	ok  chan *jetstream.PubAck
@@ -588,10 +614,10 @@ func (w *world) acceptReview(rec lifecycle.Record) {
 		w.refused = append(w.refused, "review refused in "+summary(&rec))
 		return
 	}
-	b, _ := json.Marshal(event.Review{RequestID: rec.ID, Approved: true})
+	b, _ := json.Marshal(event.Review{RequestID: rec.ID, Approved: !w.deny})
 	if w.store(fmt.Sprintf("review-%s-%d", rec.ID, rec.Run)) {
 		w.enqueue(event.SubjectReview, b, w.now)
-		w.logf("an operator approves")
+		w.logf("an operator reviews (deny %v)", w.deny)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,12 +23,15 @@ import (
 // another's). Every entry carries its own TTL (IDENTITY_TTL when written, see
 // natsconn.IdentitiesBucket), so changing the setting never shortens what was stored before.
 type Identities struct {
-	kv      jetstream.KeyValue
-	js      jetstream.JetStream
-	keyring *secret.Keyring
-	ttl     time.Duration
-	now     func() time.Time
-	count   Counter
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+	// stream is the bucket's stream, looked up at the first Forget.
+	streamMu sync.Mutex
+	stream   jetstream.Stream
+	keyring  *secret.Keyring
+	ttl      time.Duration
+	now      func() time.Time
+	count    Counter
 }
 
 // NewIdentities returns the store of identities in the privacy_identities bucket kv; keyring
@@ -78,6 +83,78 @@ func (s *Identities) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// Forget removes the identity of a finished request and every derived identity stored beside it
+// (SPEC §5.1); with until a second or more ahead, the identity is kept until then instead (written
+// again with a TTL of the whole seconds left, so never longer). Both are purges of the bucket's stream by
+// subject, which leave no marker behind. It is idempotent: a request with nothing stored is left
+// as it is.
+func (s *Identities) Forget(ctx context.Context, id string, until time.Time) error {
+	st, err := s.identityStream(ctx)
+	if err != nil {
+		return err
+	}
+	key := event.KVKey(id)
+	s.count("stream_purge")
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(natsconn.KeySubject(event.BucketIdentities, key+".patch.>"))); err != nil {
+		return fmt.Errorf("store: forget derived identities of %s: %w", id, err)
+	}
+	// A message TTL counts whole seconds (the server truncates it): keep it no longer than until.
+	if keep := until.Sub(s.now()).Truncate(time.Second); keep >= time.Second {
+		ident, err := s.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		_, err = s.putFor(ctx, id, key, ident, keep)
+		return err
+	}
+	s.count("stream_purge")
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(natsconn.KeySubject(event.BucketIdentities, key))); err != nil {
+		return fmt.Errorf("store: forget identity %s: %w", id, err)
+	}
+	return nil
+}
+
+// Requests lists the ids of the requests that have an identity or a derived identity stored.
+func (s *Identities) Requests(ctx context.Context) ([]string, error) {
+	s.count("kv_list")
+	lister, err := s.kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: list identities: %w", err)
+	}
+	seen := map[string]bool{}
+	var ids []string
+	for key := range lister.Keys() {
+		key, _, _ = strings.Cut(key, ".patch.")
+		if id := event.KVKeyID(key); !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// identityStream returns the stream of the bucket, looking it up once.
+func (s *Identities) identityStream(ctx context.Context) (jetstream.Stream, error) {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	if s.stream != nil {
+		return s.stream, nil
+	}
+	s.count("stream_info")
+	st, err := s.js.Stream(ctx, "KV_"+event.BucketIdentities)
+	if err != nil {
+		return nil, fmt.Errorf("store: stream of %s: %w", event.BucketIdentities, err)
+	}
+	s.stream = st
+	return st, nil
+}
+
 // PutPatch stores a derived identity of id under name, to be merged later.
 func (s *Identities) PutPatch(ctx context.Context, id, name string, ident event.Identity) error {
 	_, err := s.put(ctx, id, patchKey(id, name), ident)
@@ -121,6 +198,11 @@ func (s *Identities) get(ctx context.Context, id, key string) (event.Identity, e
 // put writes a sealed identity with its own TTL: a KV put is a publish on the bucket's subject, and
 // the KV API sets a per-key TTL only on Create, so the put is published with the TTL header.
 func (s *Identities) put(ctx context.Context, id, key string, ident event.Identity) (time.Time, error) {
+	return s.putFor(ctx, id, key, ident, s.ttl)
+}
+
+// putFor is put with ttl in place of IDENTITY_TTL.
+func (s *Identities) putFor(ctx context.Context, id, key string, ident event.Identity, ttl time.Duration) (time.Time, error) {
 	sealed, err := s.seal(id, ident)
 	if err != nil {
 		return time.Time{}, err
@@ -131,10 +213,10 @@ func (s *Identities) put(ctx context.Context, id, key string, ident event.Identi
 	// retried after a lost ack is stored once.
 	sum := sha256.Sum256(sealed)
 	msgID := "identity:" + key + ":" + hex.EncodeToString(sum[:16])
-	if _, err := s.js.Publish(ctx, natsconn.KeySubject(event.BucketIdentities, key), sealed, jetstream.WithMsgTTL(s.ttl), jetstream.WithMsgID(msgID)); err != nil {
+	if _, err := s.js.Publish(ctx, natsconn.KeySubject(event.BucketIdentities, key), sealed, jetstream.WithMsgTTL(ttl), jetstream.WithMsgID(msgID)); err != nil {
 		return time.Time{}, fmt.Errorf("store: store identity %s: %w", id, writeError(err))
 	}
-	return now.Add(s.ttl), nil
+	return now.Add(ttl), nil
 }
 
 func (s *Identities) seal(id string, ident event.Identity) ([]byte, error) {

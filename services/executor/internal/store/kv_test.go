@@ -479,3 +479,82 @@ func TestIdentityTTL(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityForget checks Forget against a real bucket: with nothing to keep it removes the
+// identity and every patch of its request, leaving no message (and so no marker) on their
+// subjects and another request's entries alone; it is idempotent; with a time ahead it keeps the
+// identity until then and no longer, even when its own TTL is longer.
+func TestIdentityForget(t *testing.T) {
+	n := testkit.StartNATS(t)
+	ctx := t.Context()
+	kv := identitiesBucket(t, n, time.Hour)
+	ops := map[string]int{}
+	s := NewIdentities(kv, n.JS, identitiesKeyring(t), time.Hour, func(op string) { ops[op]++ })
+	stream, err := n.JS.Stream(ctx, "KV_"+event.BucketIdentities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subjects := func(id string) int {
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(natsconn.KeySubject(event.BucketIdentities, event.KVKey(id))+".>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		left := len(info.State.Subjects)
+		if _, err := stream.GetLastMsgForSubject(ctx, natsconn.KeySubject(event.BucketIdentities, event.KVKey(id))); err == nil {
+			left++
+		}
+		return left
+	}
+	for _, id := range []string{"pri_gone", "urn:gone.1", "pri_other"} {
+		if _, err := s.Put(ctx, id, identity(id+"@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"jti1", "jti2"} {
+			if err := s.PutPatch(ctx, id, name, identity("derived@example.com")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, id := range []string{"pri_gone", "urn:gone.1"} {
+		for range 2 { // the second time finds nothing to forget
+			if err := s.Forget(ctx, id, time.Now()); err != nil {
+				t.Fatalf("Forget(%s): %v", id, err)
+			}
+		}
+		if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%s) after Forget: %v, want ErrNotFound", id, err)
+		}
+		if _, err := s.Patch(ctx, id, "jti1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Patch(%s) after Forget: %v, want ErrNotFound", id, err)
+		}
+		if left := subjects(id); left != 0 {
+			t.Errorf("%s: %d subjects keep messages after Forget, want none (no marker either)", id, left)
+		}
+	}
+	if left := subjects("pri_other"); left != 3 {
+		t.Errorf("another request keeps %d subjects, want its identity and 2 patches", left)
+	}
+	if ops["stream_purge"] == 0 || ops["stream_info"] != 1 {
+		t.Errorf("counted %v, want stream_purge counted and the stream looked up once", ops)
+	}
+
+	// Kept: until 2.5 s from now (2 whole seconds of TTL), though it was written with an hour.
+	start := time.Now()
+	until := start.Add(2500 * time.Millisecond)
+	if err := s.Forget(ctx, "pri_other", until); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, "pri_other"); err != nil || *got.Email != "pri_other@example.com" {
+		t.Errorf("Get right after a Forget that keeps it: %+v, %v; want it kept", got, err)
+	}
+	if _, err := s.Patch(ctx, "pri_other", "jti2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a patch after a Forget that keeps the identity: %v, want it gone", err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the kept identity to expire", func() bool {
+		_, err := s.Get(ctx, "pri_other")
+		return errors.Is(err, ErrNotFound)
+	})
+	if gone := time.Since(start); gone < 1500*time.Millisecond || gone > 4*time.Second {
+		t.Errorf("the kept identity was gone after %s, want about 2 s (never much after 2.5 s)", gone)
+	}
+}
