@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/internal/runner"
@@ -18,16 +19,20 @@ import (
 
 // Publisher publishes through one JetStream context.
 type Publisher struct {
-	js    jetstream.JetStream
-	count func(op string)
+	js         jetstream.JetStream
+	executeTTL time.Duration
+	count      func(op string)
 }
 
-// New returns a Publisher; count (may be nil) counts the publishes waited for, by operation.
-func New(js jetstream.JetStream, count func(op string)) *Publisher {
+// New returns a Publisher. An execute message, which carries the identity, lives executeTTL in the
+// stream (EXECUTION_TIMEOUT: its run has failed by then, so no data layer needs it later; zero: as
+// long as the stream keeps messages). count (may be nil) counts the publishes waited for, by
+// operation.
+func New(js jetstream.JetStream, executeTTL time.Duration, count func(op string)) *Publisher {
 	if count == nil {
 		count = func(string) {}
 	}
-	return &Publisher{js: js, count: count}
+	return &Publisher{js: js, executeTTL: executeTTL, count: count}
 }
 
 // Status publishes a status event asynchronously with Nats-Msg-Id status:<id>:<seq>.
@@ -47,7 +52,11 @@ func (p *Publisher) Status(ev event.StatusChanged) (runner.Ack, error) {
 
 // Execute publishes execute with Nats-Msg-Id = its execution id.
 func (p *Publisher) Execute(ctx context.Context, ev event.Execute) error {
-	return p.sync(ctx, event.SubjectExecute, ev, ev.ExecutionID)
+	var opts []jetstream.PublishOpt
+	if p.executeTTL > 0 {
+		opts = append(opts, jetstream.WithMsgTTL(max(p.executeTTL, time.Second)))
+	}
+	return p.sync(ctx, event.SubjectExecute, ev, ev.ExecutionID, opts...)
 }
 
 // Invalid publishes the status.error of a submission that was not taken.
@@ -63,12 +72,11 @@ func (p *Publisher) Rejected(ctx context.Context, ev event.Rejected) error {
 	return p.sync(ctx, event.SubjectRejected, ev, "rejected:"+hex.EncodeToString(sum[:16]))
 }
 
-func (p *Publisher) sync(ctx context.Context, subject string, v any, msgID string) error {
+func (p *Publisher) sync(ctx context.Context, subject string, v any, msgID string, opts ...jetstream.PublishOpt) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("publish: encode %s: %w", subject, err)
 	}
-	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}

@@ -42,7 +42,7 @@ func stored(t *testing.T, n *testkit.NATS, subject string) (payloads [][]byte, i
 func TestStatus(t *testing.T) {
 	n := testkit.StartNATS(t)
 	var ops []string
-	p := New(n.JS, func(op string) { ops = append(ops, op) })
+	p := New(n.JS, 0, func(op string) { ops = append(ops, op) })
 	prev := event.StatusInProcessing
 	ev := event.StatusChanged{ID: "urn:req.1", Seq: 3, Status: event.StatusComplete, Previous: &prev,
 		At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Step: event.StepPostWebhooks}
@@ -134,7 +134,7 @@ func TestSync(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			n := testkit.StartNATS(t)
-			p := New(n.JS, nil)
+			p := New(n.JS, 0, nil)
 			for range tc.times {
 				if err := tc.publish(t.Context(), p); err != nil {
 					t.Fatalf("publish: %v", err)
@@ -155,5 +155,36 @@ func TestSync(t *testing.T) {
 				t.Errorf("stream holds %d messages, want %d (nothing on other subjects)", len(all), len(tc.wantIDs))
 			}
 		})
+	}
+}
+
+// TestExecuteTTL checks that an execute message, which carries the identity, carries a TTL of
+// EXECUTION_TIMEOUT and is gone from the stream after it, while other messages stay.
+func TestExecuteTTL(t *testing.T) {
+	n := testkit.StartNATS(t)
+	ctx := t.Context()
+	email := "a@example.com"
+	p := New(n.JS, 2*time.Second, nil)
+	if err := p.Execute(ctx, event.Execute{ID: "pri_1", ExecutionID: event.ExecutionID("pri_1", 1), PolicyKey: "p",
+		Identity: event.Identity{Email: &email}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Rejected(ctx, event.Rejected{Reason: "not JSON", Payload: "{", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := n.Msgs(t, event.SubjectExecute)
+	if len(msgs) != 1 || msgs[0].Headers().Get(jetstream.MsgTTLHeader) != "2s" {
+		t.Fatalf("execute stored %d times, TTL header %q; want once with 2s", len(msgs), msgs[0].Headers().Get(jetstream.MsgTTLHeader))
+	}
+	stream, err := n.JS.Stream(ctx, event.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the execute message to expire", func() bool {
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(event.SubjectExecute))
+		return err == nil && info.State.Subjects[event.SubjectExecute] == 0
+	})
+	if left := n.Msgs(t, event.SubjectRejected); len(left) != 1 {
+		t.Errorf("%d rejected messages left, want the one without a TTL kept", len(left))
 	}
 }
