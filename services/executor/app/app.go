@@ -24,6 +24,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/runner"
 	"github.com/policyhooks/policyhooks/services/executor/internal/secrets"
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
+	"github.com/policyhooks/policyhooks/services/executor/internal/sweep"
 	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
@@ -71,6 +72,12 @@ type Config struct {
 	WebhookMaxConnsPerHost int
 	CallbackPublicURL      string
 	IdentityTTL            time.Duration
+	// FinishedIdentityRetention is how long a finished (complete or denied) request's identity is
+	// kept (FINISHED_IDENTITY_RETENTION, default 0: removed when the request finishes).
+	FinishedIdentityRetention time.Duration
+	// IdentitySweepInterval is how often the identities of finished requests that their purge
+	// missed are looked for (IDENTITY_SWEEP_INTERVAL, default 10m; package sweep).
+	IdentitySweepInterval time.Duration
 	// RequestRetention is how long a finished (complete or denied) request's record is kept
 	// (REQUEST_RETENTION, default DefaultRequestRetention; zero: for good).
 	RequestRetention time.Duration
@@ -100,25 +107,27 @@ type Config struct {
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconfig.New(getenv)
 	c := Config{
-		Common:                 r.Common(":8082"),
-		WebhookTimeout:         r.Duration("WEBHOOK_TIMEOUT", 30*time.Second),
-		WebhookMaxAttempts:     r.Int("WEBHOOK_MAX_ATTEMPTS", 5, 1, 100),
-		Settings:               netguard.Read(r),
-		WebhookRetryBaseDelay:  r.Duration("WEBHOOK_RETRY_BASE_DELAY", time.Second),
-		WebhookRetryMaxDelay:   r.Duration("WEBHOOK_RETRY_MAX_DELAY", 60*time.Second),
-		WebhookMaxConnsPerHost: r.Int("WEBHOOK_MAX_CONNS_PER_HOST", 1024, 1, 100000),
-		CallbackPublicURL:      r.URL("CALLBACK_PUBLIC_URL", "", "http", "https"),
-		IdentityTTL:            r.Duration("IDENTITY_TTL", 604800*time.Second),
-		RequestRetention:       r.DurationOrForever("REQUEST_RETENTION", DefaultRequestRetention),
-		PauseTimeout:           r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
-		ExecutionStage:         r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
-		ExecutionTimeout:       r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
-		Concurrency:            r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
-		ActiveHandlers:         r.Int("EXECUTOR_ACTIVE_HANDLERS", 256, 1, 100000),
-		PProf:                  r.Bool("PPROF", false),
-		ShutdownGrace:          r.Duration("EXECUTOR_SHUTDOWN_GRACE", 25*time.Second),
-		AckWait:                30 * time.Second,
-		LeaseMargin:            15 * time.Second,
+		Common:                    r.Common(":8082"),
+		WebhookTimeout:            r.Duration("WEBHOOK_TIMEOUT", 30*time.Second),
+		WebhookMaxAttempts:        r.Int("WEBHOOK_MAX_ATTEMPTS", 5, 1, 100),
+		Settings:                  netguard.Read(r),
+		WebhookRetryBaseDelay:     r.Duration("WEBHOOK_RETRY_BASE_DELAY", time.Second),
+		WebhookRetryMaxDelay:      r.Duration("WEBHOOK_RETRY_MAX_DELAY", 60*time.Second),
+		WebhookMaxConnsPerHost:    r.Int("WEBHOOK_MAX_CONNS_PER_HOST", 1024, 1, 100000),
+		CallbackPublicURL:         r.URL("CALLBACK_PUBLIC_URL", "", "http", "https"),
+		IdentityTTL:               r.Duration("IDENTITY_TTL", 604800*time.Second),
+		FinishedIdentityRetention: r.DurationOrZero("FINISHED_IDENTITY_RETENTION", 0),
+		IdentitySweepInterval:     r.Duration("IDENTITY_SWEEP_INTERVAL", 10*time.Minute),
+		RequestRetention:          r.DurationOrForever("REQUEST_RETENTION", DefaultRequestRetention),
+		PauseTimeout:              r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
+		ExecutionStage:            r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
+		ExecutionTimeout:          r.Duration("EXECUTION_TIMEOUT", 24*time.Hour),
+		Concurrency:               r.Int("EXECUTOR_CONCURRENCY", 256, 1, 100000),
+		ActiveHandlers:            r.Int("EXECUTOR_ACTIVE_HANDLERS", 256, 1, 100000),
+		PProf:                     r.Bool("PPROF", false),
+		ShutdownGrace:             r.Duration("EXECUTOR_SHUTDOWN_GRACE", 25*time.Second),
+		AckWait:                   30 * time.Second,
+		LeaseMargin:               15 * time.Second,
 	}
 	if c.WebhookRetryMaxDelay < c.WebhookRetryBaseDelay {
 		r.Fail("WEBHOOK_RETRY_MAX_DELAY", "must not be shorter than WEBHOOK_RETRY_BASE_DELAY")
@@ -261,22 +270,26 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := runner.NewMetrics(reg)
 	pool := consume.NewPool(cfg.Concurrency)
+	records := store.NewRecords(requestsKV, plansnapshots.New(snapshotsKV), js, cfg.RequestRetention, metrics.CountNATS)
+	identities := store.NewIdentities(identitiesKV, js, identityKeys, cfg.IdentityTTL, metrics.CountNATS)
+	lc := lifecycle.Config{
+		MaxAttempts:               cfg.WebhookMaxAttempts,
+		ClaimTTL:                  cfg.WebhookTimeout + cfg.LeaseMargin,
+		PauseTimeout:              cfg.PauseTimeout,
+		AwaitExecution:            cfg.ExecutionStage == "await",
+		ExecutionTimeout:          cfg.ExecutionTimeout,
+		IdentityTTL:               cfg.IdentityTTL,
+		FinishedIdentityRetention: cfg.FinishedIdentityRetention,
+	}
 	run := runner.New(runner.Config{
-		Lifecycle: lifecycle.Config{
-			MaxAttempts:      cfg.WebhookMaxAttempts,
-			ClaimTTL:         cfg.WebhookTimeout + cfg.LeaseMargin,
-			PauseTimeout:     cfg.PauseTimeout,
-			AwaitExecution:   cfg.ExecutionStage == "await",
-			ExecutionTimeout: cfg.ExecutionTimeout,
-			IdentityTTL:      cfg.IdentityTTL,
-		},
+		Lifecycle:         lc,
 		CallbackPublicURL: cfg.CallbackPublicURL,
 		RetryBaseDelay:    cfg.WebhookRetryBaseDelay,
 		RetryMaxDelay:     cfg.WebhookRetryMaxDelay,
 	}, runner.Deps{
-		Records:    store.NewRecords(requestsKV, plansnapshots.New(snapshotsKV), js, cfg.RequestRetention, metrics.CountNATS),
-		Identities: store.NewIdentities(identitiesKV, js, identityKeys, cfg.IdentityTTL, metrics.CountNATS),
-		Publisher:  publish.New(js, metrics.CountNATS),
+		Records:    records,
+		Identities: identities,
+		Publisher:  publish.New(js, cfg.ExecutionTimeout, metrics.CountNATS),
 		Timers:     timers.NewScheduler(js, metrics.CountNATS),
 		Plans:      view,
 		Caller:     sender,
@@ -362,6 +375,8 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			cancel()
 		}
 	}()
+	sweeper := &sweep.Sweeper{Records: records, Identities: identities, Cfg: lc, Log: log}
+	s.wg.Go(func() { sweeper.Run(runCtx, cfg.IdentitySweepInterval) })
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

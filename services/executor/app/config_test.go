@@ -22,7 +22,8 @@ func TestLoadConfig(t *testing.T) {
 		cfg.PauseTimeout != 60*time.Hour || cfg.ExecutionStage != "await" || cfg.ExecutionTimeout != 24*time.Hour ||
 		cfg.Concurrency != 256 || cfg.WebhookRetryBaseDelay != time.Second || cfg.WebhookRetryMaxDelay != time.Minute ||
 		cfg.CallbackPublicURL != "" || cfg.ActiveHandlers != 256 || cfg.ShutdownGrace != 25*time.Second ||
-		cfg.RequestRetention != app.DefaultRequestRetention || cfg.EventRetention != 14*24*time.Hour {
+		cfg.RequestRetention != app.DefaultRequestRetention || cfg.EventRetention != 14*24*time.Hour ||
+		cfg.FinishedIdentityRetention != 0 || cfg.IdentitySweepInterval != 10*time.Minute {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	for _, tc := range []struct{ name, value string }{
@@ -42,6 +43,9 @@ func TestLoadConfig(t *testing.T) {
 		{"REQUEST_RETENTION", "24h"},
 		{"REQUEST_RETENTION", "never"},
 		{"EVENT_RETENTION", "48h"},
+		{"FINISHED_IDENTITY_RETENTION", "-1h"},
+		{"FINISHED_IDENTITY_RETENTION", "forever"},
+		{"IDENTITY_SWEEP_INTERVAL", "0"},
 	} {
 		env := map[string]string{"APP_ENCRYPTION_KEY": appKey, tc.name: tc.value}
 		_, err := app.LoadConfig(func(k string) string { return env[k] })
@@ -81,6 +85,12 @@ func TestRetentionSettings(t *testing.T) {
 			t.Errorf("%v: accepted, want an error", tc.env)
 		case tc.ok && cfg.RequestRetention != tc.request:
 			t.Errorf("%v: REQUEST_RETENTION %v, want %v", tc.env, cfg.RequestRetention, tc.request)
+		}
+	}
+	for v, want := range map[string]time.Duration{"": 0, "0": 0, "15m": 15 * time.Minute} {
+		env := map[string]string{"APP_ENCRYPTION_KEY": appKey, "FINISHED_IDENTITY_RETENTION": v}
+		if cfg, err := app.LoadConfig(func(k string) string { return env[k] }); err != nil || cfg.FinishedIdentityRetention != want {
+			t.Errorf("FINISHED_IDENTITY_RETENTION=%q: %v, %v; want %v", v, cfg.FinishedIdentityRetention, err, want)
 		}
 	}
 }

@@ -1,0 +1,95 @@
+package sweep
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
+	"github.com/policyhooks/policyhooks/services/executor/internal/store"
+	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
+	"github.com/policyhooks/policyhooks/shared/plansnapshots"
+	"github.com/policyhooks/policyhooks/shared/secret"
+	"github.com/policyhooks/policyhooks/shared/testkit"
+	"github.com/rs/zerolog"
+)
+
+// TestSweep runs a sweep against real buckets: it forgets the identity (and derived identities) of
+// a complete and of a denied request, even one whose record says it was already forgotten (as
+// after a NATS server revived it); it keeps the identity of a finished request still within
+// FINISHED_IDENTITY_RETENTION, of a request still running, and of a request with no record (whose
+// record may be being written), and a second sweep finds nothing more to do.
+func TestSweep(t *testing.T) {
+	n := testkit.StartNATS(t)
+	ctx := t.Context()
+	idKV, err := natsconn.IdentitiesBucket(ctx, n.JS, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := secret.NewKeyring("0123456789abcdef0123456789abcdef", "", secret.PurposeIdentities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	identities := store.NewIdentities(idKV, n.JS, keys, time.Hour, nil)
+	records := store.NewRecords(n.Bucket(t, event.BucketRequests), plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots)), n.JS, 0, nil)
+	now := time.Now()
+	cfg := lifecycle.Config{IdentityTTL: time.Hour, FinishedIdentityRetention: 10 * time.Minute}
+	put := func(id string, status event.Status, finishedAgo time.Duration) {
+		email := id + "@example.com"
+		if _, err := identities.Put(ctx, id, event.Identity{Email: &email}); err != nil {
+			t.Fatal(err)
+		}
+		if err := identities.PutPatch(ctx, id, "jti", event.Identity{Email: &email}); err != nil {
+			t.Fatal(err)
+		}
+		if status == "" {
+			return // no record
+		}
+		at := now.Add(-finishedAgo)
+		exp := now.Add(time.Hour)
+		r := &lifecycle.Record{Request: event.Request{ID: id, PolicyKey: "p", Status: status, Step: event.StepPostWebhooks,
+			Run: 1, CreatedAt: at, UpdatedAt: at, Webhooks: []event.WebhookRecord{},
+			Plan: event.Plan{PolicyKey: "p", Version: 1, PublishedAt: at}}, IdentityExpiresAt: &exp}
+		if status == event.StatusComplete || status == event.StatusDenied {
+			r.FinishedProcessingAt = &at
+		}
+		if _, err := records.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("pri_complete", event.StatusComplete, time.Hour)
+	put("urn:denied.1", event.StatusDenied, 11*time.Minute)
+	put("pri_recent", event.StatusComplete, time.Minute)
+	put("pri_running", event.StatusInProcessing, 0)
+	put("pri_norecord", "", 0)
+
+	s := &Sweeper{Records: records, Identities: identities, Cfg: cfg, Log: zerolog.Nop()}
+	res, err := s.Once(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Result{Checked: 5, Forgotten: 2, Kept: 1}); res != want {
+		t.Errorf("first sweep: %+v, want %+v", res, want)
+	}
+	left, err := identities.Requests(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(left)
+	if want := []string{"pri_norecord", "pri_recent", "pri_running"}; !slices.Equal(left, want) {
+		t.Errorf("requests with stored identities after the sweep: %q, want %q", left, want)
+	}
+	for _, id := range []string{"pri_complete", "urn:denied.1"} {
+		if _, err := identities.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: identity after the sweep: %v, want it gone", id, err)
+		}
+		if _, err := identities.Patch(ctx, id, "jti"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: derived identity after the sweep: %v, want it gone", id, err)
+		}
+	}
+	if res, err := s.Once(ctx); err != nil || res.Forgotten != 0 || res.Checked != 3 {
+		t.Errorf("second sweep: %+v, %v; want 3 checked, nothing forgotten", res, err)
+	}
+}
