@@ -204,6 +204,9 @@ func NewCluster(cc ClusterConfig) (*Cluster, error) {
 			"WEBHOOK_RETRY_BASE_DELAY=250ms",
 			"WEBHOOK_RETRY_MAX_DELAY=2s",
 			"EXECUTION_STAGE=await",
+			// A NATS node SIGKILLed may bring back identities removed just before (a removed
+			// message revived as it recovers); the sweep removes them again within seconds here.
+			"IDENTITY_SWEEP_INTERVAL=3s",
 		), logOf(name), httpReady("http://"+addr), cc.Start, cc.Logf))
 	}
 	return c, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,6 +58,28 @@ func ReadStatusEvents(ctx context.Context, js jetstream.JetStream) (map[string][
 			}
 			return nil, fmt.Errorf("status events: only %d of %d arrived", got, want)
 		}
+	}
+	return out, nil
+}
+
+// ReadStoredIdentities returns, by KV key (event.KVKey of a request id), how many entries
+// privacy_identities holds of each request: its identity and its derived identities (keys
+// <key>.patch.<name>).
+func ReadStoredIdentities(ctx context.Context, js jetstream.JetStream) (map[string]int, error) {
+	kv, err := js.KeyValue(ctx, event.BucketIdentities)
+	if err != nil {
+		return nil, fmt.Errorf("stored identities: %w", err)
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stored identities: %w", err)
+	}
+	out := map[string]int{}
+	for key := range lister.Keys() {
+		if i := strings.Index(key, ".patch."); i >= 0 {
+			key = key[:i]
+		}
+		out[key]++
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/chaos"
+	"github.com/policyhooks/policyhooks/shared/event"
 )
 
 // stack is what both fault tests run against: the processes, a client, the API, and the data
@@ -90,6 +91,10 @@ func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, s
 	if err != nil {
 		t.Errorf("reading status events: %v", err)
 	}
+	stored, err := chaos.ReadStoredIdentities(evCtx, js)
+	if err != nil {
+		t.Errorf("reading stored identities: %v", err)
+	}
 	all := make([]*chaos.Evidence, 0, len(specs))
 	for _, s := range specs {
 		e := &chaos.Evidence{
@@ -97,6 +102,7 @@ func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, s
 			Calls: rcv.Calls(s.ID), Resumes: rcv.Resumes(s.ID), Replies: rcv.Replies(s.ID), Deliveries: dl.Deliveries(s.ID), Events: events[s.ID],
 		}
 		e.Submission, e.Submitted = sub.Get(s.ID)
+		e.StoredIdentities = stored[event.KVKey(s.ID)]
 		all = append(all, e)
 	}
 	return all, chaos.Evaluate(all)

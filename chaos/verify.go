@@ -20,6 +20,7 @@ var Assertions = map[int]string{
 	6: "exactly one complete status event per request",
 	7: "the data layer runs each request once per execution run, and repeats carry the same execution id",
 	8: "exactly one in_processing status event with action pre_approval_eligible per request",
+	9: "a complete request's identity and derived identities are gone from privacy_identities",
 }
 
 // StatusEvent is one privacy.request.status.<status> message of the stream.
@@ -41,6 +42,8 @@ type Evidence struct {
 	Events     []StatusEvent
 	Submission Submission
 	Submitted  bool
+	// StoredIdentities is how many entries privacy_identities holds of the request at the end.
+	StoredIdentities int
 }
 
 // Failure is one request breaking one assertion.
@@ -52,7 +55,7 @@ type Failure struct {
 // Check runs every assertion on one request.
 func Check(e *Evidence) []Failure {
 	var out []Failure
-	for n, check := range []func(*Evidence) []string{nil, checkComplete, checkOrder, checkIdentity, checkWebhookIDs, checkAttempts, checkCompleteEvents, checkExecutions, checkEligibleEvents} {
+	for n, check := range []func(*Evidence) []string{nil, checkComplete, checkOrder, checkIdentity, checkWebhookIDs, checkAttempts, checkCompleteEvents, checkExecutions, checkEligibleEvents, checkIdentityGone} {
 		if check == nil {
 			continue
 		}
@@ -373,6 +376,15 @@ func checkEligibleEvents(e *Evidence) []string {
 		}
 	}
 	return problems
+}
+
+// 9. A complete request keeps no personal data: its identity and derived identities are gone
+// (FINISHED_IDENTITY_RETENTION is 0 in the suite).
+func checkIdentityGone(e *Evidence) []string {
+	if e.complete() && e.StoredIdentities > 0 {
+		return []string{fmt.Sprintf("complete, yet privacy_identities holds %d entries of it", e.StoredIdentities)}
+	}
+	return nil
 }
 
 // Describe tells what one request saw: its record, its calls, token posts, executes and status

@@ -191,6 +191,7 @@ func TestChecksCatch(t *testing.T) {
 			d.ExecutionID, d.Key = "exe_2", "exe_2"
 			e.Deliveries = append(e.Deliveries, d)
 		}},
+		{"identity left after complete", 9, "privacy_identities holds 2 entries", func(e *Evidence) { e.StoredIdentities = 2 }},
 		{"no eligible event", 8, "0 status events with action pre_approval_eligible", func(e *Evidence) {
 			eventWith(e, event.ActionPreApprovalEligible).Event.Action = ""
 		}},
