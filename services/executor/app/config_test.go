@@ -106,6 +106,9 @@ func TestHealthReadyMetrics(t *testing.T) {
 		"/health":  `"ok"`,
 		"/ready":   `"ready"`,
 		"/metrics": "executor_webhook_call_seconds",
+		// Per connection: the call of conn_m_h, and its latency.
+		"/metrics?calls":   `executor_connection_calls_total{connection="conn_m_h",outcome="done"} 1`,
+		"/metrics?latency": `executor_connection_call_seconds_count{connection="conn_m_h"} 1`,
 	} {
 		resp, err := http.Get("http://" + x.addr + path)
 		if err != nil {

@@ -358,6 +358,7 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 		a.Verdict = lifecycle.Refused
 	}
 	u.r.m.attempts.WithLabelValues(verdictLabel(cl.Verdict)).Inc()
+	u.r.m.observeCall(w.ConnectionKey, verdictLabel(cl.Verdict), res.Latency)
 	if cl.Verdict == webhook.Done && cl.Derived != nil {
 		merged := ident.Merge(*cl.Derived)
 		exp, err := u.r.d.Identities.Put(ctx, u.id, merged)

@@ -10,6 +10,7 @@ import (
 	"context"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -225,6 +226,40 @@ type Metrics struct {
 	NATSRequests *prometheus.CounterVec
 	// InFlight counts messages being handled.
 	InFlight prometheus.Gauge
+	// connCalls and connLatency are the calls and their latency by connection key (at most
+	// MaxConnectionLabels keys, the others as OtherConnections).
+	connCalls   *prometheus.CounterVec
+	connLatency *prometheus.HistogramVec
+	connMu      sync.Mutex
+	connKeys    map[string]bool
+}
+
+// MaxConnectionLabels bounds the connection keys the per-connection metrics name: a replica names
+// the first ones it calls, and counts the calls of any other under OtherConnections, so that the
+// series stay bounded however many connections there are.
+const MaxConnectionLabels = 500
+
+// OtherConnections is the connection label of the calls of connections beyond MaxConnectionLabels.
+const OtherConnections = "_other"
+
+// connection returns the label of connection key.
+func (m *Metrics) connection(key string) string {
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	if !m.connKeys[key] {
+		if len(m.connKeys) >= MaxConnectionLabels {
+			return OtherConnections
+		}
+		m.connKeys[key] = true
+	}
+	return key
+}
+
+// observeCall counts a call of connection key with its outcome and latency.
+func (m *Metrics) observeCall(key, outcome string, latency time.Duration) {
+	label := m.connection(key)
+	m.connCalls.WithLabelValues(label, outcome).Inc()
+	m.connLatency.WithLabelValues(label).Observe(latency.Seconds())
 }
 
 // NewMetrics registers the executor's metrics on reg.
@@ -249,8 +284,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "executor_messages_in_flight", Help: "Messages being handled.",
 		}),
+		connCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "executor_connection_calls_total",
+			Help: "Webhook calls by connection key (at most 500 keys; _other beyond) and outcome: done, ignored_status, retry (a failure retried), refused.",
+		}, []string{"connection", "outcome"}),
+		connLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "executor_connection_call_seconds", Help: "Webhook call latency by connection key (at most 500 keys; _other beyond).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"connection"}),
+		connKeys: map[string]bool{},
 	}
-	reg.MustRegister(m.transitions, m.attempts, m.rows, m.latency, m.NATSRequests, m.InFlight)
+	reg.MustRegister(m.transitions, m.attempts, m.rows, m.latency, m.NATSRequests, m.InFlight, m.connCalls, m.connLatency)
 	return m
 }
 
