@@ -22,6 +22,8 @@ const (
 	Deny    = "/api/v1/privacy-request/{id}/deny"
 	// Retry retries a request in error.
 	Retry = "/api/v1/privacy-request/{id}/retry"
+	// RetryMatching retries every request in error a filter selects (a scoped retry).
+	RetryMatching = "/api/v1/privacy-request/retry"
 	// Request reads a request's state and webhook history.
 	Request = "/api/v1/privacy-request/{id}"
 	// OpenAPI is the service's OpenAPI document.

@@ -57,6 +57,10 @@ const (
 	// BucketClients holds one entry per OAuth client id (its scopes), written by config, so that
 	// the other services honour a client's deletion at once.
 	BucketClients = "oauth_clients"
+	// BucketErrored indexes the requests in error (an Errored per request id), written by the
+	// executor as a request goes to error, so that callback's scoped retry finds them without
+	// reading every record.
+	BucketErrored = "errored_requests"
 )
 
 // StatusSubject returns the subject a status change is published on.

@@ -141,6 +141,23 @@ type Request struct {
 	Webhooks []WebhookRecord `json:"webhooks"`
 }
 
+// Errored is the entry of a request in error in errored_requests: what a scoped retry filters on
+// (SPEC §7). An entry may outlive the error it names (the request was retried since); the record
+// is the truth, and a retry checks it.
+type Errored struct {
+	ID         string `json:"id"`
+	PolicyKey  string `json:"policy_key"`
+	Step       Step   `json:"step"`
+	WebhookKey string `json:"webhook_key,omitempty"`
+	// ConnectionKey is the connection of the webhook that failed ("" when none did).
+	ConnectionKey string `json:"connection_key,omitempty"`
+	// Status is the HTTP status of that webhook's last attempt, 0 without an answer.
+	Status int `json:"status,omitempty"`
+	// ErrorCount is the request's ErrorCount when it went to error, At when it did.
+	ErrorCount int       `json:"error_count"`
+	At         time.Time `json:"at"`
+}
+
 // RequestError says where and why a request failed.
 type RequestError struct {
 	Step       Step   `json:"step"`

@@ -69,6 +69,11 @@ func (a Assets) ResumeTokens(ctx context.Context) (jetstream.KeyValue, error) {
 	return a.bucket(ctx, resumeTokensConfig())
 }
 
+// Errored creates or updates errored_requests.
+func (a Assets) Errored(ctx context.Context) (jetstream.KeyValue, error) {
+	return a.bucket(ctx, erroredConfig())
+}
+
 // Clients creates or updates oauth_clients.
 func (a Assets) Clients(ctx context.Context) (jetstream.KeyValue, error) {
 	return a.bucket(ctx, clientsConfig())

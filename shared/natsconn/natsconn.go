@@ -90,6 +90,11 @@ func ResumeTokensBucket(ctx context.Context, js jetstream.JetStream) (jetstream.
 	return Assets{JS: js}.ResumeTokens(ctx)
 }
 
+// ErroredBucket creates or opens errored_requests with one replica (see EnsureStream).
+func ErroredBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.Errored(ctx)
+}
+
 // ClientsBucket creates or opens oauth_clients with one replica (see EnsureStream).
 func ClientsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	return Assets{JS: js}.Clients(ctx)
@@ -133,6 +138,13 @@ func planSnapshotsConfig() jetstream.KeyValueConfig {
 // allows per-key TTLs.
 func resumeTokensConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: event.BucketResumeTokens, Description: "used resume-token ids", History: 1,
+		LimitMarkerTTL: time.Minute}
+}
+
+// erroredConfig: an entry lives while its request is in error (the executor removes it as the
+// request finishes, and its sweep removes those of requests retried since).
+func erroredConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: event.BucketErrored, Description: "requests in error, for scoped retries (no personal data)", History: 1,
 		LimitMarkerTTL: time.Minute}
 }
 
