@@ -244,6 +244,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, err
 	}
+	erroredKV, err := assets.Errored(ctx)
+	if err != nil {
+		return nil, err
+	}
 	identitiesKV, err := assets.Identities(ctx, cfg.IdentityTTL)
 	if err != nil {
 		return nil, err
@@ -272,6 +276,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	pool := consume.NewPool(cfg.Concurrency)
 	records := store.NewRecords(requestsKV, plansnapshots.New(snapshotsKV), js, cfg.RequestRetention, metrics.CountNATS)
 	identities := store.NewIdentities(identitiesKV, js, identityKeys, cfg.IdentityTTL, metrics.CountNATS)
+	errored := store.NewErrored(erroredKV, metrics.CountNATS)
 	lc := lifecycle.Config{
 		MaxAttempts:               cfg.WebhookMaxAttempts,
 		ClaimTTL:                  cfg.WebhookTimeout + cfg.LeaseMargin,
@@ -289,6 +294,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	}, runner.Deps{
 		Records:    records,
 		Identities: identities,
+		Errors:     errored,
 		Publisher:  publish.New(js, cfg.ExecutionTimeout, metrics.CountNATS),
 		Timers:     timers.NewScheduler(js, metrics.CountNATS),
 		Plans:      view,
@@ -375,7 +381,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			cancel()
 		}
 	}()
-	sweeper := &sweep.Sweeper{Records: records, Identities: identities, Cfg: lc, Log: log}
+	sweeper := &sweep.Sweeper{Records: records, Identities: identities, Errors: errored, Cfg: lc, Log: log}
 	s.wg.Go(func() { sweeper.Run(runCtx, cfg.IdentitySweepInterval) })
 	s.wg.Add(1)
 	go func() {

@@ -121,8 +121,9 @@ type Env struct {
 	Now   time.Time
 	Owner string
 	Cfg   Config
-	// Forgot reports that the run deciding forgot the identity of the finished request (row F1).
-	Forgot bool
+	// Forgot reports that the run deciding forgot the identity of the finished request (row F1),
+	// Indexed that it put the request in error in errored_requests (row E0).
+	Forgot, Indexed bool
 }
 
 // SetStatus changes the status and puts the status event in the outbox; a request's first event
@@ -252,6 +253,30 @@ func (r *Record) PauseDue() (time.Time, string) {
 		due, msg = *e, MsgIdentityExpired
 	}
 	return due, msg
+}
+
+// Errored is the entry of r, in error, in errored_requests: its policy, where it failed (the
+// webhook, its connection and the HTTP status of its last attempt) and when.
+func (r *Record) Errored() event.Errored {
+	e := event.Errored{ID: r.ID, PolicyKey: r.PolicyKey, Step: r.Step, ErrorCount: r.ErrorCount, At: r.UpdatedAt}
+	if r.Error == nil {
+		return e
+	}
+	e.Step, e.WebhookKey = r.Error.Step, r.Error.WebhookKey
+	hooks, offset, _ := r.hooks()
+	for i, w := range hooks {
+		if w.Key != e.WebhookKey || e.WebhookKey == "" {
+			continue
+		}
+		e.ConnectionKey = w.ConnectionKey
+		if offset+i < len(r.Webhooks) {
+			if a := r.Webhooks[offset+i].Attempts; len(a) > 0 {
+				e.Status = a[len(a)-1].Status
+			}
+		}
+		break
+	}
+	return e
 }
 
 // Finished reports a request that has finished for good (complete or denied): nothing will need

@@ -30,7 +30,7 @@ import (
 // Action is what a request does next.
 type Action int
 
-// Actions. Wait, Later, Call, MergeIdentity and ForgetIdentity need the runner; the others only change the record
+// Actions. Wait, Later, Call, MergeIdentity, ForgetIdentity and IndexError need the runner; the others only change the record
 // (and may ask for effects), so Settle applies them in memory and one write records them with what
 // came before.
 const (
@@ -47,6 +47,9 @@ const (
 	// ForgetIdentity: remove the finished request's identity and derived identities (or keep the
 	// identity until Record.IdentityKeptUntil), once the record says it finished.
 	ForgetIdentity
+	// IndexError: put the request in errored_requests (Record.Errored), once the record says it
+	// is in error.
+	IndexError
 	// Fail: set error with Decision.Reason.
 	Fail
 	// Skip: the current webhook's connection is disabled; mark it skipped and go to the next.
@@ -78,7 +81,7 @@ const (
 )
 
 var actionNames = map[Action]string{
-	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", ForgetIdentity: "forget the identity", Fail: "fail", Skip: "skip",
+	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", ForgetIdentity: "forget the identity", IndexError: "index the error", Fail: "fail", Skip: "skip",
 	TakeOver: "take over", Complete: "complete", EnterPost: "enter post-webhooks", StartExecution: "start execution",
 	FinishExecution: "finish execution", StartProcessing: "start processing", StartApproval: "start pre-approval",
 	Triggered: "audit triggered", ApplyReview: "apply the review", Approve: "approve", NotEligible: "not eligible",
@@ -158,6 +161,7 @@ var decisions = []decisionRow{
 	{"F1", finishedStatus, nil, "this run has not forgotten the identity (every run that finds the request finished does, before its message is acknowledged)", ForgetIdentity, "remove it and its derived identities, or keep it FINISHED_IDENTITY_RETENTION after the request finished", notForgotten, nil},
 	{"C1", []event.Status{event.StatusComplete}, nil, "always", Wait, "nothing: the request is complete", always, nil},
 	{"D1", []event.Status{event.StatusDenied}, nil, "always", Wait, "nothing: the request was denied", always, nil},
+	{"E0", []event.Status{event.StatusError}, nil, "this run has not indexed the error (every run that finds the request in error does, before its message is acknowledged)", IndexError, "put it in errored_requests, what scoped retries filter on", notIndexed, nil},
 	{"E1", []event.Status{event.StatusError}, nil, "always", Wait, "a retry", always, nil},
 }
 
@@ -444,6 +448,7 @@ func maxInterrupts(e Env) int {
 
 func approvalNotStarted(r *Record, _ Env) bool { return r.ApprovalDue == nil }
 func notForgotten(_ *Record, e Env) bool       { return !e.Forgot }
+func notIndexed(_ *Record, e Env) bool         { return !e.Indexed }
 func reviewed(r *Record, _ Env) bool           { return r.Review != nil }
 func reviewedUnclaimed(r *Record, _ Env) bool  { return r.Review != nil && r.Claim == nil }
 

@@ -98,6 +98,8 @@ func TestDecisions(t *testing.T) {
 	skip.Cfg.AwaitExecution = false
 	forgot := env
 	forgot.Forgot = true
+	indexed := env
+	indexed.Indexed = true
 	tests := []struct {
 		row  string
 		rec  func() *Record
@@ -160,7 +162,8 @@ func TestDecisions(t *testing.T) {
 		{"F1", func() *Record { return at(event.StatusComplete, event.StepPostWebhooks, 1) }, env, Decision{Action: ForgetIdentity}},
 		{"C1", func() *Record { return at(event.StatusComplete, event.StepPostWebhooks, 1) }, forgot,
 			Decision{Action: Wait, Reason: "nothing: the request is complete"}},
-		{"E1", func() *Record { return at(event.StatusError, event.StepPreWebhooks, 0) }, env, Decision{Action: Wait, Reason: "a retry"}},
+		{"E0", func() *Record { return at(event.StatusError, event.StepPreWebhooks, 0) }, env, Decision{Action: IndexError}},
+		{"E1", func() *Record { return at(event.StatusError, event.StepPreWebhooks, 0) }, indexed, Decision{Action: Wait, Reason: "a retry"}},
 		{"D1", func() *Record { return at(event.StatusDenied, event.StepPreApproval, 0) }, forgot,
 			Decision{Action: Wait, Reason: "nothing: the request was denied"}},
 		{"PA1", func() *Record { r := awaitingApproval(0); r.ApprovalDue = nil; return r }, env, Decision{Action: StartApproval}},
@@ -250,6 +253,32 @@ func TestIdentityKeptUntil(t *testing.T) {
 				t.Errorf("after forgetting: %+v, want C1", d)
 			}
 		})
+	}
+}
+
+// TestErrored: the entry of a request in errored_requests names its policy, its error count and
+// when it failed, and, when a webhook failed it, that webhook, its connection and the HTTP status
+// of its last attempt; the lifecycle indexes it once it is in error (E0).
+func TestErrored(t *testing.T) {
+	env := testEnv()
+	r := at(event.StatusInProcessing, event.StepPostWebhooks, 0)
+	status := 503
+	r.Webhooks[2].Attempts = []event.Attempt{{Status: 500}, {Status: status}}
+	ApplyAnswer(r, Answer{Verdict: Refused, Status: 400, Reason: "no"}, env) // the last attempt: 400
+	if d, _, _ := Settle(r, env, true); d.Row != "E0" || r.Status != event.StatusError {
+		t.Fatalf("after a refused answer: %+v, status %s; want error, then E0", d, r.Status)
+	}
+	want := event.Errored{ID: "pri_1", PolicyKey: "p", Step: event.StepPostWebhooks, WebhookKey: "c",
+		ConnectionKey: r.Plan.Post[0].ConnectionKey, Status: 400, ErrorCount: 1, At: t0}
+	if got := r.Errored(); got != want {
+		t.Errorf("Errored() = %+v, want %+v", got, want)
+	}
+	// Failed by no webhook (the execution timed out): the step and the time only.
+	x := at(event.StatusInProcessing, event.StepExecution, 0)
+	x.ExecutionDeadline = ptime(t0)
+	Settle(x, env, true)
+	if got := x.Errored(); got.Step != event.StepExecution || got.WebhookKey != "" || got.ConnectionKey != "" || got.Status != 0 || got.ErrorCount != 1 {
+		t.Errorf("Errored() of an execution timeout = %+v", got)
 	}
 }
 

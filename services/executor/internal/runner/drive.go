@@ -81,7 +81,24 @@ func (u *run) drive(ctx context.Context) (time.Time, error) {
 			if err := u.r.d.Identities.Forget(ctx, u.id, u.rec.IdentityKeptUntil(u.env.Cfg)); err != nil {
 				return time.Time{}, err
 			}
+			if u.rec.ErrorCount > 0 {
+				// Retried to the end: its entry in errored_requests is stale.
+				if err := u.r.d.Errors.Delete(ctx, u.id); err != nil {
+					return time.Time{}, err
+				}
+			}
 			u.ident, u.env.Forgot = nil, true
+		case lifecycle.IndexError:
+			if ok, err := u.write(ctx); err != nil || !ok {
+				if err != nil {
+					return time.Time{}, err
+				}
+				continue
+			}
+			if err := u.r.d.Errors.Put(ctx, u.rec.Errored()); err != nil {
+				return time.Time{}, err
+			}
+			u.env.Indexed = true
 		case lifecycle.Call:
 			later, stop, err := u.call(ctx)
 			if err != nil || stop {

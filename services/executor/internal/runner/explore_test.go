@@ -152,6 +152,9 @@ func deniedForgotten(w *world) string {
 	if denied != 1 {
 		return fmt.Sprintf("%d denied events, want 1", denied)
 	}
+	if msg := w.indexLeft(); msg != "" {
+		return msg
+	}
 	return w.identityLeft()
 }
 
@@ -182,6 +185,9 @@ func identityKept(w *world) string {
 func resumeOrExpiry(w *world) string {
 	rec := w.record()
 	if msg := w.identityLeft(); msg != "" {
+		return msg
+	}
+	if msg := w.indexLeft(); msg != "" {
 		return msg
 	}
 	if rec != nil && rec.Status == event.StatusError {
@@ -392,6 +398,21 @@ func (w *world) identityLeft() string {
 	return ""
 }
 
+// indexLeft checks errored_requests: a request in error is in it, naming its error; a finished one
+// is not.
+func (w *world) indexLeft() string {
+	rec := w.record()
+	e, ok := w.errored["pri_x"]
+	switch {
+	case rec == nil:
+	case rec.Status == event.StatusError && (!ok || e.ErrorCount != rec.ErrorCount || e.WebhookKey != rec.Error.WebhookKey || e.Step != rec.Error.Step):
+		return fmt.Sprintf("request in error %d (%+v), errored_requests holds %+v (%v)", rec.ErrorCount, rec.Error, e, ok)
+	case rec.Finished() && ok:
+		return fmt.Sprintf("the %s request is left in errored_requests: %+v", rec.Status, e)
+	}
+	return ""
+}
+
 // checkApprovalEvents checks the audit events of the pre-approval stage: the triggered one once,
 // after the calls (at most once when an operator approves early: the approval may end the stage
 // before every call); then the approval by the replies (pre_approval_eligible) or, after
@@ -561,6 +582,9 @@ func (w *world) check() string {
 		}
 	}
 	if msg := w.identityLeft(); msg != "" {
+		return msg
+	}
+	if msg := w.indexLeft(); msg != "" {
 		return msg
 	}
 	if w.events[0].Previous != nil {

@@ -43,6 +43,12 @@ type Identities interface {
 	Forget(ctx context.Context, id string, until time.Time) error
 }
 
+// Errors indexes the requests in error for scoped retries (store.Errored).
+type Errors interface {
+	Put(ctx context.Context, e event.Errored) error
+	Delete(ctx context.Context, id string) error
+}
+
 // Ack is the pending confirmation of an asynchronous publish (jetstream.PubAckFuture): one of its
 // channels delivers, once.
 type Ack interface {
@@ -123,6 +129,7 @@ type Hooks struct {
 type Deps struct {
 	Records    Records
 	Identities Identities
+	Errors     Errors
 	Publisher  Publisher
 	Timers     Timers
 	Plans      Plans

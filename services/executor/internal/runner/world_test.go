@@ -102,6 +102,7 @@ type world struct {
 	records  map[string][]byte
 	revs     map[string]uint64
 	idents   map[string]identEntry
+	errored  map[string]event.Errored // errored_requests
 	msgs     []*message
 	seqs     int
 	stored   map[string]time.Time // Nats-Msg-Id → when stored (duplicate window)
@@ -149,7 +150,7 @@ type identEntry struct {
 func newWorld(t testing.TB, plan event.Plan, script receiverScript) *world {
 	w := &world{t: t, byG: map[int64]*thread{}, active: map[int]*message{}, crashed: map[int]bool{}, callsAtExecute: -1,
 		now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), records: map[string][]byte{}, revs: map[string]uint64{},
-		idents: map[string]identEntry{}, stored: map[string]time.Time{}, usedJTI: map[string]bool{},
+		idents: map[string]identEntry{}, errored: map[string]event.Errored{}, stored: map[string]time.Time{}, usedJTI: map[string]bool{},
 		script: script, plan: plan}
 	w.start = w.now
 	w.cond = sync.NewCond(&w.mu)
@@ -421,6 +422,17 @@ func (f fakeIdentities) Forget(_ context.Context, id string, until time.Time) er
 	})
 }
 
+// fakeErrors is errored_requests.
+type fakeErrors struct{ w *world }
+
+func (f fakeErrors) Put(_ context.Context, e event.Errored) error {
+	return f.w.op("index error", func() error { f.w.errored[e.ID] = e; return nil })
+}
+
+func (f fakeErrors) Delete(_ context.Context, id string) error {
+	return f.w.op("unindex error", func() error { delete(f.w.errored, id); return nil })
+}
+
 // storedAck is an Ack the stream already answered.
 type storedAck struct {
 	ok  chan *jetstream.PubAck
@@ -645,7 +657,7 @@ func (m fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
 // newRunner returns a runner over the world's fakes.
 func (w *world) newRunner(cfg lifecycle.Config) *runner.Runner {
 	return runner.New(runner.Config{Lifecycle: cfg, RetryBaseDelay: time.Second, RetryMaxDelay: 4 * time.Second}, runner.Deps{
-		Records: fakeRecords{w}, Identities: fakeIdentities{w, cfg.IdentityTTL}, Publisher: fakePublisher{w},
+		Records: fakeRecords{w}, Identities: fakeIdentities{w, cfg.IdentityTTL}, Errors: fakeErrors{w}, Publisher: fakePublisher{w},
 		Timers: fakeTimers{w}, Plans: fakePlans{w}, Caller: fakeCaller{w}, Secrets: fakeSecrets{}, Seal: seal,
 		Log: zerolog.Nop(), Now: func() time.Time { w.mu.Lock(); defer w.mu.Unlock(); return w.now },
 		Go: func(f func()) func() {

@@ -1,9 +1,11 @@
-// Package sweep is the backstop of identity purge (SPEC §5.1): now and then it lists the requests
-// that have identities stored and forgets those of finished requests. The lifecycle forgets an
-// identity when its request finishes (row F1); the sweep finds what that missed: an identity a NATS
-// server brought back after a hard kill (a removed message it revived while recovering), one that a
-// repeated submission stored anew and a crash left behind, and those of requests that finished
-// under a version without purge.
+// Package sweep is the backstop of what the lifecycle keeps beside a request's record (SPEC §5.1,
+// §7): now and then it lists the requests that have identities stored and forgets those of
+// finished requests, and removes the entries of errored_requests whose request is no longer in
+// that error. The lifecycle forgets an identity when its request finishes (row F1); the sweep finds
+// what that missed: an identity a NATS server brought back after a hard kill (a removed message it
+// revived while recovering), one that a repeated submission stored anew and a crash left behind,
+// and those of requests that finished under a version without purge. An entry of errored_requests
+// is left behind by a request retried and still running (or failed again: then it is replaced).
 package sweep
 
 import (
@@ -15,6 +17,7 @@ import (
 
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
+	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/rs/zerolog"
 )
 
@@ -29,10 +32,18 @@ type Identities interface {
 	Forget(ctx context.Context, id string, until time.Time) error
 }
 
-// Sweeper forgets the identities of finished requests.
+// Errors lists and removes entries of errored_requests (store.Errored).
+type Errors interface {
+	Entries(ctx context.Context) ([]store.Entry, error)
+	DeleteAt(ctx context.Context, id string, rev uint64) error
+}
+
+// Sweeper forgets the identities of finished requests and removes stale entries of
+// errored_requests.
 type Sweeper struct {
 	Records    Records
 	Identities Identities
+	Errors     Errors
 	// Cfg gives FINISHED_IDENTITY_RETENTION (Record.IdentityKeptUntil).
 	Cfg lifecycle.Config
 	Log zerolog.Logger
@@ -45,6 +56,8 @@ type Result struct {
 	// Checked counts the requests with stored identities; Forgotten those whose identity was
 	// forgotten; Kept the finished ones still within FINISHED_IDENTITY_RETENTION.
 	Checked, Forgotten, Kept int
+	// Unindexed counts the entries of errored_requests removed.
+	Unindexed int
 }
 
 // Once sweeps every request with a stored identity. A request with no record is left alone: its
@@ -81,7 +94,34 @@ func (s *Sweeper) Once(ctx context.Context) (Result, error) {
 		}
 		res.Forgotten++
 	}
-	return res, nil
+	return res, s.unindex(ctx, &res)
+}
+
+// unindex removes the entries of errored_requests whose request is gone or no longer in the error
+// they name, each only if no later error replaced it meanwhile.
+func (s *Sweeper) unindex(ctx context.Context, res *Result) error {
+	entries, err := s.Errors.Entries(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		rec, _, err := s.Records.Load(ctx, e.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("sweep: %w", err)
+		case rec.Status == event.StatusError && rec.ErrorCount == e.ErrorCount:
+			continue
+		}
+		switch err := s.Errors.DeleteAt(ctx, e.ID, e.Revision); {
+		case errors.Is(err, store.ErrConflict):
+		case err != nil:
+			return fmt.Errorf("sweep: %w", err)
+		default:
+			res.Unindexed++
+		}
+	}
+	return nil
 }
 
 // Run sweeps every interval (with up to a tenth of it added at random, so that replicas spread
@@ -98,9 +138,10 @@ func (s *Sweeper) Run(ctx context.Context, every time.Duration) {
 		res, err := s.Once(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			s.Log.Warn().Err(err).Int("forgotten", res.Forgotten).Msg("identity sweep failed")
-		case res.Forgotten > 0:
-			s.Log.Info().Int("checked", res.Checked).Int("forgotten", res.Forgotten).Msg("identity sweep forgot the identities of finished requests")
+			s.Log.Warn().Err(err).Int("forgotten", res.Forgotten).Msg("sweep failed")
+		case res.Forgotten > 0 || res.Unindexed > 0:
+			s.Log.Info().Int("checked", res.Checked).Int("forgotten", res.Forgotten).Int("unindexed", res.Unindexed).
+				Msg("sweep: forgot the identities of finished requests, removed stale entries of errored_requests")
 		}
 	}
 }

@@ -33,6 +33,11 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	identities := store.NewIdentities(idKV, n.JS, keys, time.Hour, nil)
+	erroredKV, err := natsconn.ErroredBucket(ctx, n.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errored := store.NewErrored(erroredKV, nil)
 	records := store.NewRecords(n.Bucket(t, event.BucketRequests), plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots)), n.JS, 0, nil)
 	now := time.Now()
 	cfg := lifecycle.Config{IdentityTTL: time.Hour, FinishedIdentityRetention: 10 * time.Minute}
@@ -64,13 +69,21 @@ func TestSweep(t *testing.T) {
 	put("pri_recent", event.StatusComplete, time.Minute)
 	put("pri_running", event.StatusInProcessing, 0)
 	put("pri_norecord", "", 0)
+	// errored_requests: pri_failed is in error 1 (kept); pri_complete was retried to the end and
+	// pri_running is being retried (both stale); pri_gone has no record (stale).
+	put("pri_failed", event.StatusError, 0)
+	for id, count := range map[string]int{"pri_failed": 0, "pri_complete": 1, "pri_running": 1, "pri_gone": 1} {
+		if err := errored.Put(ctx, event.Errored{ID: id, PolicyKey: "p", Step: event.StepPreWebhooks, ErrorCount: count, At: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	s := &Sweeper{Records: records, Identities: identities, Cfg: cfg, Log: zerolog.Nop()}
+	s := &Sweeper{Records: records, Identities: identities, Errors: errored, Cfg: cfg, Log: zerolog.Nop()}
 	res, err := s.Once(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Result{Checked: 5, Forgotten: 2, Kept: 1}); res != want {
+	if want := (Result{Checked: 6, Forgotten: 2, Kept: 1, Unindexed: 3}); res != want {
 		t.Errorf("first sweep: %+v, want %+v", res, want)
 	}
 	left, err := identities.Requests(ctx)
@@ -78,7 +91,7 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(left)
-	if want := []string{"pri_norecord", "pri_recent", "pri_running"}; !slices.Equal(left, want) {
+	if want := []string{"pri_failed", "pri_norecord", "pri_recent", "pri_running"}; !slices.Equal(left, want) {
 		t.Errorf("requests with stored identities after the sweep: %q, want %q", left, want)
 	}
 	for _, id := range []string{"pri_complete", "urn:denied.1"} {
@@ -89,7 +102,18 @@ func TestSweep(t *testing.T) {
 			t.Errorf("%s: derived identity after the sweep: %v, want it gone", id, err)
 		}
 	}
-	if res, err := s.Once(ctx); err != nil || res.Forgotten != 0 || res.Checked != 3 {
-		t.Errorf("second sweep: %+v, %v; want 3 checked, nothing forgotten", res, err)
+	entries, err := errored.Entries(ctx)
+	if err != nil || len(entries) != 1 || entries[0].ID != "pri_failed" {
+		t.Errorf("errored_requests after the sweep: %+v, %v; want pri_failed alone", entries, err)
+	}
+	if res, err := s.Once(ctx); err != nil || res.Forgotten != 0 || res.Unindexed != 0 || res.Checked != 4 {
+		t.Errorf("second sweep: %+v, %v; want 4 checked, nothing forgotten or unindexed", res, err)
+	}
+	// An entry replaced after it was read (a later error) is not removed.
+	if err := errored.Put(ctx, event.Errored{ID: "pri_failed", ErrorCount: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := errored.DeleteAt(ctx, "pri_failed", entries[0].Revision); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("DeleteAt of a replaced entry: %v, want ErrConflict", err)
 	}
 }
