@@ -136,6 +136,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return fail(err)
 	}
+	errored, err := assets.Errored(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	clients, err := assets.Clients(ctx)
 	if err != nil {
 		return fail(err)
@@ -152,7 +156,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Log:      log,
 		Registry: reg,
 		Resume: resume.New(resume.Config{
-			Requests: requests, Snapshots: plansnapshots.New(snapshots), Claims: claims, Publisher: js, Tokens: sealers,
+			Requests: requests, Snapshots: plansnapshots.New(snapshots), Claims: claims, Errored: errored, Publisher: js, Tokens: sealers,
 		}),
 		Auth:    api.NewAuthorizer(accessSealer, oauthclients.New(clients, cfg.RootClientID)),
 		Ready:   readyChecks(nc, js, stream, requests, snapshots, claims, clients),

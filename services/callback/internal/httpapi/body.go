@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 	"unicode/utf8"
 
+	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 )
@@ -212,4 +214,61 @@ func sortedKeys(m map[string]any) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// maxFilterKey bounds a key a scoped retry filters on (SPEC §1: keys are at most 255 characters).
+const maxFilterKey = 255
+
+// decodeReplayBody decodes the strict body of a scoped retry (SPEC §7): empty, {} or any of
+// {policy_key, webhook_key, connection_key} (1-255 characters), {errored_since, errored_until}
+// (RFC 3339 times, since before until) and status (an HTTP status, 100-599); null is absent.
+func decodeReplayBody(b []byte) (resume.Filter, error) {
+	top, problems, err := decodeObject(b, "policy_key", "webhook_key", "connection_key", "errored_since", "errored_until", "status")
+	if err != nil {
+		return resume.Filter{}, err
+	}
+	var f resume.Filter
+	for _, k := range []struct {
+		name string
+		dst  *string
+	}{{"policy_key", &f.PolicyKey}, {"webhook_key", &f.WebhookKey}, {"connection_key", &f.ConnectionKey}} {
+		if v, ok := resumeString(top[k.name], true, maxFilterKey, []any{"body", k.name}, &problems); ok && v != nil {
+			*k.dst = *v
+		}
+	}
+	for _, k := range []struct {
+		name string
+		dst  *time.Time
+	}{{"errored_since", &f.Since}, {"errored_until", &f.Until}} {
+		switch v := top[k.name].(type) {
+		case nil:
+		case string:
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				problems = append(problems, api.FieldError{Loc: []any{"body", k.name}, Msg: "invalid datetime format (RFC 3339)", Type: "value_error.datetime"})
+				continue
+			}
+			*k.dst = t
+		default:
+			problems = append(problems, api.FieldError{Loc: []any{"body", k.name}, Msg: "str type expected", Type: "type_error.str"})
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		problems = append(problems, api.FieldError{Loc: []any{"body", "errored_until"}, Msg: "errored_until must be after errored_since", Type: "value_error"})
+	}
+	switch v := top["status"].(type) {
+	case nil:
+	case float64:
+		if v != float64(int(v)) || v < 100 || v > 599 {
+			problems = append(problems, api.FieldError{Loc: []any{"body", "status"}, Msg: "ensure this value is an HTTP status, a whole number from 100 to 599", Type: "value_error.number"})
+			break
+		}
+		f.Status = int(v)
+	default:
+		problems = append(problems, api.FieldError{Loc: []any{"body", "status"}, Msg: "value is not a valid integer", Type: "type_error.integer"})
+	}
+	if err := invalid(problems); err != nil {
+		return resume.Filter{}, err
+	}
+	return f, nil
 }

@@ -40,6 +40,7 @@ type fixture struct {
 	snapshots *plansnapshots.Store
 	claims    jetstream.KeyValue
 	clients   jetstream.KeyValue
+	errored   jetstream.KeyValue
 	resume    *token.Sealer // the executor's reply-to-token sealer
 	access    *token.Sealer // the config service's access-token sealer
 	router    *mux.Router
@@ -65,6 +66,7 @@ func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Pub
 	f.requests = n.Bucket(t, event.BucketRequests)
 	f.claims = n.Bucket(t, event.BucketResumeTokens)
 	f.clients = n.Bucket(t, event.BucketClients)
+	f.errored = n.Bucket(t, event.BucketErrored)
 	f.resume = sealer(t, secret.PurposeResumeTokens)
 	f.access = sealer(t, secret.PurposeAccessTokens)
 	var pub resume.Publisher = js
@@ -72,7 +74,7 @@ func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Pub
 		pub = publisher(js)
 	}
 	f.snapshots = plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots))
-	svc := resume.New(resume.Config{Requests: f.requests, Snapshots: f.snapshots, Claims: f.claims, Publisher: pub,
+	svc := resume.New(resume.Config{Requests: f.requests, Snapshots: f.snapshots, Claims: f.claims, Errored: f.errored, Publisher: pub,
 		Tokens: []*token.Sealer{f.resume}})
 	f.router = NewRouter(Deps{
 		Log:      zerolog.Nop(),

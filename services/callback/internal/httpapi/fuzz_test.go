@@ -1,10 +1,14 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/policyhooks/policyhooks/shared/token"
 )
@@ -157,6 +161,42 @@ func FuzzPreApprove(f *testing.F) {
 			}
 		default:
 			t.Fatalf("got %d %s for token %q body %q", w.Code, w.Body, raw, body)
+		}
+	})
+}
+
+// FuzzRetryMatching: any body through the real scoped retry: 200 with a count only for a body that
+// decodes (decodeReplayBody), a 422 otherwise, never a 5xx; a retry is published only after a 200.
+func FuzzRetryMatching(f *testing.F) {
+	fx := newFixture(f)
+	fx.index(event.Errored{ID: "pri_fuzz_r", PolicyKey: "p1", WebhookKey: "verify", ConnectionKey: "crm", Status: 503, ErrorCount: 1, At: t0})
+	fx.putRequest(failedRequest("pri_fuzz_r", 1))
+	auth := "Bearer " + fx.accessToken(rootClientID, scope.PrivacyRequestResume)
+	for _, seed := range []string{``, `{}`, `{"policy_key": "p1"}`, `{"status": 503, "webhook_key": "verify"}`,
+		`{"errored_since": "2025-03-01T00:00:00Z", "errored_until": "2025-03-02T00:00:00Z"}`, `{"status": 1e400}`,
+		`{"connection_key": null}`, `{"policy_key": "p1", "policy_key": "p1"}`, "{\"policy_key\": \"\xff\"}", `[{}]`} {
+		f.Add(seed)
+	}
+	retries := func(t *testing.T) uint64 {
+		info, err := fx.stream.Info(context.Background(), jetstream.WithSubjectFilter(event.SubjectRetry))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Subjects[event.SubjectRetry]
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		before := retries(t)
+		w := fx.do(http.MethodPost, "/api/v1/privacy-request/retry", auth, body)
+		_, decodeErr := decodeReplayBody([]byte(body))
+		switch {
+		case w.Code >= 500:
+			t.Fatalf("%q: %d %s", body, w.Code, w.Body)
+		case decodeErr == nil && (w.Code != http.StatusOK || !strings.HasPrefix(w.Body.String(), `{"queued":`)):
+			t.Fatalf("%q decodes, yet %d %s", body, w.Code, w.Body)
+		case decodeErr != nil && w.Code != http.StatusUnprocessableEntity:
+			t.Fatalf("%q does not decode (%v), yet %d %s", body, decodeErr, w.Code, w.Body)
+		case w.Code != http.StatusOK && retries(t) != before:
+			t.Fatalf("%q: refused with %d, yet a retry was published", body, w.Code)
 		}
 	})
 }

@@ -151,6 +151,31 @@ func handleRetry(svc *resume.Service, m *metrics) http.HandlerFunc {
 	}
 }
 
+// handleRetryMatching is the scoped retry: every request in error the body's filter selects.
+func handleRetryMatching(svc *resume.Service, m *metrics) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		code := serveRetryMatching(w, r, svc)
+		m.retries.WithLabelValues(strconv.Itoa(code)).Inc()
+	}
+}
+
+func serveRetryMatching(w http.ResponseWriter, r *http.Request, svc *resume.Service) int {
+	b, err := api.ReadBody(r)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	f, err := decodeReplayBody(b)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	out, err := svc.RetryMatching(r.Context(), f)
+	if err != nil {
+		return writeError(w, r, err)
+	}
+	api.WriteJSON(w, http.StatusOK, out)
+	return http.StatusOK
+}
+
 func handleGet(svc *resume.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		view, err := svc.Get(r.Context(), mux.Vars(r)["id"])

@@ -51,6 +51,7 @@ func NewRouter(d Deps) *mux.Router {
 	r.HandleFunc(callbackapi.Approve, d.Auth.Require(scope.PrivacyRequestReview, handleReview(d.Resume, m, true))).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.Deny, d.Auth.Require(scope.PrivacyRequestReview, handleReview(d.Resume, m, false))).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.Retry, d.Auth.Require(scope.PrivacyRequestResume, handleRetry(d.Resume, m))).Methods(http.MethodPost)
+	r.HandleFunc(callbackapi.RetryMatching, d.Auth.Require(scope.PrivacyRequestResume, handleRetryMatching(d.Resume, m))).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.Request, d.Auth.Require(scope.PrivacyRequestRead, handleGet(d.Resume))).Methods(http.MethodGet)
 	return r
 }

@@ -93,6 +93,8 @@ type Config struct {
 	Snapshots *plansnapshots.Store
 	// Claims is the resume_tokens bucket: one key per used token id.
 	Claims jetstream.KeyValue
+	// Errored is the errored_requests bucket, read only (scoped retries).
+	Errored jetstream.KeyValue
 	// Publisher publishes the events.
 	Publisher Publisher
 	// Tokens open reply-to-tokens: the sealer of the current key first, then the one of the
@@ -105,6 +107,7 @@ type Service struct {
 	requests  jetstream.KeyValue
 	snapshots *plansnapshots.Store
 	claims    jetstream.KeyValue
+	errored   jetstream.KeyValue
 	publisher Publisher
 	tokens    []*token.Sealer
 	now       func() time.Time
@@ -116,6 +119,7 @@ func New(cfg Config) *Service {
 		requests:  cfg.Requests,
 		snapshots: cfg.Snapshots,
 		claims:    cfg.Claims,
+		errored:   cfg.Errored,
 		publisher: cfg.Publisher,
 		tokens:    cfg.Tokens,
 		now:       time.Now,
@@ -235,20 +239,31 @@ func (s *Service) Retry(ctx context.Context, id string) (View, error) {
 	if req.Status != event.StatusError {
 		return View{}, &Error{Err: ErrNotFailed, ID: id, Status: req.Status}
 	}
-	payload, err := json.Marshal(event.Retry{RequestID: id, FromError: req.ErrorCount})
-	if err != nil {
-		return View{}, fmt.Errorf("resume: encode retry: %w", err)
+	if _, err := s.publishRetry(ctx, req); err != nil {
+		return View{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
-	defer cancel()
-	msgID := fmt.Sprintf("retry-%s-%d", id, req.ErrorCount)
-	if _, err := s.publisher.Publish(ctx, event.SubjectRetry, payload, jetstream.WithMsgID(msgID)); err != nil {
-		return View{}, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: id}
-	}
-	zerolog.Ctx(ctx).Info().Str("privacy_request_id", id).Int("from_error", req.ErrorCount).Msg("retry published")
 	req.Status = event.StatusInProcessing
 	req.Error = nil
 	return NewView(req), nil
+}
+
+// publishRetry publishes the retry of req from its current error, with Nats-Msg-Id
+// retry-<id>-<error count>: a repeated retry of one error (a second click, a scoped retry that
+// matches it again) is stored once. It reports whether the stream already had it.
+func (s *Service) publishRetry(ctx context.Context, req event.Request) (bool, error) {
+	payload, err := json.Marshal(event.Retry{RequestID: req.ID, FromError: req.ErrorCount})
+	if err != nil {
+		return false, fmt.Errorf("resume: encode retry: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	msgID := fmt.Sprintf("retry-%s-%d", req.ID, req.ErrorCount)
+	ack, err := s.publisher.Publish(ctx, event.SubjectRetry, payload, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return false, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: req.ID}
+	}
+	zerolog.Ctx(ctx).Info().Str("privacy_request_id", req.ID).Int("from_error", req.ErrorCount).Msg("retry published")
+	return ack != nil && ack.Duplicate, nil
 }
 
 // Get returns the view of request id.

@@ -1,0 +1,110 @@
+package resume
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/policyhooks/policyhooks/shared/event"
+)
+
+// Filter selects the requests in error a scoped retry restarts (SPEC §7); a zero field matches
+// every request.
+type Filter struct {
+	PolicyKey     string
+	WebhookKey    string
+	ConnectionKey string
+	// Since and Until bound when the request went to error: Since <= at < Until.
+	Since, Until time.Time
+	// Status is the HTTP status of the failed webhook's last attempt.
+	Status int
+}
+
+// matches reports whether e is selected by f.
+func (f Filter) matches(e event.Errored) bool {
+	return (f.PolicyKey == "" || e.PolicyKey == f.PolicyKey) &&
+		(f.WebhookKey == "" || e.WebhookKey == f.WebhookKey) &&
+		(f.ConnectionKey == "" || e.ConnectionKey == f.ConnectionKey) &&
+		(f.Since.IsZero() || !e.At.Before(f.Since)) &&
+		(f.Until.IsZero() || e.At.Before(f.Until)) &&
+		(f.Status == 0 || e.Status == f.Status)
+}
+
+// Replay is what a scoped retry did.
+type Replay struct {
+	// Queued counts the requests whose retry was queued by this call: neither one that left its
+	// error since it was indexed nor one whose retry of this error was queued before (by an
+	// earlier call within the stream's duplicate window) is counted.
+	Queued int `json:"queued"`
+}
+
+// RetryMatching publishes the retry of every request in error that f selects, from its failed step,
+// as Retry does for one. The candidates come from errored_requests; each is checked against its
+// record (still in the error it was indexed for) before its retry is published. It is idempotent:
+// a retry of one error is stored once (publishRetry), and a request retried since is no longer in
+// error (once the executor took the retry; until then the record still says error, and a repeat
+// within the stream's 2-minute duplicate window is recognised as one).
+func (s *Service) RetryMatching(ctx context.Context, f Filter) (Replay, error) {
+	entries, err := s.erroredEntries(ctx)
+	if err != nil {
+		return Replay{}, err
+	}
+	var out Replay
+	for _, e := range entries {
+		if !f.matches(e) {
+			continue
+		}
+		req, err := s.request(ctx, e.ID)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if req.Status != event.StatusError || req.ErrorCount != e.ErrorCount {
+			continue // retried since, or failed again and indexed anew
+		}
+		dup, err := s.publishRetry(ctx, req)
+		if err != nil {
+			return out, err
+		}
+		if !dup {
+			out.Queued++
+		}
+	}
+	return out, nil
+}
+
+// erroredEntries reads every entry of errored_requests, in one pass of an ordered consumer.
+func (s *Service) erroredEntries(ctx context.Context) ([]event.Errored, error) {
+	unavailable := func(err error) error {
+		return &Error{Err: fmt.Errorf("%w: read errored_requests: %w", ErrUnavailable, err)}
+	}
+	w, err := s.errored.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer func() { _ = w.Stop() }()
+	timeout := time.After(publishTimeout)
+	var out []event.Errored
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, unavailable(ctx.Err())
+		case <-timeout:
+			return nil, unavailable(context.DeadlineExceeded)
+		case kve := <-w.Updates():
+			if kve == nil {
+				return out, nil // every entry was delivered
+			}
+			var e event.Errored
+			if err := json.Unmarshal(kve.Value(), &e); err != nil {
+				return nil, fmt.Errorf("resume: decode errored entry %s: %w", kve.Key(), err)
+			}
+			out = append(out, e)
+		}
+	}
+}
