@@ -92,6 +92,16 @@ type HTTPSSecrets struct {
 	Authorization string            `json:"authorization"`
 	Headers       map[string]string `json:"headers,omitempty"`
 	SigningSecret string            `json:"signing_secret,omitempty"`
+	// SigningSecretPrevious is the HMAC signing secret being rotated out: until
+	// SigningSecretPreviousUntil, by the executor's clock at each attempt, calls carry its v1
+	// signature after the current one (SPEC §6). Without an until it is not used.
+	SigningSecretPrevious      string    `json:"signing_secret_previous,omitempty"`
+	SigningSecretPreviousUntil time.Time `json:"signing_secret_previous_until,omitzero"`
+	// SigningKey is the Ed25519 secret key ("whsk_<base64>") of the calls' v1a signature;
+	// SigningKeyPrevious is the one being rotated out, used as SigningSecretPrevious is.
+	SigningKey              string    `json:"signing_key,omitempty"`
+	SigningKeyPrevious      string    `json:"signing_key_previous,omitempty"`
+	SigningKeyPreviousUntil time.Time `json:"signing_key_previous_until,omitzero"`
 	// OAuth2, when set, makes the executor obtain a token by the client credentials grant and send
 	// it as "Authorization: Bearer <token>" in place of Authorization.
 	OAuth2 *OAuth2 `json:"oauth2,omitempty"`
