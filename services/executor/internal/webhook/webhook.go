@@ -1,5 +1,5 @@
 // Package webhook calls users' webhooks (SPEC §6): it builds the request with its headers and
-// Standard Webhooks signature, obtains the connection's OAuth2 access token when it has client
+// Standard Webhooks signatures, obtains the connection's OAuth2 access token when it has client
 // credentials, sends both the token request and the call through one shared SSRF-guarded
 // transport, and classifies the answer as done, retryable, ignored or refused.
 package webhook
@@ -7,11 +7,8 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,27 +189,6 @@ type Result struct {
 	Latency    time.Duration
 }
 
-// SigningKey returns the HMAC key of a signing secret: the base64-decoded bytes after a "whsec_"
-// prefix (the Standard Webhooks format), else the secret's raw bytes.
-func SigningKey(secret string) ([]byte, error) {
-	if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
-		key, err := base64.StdEncoding.DecodeString(rest)
-		if err != nil {
-			return nil, errors.New("signing_secret has the whsec_ prefix but is not base64")
-		}
-		return key, nil
-	}
-	return []byte(secret), nil
-}
-
-// Sign returns the webhook-signature value for id, timestamp and body.
-func Sign(key []byte, id string, timestamp int64, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id + "." + strconv.FormatInt(timestamp, 10) + "."))
-	mac.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-}
-
 // Slot is a call slot of one webhook host, taken by TryAcquire or Acquire and released by the Send
 // of the call it was taken for (or by Release, when the call is not made after all).
 type Slot struct {
@@ -360,8 +336,8 @@ func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 }
 
 // header returns the headers of call c with body, but Authorization: the connection's headers,
-// then the fixed ones, reply-to and the signature. Its error is a header of the secrets that
-// cannot be sent, or a signing secret that cannot be used.
+// then the fixed ones, reply-to and the signatures. Its error is a header of the secrets that
+// cannot be sent, or a signing secret or key that cannot be used.
 func (s *Sender) header(c Call, body []byte) (http.Header, error) {
 	h := http.Header{}
 	for name, value := range c.Secrets.Headers {
@@ -387,15 +363,15 @@ func (s *Sender) header(c Call, body []byte) (http.Header, error) {
 		h.Set("reply-to-deny", c.ReplyNotEligible)
 		h.Set("reply-to-token", c.ReplyToken)
 	}
-	if c.Secrets.SigningSecret != "" {
-		key, err := SigningKey(c.Secrets.SigningSecret)
+	if Signed(c.Secrets) {
+		now := s.now()
+		sig, err := Signature(c.Secrets, c.WebhookID, now, body)
 		if err != nil {
 			return nil, err
 		}
-		ts := s.now().Unix()
 		h.Set("webhook-id", c.WebhookID)
-		h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-		h.Set("webhook-signature", Sign(key, c.WebhookID, ts, body))
+		h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		h.Set("webhook-signature", sig)
 	}
 	return h, nil
 }

@@ -131,18 +131,6 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
-func TestSigningKey(t *testing.T) {
-	if k, err := SigningKey("whsec_aGVsbG8="); err != nil || string(k) != "hello" {
-		t.Errorf("whsec_ key: %q %v, want hello", k, err)
-	}
-	if k, _ := SigningKey("raw"); string(k) != "raw" {
-		t.Errorf("raw key: %q", k)
-	}
-	if _, err := SigningKey("whsec_***"); err == nil {
-		t.Errorf("bad whsec_ key accepted")
-	}
-}
-
 // TestNewBodyWithoutPolicyFacts: a policy without drp_action or execution_timeframe gives a call
 // with policy_action and due_date null, and a request without external_id a null external_id; the
 // fidesops fields are there as before.
