@@ -51,6 +51,8 @@ type Connection struct {
 	// SecretsURL is the scheme and host of the secrets' URL (DisplayURL), kept for the
 	// informational URL of the compiled plans; never its path, query or user information.
 	SecretsURL string `json:"-"`
+	// SigningKeys are the public keys of the secrets' Ed25519 signing keys, nil without one.
+	SigningKeys *SigningKeys `json:"-"`
 }
 
 // Input is one validated item of the bulk upsert, defaults filled. Its JSON form is the "data" of
@@ -140,8 +142,9 @@ type Store interface {
 	// DeleteConnection removes key; an *InUseError while webhooks use it (or a webhook edit in
 	// flight claims it), decided in the same conditional write that deletes it.
 	DeleteConnection(ctx context.Context, key string) error
-	// SetSecrets stores sealed secrets and, when test is not nil, the verification result.
-	SetSecrets(ctx context.Context, key, sealed, displayURL string, test *TestResult) (Connection, error)
+	// SetSecrets stores sealed secrets with the public keys of their signing keys (nil: none)
+	// and, when test is not nil, the verification result, in one write.
+	SetSecrets(ctx context.Context, key, sealed, displayURL string, keys *SigningKeys, test *TestResult) (Connection, error)
 	// ResealSecrets replaces the sealed secrets of key when they still equal old.
 	ResealSecrets(ctx context.Context, key, old, sealed string) error
 	AllConnections(ctx context.Context) ([]Connection, error)

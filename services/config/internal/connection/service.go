@@ -110,7 +110,8 @@ type TestResult struct {
 // SetSecrets validates, seals and stores the https secrets of key; with verify it also resolves
 // the host of the URL, and then of the oauth2 token URL when there is one, and completes a TLS
 // handshake with each (no HTTP request, so no token is fetched), records the outcome and returns it
-// (nil without verify). The plaintext never leaves this function other than sealed.
+// (nil without verify). The public keys of the Ed25519 signing keys are stored beside the sealed
+// secrets, in the same write. The plaintext never leaves this function other than sealed.
 func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSecrets, verify bool) (*TestResult, error) {
 	c, err := s.store.GetConnection(ctx, key)
 	if err != nil {
@@ -121,6 +122,10 @@ func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSec
 			"Secrets can only be set here for https connections; ConnectionConfig '%s' is of type %s.", key, c.Type)}
 	}
 	if err := s.validate(sec); err != nil {
+		return nil, err
+	}
+	keys, err := signingKeysOf(sec)
+	if err != nil {
 		return nil, err
 	}
 	plain, err := json.Marshal(sec)
@@ -144,7 +149,7 @@ func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSec
 			}
 		}
 	}
-	if _, err := s.store.SetSecrets(ctx, key, sealed, DisplayURL(sec.URL), result); err != nil {
+	if _, err := s.store.SetSecrets(ctx, key, sealed, DisplayURL(sec.URL), keys, result); err != nil {
 		return nil, err
 	}
 	s.republish(ctx, key)
@@ -164,7 +169,10 @@ func (s *Service) validate(sec event.HTTPSSecrets) error {
 	if err := checkOAuth2(sec.OAuth2, s.checkURL); err != nil {
 		return err
 	}
-	return checkAuthorizationSource(sec)
+	if err := checkAuthorizationSource(sec); err != nil {
+		return err
+	}
+	return checkSigning(sec, s.now())
 }
 
 // checkURL returns why raw is not a URL the executor may call (its scheme, form or host), nil

@@ -137,6 +137,12 @@ type secretsBody struct {
 	Headers       map[string]string `json:"headers"`
 	SigningSecret *string           `json:"signing_secret"`
 	OAuth2        *event.OAuth2     `json:"oauth2"`
+	// The rotation and Ed25519 fields (signing.go); the untils are RFC 3339 times.
+	SigningSecretPrevious      *string `json:"signing_secret_previous"`
+	SigningSecretPreviousUntil *string `json:"signing_secret_previous_until"`
+	SigningKey                 *string `json:"signing_key"`
+	SigningKeyPrevious         *string `json:"signing_key_previous"`
+	SigningKeyPreviousUntil    *string `json:"signing_key_previous_until"`
 }
 
 // putSecrets is PUT /connection/{key}/secret?verify=: strict https secrets (oauth2 included),
@@ -186,6 +192,10 @@ func putSecrets(svc *connection.Service) http.HandlerFunc {
 		}
 		if body.SigningSecret != nil {
 			sec.SigningSecret = *body.SigningSecret
+		}
+		if err := body.setSigning(&sec); err != nil {
+			writeError(w, r, err)
+			return
 		}
 		res, err := svc.SetSecrets(r.Context(), key, sec, verify)
 		if err != nil {

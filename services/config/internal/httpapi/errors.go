@@ -29,6 +29,7 @@ func statusOf(err error) error {
 	case errors.As(err, &he):
 		return he
 	case errors.Is(err, connection.ErrNotFound),
+		errors.Is(err, connection.ErrNoSigningKey),
 		errors.Is(err, policy.ErrNotFound),
 		errors.Is(err, policy.ErrWebhookNotFound):
 		return &api.Error{Status: http.StatusNotFound, Detail: detail(err)}
@@ -66,6 +67,7 @@ func detail(err error) string {
 		order           *policy.OrderError
 		notHTTPS        *policy.NotHTTPSError
 		connNotFound    *connection.NotFoundError
+		noSigningKey    *connection.NoSigningKeyError
 		connTaken       *connection.KeyTakenError
 		typeChange      *connection.TypeChangeError
 		inUse           *connection.InUseError
@@ -88,6 +90,8 @@ func detail(err error) string {
 			notHTTPS.Key, notHTTPS.Type)
 	case errors.As(err, &connNotFound):
 		return fmt.Sprintf("No connection configuration found with key '%s'.", connNotFound.Key)
+	case errors.As(err, &noSigningKey):
+		return fmt.Sprintf("ConnectionConfig '%s' has no Ed25519 signing key.", noSigningKey.Key)
 	case errors.As(err, &connTaken):
 		return keyTaken(connTaken.Key, "ConnectionConfig")
 	case errors.As(err, &typeChange): // before inUse, which it wraps

@@ -33,6 +33,7 @@ func TestDetail(t *testing.T) {
 		{"connection not https", &policy.NotHTTPSError{Key: "c", Type: "postgres"},
 			"ConnectionConfig 'c' is of type postgres: only https connections can back webhooks."},
 		{"connection not found", &connection.NotFoundError{Key: "c"}, "No connection configuration found with key 'c'."},
+		{"connection without a signing key", &connection.NoSigningKeyError{Key: "c"}, "ConnectionConfig 'c' has no Ed25519 signing key."},
 		{"connection key taken", &connection.KeyTakenError{Key: "wh2"},
 			"Key wh2 already exists in ConnectionConfig. Keys will be snake-cased names if not provided. " +
 				"If you are seeing this error without providing a key, please provide a key or a different name."},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/secret"
@@ -28,13 +29,22 @@ func (e *env) storedSecrets(key string) string {
 // KV entry holds any of their plaintext values, and that the plan's sealed value opens to them.
 func TestSecretsNeverExposed(t *testing.T) {
 	e := newEnv(t, envOptions{})
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	k1, k2 := newTestEdKey(5), newTestEdKey(6)
 	plain := event.HTTPSSecrets{
-		URL:           "https://example.com/hook?token=url-SECRET-q1",
-		Authorization: "Bearer auth-SECRET-a1",
-		Headers:       map[string]string{"X-Api-Key": "header-SECRET-h1"},
-		SigningSecret: "signing-SECRET-s1",
+		URL:                        "https://example.com/hook?token=url-SECRET-q1",
+		Authorization:              "Bearer auth-SECRET-a1",
+		Headers:                    map[string]string{"X-Api-Key": "header-SECRET-h1"},
+		SigningSecret:              "signing-SECRET-s1",
+		SigningSecretPrevious:      "signing-previous-SECRET-s2",
+		SigningSecretPreviousUntil: until,
+		SigningKey:                 k1.seed,
+		SigningKeyPrevious:         k2.long,
+		SigningKeyPreviousUntil:    until,
 	}
-	needles := []string{"url-SECRET-q1", "auth-SECRET-a1", "header-SECRET-h1", "signing-SECRET-s1"}
+	needles := []string{"url-SECRET-q1", "auth-SECRET-a1", "header-SECRET-h1", "signing-SECRET-s1", "signing-previous-SECRET-s2",
+		strings.TrimPrefix(k1.seed, "whsk_"), strings.TrimPrefix(k1.long, "whsk_"),
+		strings.TrimPrefix(k2.seed, "whsk_"), strings.TrimPrefix(k2.long, "whsk_")}
 	e.call(http.MethodPatch, "/api/v1/connection", []map[string]any{
 		{"name": "Hooks", "key": "hooks", "connection_type": "https", "access": "read"},
 	}, http.StatusOK, nil)
@@ -52,6 +62,7 @@ func TestSecretsNeverExposed(t *testing.T) {
 	for _, path := range []string{
 		"/api/v1/connection", "/api/v1/connection/hooks", "/api/v1/policy/p/webhook/pre_execution",
 		"/api/v1/policy/p/webhook/pre_execution/w", "/api/v1/policy", "/api/v1/policy/p",
+		"/api/v1/connection/hooks/signing-key",
 	} {
 		answers = append(answers, string(e.call(http.MethodGet, path, nil, 200, nil)))
 	}
@@ -73,6 +84,12 @@ func TestSecretsNeverExposed(t *testing.T) {
 			}
 		}
 	}
+	// The public keys are not secret: they are stored and shown.
+	for _, pub := range []string{k1.public, k2.public} {
+		if !strings.Contains(places["mongodb"], pub) || !strings.Contains(places["answers"], "whpk_"+pub) {
+			t.Errorf("the public key %s is not stored and shown", pub)
+		}
+	}
 	if !strings.Contains(e.logs.String(), "/api/v1/connection/{key}/secret") {
 		t.Fatal("the log capture saw no access line for the secret route; the check above would be vacuous")
 	}
@@ -91,7 +108,9 @@ func TestSecretsNeverExposed(t *testing.T) {
 	}
 	var got event.HTTPSSecrets
 	if err := json.Unmarshal(opened, &got); err != nil || got.Authorization != plain.Authorization || got.URL != plain.URL ||
-		got.SigningSecret != plain.SigningSecret || got.Headers["X-Api-Key"] != "header-SECRET-h1" {
+		got.SigningSecret != plain.SigningSecret || got.Headers["X-Api-Key"] != "header-SECRET-h1" ||
+		got.SigningSecretPrevious != plain.SigningSecretPrevious || !got.SigningSecretPreviousUntil.Equal(until) ||
+		got.SigningKey != plain.SigningKey || got.SigningKeyPrevious != plain.SigningKeyPrevious || !got.SigningKeyPreviousUntil.Equal(until) {
 		t.Fatalf("opened secrets: got %+v, want %+v", got, plain)
 	}
 	if plan.Pre[0].Secrets != e.storedSecrets("hooks") {

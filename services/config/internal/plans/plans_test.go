@@ -64,7 +64,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := st.UpsertConnection(ctx, connection.Input{Key: "c", Name: "C", Type: connection.HTTPS, Access: "read"}, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.SetSecrets(ctx, "c", "sealed-c", "https://hooks.example", nil); err != nil {
+	if _, err := st.SetSecrets(ctx, "c", "sealed-c", "https://hooks.example", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{t: t, ctx: ctx, st: st, uri: uri, kv: kv}
@@ -188,7 +188,7 @@ func TestOlderPlanNeverOverwritesNewer(t *testing.T) {
 func TestPlanURLKeepsOnlySchemeAndHost(t *testing.T) {
 	f := newFixture(t)
 	const secretURL = "https://hooks.slack.example:8443/services/T0001/B0001/S3cr3tPath?token=S3cr3tQuery#frag"
-	if _, err := f.st.SetSecrets(f.ctx, "c", "sealed-c", connection.DisplayURL(secretURL), nil); err != nil {
+	if _, err := f.st.SetSecrets(f.ctx, "c", "sealed-c", connection.DisplayURL(secretURL), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	f.policy("p", "one")

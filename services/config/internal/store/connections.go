@@ -27,6 +27,9 @@ type connDoc struct {
 	LastTestSucceeded *bool      `bson:"last_test_succeeded"`
 	Secrets           string     `bson:"secrets,omitempty"`
 	SecretsURL        string     `bson:"secrets_url,omitempty"`
+	// SigningKeys are the public keys of the secrets' Ed25519 signing keys (not secret); absent
+	// or null without one.
+	SigningKeys *signingKeysDoc `bson:"signing_public_keys,omitempty"`
 	// UsedBy holds the claims of webhook edits on the connection (see claims.go); absent in
 	// documents written before claims existed.
 	UsedBy []string `bson:"used_by,omitempty"`
@@ -38,8 +41,38 @@ func (d connDoc) domain() connection.Connection {
 		Disabled: d.Disabled, DisabledAt: utcPtr(d.DisabledAt), CreatedAt: utc(d.CreatedAt), UpdatedAt: utc(d.UpdatedAt),
 		LastTestTimestamp: utcPtr(d.LastTestTimestamp), LastTestSucceeded: d.LastTestSucceeded,
 		// A document written before DisplayURL kept only scheme and host may hold a path.
-		Secrets: d.Secrets, SecretsURL: connection.DisplayURL(d.SecretsURL),
+		Secrets: d.Secrets, SecretsURL: connection.DisplayURL(d.SecretsURL), SigningKeys: d.SigningKeys.domain(),
 	}
+}
+
+// signingKeysDoc is the stored form of connection.SigningKeys.
+type signingKeysDoc struct {
+	Current       string     `bson:"current"`
+	Previous      string     `bson:"previous,omitempty"`
+	PreviousUntil *time.Time `bson:"previous_until,omitempty"`
+}
+
+func newSigningKeysDoc(k *connection.SigningKeys) *signingKeysDoc {
+	if k == nil {
+		return nil
+	}
+	d := &signingKeysDoc{Current: k.Current, Previous: k.Previous}
+	if !k.PreviousUntil.IsZero() {
+		until := k.PreviousUntil.UTC()
+		d.PreviousUntil = &until
+	}
+	return d
+}
+
+func (d *signingKeysDoc) domain() *connection.SigningKeys {
+	if d == nil {
+		return nil
+	}
+	k := &connection.SigningKeys{Current: d.Current, Previous: d.Previous}
+	if d.PreviousUntil != nil {
+		k.PreviousUntil = utc(*d.PreviousUntil)
+	}
+	return k
 }
 
 // GetConnection returns the connection key or a *connection.NotFoundError.
@@ -213,9 +246,12 @@ func (s *Store) DeleteConnection(ctx context.Context, key string) error {
 	})
 }
 
-// SetSecrets stores the sealed secrets of key and, when test is set, the verification outcome.
-func (s *Store) SetSecrets(ctx context.Context, key, sealed, displayURL string, test *connection.TestResult) (connection.Connection, error) {
-	set := bson.D{{Key: "secrets", Value: sealed}, {Key: "secrets_url", Value: displayURL}}
+// SetSecrets stores the sealed secrets of key with the public keys of their signing keys (null
+// when nil) and, when test is set, the verification outcome, in one update.
+func (s *Store) SetSecrets(ctx context.Context, key, sealed, displayURL string, keys *connection.SigningKeys,
+	test *connection.TestResult) (connection.Connection, error) {
+	set := bson.D{{Key: "secrets", Value: sealed}, {Key: "secrets_url", Value: displayURL},
+		{Key: "signing_public_keys", Value: newSigningKeysDoc(keys)}}
 	if test != nil {
 		set = append(set, bson.E{Key: "last_test_timestamp", Value: test.At}, bson.E{Key: "last_test_succeeded", Value: test.Succeeded})
 	}
