@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -105,11 +106,13 @@ var identitySubjects = []string{event.SubjectSubmitted, event.SubjectExecute, ev
 
 // TestNoSecretAtRest runs a full flow through the whole local stack with distinctive secret values
 // (a connection URL's path and query, the Authorization value, a custom header, the signing
-// secret, identity values and derived identities, the root client secret and the tokens), through
-// pre- and post-webhooks with a two-way halt and resume, a retried call and a request failing on a
-// dead host. Then it reads every message of every stream (all KV revisions included), every key
-// and revision of every KV bucket, and every log line of the three services at debug level, and
-// fails naming each place where one of the values appears, in plaintext or encoded.
+// secrets and Ed25519 signing keys with their previous ones, identity values and derived
+// identities, the root client secret and the tokens), through pre- and post-webhooks with a
+// two-way halt and resume, a retried call and a request failing on a dead host. Then it reads every message of every stream (all KV revisions included), every key
+// and revision of every KV bucket, the configuration store's files, the API's answers about the
+// connections (their signing keys' public keys included) and every log line of the three services
+// at debug level, and fails naming each place where one of the values appears, in plaintext or
+// encoded.
 func TestNoSecretAtRest(t *testing.T) {
 	var mark [6]byte
 	_, _ = rand.Read(mark[:])
@@ -149,6 +152,9 @@ func TestNoSecretAtRest(t *testing.T) {
 		authSecret   = "Bearer S3CR3T-AUTH-" + m
 		headerSecret = "S3CR3T-HEADER-" + m
 		signSecret   = "S3CR3T-SIGN-" + m
+		signPrevious = "S3CR3T-SIGNPREV-" + m
+		edKey        = ed25519.NewKeyFromSeed(randomBytes(ed25519.SeedSize))
+		edPrevious   = ed25519.NewKeyFromSeed(randomBytes(ed25519.SeedSize))
 		deadPath     = "S3CR3T-DEADPATH-" + m
 		deadQuery    = "S3CR3T-DEADQUERY-" + m
 		email        = "s3cr3t.email." + m + "@example.com"
@@ -176,12 +182,19 @@ func TestNoSecretAtRest(t *testing.T) {
 	deadURL := fmt.Sprintf("https://%s/hooks/%s?token=%s", ln.Addr(), deadPath, deadQuery)
 	ln.Close()
 
+	// Every connection signs with an HMAC secret and an Ed25519 key, each with a previous one in
+	// use for an hour. The API's answers are kept, to be scanned too.
+	var answers []string
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	whsk := func(b []byte) string { return "whsk_" + base64.StdEncoding.EncodeToString(b) }
 	connection := func(key, rawURL string) {
 		f.mustAPI(http.MethodPatch, "/api/v1/connection",
 			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, key, key))
 		b, _ := json.Marshal(map[string]any{"url": rawURL, "authorization": authSecret,
-			"headers": map[string]string{"X-Api-Key": headerSecret}, "signing_secret": signSecret})
-		f.mustAPI(http.MethodPut, "/api/v1/connection/"+key+"/secret?verify=true", string(b))
+			"headers": map[string]string{"X-Api-Key": headerSecret}, "signing_secret": signSecret,
+			"signing_secret_previous": signPrevious, "signing_secret_previous_until": until,
+			"signing_key": whsk(edKey.Seed()), "signing_key_previous": whsk(edPrevious), "signing_key_previous_until": until})
+		answers = append(answers, string(f.mustAPI(http.MethodPut, "/api/v1/connection/"+key+"/secret?verify=true", string(b))))
 	}
 	hookURL := func(name string) string { return f.rcv.URL(base+"/"+name) + "?token=" + querySecret + "&x=1" }
 	connection("ask_conn", hookURL("ask"))
@@ -239,6 +252,17 @@ func TestNoSecretAtRest(t *testing.T) {
 	if n := len(f.callsTo(base + "/next")); n != 2 {
 		t.Fatalf("/next called %d times, want 2 (one retry)", n)
 	}
+	if sigs := strings.Fields(after.Header.Get("webhook-signature")); len(sigs) != 4 || !strings.HasPrefix(sigs[2], "v1a,") ||
+		!strings.HasPrefix(sigs[3], "v1a,") {
+		t.Fatalf("the post-webhook call is not signed with both secrets and both keys: %q", sigs)
+	}
+	for _, path := range []string{"/api/v1/connection", "/api/v1/connection/after_conn", "/api/v1/connection/after_conn/signing-key",
+		"/api/v1/connection/dead_conn/signing-key", "/api/v1/policy/secretive/webhook/pre_execution"} {
+		answers = append(answers, string(f.mustAPI(http.MethodGet, path, "")))
+	}
+	if pub := base64.StdEncoding.EncodeToString(edPrevious.Public().(ed25519.PublicKey)); !strings.Contains(strings.Join(answers, "\n"), pub) {
+		t.Fatal("the API did not answer the previous public key; the scan of its answers would be vacuous")
+	}
 
 	sc := &scanner{allowed: map[string]int{}, needles: []secretNeedle{
 		{name: "connection URL path", value: pathSecret},
@@ -248,6 +272,11 @@ func TestNoSecretAtRest(t *testing.T) {
 		{name: "Authorization value", value: strings.TrimPrefix(authSecret, "Bearer ")},
 		{name: "custom header value", value: headerSecret},
 		{name: "signing secret", value: signSecret},
+		{name: "previous signing secret", value: signPrevious},
+		{name: "Ed25519 signing key (seed)", value: string(edKey.Seed())},
+		{name: "Ed25519 signing key (private key)", value: string(edKey)},
+		{name: "previous Ed25519 signing key (seed)", value: string(edPrevious.Seed())},
+		{name: "previous Ed25519 signing key (private key)", value: string(edPrevious)},
 		{name: "root client secret", value: stack.Env["OAUTH_ROOT_CLIENT_SECRET"]},
 		{name: "root access token", value: f.token},
 		{name: "reply-to-token", value: replyToken},
@@ -330,6 +359,10 @@ func TestNoSecretAtRest(t *testing.T) {
 	if err != nil || storeFiles == 0 {
 		t.Errorf("scanning the store files: %v (%d files)", err, storeFiles)
 	}
+	// Every answer of the API read or written above.
+	for i, a := range answers {
+		sc.scan(fmt.Sprintf("API answer %d", i+1), a, false)
+	}
 	// Every log line of the three services.
 	lines := strings.Split(logs.String(), "\n")
 	for _, svc := range []string{"config", "callback", "executor"} {
@@ -341,14 +374,21 @@ func TestNoSecretAtRest(t *testing.T) {
 		sc.scan(fmt.Sprintf("log line %d", i+1), line, false)
 	}
 
-	t.Logf("scanned %d streams (%d messages), %d KV buckets, %d store files, %d log lines; identity values where SPEC §5 carries them: %v",
-		streams, msgs, buckets, storeFiles, len(lines), sc.allowed)
+	t.Logf("scanned %d streams (%d messages), %d KV buckets, %d store files, %d API answers, %d log lines; identity values where SPEC §5 carries them: %v",
+		streams, msgs, buckets, storeFiles, len(answers), len(lines), sc.allowed)
 	if sc.allowed["email"] == 0 || sc.allowed["derived email"] == 0 {
 		t.Errorf("the scan did not see the identity on the submitted or resume subjects; it is not reading the messages")
 	}
 	for _, s := range sc.found {
 		t.Errorf("secret at rest: %s", s)
 	}
+}
+
+// randomBytes returns n random bytes.
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }
 
 func contains(xs []string, x string) bool {
