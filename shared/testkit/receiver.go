@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"io"
@@ -22,6 +23,8 @@ type Call struct {
 	// RequestID is the body's top-level "privacy_request_id" ("" when it has none).
 	RequestID string
 	At        time.Time
+	// ClientCN is the common name of the client certificate the caller presented ("" when none).
+	ClientCN string
 }
 
 // String is the method, path and request id of c, for failure messages.
@@ -59,8 +62,20 @@ type Receiver struct {
 // WEBHOOK_CA_FILE) and closes it when the test ends.
 func NewReceiver(t testing.TB) *Receiver {
 	t.Helper()
+	return NewReceiverTLS(t, nil)
+}
+
+// NewReceiverTLS is NewReceiver with the server's TLS configuration cfg (nil: httptest's): a
+// receiver that requires client certificates, say. Without certificates in cfg it serves
+// httptest's, which every Receiver's CAFile holds.
+func NewReceiverTLS(t testing.TB, cfg *tls.Config) *Receiver {
+	t.Helper()
 	rc := &Receiver{script: map[string]func(int, Call) Answer{}}
-	rc.srv = httptest.NewTLSServer(http.HandlerFunc(rc.serve))
+	rc.srv = httptest.NewUnstartedServer(http.HandlerFunc(rc.serve))
+	if cfg != nil {
+		rc.srv.TLS = cfg.Clone()
+	}
+	rc.srv.StartTLS()
 	t.Cleanup(rc.srv.Close)
 	rc.caFile = filepath.Join(t.TempDir(), "receiver-ca.pem")
 	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rc.srv.Certificate().Raw})
@@ -73,6 +88,9 @@ func NewReceiver(t testing.TB) *Receiver {
 func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	c := Call{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		c.ClientCN = r.TLS.PeerCertificates[0].Subject.CommonName
+	}
 	var id struct {
 		ID string `json:"privacy_request_id"`
 	}
