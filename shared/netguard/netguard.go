@@ -1,7 +1,8 @@
 // Package netguard guards outgoing webhook connections against server-side request forgery (SPEC
 // §6): it checks webhook URLs, including hosts that are IP addresses in any spelling a resolver
-// accepts, and refuses at connect time, after DNS resolution, every address that is not public. It
-// also reads the webhook network settings once for every service (Read).
+// accepts, and refuses at connect time, after DNS resolution, every address that is not public,
+// also when connections go through the operator's HTTP CONNECT proxy (Proxy). It also reads the
+// webhook network settings once for every service (Read).
 package netguard
 
 import (
@@ -150,6 +151,10 @@ type Policy struct {
 	// Resolver resolves host names when dialling; nil is net.DefaultResolver. Tests point it at a
 	// DNS server of their own.
 	Resolver *net.Resolver
+	// Proxy, when not nil, is the trusted HTTP CONNECT proxy every connection goes through
+	// (WEBHOOK_PROXY_URL): the destination is still resolved and judged here, and the proxy asked
+	// for a tunnel to the judged address; the proxy's own address is not judged.
+	Proxy *Proxy
 }
 
 // CheckURL checks that raw is an absolute https URL (or http when allowed) without user
@@ -329,18 +334,26 @@ func (p Policy) Control(_ string, address string, _ syscall.RawConn) error {
 type Dialer struct {
 	policy Policy
 	dialer net.Dialer
+	// proxyDialer connects to the policy's proxy, which is trusted: it has no Control.
+	proxyDialer net.Dialer
 }
 
 // Dialer returns a dialer that judges the host it is asked for as CheckURL does (AllowedHosts, IP
-// addresses) and every address it connects to as Control does.
+// addresses) and every address it connects to as Control does. With the policy's Proxy set it
+// connects through the proxy, judging the addresses before asking for a tunnel to one; the whole
+// tunnel (the proxy's connection, its TLS handshake, the CONNECT exchange) must open within
+// connectTimeout.
 func (p Policy) Dialer(connectTimeout time.Duration) *Dialer {
-	return &Dialer{policy: p, dialer: net.Dialer{
-		Timeout: connectTimeout, KeepAlive: 30 * time.Second, Control: p.Control, Resolver: p.Resolver,
-	}}
+	return &Dialer{policy: p,
+		dialer: net.Dialer{
+			Timeout: connectTimeout, KeepAlive: 30 * time.Second, Control: p.Control, Resolver: p.Resolver,
+		},
+		proxyDialer: net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second},
+	}
 }
 
 // DialContext connects to address (host:port) on network, resolving a host name with the
-// policy's Resolver.
+// policy's Resolver, directly or through the policy's Proxy.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
@@ -348,6 +361,9 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	}
 	if err := d.policy.checkHost(host); err != nil {
 		return nil, err
+	}
+	if d.policy.Proxy != nil {
+		return d.dialProxied(ctx, network, address)
 	}
 	return d.dialer.DialContext(ctx, network, address)
 }

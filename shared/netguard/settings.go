@@ -27,10 +27,13 @@ type Settings struct {
 	// WebhookRoots are the system roots plus the certificates of WebhookCAFile; nil (the system
 	// roots) when it is unset.
 	WebhookRoots *x509.CertPool
+	// WebhookProxy is WEBHOOK_PROXY_URL, the proxy every webhook connection goes through (an https
+	// proxy's certificate checked against WebhookRoots); nil when it is unset.
+	WebhookProxy *Proxy
 }
 
-// Read reads the webhook network settings and loads WEBHOOK_CA_FILE, recording every problem on r
-// under its variable's name.
+// Read reads the webhook network settings, loads WEBHOOK_CA_FILE and parses WEBHOOK_PROXY_URL,
+// recording every problem on r under its variable's name.
 func Read(r *envconfig.Reader) Settings {
 	s := Settings{
 		WebhookAllowHTTP:    r.Bool("WEBHOOK_ALLOW_HTTP", false),
@@ -60,6 +63,14 @@ func Read(r *envconfig.Reader) Settings {
 		}
 		s.WebhookRoots = roots
 	}
+	if v := r.String("WEBHOOK_PROXY_URL", ""); v != "" {
+		proxy, err := ParseProxy(v, s.WebhookRoots)
+		if err != nil {
+			// The error never quotes the value: it may hold the proxy's password.
+			r.Fail("WEBHOOK_PROXY_URL", "%v", err)
+		}
+		s.WebhookProxy = proxy
+	}
 	return s
 }
 
@@ -70,6 +81,7 @@ func (s Settings) Policy() Policy {
 		AllowPrivate: s.WebhookAllowPrivate,
 		AllowedHosts: s.WebhookAllowedHosts,
 		Denied:       s.WebhookDeniedCIDRs,
+		Proxy:        s.WebhookProxy,
 	}
 }
 
