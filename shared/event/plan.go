@@ -105,6 +105,11 @@ type HTTPSSecrets struct {
 	// OAuth2, when set, makes the executor obtain a token by the client credentials grant and send
 	// it as "Authorization: Bearer <token>" in place of Authorization.
 	OAuth2 *OAuth2 `json:"oauth2,omitempty"`
+	// ClientCertificate (a PEM certificate chain, leaf first) and ClientKey (its PEM private key),
+	// set together or not at all, are presented in the TLS handshakes of the calls and token
+	// requests (mutual TLS).
+	ClientCertificate string `json:"client_certificate,omitempty"`
+	ClientKey         string `json:"client_key,omitempty"`
 }
 
 // OAuth2 are the client credentials (RFC 6749 §4.4) with which the executor obtains the access
