@@ -25,6 +25,8 @@ type Call struct {
 	At        time.Time
 	// ClientCN is the common name of the client certificate the caller presented ("" when none).
 	ClientCN string
+	// Host is the request's Host, and ServerName the TLS server name (SNI) the caller sent.
+	Host, ServerName string
 }
 
 // String is the method, path and request id of c, for failure messages.
@@ -88,8 +90,12 @@ func NewReceiverTLS(t testing.TB, cfg *tls.Config) *Receiver {
 func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	c := Call{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		c.ClientCN = r.TLS.PeerCertificates[0].Subject.CommonName
+	c.Host = r.Host
+	if r.TLS != nil {
+		c.ServerName = r.TLS.ServerName
+		if len(r.TLS.PeerCertificates) > 0 {
+			c.ClientCN = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
 	}
 	var id struct {
 		ID string `json:"privacy_request_id"`
