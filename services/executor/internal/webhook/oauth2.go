@@ -66,8 +66,6 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // connection and credentials (tokenKey). Calls of one connection that find no usable token share
 // one fetch.
 type tokens struct {
-	// do sends a request through the Sender's guarded client.
-	do        func(*http.Request) (*http.Response, error)
 	policy    netguard.Policy
 	timeout   time.Duration
 	userAgent string
@@ -94,9 +92,11 @@ type tokenFetch struct {
 	err   error
 }
 
-func newTokens(do func(*http.Request) (*http.Response, error), policy netguard.Policy, timeout time.Duration,
-	userAgent string) *tokens {
-	return &tokens{do: do, policy: policy, timeout: timeout, userAgent: userAgent, now: time.Now,
+// doFunc sends a request through one of the Sender's guarded clients.
+type doFunc func(*http.Request) (*http.Response, error)
+
+func newTokens(policy netguard.Policy, timeout time.Duration, userAgent string) *tokens {
+	return &tokens{policy: policy, timeout: timeout, userAgent: userAgent, now: time.Now,
 		entries: map[string]*tokenEntry{}}
 }
 
@@ -108,10 +108,11 @@ func tokenKey(conn string, o *event.OAuth2) string {
 	return conn + "\x00" + hex.EncodeToString(sum[:16])
 }
 
-// get returns the token of key, obtained with o: the cached one while it is in its lifetime less
-// the margin, else a fresh one. A fetch runs on its own, within the webhook timeout, so that a
-// caller that gives up (ctx) does not fail the others waiting for it; an error is a *TokenError.
-func (ts *tokens) get(ctx context.Context, key string, o *event.OAuth2) (string, error) {
+// get returns the token of key, obtained with o through do: the cached one while it is in its
+// lifetime less the margin, else a fresh one. A fetch runs on its own, within the webhook timeout,
+// so that a caller that gives up (ctx) does not fail the others waiting for it; an error is a
+// *TokenError.
+func (ts *tokens) get(ctx context.Context, key string, o *event.OAuth2, do doFunc) (string, error) {
 	ts.mu.Lock()
 	e := ts.entries[key]
 	if e == nil {
@@ -134,7 +135,7 @@ func (ts *tokens) get(ctx context.Context, key string, o *event.OAuth2) (string,
 	if f == nil {
 		f = &tokenFetch{done: make(chan struct{})}
 		e.fetch = f
-		go ts.run(e, f, *o)
+		go ts.run(e, f, *o, do)
 	}
 	ts.mu.Unlock()
 	select {
@@ -161,9 +162,9 @@ func (ts *tokens) drop(key, tok string) {
 
 // run makes fetch f of entry e and publishes its outcome. The lifetime counts from the moment the
 // token was asked for.
-func (ts *tokens) run(e *tokenEntry, f *tokenFetch, o event.OAuth2) {
+func (ts *tokens) run(e *tokenEntry, f *tokenFetch, o event.OAuth2, do doFunc) {
 	asked := ts.now()
-	tok, life, err := ts.fetch(o)
+	tok, life, err := ts.fetch(o, do)
 	ts.mu.Lock()
 	if err == nil {
 		e.token, e.renewAt = tok, asked.Add(life-min(life/10, MaxTokenMargin))
@@ -174,11 +175,11 @@ func (ts *tokens) run(e *tokenEntry, f *tokenFetch, o event.OAuth2) {
 	close(f.done)
 }
 
-// fetch asks o's token endpoint for a token by the client credentials grant: a form POST of
-// grant_type=client_credentials and the space-separated scopes, the client authenticated by HTTP
-// Basic with its id and secret form-url-encoded (RFC 6749 §2.3.1). It returns the token and its
-// lifetime.
-func (ts *tokens) fetch(o event.OAuth2) (string, time.Duration, error) {
+// fetch asks o's token endpoint, through do, for a token by the client credentials grant: a form
+// POST of grant_type=client_credentials and the space-separated scopes, the client authenticated
+// by HTTP Basic with its id and secret form-url-encoded (RFC 6749 §2.3.1). It returns the token
+// and its lifetime.
+func (ts *tokens) fetch(o event.OAuth2, do doFunc) (string, time.Duration, error) {
 	if err := ts.policy.CheckURL(o.TokenURL); err != nil {
 		return "", 0, &TokenError{Err: err}
 	}
@@ -200,7 +201,7 @@ func (ts *tokens) fetch(o event.OAuth2) (string, time.Duration, error) {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", ts.userAgent)
-	resp, err := ts.do(req)
+	resp, err := do(req)
 	if err != nil {
 		return "", 0, &TokenError{Err: cleanError(err)}
 	}

@@ -1,7 +1,9 @@
 // Package webhook calls users' webhooks (SPEC §6): it builds the request with its headers and
 // Standard Webhooks signatures, obtains the connection's OAuth2 access token when it has client
 // credentials, sends both the token request and the call through one shared SSRF-guarded
-// transport, and classifies the answer as done, retryable, ignored or refused.
+// transport (through the operator's proxy when there is one), or through a transport of the
+// connection's own when it presents a client certificate, and classifies the answer as done,
+// retryable, ignored or refused.
 package webhook
 
 import (
@@ -49,7 +51,8 @@ type Config struct {
 	UserAgent string
 }
 
-// Sender sends webhook calls through one shared transport.
+// Sender sends webhook calls through one shared transport, and the calls of connections with a
+// client certificate through transports of their own built alike (clientTransports).
 type Sender struct {
 	client    *http.Client
 	policy    netguard.Policy
@@ -63,30 +66,16 @@ type Sender struct {
 	slots   map[string]chan struct{}
 	// tokens are the access tokens of connections with oauth2 client credentials.
 	tokens *tokens
+	// certs are the clients of connections with a client certificate.
+	certs *clientTransports
 }
 
 // NewSender builds the shared transport: keep-alive, TLS roots cfg.Roots, the policy's dialer
-// (which judges the host asked for, and every address after DNS resolution), no proxy (the
-// environment's proxy settings are ignored: a proxy would dial in the guard's place) and no
-// redirects.
+// (which judges the host asked for, and every address after DNS resolution, and goes through the
+// policy's proxy when it has one), none of the environment's proxy settings (a proxy of their own
+// would connect in the guard's place) and no redirects.
 func NewSender(cfg Config) *Sender {
-	idle := max(cfg.MaxIdleConnsPerHost, 2)
-	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           cfg.Policy.Dialer(ConnectTimeout).DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: cfg.Roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   ConnectTimeout,
-		MaxIdleConns:          idle * 4,
-		MaxIdleConnsPerHost:   idle,
-		MaxConnsPerHost:       cfg.MaxConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     true,
-	}
-	client := &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	client := newClient(cfg, nil)
 	return &Sender{
 		client:    client,
 		policy:    cfg.Policy,
@@ -95,12 +84,42 @@ func NewSender(cfg Config) *Sender {
 		now:       time.Now,
 		perHost:   cfg.MaxConnsPerHost,
 		slots:     map[string]chan struct{}{},
-		tokens:    newTokens(client.Do, cfg.Policy, cfg.Timeout, cfg.UserAgent),
+		tokens:    newTokens(cfg.Policy, cfg.Timeout, cfg.UserAgent),
+		certs:     newClientTransports(func(cert *tls.Certificate) *http.Client { return newClient(cfg, cert) }),
 	}
 }
 
-// Close releases idle connections.
-func (s *Sender) Close() { s.client.CloseIdleConnections() }
+// newClient returns a client over a transport of cfg that presents cert in its TLS handshakes
+// (none when nil), whether the server names acceptable authorities or not.
+func newClient(cfg Config, cert *tls.Certificate) *http.Client {
+	idle := max(cfg.MaxIdleConnsPerHost, 2)
+	tlsConfig := &tls.Config{RootCAs: cfg.Roots, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		tlsConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           cfg.Policy.Dialer(ConnectTimeout).DialContext,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   ConnectTimeout,
+		MaxIdleConns:          idle * 4,
+		MaxIdleConnsPerHost:   idle,
+		MaxConnsPerHost:       cfg.MaxConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	return &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Close releases idle connections, those of the connections' own transports included.
+func (s *Sender) Close() {
+	s.client.CloseIdleConnections()
+	s.certs.close()
+}
 
 // Body is the JSON body of a call: fidesops's fields, then fides's (SPEC §6). A receiver written
 // for either finds what it reads.
@@ -309,30 +328,49 @@ func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 	if err != nil {
 		return Result{Err: err, Forbidden: true}
 	}
+	// A connection with a client certificate presents it in its calls and token requests alike.
+	client, certID, err := s.clientFor(c)
+	if err != nil {
+		return Result{Err: err, Forbidden: true}
+	}
 	o := c.Secrets.OAuth2
 	if o == nil {
 		if c.Secrets.Authorization != "" {
 			header.Set("Authorization", c.Secrets.Authorization)
 		}
-		return s.post(ctx, c.Secrets.URL, header, body)
+		return s.post(ctx, client, c.Secrets.URL, header, body)
 	}
-	key := tokenKey(c.ConnectionKey, o)
-	tok, err := s.tokens.get(ctx, key, o)
+	// A token obtained with another certificate may be bound to it (RFC 8705 §3): one per certificate.
+	key := tokenKey(c.ConnectionKey, o) + certID
+	tok, err := s.tokens.get(ctx, key, o, client.Do)
 	if err != nil {
 		return tokenFailure(err)
 	}
 	header.Set("Authorization", "Bearer "+tok)
-	res := s.post(ctx, c.Secrets.URL, header, body)
+	res := s.post(ctx, client, c.Secrets.URL, header, body)
 	if res.Status != http.StatusUnauthorized {
 		return res
 	}
 	// The token was revoked or expired early: once more with a fresh one, in this attempt.
 	s.tokens.drop(key, tok)
-	if tok, err = s.tokens.get(ctx, key, o); err != nil {
+	if tok, err = s.tokens.get(ctx, key, o, client.Do); err != nil {
 		return tokenFailure(err)
 	}
 	header.Set("Authorization", "Bearer "+tok)
-	return s.post(ctx, c.Secrets.URL, header, body)
+	return s.post(ctx, client, c.Secrets.URL, header, body)
+}
+
+// clientFor returns the client of call c: the shared one, or the one of its connection's client
+// certificate, with "" or the certificate's cache id. Its error is a certificate and key that
+// cannot be used, which a retry does not fix.
+func (s *Sender) clientFor(c Call) (*http.Client, string, error) {
+	sec := c.Secrets
+	if sec.ClientCertificate == "" && sec.ClientKey == "" {
+		return s.client, "", nil
+	}
+	id := certID(sec.ClientCertificate, sec.ClientKey)
+	client, err := s.certs.get(c.ConnectionKey, id, sec.ClientCertificate, sec.ClientKey)
+	return client, "\x00" + id, err
 }
 
 // header returns the headers of call c with body, but Authorization: the connection's headers,
@@ -376,14 +414,14 @@ func (s *Sender) header(c Call, body []byte) (http.Header, error) {
 	return h, nil
 }
 
-// post sends body to rawURL with header and reads at most MaxAnswer of the answer.
-func (s *Sender) post(ctx context.Context, rawURL string, header http.Header, body []byte) Result {
+// post sends body to rawURL with header through client and reads at most MaxAnswer of the answer.
+func (s *Sender) post(ctx context.Context, client *http.Client, rawURL string, header http.Header, body []byte) Result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(body))
 	if err != nil {
 		return Result{Err: fmt.Errorf("build request: %w", err), Forbidden: true}
 	}
 	req.Header = header.Clone()
-	resp, err := s.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return Result{Err: cleanError(err), Forbidden: forbidden(err)}
 	}
