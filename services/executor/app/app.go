@@ -424,8 +424,12 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	log.Info().Str("addr", s.Addr()).Int("concurrency", cfg.Concurrency).Str("execution_stage", cfg.ExecutionStage).
-		Msg("executor started")
+	started := log.Info().Str("addr", s.Addr()).Int("concurrency", cfg.Concurrency).Str("execution_stage", cfg.ExecutionStage)
+	if cfg.WebhookProxy != nil {
+		// Its scheme, host and port: never its credentials.
+		started = started.Stringer("webhook_proxy", cfg.WebhookProxy)
+	}
+	started.Msg("executor started")
 	return s, nil
 }
 

@@ -31,6 +31,8 @@ func TestLoadConfig(t *testing.T) {
 		{"WEBHOOK_MAX_ATTEMPTS", "0"},
 		{"WEBHOOK_ALLOW_HTTP", "perhaps"},
 		{"WEBHOOK_CA_FILE", "/does/not/exist.pem"},
+		{"WEBHOOK_PROXY_URL", "socks5://proxy.internal:1080"},
+		{"WEBHOOK_PROXY_URL", "http://proxy.internal:3128/path"},
 		{"CALLBACK_PUBLIC_URL", "callback.example.com"},
 		{"EXECUTION_STAGE", "later"},
 		{"EXECUTOR_CONCURRENCY", "-1"},
@@ -52,6 +54,23 @@ func TestLoadConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.name) {
 			t.Errorf("%s=%q: error %v, want one naming the variable", tc.name, tc.value, err)
 		}
+	}
+}
+
+// TestWebhookProxySetting: WEBHOOK_PROXY_URL becomes the proxy of the calls' policy; a bad one
+// is refused naming the variable, never showing the password.
+func TestWebhookProxySetting(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"APP_ENCRYPTION_KEY": appKey, "WEBHOOK_PROXY_URL": "http://egress:PR0XY-S3CRET@proxy.internal:3128"}
+	cfg, err := app.LoadConfig(func(k string) string { return env[k] })
+	if err != nil || cfg.WebhookProxy == nil || cfg.Policy().Proxy != cfg.WebhookProxy ||
+		cfg.WebhookProxy.String() != "http://proxy.internal:3128" || !cfg.WebhookProxy.HasCredentials() {
+		t.Fatalf("got proxy %v, %v; want http://proxy.internal:3128 with credentials in the calls' policy", cfg.WebhookProxy, err)
+	}
+	env["WEBHOOK_PROXY_URL"] = "https://egress:PR0XY-S3CRET@proxy.internal:3128?x=1"
+	_, err = app.LoadConfig(func(k string) string { return env[k] })
+	if err == nil || !strings.Contains(err.Error(), "WEBHOOK_PROXY_URL") || strings.Contains(err.Error(), "PR0XY-S3CRET") {
+		t.Fatalf("a URL with a query: %v, want an error naming WEBHOOK_PROXY_URL without the password", err)
 	}
 }
 
