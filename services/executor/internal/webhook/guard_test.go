@@ -68,9 +68,10 @@ func TestSenderRefusesWhatTheGuardRefuses(t *testing.T) {
 	}
 }
 
-// TestSenderIgnoresProxiesAndRedirects pins that the transport never uses a proxy (the
-// environment's HTTP_PROXY/HTTPS_PROXY included: a proxy would connect in the guard's place) and
-// that a redirect is answered as it is, never followed.
+// TestSenderIgnoresProxiesAndRedirects pins that the transport never uses the environment's proxy
+// (HTTP_PROXY/HTTPS_PROXY: such a proxy would connect in the guard's place; WEBHOOK_PROXY_URL goes
+// through the guard's dialer instead, TestSenderThroughProxy) and that a redirect is answered as
+// it is, never followed.
 func TestSenderIgnoresProxiesAndRedirects(t *testing.T) {
 	srv, calls, _ := receiver(t)
 	s := NewSender(Config{Timeout: 2 * time.Second, Policy: netguard.Policy{AllowHTTP: true, AllowPrivate: true}})
