@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -101,21 +102,27 @@ func (ca *CA) Client(t testing.TB, cn string) (certPEM, keyPEM string) {
 func (ca *CA) Issue(t testing.TB, cn string, edit func(*x509.Certificate)) (certPEM, keyPEM string) {
 	t.Helper()
 	key := newKey(t)
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatalf("testkit: key of %q: %v", cn, err)
+	}
+	return ca.Sign(t, cn, &key.PublicKey, edit), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}))
+}
+
+// Sign issues a certificate for the public key pub (of a key made elsewhere) as Issue does, and
+// returns its PEM.
+func (ca *CA) Sign(t testing.TB, cn string, pub crypto.PublicKey, edit func(*x509.Certificate)) string {
+	t.Helper()
 	tmpl := template(t, cn)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	if edit != nil {
 		edit(tmpl)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
 		t.Fatalf("testkit: certificate %q: %v", cn, err)
 	}
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatalf("testkit: key of %q: %v", cn, err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}))
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
