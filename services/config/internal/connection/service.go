@@ -109,9 +109,10 @@ type TestResult struct {
 
 // SetSecrets validates, seals and stores the https secrets of key; with verify it also resolves
 // the host of the URL, and then of the oauth2 token URL when there is one, and completes a TLS
-// handshake with each (no HTTP request, so no token is fetched), records the outcome and returns it
-// (nil without verify). The public keys of the Ed25519 signing keys are stored beside the sealed
-// secrets, in the same write. The plaintext never leaves this function other than sealed.
+// handshake with each (no HTTP request, so no token is fetched), presenting the secrets' client
+// certificate when the server asks for one, records the outcome and returns it (nil without
+// verify). The public keys of the Ed25519 signing keys are stored beside the sealed secrets, in the
+// same write. The plaintext never leaves this function other than sealed.
 func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSecrets, verify bool) (*TestResult, error) {
 	c, err := s.store.GetConnection(ctx, key)
 	if err != nil {
@@ -138,12 +139,18 @@ func (s *Service) SetSecrets(ctx context.Context, key string, sec event.HTTPSSec
 	}
 	var result *TestResult
 	if verify {
+		// The handshakes present the client certificate as the executor's calls and token
+		// requests do.
+		cert, err := clientCertificate(sec)
+		if err != nil {
+			return nil, err
+		}
 		result = &TestResult{At: s.now(), Succeeded: true}
-		if err := s.verify(ctx, sec.URL); err != nil {
+		if err := s.verify(ctx, sec.URL, cert); err != nil {
 			result.Succeeded = false
 			result.Reason = err.Error()
 		} else if sec.OAuth2 != nil {
-			if err := s.verify(ctx, sec.OAuth2.TokenURL); err != nil {
+			if err := s.verify(ctx, sec.OAuth2.TokenURL, cert); err != nil {
 				result.Succeeded = false
 				result.Reason = "token_url: " + err.Error()
 			}
@@ -169,6 +176,9 @@ func (s *Service) validate(sec event.HTTPSSecrets) error {
 	if err := checkOAuth2(sec.OAuth2, s.checkURL); err != nil {
 		return err
 	}
+	if err := checkClientCertificate(sec, s.now()); err != nil {
+		return err
+	}
 	if err := checkAuthorizationSource(sec); err != nil {
 		return err
 	}
@@ -186,10 +196,17 @@ func (s *Service) checkURL(raw string) error {
 	return nil
 }
 
+// clientCertProbe bounds the wait, after a TLS 1.3 handshake in which the server asked for a
+// client certificate, for the server's verdict on it.
+const clientCertProbe = time.Second
+
 // verify resolves the URL's host and completes a TLS handshake with it through the guarded
-// dialer; for an allowed plain http URL it only connects. A destination the guard refuses is not
-// dialled.
-func (s *Service) verify(ctx context.Context, raw string) error {
+// dialer (so through the proxy when there is one, as the calls go), presenting cert when the
+// server asks for a client certificate; for an allowed plain http URL it only connects. A
+// destination the guard refuses is not dialled. In TLS 1.3 a server judges the client's
+// certificate after the client's side of the handshake is done, so when it asked for one, verify
+// waits up to clientCertProbe for a refusal.
+func (s *Service) verify(ctx context.Context, raw string, cert *tls.Certificate) error {
 	if err := s.guard.CheckURL(raw); err != nil {
 		return err
 	}
@@ -214,11 +231,46 @@ func (s *Service) verify(ctx context.Context, raw string) error {
 	if u.Scheme == "http" {
 		return nil
 	}
-	tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), RootCAs: s.roots, MinVersion: tls.VersionTLS12})
+	asked := false
+	tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), RootCAs: s.roots, MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			asked = true
+			if cert == nil {
+				return &tls.Certificate{}, nil // none: the server decides whether that will do
+			}
+			return cert, nil
+		}})
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("tls handshake: %w", err)
+		return fmt.Errorf("tls handshake%s: %w", certNote(asked, cert), err)
+	}
+	if asked && tc.ConnectionState().Version == tls.VersionTLS13 {
+		deadline := time.Now().Add(clientCertProbe)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+			deadline = dl
+		}
+		_ = tc.SetReadDeadline(deadline)
+		// A server that accepts the certificate waits for the request; one that refuses it sends
+		// an alert (or closes the connection).
+		_, err := tc.Read(make([]byte, 1))
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			return fmt.Errorf("tls handshake%s: %w", certNote(asked, cert), err)
+		}
 	}
 	return tc.Close()
+}
+
+// certNote says, for a failed handshake's reason, whether the server asked for a client
+// certificate and whether the secrets had one to give.
+func certNote(asked bool, cert *tls.Certificate) string {
+	switch {
+	case !asked:
+		return ""
+	case cert == nil:
+		return " (the server asked for a client certificate; the secrets have none)"
+	default:
+		return " (the server asked for a client certificate and was given client_certificate)"
+	}
 }
 
 // DisplayURL returns the scheme and host (with its port) of raw, "" when it has none: safe to show
