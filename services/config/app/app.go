@@ -48,7 +48,8 @@ type Config struct {
 	RootClientSecret string
 	AccessTokenTTL   time.Duration
 	// Settings are the webhook network settings: they check secret URLs and guard the
-	// verification, whose handshake trusts WebhookRoots.
+	// verification, whose handshake trusts WebhookRoots and whose dial goes through WebhookProxy
+	// when it is set, as the executor's calls do.
 	netguard.Settings
 	// PlanRepublishInterval is how often every plan is re-published (and the client mirror and
 	// secret key rotation are reconciled).

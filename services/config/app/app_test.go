@@ -39,7 +39,8 @@ func TestLoadConfig(t *testing.T) {
 		}
 		if c.HTTPAddr != ":8080" || c.MongoURI != "mongodb://127.0.0.1:27017" || c.MongoDatabase != "policyhooks" ||
 			c.AccessTokenTTL != time.Hour || c.PlanRepublishInterval != time.Minute || c.WebhookAllowHTTP || c.WebhookAllowPrivate ||
-			c.WebhookAllowedHosts != nil || c.WebhookDeniedCIDRs != nil || c.WebhookRoots != nil || c.PreApproval {
+			c.WebhookAllowedHosts != nil || c.WebhookDeniedCIDRs != nil || c.WebhookRoots != nil || c.PreApproval ||
+			c.WebhookProxy != nil {
 			t.Fatalf("defaults: got %+v", c)
 		}
 	})
@@ -62,7 +63,14 @@ func TestLoadConfig(t *testing.T) {
 		{"missing CA file", with("WEBHOOK_CA_FILE", "/nonexistent/ca.pem"), "WEBHOOK_CA_FILE"},
 		{"allowed host with a scheme", with("WEBHOOK_ALLOWED_HOSTS", "https://hooks.example.com"), "WEBHOOK_ALLOWED_HOSTS"},
 		{"bad denied range", with("WEBHOOK_DENIED_CIDRS", "10.0.0.0/33"), "WEBHOOK_DENIED_CIDRS"},
+		{"proxy of another scheme", with("WEBHOOK_PROXY_URL", "socks5://proxy.internal:1080"), "WEBHOOK_PROXY_URL"},
 	}
+	t.Run("proxy", func(t *testing.T) {
+		c, err := app.LoadConfig(env(with("WEBHOOK_PROXY_URL", "http://egress:PR0XY-S3CRET@proxy.internal:3128")))
+		if err != nil || c.Policy().Proxy == nil || c.Policy().Proxy.String() != "http://proxy.internal:3128" {
+			t.Fatalf("WEBHOOK_PROXY_URL: got %v, %v; want the verification's proxy", c.WebhookProxy, err)
+		}
+	})
 	t.Run("pre-approval on", func(t *testing.T) {
 		if c, err := app.LoadConfig(env(with("PRE_APPROVAL", "true"))); err != nil || !c.PreApproval {
 			t.Fatalf("PRE_APPROVAL=true: got %v, %v; want on", c.PreApproval, err)

@@ -143,10 +143,15 @@ type secretsBody struct {
 	SigningKey                 *string `json:"signing_key"`
 	SigningKeyPrevious         *string `json:"signing_key_previous"`
 	SigningKeyPreviousUntil    *string `json:"signing_key_previous_until"`
+	// ClientCertificate and ClientKey are the PEM client certificate chain and private key of
+	// mutual TLS, given together (checked by the connection service).
+	ClientCertificate *string `json:"client_certificate"`
+	ClientKey         *string `json:"client_key"`
 }
 
-// putSecrets is PUT /connection/{key}/secret?verify=: strict https secrets (oauth2 included),
-// sealed at rest, optionally verified by a TLS handshake. The body is never logged or echoed.
+// putSecrets is PUT /connection/{key}/secret?verify=: strict https secrets (oauth2 and a client
+// certificate included), sealed at rest, optionally verified by a TLS handshake. The body is never
+// logged or echoed.
 func putSecrets(svc *connection.Service) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := mux.Vars(r)["key"]
@@ -196,6 +201,12 @@ func putSecrets(svc *connection.Service) http.HandlerFunc {
 		if err := body.setSigning(&sec); err != nil {
 			writeError(w, r, err)
 			return
+		}
+		if body.ClientCertificate != nil {
+			sec.ClientCertificate = *body.ClientCertificate
+		}
+		if body.ClientKey != nil {
+			sec.ClientKey = *body.ClientKey
 		}
 		res, err := svc.SetSecrets(r.Context(), key, sec, verify)
 		if err != nil {
