@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -106,13 +107,15 @@ var identitySubjects = []string{event.SubjectSubmitted, event.SubjectExecute, ev
 
 // TestNoSecretAtRest runs a full flow through the whole local stack with distinctive secret values
 // (a connection URL's path and query, the Authorization value, a custom header, the signing
-// secrets and Ed25519 signing keys with their previous ones, identity values and derived
-// identities, the root client secret and the tokens), through pre- and post-webhooks with a
-// two-way halt and resume, a retried call and a request failing on a dead host. Then it reads every message of every stream (all KV revisions included), every key
-// and revision of every KV bucket, the configuration store's files, the API's answers about the
-// connections (their signing keys' public keys included) and every log line of the three services
-// at debug level, and fails naming each place where one of the values appears, in plaintext or
-// encoded.
+// secrets and Ed25519 signing keys with their previous ones, a client certificate's private key,
+// identity values and derived identities, the root client secret and the tokens, the credentials of
+// WEBHOOK_PROXY_URL), through pre- and post-webhooks with a two-way halt and resume, a retried
+// call, a call presenting a client certificate and a request failing on a dead host, every call
+// through a CONNECT proxy. Then it reads every message of every stream (all KV revisions
+// included), every key and revision of every KV bucket, the configuration store's files, the API's
+// answers about the connections (their signing keys' public keys included) and every log line of
+// the three services at debug level, and fails naming each place where one of the values appears,
+// in plaintext or encoded.
 func TestNoSecretAtRest(t *testing.T) {
 	var mark [6]byte
 	_, _ = rand.Read(mark[:])
@@ -121,9 +124,12 @@ func TestNoSecretAtRest(t *testing.T) {
 	logs := &syncBuffer{b: &bytes.Buffer{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	proxyPassword := "S3CR3T-PROXY-" + m
+	proxy := testkit.NewProxy(t, testkit.ProxyOptions{User: "egress", Password: proxyPassword})
 	f := &flow{t: t, ctx: ctx, dir: t.TempDir(), rcv: testkit.NewReceiver(t), env: map[string]string{
 		"EXECUTION_STAGE": "await", "LOG_LEVEL": "debug", "LOG_FORMAT": "json",
 		"WEBHOOK_MAX_ATTEMPTS": "2", "WEBHOOK_RETRY_BASE_DELAY": "50ms", "WEBHOOK_RETRY_MAX_DELAY": "100ms",
+		"WEBHOOK_PROXY_URL": proxy.URL(),
 	}}
 	f.env["WEBHOOK_CA_FILE"] = f.rcv.CAFile()
 	stack, err := Start(ctx, Options{
@@ -183,31 +189,53 @@ func TestNoSecretAtRest(t *testing.T) {
 	ln.Close()
 
 	// Every connection signs with an HMAC secret and an Ed25519 key, each with a previous one in
-	// use for an hour. The API's answers are kept, to be scanned too.
+	// use for an hour. A receiver requires a client certificate (httptest's server certificate,
+	// trusted through WEBHOOK_CA_FILE), and one connection carries its certificate and key. The
+	// API's answers are kept, to be scanned too.
+	ca := testkit.NewCA(t, "scan client CA")
+	mtls := testkit.NewReceiverTLS(t, &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool()})
+	clientCert, clientKey := ca.Client(t, "scan-client")
+
 	var answers []string
 	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	whsk := func(b []byte) string { return "whsk_" + base64.StdEncoding.EncodeToString(b) }
-	connection := func(key, rawURL string) {
-		f.mustAPI(http.MethodPatch, "/api/v1/connection",
-			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, key, key))
-		b, _ := json.Marshal(map[string]any{"url": rawURL, "authorization": authSecret,
+	connection := func(key, rawURL string, extra map[string]any) {
+		answers = append(answers, string(f.mustAPI(http.MethodPatch, "/api/v1/connection",
+			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, key, key))))
+		body := map[string]any{"url": rawURL, "authorization": authSecret,
 			"headers": map[string]string{"X-Api-Key": headerSecret}, "signing_secret": signSecret,
 			"signing_secret_previous": signPrevious, "signing_secret_previous_until": until,
-			"signing_key": whsk(edKey.Seed()), "signing_key_previous": whsk(edPrevious), "signing_key_previous_until": until})
+			"signing_key": whsk(edKey.Seed()), "signing_key_previous": whsk(edPrevious), "signing_key_previous_until": until}
+		for k, v := range extra {
+			body[k] = v
+		}
+		b, _ := json.Marshal(body)
 		answers = append(answers, string(f.mustAPI(http.MethodPut, "/api/v1/connection/"+key+"/secret?verify=true", string(b))))
 	}
 	hookURL := func(name string) string { return f.rcv.URL(base+"/"+name) + "?token=" + querySecret + "&x=1" }
-	connection("ask_conn", hookURL("ask"))
-	connection("next_conn", hookURL("next"))
-	connection("after_conn", hookURL("after"))
-	connection("dead_conn", deadURL)
+	connection("ask_conn", hookURL("ask"), nil)
+	connection("next_conn", hookURL("next"), nil)
+	connection("after_conn", hookURL("after"), nil)
+	connection("dead_conn", deadURL, nil)
+	connection("mtls_conn", mtls.URL(base+"/mtls")+"?token="+querySecret,
+		map[string]any{"client_certificate": clientCert, "client_key": clientKey})
+	// A refused PUT: a key that does not match the certificate.
+	_, otherKey := ca.Client(t, "scan-other")
+	b, _ := json.Marshal(map[string]any{"url": mtls.URL("/refused"), "authorization": authSecret,
+		"client_certificate": clientCert, "client_key": otherKey})
+	status, refused := f.api(http.MethodPut, f.stack.ConfigURL+"/api/v1/connection/mtls_conn/secret?verify=false", string(b))
+	if status != http.StatusUnprocessableEntity {
+		t.Fatalf("a mismatched client key: %d %s, want 422", status, refused)
+	}
+	answers = append(answers, string(refused))
 	item := func(conn, dir, key string) string {
 		return fmt.Sprintf(`{"connection_config_key": %q, "direction": %q, "key": %q, "name": %q}`, conn, dir, key, key)
 	}
 	f.mustAPI(http.MethodPatch, "/api/v1/policy", `[{"name": "Secretive", "key": "secretive"}, {"name": "Broken", "key": "broken"}]`)
 	f.mustAPI(http.MethodPut, "/api/v1/policy/secretive/webhook/pre_execution",
 		"["+item("ask_conn", "two_way", "ask")+","+item("next_conn", "one_way", "next")+"]")
-	f.mustAPI(http.MethodPut, "/api/v1/policy/secretive/webhook/post_execution", "["+item("after_conn", "one_way", "after")+"]")
+	f.mustAPI(http.MethodPut, "/api/v1/policy/secretive/webhook/post_execution",
+		"["+item("after_conn", "one_way", "after")+","+item("mtls_conn", "one_way", "mtls")+"]")
 	f.mustAPI(http.MethodPut, "/api/v1/policy/broken/webhook/pre_execution", "["+item("dead_conn", "one_way", "dead")+"]")
 
 	// The data layer answers every execute.
@@ -256,14 +284,28 @@ func TestNoSecretAtRest(t *testing.T) {
 		!strings.HasPrefix(sigs[3], "v1a,") {
 		t.Fatalf("the post-webhook call is not signed with both secrets and both keys: %q", sigs)
 	}
+	if c := mtls.CallsOf("pri_scan_ok", base+"/mtls"); len(c) != 1 || c[0].ClientCN != "scan-client" {
+		t.Fatalf("the mTLS receiver got %v, want one call with the client certificate", c)
+	}
+	if proxy.Tunnels() == 0 || proxy.Others() != 0 {
+		t.Fatalf("the proxy opened %d tunnels (and got %d other requests): the calls did not go through it", proxy.Tunnels(), proxy.Others())
+	}
+	// The dead host was asked for through the proxy, which could not reach it.
+	if v := f.view("pri_scan_dead"); !strings.Contains(string(v.Error), "proxy http://"+proxy.Addr()+" answered 502") {
+		t.Fatalf("the dead request's error is %s, want the proxy's 502 (without its credentials)", v.Error)
+	}
 	for _, path := range []string{"/api/v1/connection", "/api/v1/connection/after_conn", "/api/v1/connection/after_conn/signing-key",
-		"/api/v1/connection/dead_conn/signing-key", "/api/v1/policy/secretive/webhook/pre_execution"} {
+		"/api/v1/connection/dead_conn/signing-key", "/api/v1/connection/mtls_conn", "/api/v1/connection/dead_conn",
+		"/api/v1/policy/secretive/webhook/pre_execution", "/api/v1/policy/secretive/webhook/post_execution"} {
 		answers = append(answers, string(f.mustAPI(http.MethodGet, path, "")))
 	}
 	if pub := base64.StdEncoding.EncodeToString(edPrevious.Public().(ed25519.PublicKey)); !strings.Contains(strings.Join(answers, "\n"), pub) {
 		t.Fatal("the API did not answer the previous public key; the scan of its answers would be vacuous")
 	}
 
+	// The base64 lines of the client key's PEM; the first starts with the PKCS #8 header that every
+	// P-256 key shares, the private scalar after 48 characters.
+	keyLines := strings.Split(strings.TrimSpace(clientKey), "\n")[1:]
 	sc := &scanner{allowed: map[string]int{}, needles: []secretNeedle{
 		{name: "connection URL path", value: pathSecret},
 		{name: "connection URL query", value: querySecret},
@@ -277,6 +319,10 @@ func TestNoSecretAtRest(t *testing.T) {
 		{name: "Ed25519 signing key (private key)", value: string(edKey)},
 		{name: "previous Ed25519 signing key (seed)", value: string(edPrevious.Seed())},
 		{name: "previous Ed25519 signing key (private key)", value: string(edPrevious)},
+		{name: "client key (start of the private scalar)", value: keyLines[0][48:]},
+		{name: "client key (second line)", value: keyLines[1]},
+		{name: "proxy password", value: proxyPassword},
+		{name: "proxy Proxy-Authorization", value: base64.StdEncoding.EncodeToString([]byte("egress:" + proxyPassword))},
 		{name: "root client secret", value: stack.Env["OAUTH_ROOT_CLIENT_SECRET"]},
 		{name: "root access token", value: f.token},
 		{name: "reply-to-token", value: replyToken},
