@@ -2,6 +2,7 @@ package netguard
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -147,13 +148,13 @@ func (d *Dialer) dialProxied(ctx context.Context, network, address string) (net.
 			err = fmt.Errorf("%w: %s has an IPv6 zone, which a proxy cannot reach", ErrForbiddenAddress, a)
 		}
 		if err != nil {
-			refusal = cmpOr(refusal, err)
+			refusal = cmp.Or(refusal, err)
 			continue
 		}
 		allowed = append(allowed, a.Unmap())
 	}
 	if len(allowed) == 0 {
-		return nil, cmpOr(refusal, fmt.Errorf("%w: %s resolves to no address", ErrForbiddenAddress, host))
+		return nil, cmp.Or(refusal, fmt.Errorf("%w: %s resolves to no address", ErrForbiddenAddress, host))
 	}
 	var last error
 	for _, a := range allowed {
@@ -168,13 +169,6 @@ func (d *Dialer) dialProxied(ctx context.Context, network, address string) (net.
 		}
 	}
 	return nil, last
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // resolve returns the addresses of host: itself when it is an IP address in any spelling
@@ -249,12 +243,12 @@ func (d *Dialer) tunnel(ctx context.Context, target string) (net.Conn, error) {
 	}
 	if err := req.Write(conn); err != nil {
 		stop()
-		return fail(0, cmpOr(ctx.Err(), err))
+		return fail(0, cmp.Or(ctx.Err(), err))
 	}
 	br := bufio.NewReader(&io.LimitedReader{R: conn, N: maxProxyAnswer})
 	resp, err := http.ReadResponse(br, req)
 	if !stop() || ctx.Err() != nil {
-		return fail(0, cmpOr(ctx.Err(), context.Canceled))
+		return fail(0, cmp.Or(ctx.Err(), context.Canceled))
 	}
 	if err != nil {
 		return fail(0, fmt.Errorf("read the proxy's answer: %w", err))
