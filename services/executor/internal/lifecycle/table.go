@@ -44,8 +44,8 @@ const (
 	Call
 	// MergeIdentity: merge the recorded identity patches into the identity, in order.
 	MergeIdentity
-	// ForgetIdentity: remove the finished request's identity and derived identities (or keep the
-	// identity until Record.IdentityKeptUntil), once the record says it finished.
+	// ForgetIdentity: remove the finished request's identity (or keep it until
+	// Record.IdentityKeptUntil), once the record says it finished.
 	ForgetIdentity
 	// IndexError: put the request in errored_requests (Record.Errored), once the record says it
 	// is in error.
@@ -116,7 +116,7 @@ var (
 	notEligible    = []event.Status{event.StatusPreApprovalNotEligible}
 	pendingStatus  = []event.Status{event.StatusPending}
 	pausedStatus   = []event.Status{event.StatusPaused}
-	finishedStatus = []event.Status{event.StatusComplete, event.StatusDenied}
+	finishedStatus = []event.Status{event.StatusComplete, event.StatusDenied} // Record.Finished
 )
 
 // decisions: the next action of a request, from its record and the clock alone (Decide).
@@ -158,7 +158,7 @@ var decisions = []decisionRow{
 	{"P1", pausedStatus, preStep, "the pause is due: its token expired, or the identity before it", Fail, "not resumed in time / the identity expired", pauseDue, failPauseDue},
 	{"P2", pausedStatus, preStep, "otherwise", Wait, "a resume, or the pause timer at the pause's due time", always, nil},
 
-	{"F1", finishedStatus, nil, "this run has not forgotten the identity (every run that finds the request finished does, before its message is acknowledged)", ForgetIdentity, "remove it and its derived identities, or keep it FINISHED_IDENTITY_RETENTION after the request finished", notForgotten, nil},
+	{"F1", finishedStatus, nil, "this run has not forgotten the identity (every run that finds the request finished does, before its message is acknowledged)", ForgetIdentity, "remove it, or keep it FINISHED_IDENTITY_RETENTION after the request finished (derived identities were removed as they were merged; the sweep removes any a crash left)", notForgotten, nil},
 	{"C1", []event.Status{event.StatusComplete}, nil, "always", Wait, "nothing: the request is complete", always, nil},
 	{"D1", []event.Status{event.StatusDenied}, nil, "always", Wait, "nothing: the request was denied", always, nil},
 	{"E0", []event.Status{event.StatusError}, nil, "this run has not indexed the error (every run that finds the request in error does, before its message is acknowledged)", IndexError, "put it in errored_requests, what scoped retries filter on", notIndexed, nil},

@@ -38,8 +38,8 @@ type Identities interface {
 	PutPatch(ctx context.Context, id, name string, ident event.Identity) error
 	Patch(ctx context.Context, id, name string) (event.Identity, error)
 	DeletePatch(ctx context.Context, id, name string) error
-	// Forget removes a finished request's identity and derived identities, or keeps the identity
-	// until until when that is later than now.
+	// Forget removes a finished request's identity, or keeps it until until when that is later
+	// than now (its derived identities were removed as they were merged).
 	Forget(ctx context.Context, id string, until time.Time) error
 }
 
@@ -247,7 +247,7 @@ type Metrics struct {
 const MaxConnectionLabels = 500
 
 // OtherConnections is the connection label of the calls of connections beyond MaxConnectionLabels.
-const OtherConnections = "_other"
+const OtherConnections = "~other"
 
 // connection returns the label of connection key.
 func (m *Metrics) connection(key string) string {
@@ -293,10 +293,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		connCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "executor_connection_calls_total",
-			Help: "Webhook calls by connection key (at most 500 keys; _other beyond) and outcome: done, ignored_status, retry (a failure retried), refused.",
+			Help: "Webhook calls by connection key (at most 500 keys; ~other beyond) and outcome: done, ignored_status, retry (a failure retried), refused.",
 		}, []string{"connection", "outcome"}),
 		connLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "executor_connection_call_seconds", Help: "Webhook call latency by connection key (at most 500 keys; _other beyond).",
+			Name: "executor_connection_call_seconds", Help: "Webhook call latency by connection key (at most 500 keys; ~other beyond).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}, []string{"connection"}),
 		connKeys: map[string]bool{},

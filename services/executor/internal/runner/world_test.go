@@ -398,20 +398,8 @@ func (f fakeIdentities) DeletePatch(_ context.Context, id, name string) error {
 	return f.w.op("delete patch", func() error { delete(f.w.idents, id+".patch."+name); return nil })
 }
 
-// Forget is store.Identities.Forget, in its steps: the patches, then the identity (kept until
-// until with a shorter TTL, or removed).
+// Forget is store.Identities.Forget: the identity kept until until with a shorter TTL, or removed.
 func (f fakeIdentities) Forget(_ context.Context, id string, until time.Time) error {
-	err := f.w.op("forget patches", func() error {
-		for key := range f.w.idents {
-			if strings.HasPrefix(key, id+".patch.") {
-				delete(f.w.idents, key)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
 	return f.w.op("forget identity", func() error {
 		if e, ok := f.w.idents[id]; ok && until.Sub(f.w.now) >= time.Second {
 			f.w.idents[id] = identEntry{e.ident, until}

@@ -83,21 +83,17 @@ func (s *Identities) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Forget removes the identity of a finished request and every derived identity stored beside it
-// (SPEC §5.1); with until a second or more ahead, the identity is kept until then instead (written
-// again with a TTL of the whole seconds left, so never longer). Both are purges of the bucket's stream by
-// subject, which leave no marker behind. It is idempotent: a request with nothing stored is left
-// as it is.
+// Forget removes the identity of a finished request (SPEC §5.1); with until a second or more
+// ahead, the identity is kept until then instead (written again with a TTL of the whole seconds
+// left, so never longer). A removal is a purge of the bucket's stream by subject, which leaves no
+// marker behind. It is idempotent: a request with nothing stored is left as it is. Derived
+// identities are removed once merged; ForgetAll removes any a crash left.
 func (s *Identities) Forget(ctx context.Context, id string, until time.Time) error {
 	st, err := s.identityStream(ctx)
 	if err != nil {
 		return err
 	}
 	key := event.KVKey(id)
-	s.count("stream_purge")
-	if err := st.Purge(ctx, jetstream.WithPurgeSubject(natsconn.KeySubject(event.BucketIdentities, key+".patch.>"))); err != nil {
-		return fmt.Errorf("store: forget derived identities of %s: %w", id, err)
-	}
 	// A message TTL counts whole seconds (the server truncates it): keep it no longer than until.
 	if keep := until.Sub(s.now()).Truncate(time.Second); keep >= time.Second {
 		ident, err := s.Get(ctx, id)
@@ -115,6 +111,19 @@ func (s *Identities) Forget(ctx context.Context, id string, until time.Time) err
 		return fmt.Errorf("store: forget identity %s: %w", id, err)
 	}
 	return nil
+}
+
+// ForgetAll is Forget, after removing every derived identity of the request (the sweep's).
+func (s *Identities) ForgetAll(ctx context.Context, id string, until time.Time) error {
+	st, err := s.identityStream(ctx)
+	if err != nil {
+		return err
+	}
+	s.count("stream_purge")
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(natsconn.KeySubject(event.BucketIdentities, event.KVKey(id)+".patch.>"))); err != nil {
+		return fmt.Errorf("store: forget derived identities of %s: %w", id, err)
+	}
+	return s.Forget(ctx, id, until)
 }
 
 // Requests lists the ids of the requests that have an identity or a derived identity stored.

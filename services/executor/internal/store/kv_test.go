@@ -480,10 +480,11 @@ func TestIdentityTTL(t *testing.T) {
 	}
 }
 
-// TestIdentityForget checks Forget against a real bucket: with nothing to keep it removes the
-// identity and every patch of its request, leaving no message (and so no marker) on their
-// subjects and another request's entries alone; it is idempotent; with a time ahead it keeps the
-// identity until then and no longer, even when its own TTL is longer.
+// TestIdentityForget checks Forget and ForgetAll against a real bucket: with nothing to keep,
+// Forget removes the identity alone and ForgetAll every patch of its request too, leaving no
+// message (and so no marker) on their subjects and another request's entries alone; both are
+// idempotent; with a time ahead the identity is kept until then and no longer, even when its own
+// TTL is longer.
 func TestIdentityForget(t *testing.T) {
 	n := testkit.StartNATS(t)
 	ctx := t.Context()
@@ -515,10 +516,19 @@ func TestIdentityForget(t *testing.T) {
 			}
 		}
 	}
+	if err := s.Forget(ctx, "pri_gone", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "pri_gone"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after Forget: %v, want ErrNotFound", err)
+	}
+	if left := subjects("pri_gone"); left != 2 {
+		t.Errorf("after Forget, %d subjects keep messages, want the 2 patches alone", left)
+	}
 	for _, id := range []string{"pri_gone", "urn:gone.1"} {
 		for range 2 { // the second time finds nothing to forget
-			if err := s.Forget(ctx, id, time.Now()); err != nil {
-				t.Fatalf("Forget(%s): %v", id, err)
+			if err := s.ForgetAll(ctx, id, time.Now()); err != nil {
+				t.Fatalf("ForgetAll(%s): %v", id, err)
 			}
 		}
 		if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
@@ -541,14 +551,14 @@ func TestIdentityForget(t *testing.T) {
 	// Kept: until 2.5 s from now (2 whole seconds of TTL), though it was written with an hour.
 	start := time.Now()
 	until := start.Add(2500 * time.Millisecond)
-	if err := s.Forget(ctx, "pri_other", until); err != nil {
+	if err := s.ForgetAll(ctx, "pri_other", until); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.Get(ctx, "pri_other"); err != nil || *got.Email != "pri_other@example.com" {
-		t.Errorf("Get right after a Forget that keeps it: %+v, %v; want it kept", got, err)
+		t.Errorf("Get right after a ForgetAll that keeps it: %+v, %v; want it kept", got, err)
 	}
 	if _, err := s.Patch(ctx, "pri_other", "jti2"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("a patch after a Forget that keeps the identity: %v, want it gone", err)
+		t.Errorf("a patch after a ForgetAll that keeps the identity: %v, want it gone", err)
 	}
 	testkit.Eventually(t, 10*time.Second, "the kept identity to expire", func() bool {
 		_, err := s.Get(ctx, "pri_other")
