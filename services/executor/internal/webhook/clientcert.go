@@ -40,6 +40,10 @@ type clientTransports struct {
 	lastSweep time.Time
 }
 
+// maxCertsPerConnection bounds the clients kept per connection: its current certificate and the one
+// before it.
+const maxCertsPerConnection = 2
+
 // clientEntry is the client of one connection and certificate, or why there is none.
 type clientEntry struct {
 	conn   string
@@ -48,6 +52,7 @@ type clientEntry struct {
 	used   time.Time
 }
 
+// newClientTransports returns an empty cache whose clients build makes.
 func newClientTransports(build func(*tls.Certificate) *http.Client) *clientTransports {
 	return &clientTransports{build: build, now: time.Now, entries: map[string]*clientEntry{}}
 }
@@ -74,10 +79,24 @@ func (ct *clientTransports) get(conn, id, certPEM, keyPEM string) (*http.Client,
 		e.used = now
 		return e.client, e.err
 	}
+	// A connection keeps at most maxCertsPerConnection clients: while a new certificate is rolled
+	// out, requests started before it still present the old one (a request keeps the secrets it
+	// started with), so both are in use for a while; the least recently used one beyond goes.
+	var mine []string
 	for k, e := range ct.entries {
 		if e.conn == conn {
-			ct.drop(k, e) // a certificate this connection no longer has
+			mine = append(mine, k)
 		}
+	}
+	for len(mine) >= maxCertsPerConnection {
+		oldest := 0
+		for i, k := range mine {
+			if ct.entries[k].used.Before(ct.entries[mine[oldest]].used) {
+				oldest = i
+			}
+		}
+		ct.drop(mine[oldest], ct.entries[mine[oldest]])
+		mine = append(mine[:oldest], mine[oldest+1:]...)
 	}
 	if len(ct.entries) >= maxClientTransports {
 		var oldest string

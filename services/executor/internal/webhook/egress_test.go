@@ -270,7 +270,7 @@ func TestClientTransports(t *testing.T) {
 	ca := testkit.NewCA(t, "cache test CA")
 	type pair struct{ cert, key string }
 	var pairs []pair
-	for i := range 2 {
+	for i := range 3 {
 		c, k := ca.Client(t, fmt.Sprint("client ", i))
 		pairs = append(pairs, pair{c, k})
 	}
@@ -296,9 +296,22 @@ func TestClientTransports(t *testing.T) {
 	if b := get("b", pairs[0]); b == a {
 		t.Fatal("two connections share a client")
 	}
-	if a2 := get("a", pairs[1]); a2 == a || len(ct.entries) != 2 {
-		t.Fatalf("a new certificate of a: same client %v, %d entries; want a new client replacing the old", a2 == a, len(ct.entries))
+	// While a certificate is rolled out, requests started before it present the old one: both
+	// clients are kept and reused, alternating; a third certificate replaces the least recently used.
+	clock.Advance(time.Millisecond)
+	a2 := get("a", pairs[1])
+	clock.Advance(time.Millisecond)
+	if a2 == a || get("a", pairs[0]) != a || get("a", pairs[1]) != a2 || len(ct.entries) != 3 || len(built) != 3 {
+		t.Fatalf("a new certificate of a: %d entries, %d built; want the old and the new client kept and reused (3 entries with b's)", len(ct.entries), len(built))
 	}
+	clock.Advance(time.Millisecond)
+	get("a", pairs[0])
+	clock.Advance(time.Millisecond)
+	get("a", pairs[2])
+	if _, ok := ct.entries["a\x00"+certID(pairs[1].cert, pairs[1].key)]; ok || len(ct.entries) != 3 {
+		t.Fatalf("a third certificate of a: %d entries, the least recently used kept %v; want it dropped", len(ct.entries), ok)
+	}
+	delete(ct.entries, "b\x00"+certID(pairs[0].cert, pairs[0].key))
 	for i := range maxClientTransports + 10 {
 		clock.Advance(time.Millisecond)
 		get(fmt.Sprint("conn-", i), pairs[0])
