@@ -54,16 +54,16 @@ func TestScopedRetry(t *testing.T) {
 		return strings.Join(strings.Fields(string(b)), "")
 	}
 	// Nothing matches yet: another status, another webhook.
-	if got := retry(`{"policy_key": "crm_policy", "status": 503}`); got != `{"queued":0}` {
+	if got := retry(`{"policy_key": "crm_policy", "status": 503}`); got != `{"queued":0,"more":false}` {
 		t.Fatalf("crm requests failed with 400, a filter on 503 queued %s", got)
 	}
 	mu.Lock()
 	mended["/crm"], mended["/mail"] = true, true
 	mu.Unlock()
-	if got := retry(`{"policy_key": "crm_policy", "webhook_key": "lookup", "status": 400}`); got != `{"queued":3}` {
+	if got := retry(`{"policy_key": "crm_policy", "webhook_key": "lookup", "status": 400}`); got != `{"queued":3,"more":false}` {
 		t.Fatalf("retry of the crm requests queued %s, want 3", got)
 	}
-	if got := retry(`{"policy_key": "crm_policy", "status": 400}`); got != `{"queued":0}` {
+	if got := retry(`{"policy_key": "crm_policy", "status": 400}`); got != `{"queued":0,"more":false}` {
 		t.Fatalf("the same retry again queued %s, want 0", got)
 	}
 	for _, id := range crm {
@@ -74,13 +74,13 @@ func TestScopedRetry(t *testing.T) {
 			t.Fatalf("%s is %s, want still in error (not selected)", id, v)
 		}
 	}
-	if got := retry(`{"connection_key": "mail_policy_notify", "errored_until": "` + time.Now().Add(time.Minute).UTC().Format(time.RFC3339) + `"}`); got != `{"queued":2}` {
+	if got := retry(`{"connection_key": "mail_policy_notify", "errored_until": "` + time.Now().Add(time.Minute).UTC().Format(time.RFC3339) + `"}`); got != `{"queued":2,"more":false}` {
 		t.Fatalf("retry by connection queued %s, want 2", got)
 	}
 	for _, id := range mail {
 		f.waitStatus(id, "complete", 30*time.Second)
 	}
-	if got := retry(``); got != `{"queued":0}` {
+	if got := retry(``); got != `{"queued":0,"more":false}` {
 		t.Fatalf("with every request complete, a retry of all queued %s", got)
 	}
 	kv, err := f.js.KeyValue(f.ctx, "errored_requests")

@@ -158,6 +158,11 @@ type Errored struct {
 	At         time.Time `json:"at"`
 }
 
+// Current reports whether e still names req's error: req is in error, the error e was written for.
+func (e Errored) Current(req Request) bool {
+	return req.Status == StatusError && req.ErrorCount == e.ErrorCount
+}
+
 // RequestError says where and why a request failed.
 type RequestError struct {
 	Step       Step   `json:"step"`

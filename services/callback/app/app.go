@@ -159,7 +159,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			Requests: requests, Snapshots: plansnapshots.New(snapshots), Claims: claims, Errored: errored, Publisher: js, Tokens: sealers,
 		}),
 		Auth:    api.NewAuthorizer(accessSealer, oauthclients.New(clients, cfg.RootClientID)),
-		Ready:   readyChecks(nc, js, stream, requests, snapshots, claims, clients),
+		Ready:   readyChecks(nc, js, stream, requests, snapshots, claims, errored, clients),
 		OpenAPI: OpenAPI,
 	})
 

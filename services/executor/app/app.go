@@ -323,6 +323,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		"stream":                          natsconn.StreamUsable(stream),
 		"bucket " + requestsKV.Bucket():   natsconn.BucketUsable(requestsKV),
 		"bucket " + identitiesKV.Bucket(): natsconn.BucketUsable(identitiesKV),
+		"bucket " + erroredKV.Bucket():    natsconn.BucketUsable(erroredKV),
 		"bucket " + snapshotsKV.Bucket():  natsconn.BucketUsable(snapshotsKV),
 		"plans": func(context.Context) error {
 			if !view.Loaded() {

@@ -74,13 +74,13 @@ func TestRetryMatching(t *testing.T) {
 		name, body, want string
 		retried          []string
 	}{
-		{"another connection", `{"connection_key": "none"}`, `{"queued":0}`, nil},
-		{"since after every error", `{"errored_since": "2026-12-01T13:00:00Z"}`, `{"queued":0}`, nil},
-		{"status 400", `{"status": 400}`, `{"queued":1}`, []string{"pri_c"}},
+		{"another connection", `{"connection_key": "none"}`, `{"queued":0,"more":false}`, nil},
+		{"since after every error", `{"errored_since": "2026-12-01T13:00:00Z"}`, `{"queued":0,"more":false}`, nil},
+		{"status 400", `{"status": 400}`, `{"queued":1,"more":false}`, []string{"pri_c"}},
 		{"policy, webhook, connection and a window", `{"policy_key": "p1", "webhook_key": "verify", "connection_key": "crm", "errored_since": "` +
-			at(0).Format(time.RFC3339) + `", "errored_until": "` + at(2).Format(time.RFC3339) + `"}`, `{"queued":1}`, []string{"pri_a", "pri_c"}},
-		{"the same again", `{"policy_key": "p1", "errored_until": "` + at(2).Format(time.RFC3339) + `"}`, `{"queued":0}`, []string{"pri_a", "pri_c"}},
-		{"everything", ``, `{"queued":1}`, []string{"pri_a", "pri_c", "urn:b.1"}},
+			at(0).Format(time.RFC3339) + `", "errored_until": "` + at(2).Format(time.RFC3339) + `"}`, `{"queued":1,"more":false}`, []string{"pri_a", "pri_c"}},
+		{"the same again", `{"policy_key": "p1", "errored_until": "` + at(2).Format(time.RFC3339) + `"}`, `{"queued":0,"more":false}`, []string{"pri_a", "pri_c"}},
+		{"everything", ``, `{"queued":1,"more":false}`, []string{"pri_a", "pri_c", "urn:b.1"}},
 	} {
 		status, body := post(tc.body)
 		if status != 200 || body != tc.want {

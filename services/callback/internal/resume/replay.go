@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/rs/zerolog"
 )
 
 // Filter selects the requests in error a scoped retry restarts (SPEC §7); a zero field matches
@@ -33,12 +34,18 @@ func (f Filter) matches(e event.Errored) bool {
 		(f.Status == 0 || e.Status == f.Status)
 }
 
+// MaxRetriesPerCall bounds the retries one scoped retry publishes, so that a call answers well
+// within the server's write timeout; Replay.More says a repeat has more to queue.
+const MaxRetriesPerCall = 1000
+
 // Replay is what a scoped retry did.
 type Replay struct {
 	// Queued counts the requests whose retry was queued by this call: neither one that left its
 	// error since it was indexed nor one whose retry of this error was queued before (by an
 	// earlier call within the stream's duplicate window) is counted.
 	Queued int `json:"queued"`
+	// More reports that the call stopped at MaxRetriesPerCall: the same call again queues the rest.
+	More bool `json:"more"`
 }
 
 // RetryMatching publishes the retry of every request in error that f selects, from its failed step,
@@ -57,14 +64,20 @@ func (s *Service) RetryMatching(ctx context.Context, f Filter) (Replay, error) {
 		if !f.matches(e) {
 			continue
 		}
-		req, err := s.request(ctx, e.ID)
-		if errors.Is(err, ErrNotFound) {
-			continue
+		if out.Queued == MaxRetriesPerCall {
+			out.More = true
+			break
 		}
-		if err != nil {
+		req, err := s.state(ctx, e.ID)
+		var re *Error
+		switch {
+		case errors.As(err, &re) && errors.Is(re.Err, ErrUnavailable):
 			return out, err
-		}
-		if req.Status != event.StatusError || req.ErrorCount != e.ErrorCount {
+		case err != nil:
+			// Gone, or a record this version cannot read: not one to retry here.
+			zerolog.Ctx(ctx).Warn().Err(err).Str("privacy_request_id", e.ID).Msg("scoped retry: request skipped")
+			continue
+		case !e.Current(req):
 			continue // retried since, or failed again and indexed anew
 		}
 		dup, err := s.publishRetry(ctx, req)
@@ -102,7 +115,8 @@ func (s *Service) erroredEntries(ctx context.Context) ([]event.Errored, error) {
 			}
 			var e event.Errored
 			if err := json.Unmarshal(kve.Value(), &e); err != nil {
-				return nil, fmt.Errorf("resume: decode errored entry %s: %w", kve.Key(), err)
+				zerolog.Ctx(ctx).Warn().Err(err).Str("key", kve.Key()).Msg("scoped retry: undecodable entry of errored_requests skipped")
+				continue
 			}
 			out = append(out, e)
 		}

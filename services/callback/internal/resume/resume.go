@@ -169,9 +169,9 @@ func awaitingHalt(req event.Request, r reply) bool {
 		req.Next >= 0 && req.Next < len(req.Plan.Pre) && req.Plan.Pre[req.Next].ID == r.WebhookID
 }
 
-// request reads the state of request id, stored under event.KVKey(id); an id that is not a
-// valid request id is not found.
-func (s *Service) request(ctx context.Context, id string) (event.Request, error) {
+// state reads the record of request id without its plan (its snapshot is not read): what a
+// decision on its status needs.
+func (s *Service) state(ctx context.Context, id string) (event.Request, error) {
 	var req event.Request
 	key := event.KVKey(id)
 	if !event.ValidRequestID(id) {
@@ -190,6 +190,17 @@ func (s *Service) request(ctx context.Context, id string) (event.Request, error)
 	if err := req.CheckFormat(); err != nil {
 		// A newer executor wrote it: this callback is older, being upgraded.
 		return req, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: id}
+	}
+	req.ID = id
+	return req, nil
+}
+
+// request reads the state of request id, stored under event.KVKey(id); an id that is not a
+// valid request id is not found.
+func (s *Service) request(ctx context.Context, id string) (event.Request, error) {
+	req, err := s.state(ctx, id)
+	if err != nil {
+		return req, err
 	}
 	if req.PlanRef != "" {
 		// The executor stores the snapshot before the record that names it: an error here is

@@ -58,7 +58,7 @@ func NewRecords(kv jetstream.KeyValue, snapshots *plansnapshots.Store, js jetstr
 // ttl is the TTL a write of r carries: the retention once the request is finished (complete, or
 // denied by an operator), else none.
 func (s *Records) ttl(r *lifecycle.Record) time.Duration {
-	if r.Status == event.StatusComplete || r.Status == event.StatusDenied {
+	if r.Finished() {
 		return s.retention
 	}
 	return 0

@@ -11,13 +11,11 @@ package sweep
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
-	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/rs/zerolog"
 )
 
@@ -29,7 +27,7 @@ type Records interface {
 // Identities lists and forgets stored identities (store.Identities).
 type Identities interface {
 	Requests(ctx context.Context) ([]string, error)
-	Forget(ctx context.Context, id string, until time.Time) error
+	ForgetAll(ctx context.Context, id string, until time.Time) error
 }
 
 // Errors lists and removes entries of errored_requests (store.Errored).
@@ -80,7 +78,10 @@ func (s *Sweeper) Once(ctx context.Context) (Result, error) {
 		case errors.Is(err, store.ErrNotFound):
 			continue
 		case err != nil:
-			return res, fmt.Errorf("sweep: %w", err)
+			// A record this version cannot read (a newer executor's, during an upgrade) or a
+			// store not answering: the next sweep tries again.
+			s.Log.Warn().Err(err).Str("request_id", id).Msg("sweep: request skipped")
+			continue
 		case !rec.Finished():
 			continue
 		}
@@ -89,8 +90,9 @@ func (s *Sweeper) Once(ctx context.Context) (Result, error) {
 			res.Kept++ // it expires then by its own TTL, and a later sweep removes it if not
 			continue
 		}
-		if err := s.Identities.Forget(ctx, id, until); err != nil {
-			return res, fmt.Errorf("sweep: %w", err)
+		if err := s.Identities.ForgetAll(ctx, id, until); err != nil {
+			s.Log.Warn().Err(err).Str("request_id", id).Msg("sweep: identity not forgotten")
+			continue
 		}
 		res.Forgotten++
 	}
@@ -109,14 +111,15 @@ func (s *Sweeper) unindex(ctx context.Context, res *Result) error {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
-			return fmt.Errorf("sweep: %w", err)
-		case rec.Status == event.StatusError && rec.ErrorCount == e.ErrorCount:
+			s.Log.Warn().Err(err).Str("request_id", e.ID).Msg("sweep: entry of errored_requests skipped")
+			continue
+		case e.Current(rec.Request):
 			continue
 		}
 		switch err := s.Errors.DeleteAt(ctx, e.ID, e.Revision); {
 		case errors.Is(err, store.ErrConflict):
 		case err != nil:
-			return fmt.Errorf("sweep: %w", err)
+			s.Log.Warn().Err(err).Str("request_id", e.ID).Msg("sweep: entry of errored_requests not removed")
 		default:
 			res.Unindexed++
 		}
