@@ -23,7 +23,7 @@ func Markdown() string {
 	for _, r := range answers {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", r.id, r.when, r.effect)
 	}
-	b.WriteString("\nDecisions (`Decide`): the next action, from the record and the clock alone; the first matching row wins.\n\n")
+	b.WriteString("\nDecisions (`Decide`): the next action, from the record and the clock (and, for F1 and E0, what the deciding run already did); the first matching row wins.\n\n")
 	b.WriteString("| Row | Status | Step | When | Next action |\n|---|---|---|---|---|\n")
 	for _, r := range decisions {
 		do := r.do.String()

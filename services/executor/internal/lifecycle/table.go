@@ -12,7 +12,7 @@ import (
 //
 //   - inputs: what each input (an event or a timer) records on the record, in each status;
 //   - answers: what a webhook's answer records;
-//   - decisions: what the request does next, from its record and the clock alone.
+//   - decisions: what the request does next, from its record and the clock (F1 and E0 also from what the deciding run already did: Env.Forgot, Env.Indexed).
 //
 // A row matches when the record is in one of its statuses and steps and its condition holds; the
 // first matching row of a table wins. Every input and every answer is recorded by one
@@ -119,7 +119,7 @@ var (
 	finishedStatus = []event.Status{event.StatusComplete, event.StatusDenied} // Record.Finished
 )
 
-// decisions: the next action of a request, from its record and the clock alone (Decide).
+// decisions: the next action of a request, from its record and the clock (Decide).
 var decisions = []decisionRow{
 	{"N1", pendingStatus, nil, "the policy had no plan (a record of an earlier version)", Fail, "No Policy found for key <key>.", planMissing, failNoPolicy},
 	{"N2", pendingStatus, nil, "otherwise (a record of an earlier version)", StartProcessing, "", always, nil},

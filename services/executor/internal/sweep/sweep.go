@@ -16,6 +16,7 @@ import (
 
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
+	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/rs/zerolog"
 )
 
@@ -34,6 +35,7 @@ type Identities interface {
 type Errors interface {
 	Entries(ctx context.Context) ([]store.Entry, error)
 	DeleteAt(ctx context.Context, id string, rev uint64) error
+	Put(ctx context.Context, e event.Errored) error
 }
 
 // Sweeper forgets the identities of finished requests and removes stale entries of
@@ -54,8 +56,9 @@ type Result struct {
 	// Checked counts the requests with stored identities; Forgotten those whose identity was
 	// forgotten; Kept the finished ones still within FINISHED_IDENTITY_RETENTION.
 	Checked, Forgotten, Kept int
-	// Unindexed counts the entries of errored_requests removed.
-	Unindexed int
+	// Unindexed counts the entries of errored_requests removed, Indexed those written for requests
+	// in error that had none (they failed under a version without the index).
+	Unindexed, Indexed int
 }
 
 // Once sweeps every request with a stored identity. A request with no record is left alone: its
@@ -70,6 +73,14 @@ func (s *Sweeper) Once(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	entries, err := s.Errors.Entries(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	indexed := map[string]store.Entry{}
+	for _, e := range entries {
+		indexed[e.ID] = e
+	}
 	var res Result
 	for _, id := range ids {
 		res.Checked++
@@ -81,6 +92,17 @@ func (s *Sweeper) Once(ctx context.Context) (Result, error) {
 			// A record this version cannot read (a newer executor's, during an upgrade) or a
 			// store not answering: the next sweep tries again.
 			s.Log.Warn().Err(err).Str("request_id", id).Msg("sweep: request skipped")
+			continue
+		case rec.Status == event.StatusError:
+			// A request in error keeps its identity (a retry needs it): index it if it failed
+			// before the index existed.
+			if e, ok := indexed[id]; !ok || !e.Current(rec.Request) {
+				if err := s.Errors.Put(ctx, rec.Errored()); err != nil {
+					s.Log.Warn().Err(err).Str("request_id", id).Msg("sweep: request in error not indexed")
+					continue
+				}
+				res.Indexed++
+			}
 			continue
 		case !rec.Finished():
 			continue
@@ -96,16 +118,13 @@ func (s *Sweeper) Once(ctx context.Context) (Result, error) {
 		}
 		res.Forgotten++
 	}
-	return res, s.unindex(ctx, &res)
+	s.unindex(ctx, entries, &res)
+	return res, nil
 }
 
 // unindex removes the entries of errored_requests whose request is gone or no longer in the error
 // they name, each only if no later error replaced it meanwhile.
-func (s *Sweeper) unindex(ctx context.Context, res *Result) error {
-	entries, err := s.Errors.Entries(ctx)
-	if err != nil {
-		return err
-	}
+func (s *Sweeper) unindex(ctx context.Context, entries []store.Entry, res *Result) {
 	for _, e := range entries {
 		rec, _, err := s.Records.Load(ctx, e.ID)
 		switch {
@@ -124,7 +143,6 @@ func (s *Sweeper) unindex(ctx context.Context, res *Result) error {
 			res.Unindexed++
 		}
 	}
-	return nil
 }
 
 // Run sweeps every interval (with up to a tenth of it added at random, so that replicas spread
@@ -142,9 +160,9 @@ func (s *Sweeper) Run(ctx context.Context, every time.Duration) {
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.Log.Warn().Err(err).Int("forgotten", res.Forgotten).Msg("sweep failed")
-		case res.Forgotten > 0 || res.Unindexed > 0:
+		case res.Forgotten > 0 || res.Unindexed > 0 || res.Indexed > 0:
 			s.Log.Info().Int("checked", res.Checked).Int("forgotten", res.Forgotten).Int("unindexed", res.Unindexed).
-				Msg("sweep: forgot the identities of finished requests, removed stale entries of errored_requests")
+				Int("indexed", res.Indexed).Msg("sweep: forgot identities of finished requests, updated errored_requests")
 		}
 	}
 }
