@@ -161,3 +161,63 @@ func TestSigningKeyRotation(t *testing.T) {
 		t.Fatalf("signing-key after the until: got %+v, want %s alone", keys, wantPub)
 	}
 }
+
+// TestRotationReachesRunningRequests: a request paused before a connection's signing secret is
+// rotated signs its later call with the new secret (and the old one as previous), not with the one
+// it started with: calls take their connection's secrets as last published (SPEC §5.1), so a
+// rotation's until holds for running requests too.
+func TestRotationReachesRunningRequests(t *testing.T) {
+	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
+	f.answer("/ask", `{"halt": true}`)
+	oldKey, newKey := []byte("the secret before the rotation"), []byte("the secret after the rotation")
+	f.mustAPI(http.MethodPatch, "/api/v1/policy", `[{"name": "Rotating", "key": "rotating"}]`)
+	put := func(conn, path string, extra map[string]any) {
+		f.mustAPI(http.MethodPatch, "/api/v1/connection",
+			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, conn, conn))
+		body := map[string]any{"url": f.rcv.URL(path), "authorization": "Bearer flow-test", "signing_secret": string(oldKey)}
+		for k, v := range extra {
+			body[k] = v
+		}
+		b, _ := json.Marshal(body)
+		f.mustAPI(http.MethodPut, "/api/v1/connection/"+conn+"/secret?verify=false", string(b))
+	}
+	put("ask_conn", "/ask", nil)
+	put("after_conn", "/after", nil)
+	f.mustAPI(http.MethodPut, "/api/v1/policy/rotating/webhook/pre_execution",
+		`[{"connection_config_key": "ask_conn", "direction": "two_way", "key": "ask", "name": "ask"}]`)
+	f.mustAPI(http.MethodPut, "/api/v1/policy/rotating/webhook/post_execution",
+		`[{"connection_config_key": "after_conn", "direction": "one_way", "key": "after", "name": "after"}]`)
+	v := verifier{hmac: map[string][]byte{"old": oldKey, "new": newKey}}
+
+	f.submit("pri_rotating", "rotating", "a@example.com")
+	f.waitStatus("pri_rotating", "paused", 20*time.Second)
+	ask := f.waitCalls("/ask", 1, 5*time.Second)[0]
+	if got := v.verify(t, ask); fmt.Sprint(got) != "[v1:old]" {
+		t.Fatalf("before the rotation the call is signed by %v, want [v1:old]", got)
+	}
+
+	plans, err := f.js.KeyValue(f.ctx, "policy_webhooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := plans.Get(f.ctx, "rotating")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put("after_conn", "/after", map[string]any{"signing_secret": string(newKey), "signing_secret_previous": string(oldKey),
+		"signing_secret_previous_until": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	testkit.Eventually(t, 10*time.Second, "the plan re-published with the new secrets", func() bool {
+		e, err := plans.Get(f.ctx, "rotating")
+		return err == nil && e.Revision() > before.Revision()
+	})
+	time.Sleep(500 * time.Millisecond) // the executor's watch of policy_webhooks delivers it
+
+	if status, body := f.call(http.MethodPost, ask.Header.Get("reply-to"), `{}`, "Bearer "+ask.Header.Get("reply-to-token")); status != 200 {
+		t.Fatalf("resume: %d %s", status, body)
+	}
+	f.waitStatus("pri_rotating", "complete", 20*time.Second)
+	after := f.waitCalls("/after", 1, 5*time.Second)[0]
+	if got := v.verify(t, after); fmt.Sprint(got) != "[v1:new v1:old]" {
+		t.Fatalf("after the rotation the running request's call is signed by %v (%q), want [v1:new v1:old]", got, after.Header.Get("webhook-signature"))
+	}
+}

@@ -77,6 +77,14 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 // Loaded reports whether the initial content of the bucket has been read.
 func (v *View) Loaded() bool { return v.loaded.Load() }
 
+// Latest returns the plan of policy key as the watch last delivered it, without I/O.
+func (v *View) Latest(key string) (event.Plan, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	p, ok := v.plans[event.KVKey(key)]
+	return p, ok
+}
+
 // Get returns the plan of policy key. On a miss it reads the bucket directly once, so that a
 // policy created an instant ago is found before the watch delivers it.
 func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {

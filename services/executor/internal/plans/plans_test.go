@@ -180,6 +180,13 @@ func TestGet(t *testing.T) {
 				t.Errorf("%s: Get(%q) = %+v, %v; want %+v", view.name, tc.key, p, err, *tc.want)
 			}
 		}
+		// Latest answers from the watch alone: what it delivered, and nothing on a miss.
+		if p, ok := v.Latest(tc.key); ok != (tc.want != nil) || ok && !reflect.DeepEqual(p, *tc.want) {
+			t.Errorf("Latest(%q) = %+v, %v; want %v", tc.key, p, ok, tc.want)
+		}
+		if _, ok := cold.Latest(tc.key); ok {
+			t.Errorf("Latest(%q) of a view that was never delivered anything found a plan", tc.key)
+		}
 	}
 }
 

@@ -150,6 +150,31 @@ func (u *run) mergeIdentity(ctx context.Context) error {
 	return nil
 }
 
+// latestSecrets returns w with its connection's secrets as last published (SPEC §5.1): those of a
+// webhook of the same connection in the policy's current plan, as this replica last saw it, when
+// there is one; the snapshot's otherwise (the policy was deleted, or no longer uses the
+// connection). So a rotated credential, signing key or client certificate reaches the requests
+// already running, while the webhooks, their order and directions stay the snapshot's.
+func (u *run) latestSecrets(w event.PlanWebhook) event.PlanWebhook {
+	live, ok := u.r.d.Plans.Latest(u.rec.PolicyKey)
+	if !ok {
+		return w
+	}
+	lists := [][]event.PlanWebhook{live.Pre, live.Post}
+	if live.PreApproval != nil {
+		lists = append(lists, live.PreApproval.Webhooks)
+	}
+	for _, list := range lists {
+		for _, lw := range list {
+			if lw.ConnectionKey == w.ConnectionKey && lw.Secrets != "" {
+				w.Secrets = lw.Secrets
+				return w
+			}
+		}
+	}
+	return w
+}
+
 // call makes the current webhook's call: it takes the host's share and a call slot, writes the
 // claim (unless the run claimed it ahead), calls and records the answer. stop reports that the run
 // ends here, the message coming back at later.
@@ -157,7 +182,7 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 	rec := u.rec
 	w, _, _ := rec.Current()
 	mine := rec.Claim != nil && rec.Claim.Owner == u.env.Owner
-	secrets, msg := u.r.d.Secrets.Open(w)
+	secrets, msg := u.r.d.Secrets.Open(u.latestSecrets(w))
 	var ident event.Identity
 	if msg == "" {
 		ident, err = u.identity(ctx)
@@ -469,7 +494,7 @@ func (u *run) lookahead(ctx context.Context) {
 		return
 	}
 	w, _, _ := u.rec.Current()
-	secrets, msg := u.r.d.Secrets.Open(w)
+	secrets, msg := u.r.d.Secrets.Open(u.latestSecrets(w))
 	if msg != "" || !u.enterHost(hostOf(secrets.URL)) {
 		return
 	}

@@ -76,6 +76,8 @@ type Timers interface {
 // Plans returns a policy's plan, plans.ErrNotFound when it has none (plans.View).
 type Plans interface {
 	Get(ctx context.Context, policyKey string) (event.Plan, error)
+	// Latest returns the plan of policyKey as this replica last saw it, without I/O.
+	Latest(policyKey string) (event.Plan, bool)
 }
 
 // Caller makes webhook calls (webhook.Sender): call slots per host, then the call.

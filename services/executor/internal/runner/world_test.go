@@ -504,6 +504,7 @@ func (f fakeTimers) Schedule(_ context.Context, id string, t lifecycle.Timer) er
 type fakePlans struct{ w *world }
 
 func (f fakePlans) Get(context.Context, string) (event.Plan, error) { return f.w.plan, nil }
+func (f fakePlans) Latest(string) (event.Plan, bool)                { return f.w.plan, true }
 
 type fakeSecrets struct{}
 

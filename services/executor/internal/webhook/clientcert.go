@@ -80,8 +80,9 @@ func (ct *clientTransports) get(conn, id, certPEM, keyPEM string) (*http.Client,
 		return e.client, e.err
 	}
 	// A connection keeps at most maxCertsPerConnection clients: while a new certificate is rolled
-	// out, requests started before it still present the old one (a request keeps the secrets it
-	// started with), so both are in use for a while; the least recently used one beyond goes.
+	// out, some calls still present the old one for a moment (a replica whose view of the plans
+	// lags, or a request whose policy no longer uses the connection and keeps the secrets it
+	// started with), so both may be in use; the least recently used one beyond goes.
 	var mine []string
 	for k, e := range ct.entries {
 		if e.conn == conn {
