@@ -105,6 +105,7 @@ type ProxyError struct {
 	Err error
 }
 
+// Error says what the proxy did, naming it by scheme, host and port (never its credentials).
 func (e *ProxyError) Error() string {
 	if e.Status != 0 {
 		return fmt.Sprintf("proxy %s answered %d %s to CONNECT %s", e.Proxy, e.Status, http.StatusText(e.Status), e.Target)
@@ -273,6 +274,7 @@ type prefixedConn struct {
 	prefix []byte
 }
 
+// Read returns the bytes that came with the proxy's answer first, then the connection's.
 func (c *prefixedConn) Read(b []byte) (int, error) {
 	if len(c.prefix) > 0 {
 		n := copy(b, c.prefix)

@@ -52,6 +52,7 @@ type signingKeysDoc struct {
 	PreviousUntil *time.Time `bson:"previous_until,omitempty"`
 }
 
+// newSigningKeysDoc returns the document of k, nil for none.
 func newSigningKeysDoc(k *connection.SigningKeys) *signingKeysDoc {
 	if k == nil {
 		return nil
@@ -64,6 +65,7 @@ func newSigningKeysDoc(k *connection.SigningKeys) *signingKeysDoc {
 	return d
 }
 
+// domain returns the public keys the document holds, nil for none.
 func (d *signingKeysDoc) domain() *connection.SigningKeys {
 	if d == nil {
 		return nil

@@ -447,10 +447,13 @@ func maxInterrupts(e Env) int {
 }
 
 func approvalNotStarted(r *Record, _ Env) bool { return r.ApprovalDue == nil }
-func notForgotten(_ *Record, e Env) bool       { return !e.Forgot }
-func notIndexed(_ *Record, e Env) bool         { return !e.Indexed }
-func reviewed(r *Record, _ Env) bool           { return r.Review != nil }
-func reviewedUnclaimed(r *Record, _ Env) bool  { return r.Review != nil && r.Claim == nil }
+
+// notForgotten and notIndexed report that the deciding run has not yet forgotten the finished
+// request's identity (F1), or indexed its error (E0).
+func notForgotten(_ *Record, e Env) bool      { return !e.Forgot }
+func notIndexed(_ *Record, e Env) bool        { return !e.Indexed }
+func reviewed(r *Record, _ Env) bool          { return r.Review != nil }
+func reviewedUnclaimed(r *Record, _ Env) bool { return r.Review != nil && r.Claim == nil }
 
 // noApprovalWebhooks reports a stage with nobody to ask: no webhook, or every one skipped (its
 // connection is disabled).

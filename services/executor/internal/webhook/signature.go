@@ -29,41 +29,49 @@ func Signed(sec event.HTTPSSecrets) bool {
 func Signature(sec event.HTTPSSecrets, id string, now time.Time, body []byte) (string, error) {
 	ts := now.Unix()
 	var sigs []string
-	for _, s := range []struct {
-		field, value string
-		use          bool
-	}{
-		{"signing_secret", sec.SigningSecret, sec.SigningSecret != ""},
-		{"signing_secret_previous", sec.SigningSecretPrevious,
-			sec.SigningSecret != "" && sec.SigningSecretPrevious != "" && now.Before(sec.SigningSecretPreviousUntil)},
-	} {
-		if !s.use {
-			continue
-		}
-		key, err := signing.HMACKey(s.value)
-		if err != nil {
-			return "", fmt.Errorf("%s of the connection's secrets cannot be used: %w", s.field, err)
-		}
-		sigs = append(sigs, Sign(key, id, ts, body))
-	}
 	for _, k := range []struct {
 		field, value string
 		use          bool
+		signer       func(value string) (signer, error)
 	}{
-		{"signing_key", sec.SigningKey, sec.SigningKey != ""},
+		{"signing_secret", sec.SigningSecret, sec.SigningSecret != "", hmacSignature},
+		{"signing_secret_previous", sec.SigningSecretPrevious,
+			sec.SigningSecret != "" && sec.SigningSecretPrevious != "" && now.Before(sec.SigningSecretPreviousUntil), hmacSignature},
+		{"signing_key", sec.SigningKey, sec.SigningKey != "", ed25519Signature},
 		{"signing_key_previous", sec.SigningKeyPrevious,
-			sec.SigningKey != "" && sec.SigningKeyPrevious != "" && now.Before(sec.SigningKeyPreviousUntil)},
+			sec.SigningKey != "" && sec.SigningKeyPrevious != "" && now.Before(sec.SigningKeyPreviousUntil), ed25519Signature},
 	} {
 		if !k.use {
 			continue
 		}
-		key, err := signing.ParseSecretKey(k.value)
+		sig, err := k.signer(k.value)
 		if err != nil {
 			return "", fmt.Errorf("%s of the connection's secrets cannot be used: %w", k.field, err)
 		}
-		sigs = append(sigs, SignEd25519(key, id, ts, body))
+		sigs = append(sigs, sig(id, ts, body))
 	}
 	return strings.Join(sigs, " "), nil
+}
+
+// signer signs "<id>.<timestamp>.<body>" with one key, in its version's form ("v1,…", "v1a,…").
+type signer func(id string, timestamp int64, body []byte) string
+
+// hmacSignature returns the signer of the v1 signature with the HMAC secret value.
+func hmacSignature(value string) (signer, error) {
+	key, err := signing.HMACKey(value)
+	if err != nil {
+		return nil, err
+	}
+	return func(id string, ts int64, body []byte) string { return Sign(key, id, ts, body) }, nil
+}
+
+// ed25519Signature returns the signer of the v1a signature with the Ed25519 secret key value.
+func ed25519Signature(value string) (signer, error) {
+	key, err := signing.ParseSecretKey(value)
+	if err != nil {
+		return nil, err
+	}
+	return func(id string, ts int64, body []byte) string { return SignEd25519(key, id, ts, body) }, nil
 }
 
 // Sign returns the symmetric signature "v1,<base64 HMAC-SHA256 of id.timestamp.body>" with key.
