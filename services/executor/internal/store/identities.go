@@ -76,11 +76,21 @@ func (s *Identities) Put(ctx context.Context, id string, ident event.Identity) (
 
 // Delete removes the identity of id (a request that did not need it after all).
 func (s *Identities) Delete(ctx context.Context, id string) error {
-	s.count("kv_purge")
-	if err := s.kv.Purge(ctx, event.KVKey(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := s.purge(ctx, event.KVKey(id)); err != nil {
 		return fmt.Errorf("store: delete identity %s: %w", id, err)
 	}
 	return nil
+}
+
+// purge removes every message of key from the bucket's stream: unlike a KV purge, it leaves no
+// marker behind (one per request and resume, for good, otherwise).
+func (s *Identities) purge(ctx context.Context, key string) error {
+	st, err := s.identityStream(ctx)
+	if err != nil {
+		return err
+	}
+	s.count("stream_purge")
+	return st.Purge(ctx, jetstream.WithPurgeSubject(natsconn.KeySubject(event.BucketIdentities, key)))
 }
 
 // Forget removes the identity of a finished request (SPEC §5.1); with until a second or more
@@ -89,10 +99,6 @@ func (s *Identities) Delete(ctx context.Context, id string) error {
 // marker behind. It is idempotent: a request with nothing stored is left as it is. Derived
 // identities are removed once merged; ForgetAll removes any a crash left.
 func (s *Identities) Forget(ctx context.Context, id string, until time.Time) error {
-	st, err := s.identityStream(ctx)
-	if err != nil {
-		return err
-	}
 	key := event.KVKey(id)
 	// A message TTL counts whole seconds (the server truncates it): keep it no longer than until.
 	if keep := until.Sub(s.now()).Truncate(time.Second); keep >= time.Second {
@@ -106,8 +112,7 @@ func (s *Identities) Forget(ctx context.Context, id string, until time.Time) err
 		_, err = s.putFor(ctx, id, key, ident, keep)
 		return err
 	}
-	s.count("stream_purge")
-	if err := st.Purge(ctx, jetstream.WithPurgeSubject(natsconn.KeySubject(event.BucketIdentities, key))); err != nil {
+	if err := s.purge(ctx, key); err != nil {
 		return fmt.Errorf("store: forget identity %s: %w", id, err)
 	}
 	return nil
@@ -177,8 +182,7 @@ func (s *Identities) Patch(ctx context.Context, id, name string) (event.Identity
 
 // DeletePatch removes the derived identity of id stored under name.
 func (s *Identities) DeletePatch(ctx context.Context, id, name string) error {
-	s.count("kv_purge")
-	if err := s.kv.Purge(ctx, patchKey(id, name)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := s.purge(ctx, patchKey(id, name)); err != nil {
 		return fmt.Errorf("store: delete patch %s of %s: %w", name, id, err)
 	}
 	return nil

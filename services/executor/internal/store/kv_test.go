@@ -397,7 +397,7 @@ func TestIdentities(t *testing.T) {
 			t.Errorf("Put: %v, want ErrTooLarge", err)
 		}
 	})
-	for _, op := range []string{"kv_create", "kv_put", "kv_get", "kv_purge"} {
+	for _, op := range []string{"kv_create", "kv_put", "kv_get", "stream_purge"} {
 		if ops[op] == 0 {
 			t.Errorf("counted %v, want %s counted", ops, op)
 		}
