@@ -285,7 +285,9 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 		if err := u.load(ctx); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return u.finish(ctx, err, time.Time{})
 		}
-		if created && (u.rec == nil || !needsIdentity[u.rec.Status]) {
+		// A finished request's identity is F1's to forget (or keep FINISHED_IDENTITY_RETENTION):
+		// the drive below does it.
+		if created && (u.rec == nil || !needsIdentity[u.rec.Status] && !u.rec.Finished()) {
 			if err := r.d.Identities.Delete(ctx, sub.ID); err != nil {
 				return u.finish(ctx, err, time.Time{})
 			}
