@@ -15,7 +15,8 @@ import (
 	"unicode/utf8"
 )
 
-// Stream is the JetStream stream that holds every privacy.request.> subject.
+// Stream is the JetStream stream that holds every privacy.request.> and privacy.connection.>
+// subject.
 const Stream = "PRIVACY_REQUESTS"
 
 // Subjects of SPEC §5.
@@ -37,6 +38,11 @@ const (
 	// SubjectTimerPrefix is the executor's internal prefix for durable timers (pause expiry,
 	// execution timeout, retry backoff): privacy.request.timer.<...>.
 	SubjectTimerPrefix = "privacy.request.timer."
+	// SubjectConnectionAll holds the events about connections: a circuit breaker opening
+	// (SubjectConnectionUnhealthy) and closing (SubjectConnectionHealthy), ConnectionHealthChanged.
+	SubjectConnectionAll       = "privacy.connection.>"
+	SubjectConnectionUnhealthy = "privacy.connection.unhealthy"
+	SubjectConnectionHealthy   = "privacy.connection.healthy"
 )
 
 // KV buckets.
@@ -61,6 +67,10 @@ const (
 	// executor as a request goes to error, so that callback's scoped retry finds them without
 	// reading every record.
 	BucketErrored = "errored_requests"
+	// BucketHealth holds the circuit breaker of each connection that has one (a ConnectionHealth
+	// per connection key), written by the executor as calls fail and succeed, and by config when an
+	// operator closes a breaker.
+	BucketHealth = "connection_health"
 )
 
 // StatusSubject returns the subject a status change is published on.

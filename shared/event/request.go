@@ -130,6 +130,9 @@ type Request struct {
 	ApprovalDue *time.Time `json:"approval_due,omitempty"`
 	// DenyReason is the reason an operator gave when denying the request.
 	DenyReason string `json:"deny_reason,omitempty"`
+	// Held is set while the current webhook's call waits for its connection's circuit breaker to
+	// close (SPEC §6.3). A version that does not know it calls the webhook, which is safe.
+	Held *Hold `json:"held,omitempty"`
 
 	CreatedAt            time.Time  `json:"created_at"`
 	UpdatedAt            time.Time  `json:"updated_at"`
@@ -161,6 +164,15 @@ type Errored struct {
 // Current reports whether e still names req's error: req is in error, the error e was written for.
 func (e Errored) Current(req Request) bool {
 	return req.Status == StatusError && req.ErrorCount == e.ErrorCount
+}
+
+// Hold is what a request waits on while its connection's circuit breaker is open.
+type Hold struct {
+	ConnectionKey string `json:"connection_key"`
+	// Since is when the request started waiting on the connection; Until when it looks again (the
+	// breaker's next probe, or the end of the probe in flight).
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
 }
 
 // RequestError says where and why a request failed.

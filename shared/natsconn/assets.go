@@ -74,6 +74,11 @@ func (a Assets) Errored(ctx context.Context) (jetstream.KeyValue, error) {
 	return a.bucket(ctx, erroredConfig())
 }
 
+// Health creates or updates connection_health.
+func (a Assets) Health(ctx context.Context) (jetstream.KeyValue, error) {
+	return a.bucket(ctx, healthConfig())
+}
+
 // Clients creates or updates oauth_clients.
 func (a Assets) Clients(ctx context.Context) (jetstream.KeyValue, error) {
 	return a.bucket(ctx, clientsConfig())

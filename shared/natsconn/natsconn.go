@@ -95,6 +95,11 @@ func ErroredBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyVa
 	return Assets{JS: js}.Errored(ctx)
 }
 
+// HealthBucket creates or opens connection_health with one replica (see EnsureStream).
+func HealthBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	return Assets{JS: js}.Health(ctx)
+}
+
 // ClientsBucket creates or opens oauth_clients with one replica (see EnsureStream).
 func ClientsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	return Assets{JS: js}.Clients(ctx)
@@ -107,7 +112,7 @@ func streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              event.Stream,
 		Description:       "privacy request events (SPEC §5)",
-		Subjects:          []string{event.SubjectAll},
+		Subjects:          []string{event.SubjectAll, event.SubjectConnectionAll},
 		Storage:           jetstream.FileStorage,
 		Retention:         jetstream.LimitsPolicy,
 		MaxAge:            StreamMaxAge,
@@ -146,6 +151,12 @@ func resumeTokensConfig() jetstream.KeyValueConfig {
 func erroredConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: event.BucketErrored, Description: "requests in error, for scoped retries (no personal data)", History: 1,
 		LimitMarkerTTL: time.Minute}
+}
+
+// healthConfig: one circuit breaker per connection that has failed (SPEC §6.3); config removes a
+// connection's entry when the connection is deleted.
+func healthConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: event.BucketHealth, Description: "circuit breaker per connection (no secrets)", History: 1}
 }
 
 func clientsConfig() jetstream.KeyValueConfig {

@@ -100,6 +100,8 @@ func (n *NATS) Bucket(t testing.TB, name string) jetstream.KeyValue {
 		kv, err = natsconn.ClientsBucket(ctx, n.JS)
 	case event.BucketErrored:
 		kv, err = natsconn.ErroredBucket(ctx, n.JS)
+	case event.BucketHealth:
+		kv, err = natsconn.HealthBucket(ctx, n.JS)
 	case event.BucketIdentities:
 		kv, err = n.JS.KeyValue(ctx, name)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -263,7 +263,7 @@ func TestReceiverSleep(t *testing.T) {
 
 func TestBucket(t *testing.T) {
 	n := testkit.StartNATS(t)
-	for _, name := range []string{event.BucketRequests, event.BucketIdentities, event.BucketPlans, event.BucketPlanSnapshots, event.BucketResumeTokens, event.BucketClients, event.BucketErrored} {
+	for _, name := range []string{event.BucketRequests, event.BucketIdentities, event.BucketPlans, event.BucketPlanSnapshots, event.BucketResumeTokens, event.BucketClients, event.BucketErrored, event.BucketHealth} {
 		t.Run(name, func(t *testing.T) {
 			kv := n.Bucket(t, name)
 			if kv.Bucket() != name {
