@@ -147,6 +147,30 @@ func (s *Store) Held(key string, now time.Time) (until time.Time, probing, held 
 	return Held(h, now, s.cfg)
 }
 
+// Open reports whether the local view shows the breaker of connection key open (never while
+// breakers are off).
+func (s *Store) Open(key string) bool {
+	if !s.cfg.On() {
+		return false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.view[event.KVKey(key)].State == event.BreakerOpen
+}
+
+// OpenCount returns how many breakers the local view shows open.
+func (s *Store) OpenCount() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, h := range s.view {
+		if h.State == event.BreakerOpen {
+			n++
+		}
+	}
+	return n
+}
+
 // Observe records the outcome of a call to connection key made by owner. A success that is not
 // a probe this store gave out, on a breaker the loaded view shows closed without failures, writes
 // nothing, so that healthy connections cost no write; nothing is written while breakers are off.

@@ -27,6 +27,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/sweep"
 	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
+	"github.com/policyhooks/policyhooks/shared/breaker"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/httpapi"
@@ -78,6 +79,14 @@ type Config struct {
 	// IdentitySweepInterval is how often the identities of finished requests that their purge
 	// missed are looked for (IDENTITY_SWEEP_INTERVAL, default 10m; package sweep).
 	IdentitySweepInterval time.Duration
+	// BreakerFailures is CIRCUIT_BREAKER_FAILURES: the failed calls in a row that open a
+	// connection's circuit breaker (default 0: breakers off); BreakerCooldown is
+	// CIRCUIT_BREAKER_COOLDOWN, the wait before an open breaker's probe (default 30s);
+	// BreakerMaxWait is CIRCUIT_BREAKER_MAX_WAIT, how long a request waits on an unhealthy
+	// connection before it fails (default 24h; 0: no bound).
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	BreakerMaxWait  time.Duration
 	// RequestRetention is how long a finished (complete or denied) request's record is kept
 	// (REQUEST_RETENTION, default DefaultRequestRetention; zero: for good).
 	RequestRetention time.Duration
@@ -118,6 +127,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		IdentityTTL:               r.Duration("IDENTITY_TTL", 604800*time.Second),
 		FinishedIdentityRetention: r.DurationOrZero("FINISHED_IDENTITY_RETENTION", 0),
 		IdentitySweepInterval:     r.Duration("IDENTITY_SWEEP_INTERVAL", 10*time.Minute),
+		BreakerFailures:           r.Int("CIRCUIT_BREAKER_FAILURES", 0, 0, 10000),
+		BreakerCooldown:           r.Duration("CIRCUIT_BREAKER_COOLDOWN", 30*time.Second),
+		BreakerMaxWait:            r.DurationOrZero("CIRCUIT_BREAKER_MAX_WAIT", 24*time.Hour),
 		RequestRetention:          r.DurationOrForever("REQUEST_RETENTION", DefaultRequestRetention),
 		PauseTimeout:              r.Duration("PRIVACY_REQUEST_DELAY_TIMEOUT", 60*time.Hour),
 		ExecutionStage:            r.OneOf("EXECUTION_STAGE", "await", "await", "skip"),
@@ -151,6 +163,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	return c, nil
 }
+
+// breakerRecheck is how soon a request held on a connection whose probe is in flight looks again,
+// and breakerLook how often a held request looks at the breaker at least (an operator may close it).
+const (
+	breakerRecheck = time.Second
+	breakerLook    = 5 * time.Second
+)
 
 // Service is a running executor.
 type Service struct {
@@ -248,6 +267,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, err
 	}
+	healthKV, err := assets.Health(ctx)
+	if err != nil {
+		return nil, err
+	}
 	identitiesKV, err := assets.Identities(ctx, cfg.IdentityTTL)
 	if err != nil {
 		return nil, err
@@ -285,7 +308,18 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		ExecutionTimeout:          cfg.ExecutionTimeout,
 		IdentityTTL:               cfg.IdentityTTL,
 		FinishedIdentityRetention: cfg.FinishedIdentityRetention,
+		BreakerMaxWait:            cfg.BreakerMaxWait,
+		BreakerRecheck:            breakerRecheck,
+		BreakerLook:               breakerLook,
 	}
+	health := breaker.NewStore(healthKV, js, breaker.Config{
+		Failures: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown, ProbeTTL: lc.ClaimTTL, Recheck: breakerRecheck,
+	}, log)
+	go health.Watch(workCtx)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "executor_connection_breakers_open",
+		Help: "Connections whose circuit breaker is open, as this replica's view of connection_health shows them.",
+	}, func() float64 { return float64(health.OpenCount()) }))
 	run := runner.New(runner.Config{
 		Lifecycle:         lc,
 		CallbackPublicURL: cfg.CallbackPublicURL,
@@ -300,6 +334,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Plans:      view,
 		Caller:     sender,
 		Secrets:    secrets.NewOpener(secretKeys),
+		Health:     health,
 		Seal:       sealer.Seal,
 		Pool:       pool,
 		Metrics:    metrics,
@@ -324,6 +359,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		"bucket " + requestsKV.Bucket():   natsconn.BucketUsable(requestsKV),
 		"bucket " + identitiesKV.Bucket(): natsconn.BucketUsable(identitiesKV),
 		"bucket " + erroredKV.Bucket():    natsconn.BucketUsable(erroredKV),
+		"bucket " + healthKV.Bucket():     natsconn.BucketUsable(healthKV),
 		"bucket " + snapshotsKV.Bucket():  natsconn.BucketUsable(snapshotsKV),
 		"plans": func(context.Context) error {
 			if !view.Loaded() {

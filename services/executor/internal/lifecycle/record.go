@@ -106,6 +106,21 @@ type Config struct {
 	// FinishedIdentityRetention is FINISHED_IDENTITY_RETENTION: how long a finished request's
 	// identity is kept (zero: it is removed when the request finishes).
 	FinishedIdentityRetention time.Duration
+	// BreakerMaxWait is CIRCUIT_BREAKER_MAX_WAIT: how long a request waits on an unhealthy
+	// connection before it fails (zero: no bound). A held request looks at the breaker again at
+	// its probe time and at least every BreakerLook (so that a breaker an operator closed lets it
+	// go within seconds), and every BreakerRecheck while another request makes the probe.
+	BreakerMaxWait time.Duration
+	BreakerLook    time.Duration
+	BreakerRecheck time.Duration
+}
+
+// Health tells a decision about the circuit breakers of connections (breaker.Store, from its
+// local view, without I/O).
+type Health interface {
+	// Held reports whether a call to the connection waits at now, until when, and whether another
+	// request is making its probe.
+	Held(connectionKey string, now time.Time) (until time.Time, probing, held bool)
 }
 
 // DefaultMaxInterrupts is Config.MaxInterrupts unless set.
@@ -124,6 +139,8 @@ type Env struct {
 	// Forgot reports that the run deciding forgot the identity of the finished request (row F1),
 	// Indexed that it put the request in error in errored_requests (row E0).
 	Forgot, Indexed bool
+	// Health is the connections' circuit breakers; nil: none is ever open.
+	Health Health
 }
 
 // SetStatus changes the status and puts the status event in the outbox; a request's first event

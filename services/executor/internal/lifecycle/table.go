@@ -30,7 +30,7 @@ import (
 // Action is what a request does next.
 type Action int
 
-// Actions. Wait, Later, Call, MergeIdentity, ForgetIdentity and IndexError need the runner; the others only change the record
+// Actions. Wait, Later, Call, MergeIdentity, ForgetIdentity, IndexError and Hold need the runner; the others only change the record
 // (and may ask for effects), so Settle applies them in memory and one write records them with what
 // came before.
 const (
@@ -50,6 +50,9 @@ const (
 	// IndexError: put the request in errored_requests (Record.Errored), once the record says it
 	// is in error.
 	IndexError
+	// Hold: the current webhook's connection is unhealthy (its circuit breaker is open): record
+	// what the request waits on (Hold), then nothing until Decision.At.
+	Hold
 	// Fail: set error with Decision.Reason.
 	Fail
 	// Skip: the current webhook's connection is disabled; mark it skipped and go to the next.
@@ -81,7 +84,7 @@ const (
 )
 
 var actionNames = map[Action]string{
-	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", ForgetIdentity: "forget the identity", IndexError: "index the error", Fail: "fail", Skip: "skip",
+	Wait: "wait", Later: "later", Call: "call", MergeIdentity: "merge identity", ForgetIdentity: "forget the identity", IndexError: "index the error", Hold: "hold", Fail: "fail", Skip: "skip",
 	TakeOver: "take over", Complete: "complete", EnterPost: "enter post-webhooks", StartExecution: "start execution",
 	FinishExecution: "finish execution", StartProcessing: "start processing", StartApproval: "start pre-approval",
 	Triggered: "audit triggered", ApplyReview: "apply the review", Approve: "approve", NotEligible: "not eligible",
@@ -96,8 +99,11 @@ func (a Action) pure() bool { return a >= Fail }
 type Decision struct {
 	Action Action
 	Row    string
-	// At is when a Later decision is due.
+	// At is when a Later or Hold decision is due.
 	At time.Time
+	// HeldUntil is, for Hold, when the connection's breaker is looked at again: its probe, or the
+	// end of the probe in flight (Hold.Until).
+	HeldUntil time.Time
 	// Reason is the message of a Fail, or what a Wait waits for.
 	Reason string
 	// WebhookKey is the webhook a Fail names.
@@ -138,6 +144,8 @@ var decisions = []decisionRow{
 	{"W9", calling, webhookSteps, "the claim expired without an answer", TakeOver, "", claimExpired, nil},
 	{"W10", calling, webhookSteps, "the next attempt is due later (backoff)", Later, "at retry_at", retryLater, laterRetry},
 	{"W11", calling, webhookSteps, "WEBHOOK_MAX_ATTEMPTS answers are recorded (the setting was lowered)", Fail, "webhook <key> failed after N attempts", attemptsUsed, failAttempts},
+	{"WH1", calling, webhookSteps, "the current webhook's connection is unhealthy and the request has waited on it CIRCUIT_BREAKER_MAX_WAIT", Fail, "webhook <key>: its connection was unhealthy for longer than CIRCUIT_BREAKER_MAX_WAIT", heldTooLong, failHeldTooLong},
+	{"WH2", calling, webhookSteps, "the current webhook's connection is unhealthy: its circuit breaker is open and its probe is not due, or another request makes it", Hold, "the probe: at its due time (and every few seconds, in case an operator closed the breaker), or soon after the probe in flight answers", connectionHeld, detailHeld},
 	{"W12", calling, webhookSteps, "the step has a webhook left to call", Call, "claim it, then make it", hasCurrent, nil},
 
 	{"PA3", awaiting, approvalStep, "the stage has nobody to ask: no webhook, or every one skipped", Wait, "an operator's approve or deny", noApprovalWebhooks, nil},
@@ -294,7 +302,7 @@ func Decide(r *Record, e Env) Decision {
 			continue
 		}
 		d := Decision{Action: row.do, Row: row.id}
-		if row.do == Wait {
+		if row.do == Wait || row.do == Hold {
 			d.Reason = row.note
 		}
 		if row.detail != nil {
@@ -425,6 +433,28 @@ func claimExpired(r *Record, _ Env) bool   { return r.Claim != nil }
 func retryLater(r *Record, e Env) bool     { return r.RetryAt != nil && e.Now.Before(*r.RetryAt) }
 func attemptsUsed(r *Record, e Env) bool   { return r.Attempts() >= e.Cfg.MaxAttempts }
 func deadlinePassed(r *Record, e Env) bool { return !e.Now.Before(*r.ExecutionDeadline) }
+
+// connectionHeld reports that the current webhook's connection is unhealthy (Env.Health).
+func connectionHeld(r *Record, e Env) bool {
+	_, _, held := heldBy(r, e)
+	return held
+}
+
+func heldBy(r *Record, e Env) (until time.Time, probing, held bool) {
+	w, _, ok := r.Current()
+	if !ok || e.Health == nil {
+		return time.Time{}, false, false
+	}
+	return e.Health.Held(w.ConnectionKey, e.Now)
+}
+
+func heldTooLong(r *Record, e Env) bool {
+	w, _, _ := r.Current()
+	h := r.Held
+	return e.Cfg.BreakerMaxWait > 0 && h != nil && h.ConnectionKey == w.ConnectionKey &&
+		!e.Now.Before(h.Since.Add(e.Cfg.BreakerMaxWait)) && connectionHeld(r, e)
+}
+
 func connectionDisabled(r *Record, _ Env) bool {
 	w, _, ok := r.Current()
 	return ok && w.ConnectionDisabled
@@ -497,6 +527,31 @@ func allEligible(r *Record, _ Env) bool {
 
 func laterClaim(r *Record, _ Env, d *Decision) { d.At = r.Claim.Until }
 func laterRetry(r *Record, _ Env, d *Decision) { d.At = *r.RetryAt }
+
+func detailHeld(r *Record, e Env, d *Decision) {
+	until, probing, _ := heldBy(r, e)
+	d.At, d.HeldUntil = until, until
+	look := e.Cfg.BreakerLook
+	if probing {
+		look = e.Cfg.BreakerRecheck
+	}
+	if look > 0 {
+		d.At = minTime(until, e.Now.Add(look))
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func failHeldTooLong(r *Record, e Env, d *Decision) {
+	w, _, _ := r.Current()
+	d.WebhookKey = w.Key
+	d.Reason = fmt.Sprintf("webhook %s: its connection %s was unhealthy for longer than %s", w.Key, w.ConnectionKey, e.Cfg.BreakerMaxWait)
+}
 
 func failNoPolicy(r *Record, _ Env, d *Decision) {
 	d.Reason = fmt.Sprintf("No Policy found for key %s.", r.PolicyKey)

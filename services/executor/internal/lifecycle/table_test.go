@@ -92,8 +92,28 @@ func atExecution() *Record {
 	return r
 }
 
+// unhealthy is a Health whose breaker of connection key is open until until (another request
+// probing when probing).
+type unhealthy struct {
+	key     string
+	until   time.Time
+	probing bool
+}
+
+func (u unhealthy) Held(key string, _ time.Time) (time.Time, bool, bool) {
+	if key != u.key {
+		return time.Time{}, false, false
+	}
+	return u.until, u.probing, true
+}
+
 func TestDecisions(t *testing.T) {
 	env := testEnv()
+	held := env
+	held.Cfg.BreakerMaxWait, held.Cfg.BreakerRecheck, held.Cfg.BreakerLook = time.Hour, time.Second, time.Minute
+	held.Health = unhealthy{key: "ca", until: t0.Add(30 * time.Second)}
+	probing := held
+	probing.Health = unhealthy{key: "ca", until: t0.Add(45 * time.Second), probing: true}
 	skip := env
 	skip.Cfg.AwaitExecution = false
 	forgot := env
@@ -147,6 +167,13 @@ func TestDecisions(t *testing.T) {
 			return r
 		}, env, Decision{Action: Fail, WebhookKey: "a", Reason: "webhook a failed after 3 attempts: status 503"}},
 		{"W12", fresh, env, Decision{Action: Call}},
+		{"WH1", func() *Record {
+			r := fresh()
+			r.Held = &event.Hold{ConnectionKey: "ca", Since: t0.Add(-time.Hour), Until: t0}
+			return r
+		}, held, Decision{Action: Fail, WebhookKey: "a", Reason: "webhook a: its connection ca was unhealthy for longer than 1h0m0s"}},
+		{"WH2", fresh, held, Decision{Action: Hold, At: t0.Add(30 * time.Second), HeldUntil: t0.Add(30 * time.Second),
+			Reason: "the probe: at its due time (and every few seconds, in case an operator closed the breaker), or soon after the probe in flight answers"}},
 		{"X1", func() *Record { r := atExecution(); r.ExecutionDeadline = nil; return r }, env, Decision{Action: StartExecution}},
 		{"X2", func() *Record {
 			r := atExecution()
@@ -790,5 +817,77 @@ func TestArchitectureShowsTheTables(t *testing.T) {
 	}
 	if got, want := doc[i+len(begin):j], Markdown(); got != want {
 		t.Errorf("docs/ARCHITECTURE.md shows other lifecycle tables than the code (go test -run TestArchitectureShowsTheTables -update writes them):\n%s", want)
+	}
+}
+
+// TestHold: a request whose connection's breaker is open holds until the probe (looking again a
+// second on while another request probes), records since when it waits on that connection, keeps
+// that time while it waits, fails only once CIRCUIT_BREAKER_MAX_WAIT passed, and calls as soon
+// as the breaker lets it; a call claimed clears the hold.
+func TestHold(t *testing.T) {
+	env := testEnv()
+	env.Cfg.BreakerMaxWait, env.Cfg.BreakerRecheck = time.Hour, time.Second
+	env.Health = unhealthy{key: "ca", until: t0.Add(30 * time.Second)}
+	r := fresh()
+	d := Decide(r, env)
+	if d.Row != "WH2" || !HoldCall(r, d, env) {
+		t.Fatalf("Decide = %+v, want WH2 recording a hold", d)
+	}
+	if h := r.Held; h == nil || h.ConnectionKey != "ca" || !h.Since.Equal(t0) || !h.Until.Equal(t0.Add(30*time.Second)) {
+		t.Fatalf("held %+v", r.Held)
+	}
+	if HoldCall(r, d, env) {
+		t.Fatal("the same hold again changed the record (one write per probe time, not per look)")
+	}
+
+	later := env
+	later.Now = t0.Add(59 * time.Minute)
+	later.Health = unhealthy{key: "ca", until: t0.Add(61 * time.Minute), probing: true}
+	d = Decide(r, later)
+	if d.Row != "WH2" || !d.At.Equal(later.Now.Add(time.Second)) || !d.HeldUntil.Equal(t0.Add(61*time.Minute)) {
+		t.Fatalf("while another request probes: %+v, want WH2 looking again in 1s", d)
+	}
+	if !HoldCall(r, d, later) || !r.Held.Since.Equal(t0) {
+		t.Fatalf("a later hold on the same connection lost its start: %+v", r.Held)
+	}
+
+	later.Now = t0.Add(time.Hour)
+	if d = Decide(r, later); d.Row != "WH1" {
+		t.Fatalf("after CIRCUIT_BREAKER_MAX_WAIT: %+v, want WH1", d)
+	}
+	healthy := env
+	healthy.Health = unhealthy{key: "other"}
+	if d = Decide(r, healthy); d.Row != "W12" {
+		t.Fatalf("breaker closed: %+v, want W12", d)
+	}
+	ClaimCall(r, healthy)
+	if r.Held != nil {
+		t.Fatalf("a claimed call left the hold %+v", r.Held)
+	}
+	off := env
+	off.Cfg.BreakerMaxWait = 0
+	r.Claim = nil
+	r.Held = &event.Hold{ConnectionKey: "ca", Since: t0.Add(-1000 * time.Hour)}
+	if d = Decide(r, off); d.Row != "WH2" {
+		t.Fatalf("no CIRCUIT_BREAKER_MAX_WAIT: %+v, want WH2 (no bound)", d)
+	}
+}
+
+// TestHoldLooksAgain: a request held until a probe far ahead still looks at the breaker every
+// BreakerLook (an operator may close it), and every BreakerRecheck while another request probes.
+func TestHoldLooksAgain(t *testing.T) {
+	env := testEnv()
+	env.Cfg.BreakerRecheck, env.Cfg.BreakerLook = time.Second, 5*time.Second
+	env.Health = unhealthy{key: "ca", until: t0.Add(time.Hour)}
+	if d := Decide(fresh(), env); d.Row != "WH2" || !d.At.Equal(t0.Add(5*time.Second)) || !d.HeldUntil.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("far probe: %+v, want a look in 5s, held until the probe", d)
+	}
+	env.Health = unhealthy{key: "ca", until: t0.Add(2 * time.Second)}
+	if d := Decide(fresh(), env); !d.At.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("near probe: %+v, want a look at the probe", d)
+	}
+	env.Health = unhealthy{key: "ca", until: t0.Add(time.Minute), probing: true}
+	if d := Decide(fresh(), env); !d.At.Equal(t0.Add(time.Second)) {
+		t.Fatalf("probe in flight: %+v, want a look in 1s", d)
 	}
 }

@@ -72,8 +72,25 @@ func NewRecord(sub event.Submitted, plan *event.Plan, e Env) *Record {
 // ClaimCall writes the run's claim on the current call into r.
 func ClaimCall(r *Record, e Env) {
 	r.Claim = &Claim{Owner: e.Owner, At: e.Now, Until: e.Now.Add(e.Cfg.ClaimTTL), WebhookID: r.CallID()}
-	r.RetryAt = nil
+	r.RetryAt, r.Held = nil, nil
 	r.UpdatedAt = e.Now
+}
+
+// HoldCall records, for a Hold decision, that the current call waits on its connection's circuit
+// breaker until d.HeldUntil (since the first Hold on that connection); it reports whether the record
+// changed.
+func HoldCall(r *Record, d Decision, e Env) bool {
+	w, _, _ := r.Current()
+	since := e.Now
+	if h := r.Held; h != nil && h.ConnectionKey == w.ConnectionKey {
+		if h.Until.Equal(d.HeldUntil) {
+			return false
+		}
+		since = h.Since
+	}
+	r.Held = &event.Hold{ConnectionKey: w.ConnectionKey, Since: since, Until: d.HeldUntil}
+	r.UpdatedAt = e.Now
+	return true
 }
 
 // ReleaseClaim removes the run's claim on a call it will not make (the executor is stopping); it
@@ -197,19 +214,19 @@ func approve(r *Record, now time.Time, action string) {
 // enter starts step at its first webhook, in its first run.
 func enter(r *Record, step event.Step) {
 	r.Step, r.Next, r.Run = step, 0, 1
-	r.RetryAt, r.Interrupts, r.EarlyResume = nil, 0, nil
+	r.RetryAt, r.Interrupts, r.EarlyResume, r.Held = nil, 0, nil, nil
 }
 
 // moveNext goes to the next webhook of the step.
 func moveNext(r *Record) {
 	r.Next++
-	r.RetryAt, r.Interrupts, r.EarlyResume = nil, 0, nil
+	r.RetryAt, r.Interrupts, r.EarlyResume, r.Held = nil, 0, nil, nil
 }
 
 // fail sets r to error at its step.
 func fail(r *Record, now time.Time, webhookKey, message string) {
 	message = event.Reason(message)
-	r.Claim, r.RetryAt, r.EarlyResume, r.Executed = nil, nil, nil, nil
+	r.Claim, r.RetryAt, r.EarlyResume, r.Executed, r.Held = nil, nil, nil, nil, nil
 	r.ApprovalDue, r.Review = nil, nil
 	r.Error = &event.RequestError{Step: r.Step, WebhookKey: webhookKey, Message: message}
 	r.ErrorCount++
@@ -263,7 +280,7 @@ func retry(r *Record, in Input, e Env, res *InputResult) {
 		}
 	}
 	r.Error = nil
-	r.Claim, r.RetryAt, r.EarlyResume, r.Executed = nil, nil, nil, nil
+	r.Claim, r.RetryAt, r.EarlyResume, r.Executed, r.Held = nil, nil, nil, nil, nil
 	r.Interrupts = 0
 	r.Run++
 	if r.StartedProcessingAt == nil && r.Step != event.StepPreApproval {

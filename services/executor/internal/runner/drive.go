@@ -65,6 +65,17 @@ func (u *run) drive(ctx context.Context) (time.Time, error) {
 				return d.At, nil
 			}
 			return time.Time{}, nil
+		case lifecycle.Hold:
+			if lifecycle.HoldCall(u.rec, d, u.env) {
+				u.dirty = true
+			}
+			if ok, err := u.write(ctx); err != nil || !ok {
+				if err != nil {
+					return time.Time{}, err
+				}
+				continue
+			}
+			return d.At, nil
 		case lifecycle.MergeIdentity:
 			if err := u.mergeIdentity(ctx); err != nil {
 				return time.Time{}, err
@@ -256,6 +267,13 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 		}
 		return handBack(u.busyDelay())
 	}
+	if ok, err := u.takeProbe(ctx, w.ConnectionKey); err != nil || !ok {
+		slot.Release()
+		if err != nil {
+			u.warn().Err(err).Str("connection_key", w.ConnectionKey).Msg("circuit breaker probe not taken; looking again later")
+		}
+		return handBack(max(u.env.Cfg.BreakerRecheck, time.Second))
+	}
 	if !mine {
 		lifecycle.ClaimCall(rec, u.env)
 		u.dirty = true
@@ -270,6 +288,17 @@ func (u *run) call(ctx context.Context) (later time.Time, stop bool, err error) 
 		return time.Time{}, true, err
 	}
 	return time.Time{}, false, u.recordAnswer(ctx, a)
+}
+
+// takeProbe reports whether the run may call the connection: its breaker is closed as the local
+// view shows it, or it is open, its probe due (the lifecycle held the request otherwise), and the
+// probe is the run's (breaker.Store.TakeProbe).
+func (u *run) takeProbe(ctx context.Context, connectionKey string) (bool, error) {
+	h := u.r.d.Health
+	if h == nil || !h.Open(connectionKey) {
+		return true, nil
+	}
+	return h.TakeProbe(ctx, connectionKey, u.env.Owner)
 }
 
 // takeSlot returns the call slot held for url (taken ahead, or obtained while the message was
@@ -401,6 +430,12 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 	}
 	u.r.m.attempts.WithLabelValues(verdictLabel(cl.Verdict)).Inc()
 	u.r.m.observeCall(w.ConnectionKey, verdictLabel(cl.Verdict), res.Latency)
+	if h := u.r.d.Health; h != nil {
+		// The breaker is advice: a write it loses or cannot make leaves the call's answer alone.
+		if err := h.Observe(ctx, w.ConnectionKey, u.env.Owner, cl.Verdict == webhook.Retry, cl.Reason); err != nil {
+			u.warn().Err(err).Str("connection_key", w.ConnectionKey).Msg("circuit breaker: outcome not recorded")
+		}
+	}
 	if cl.Verdict == webhook.Done && cl.Derived != nil {
 		merged := ident.Merge(*cl.Derived)
 		exp, err := u.r.d.Identities.Put(ctx, u.id, merged)

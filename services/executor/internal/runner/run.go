@@ -48,7 +48,11 @@ type run struct {
 }
 
 func (r *Runner) newRun(id string, by origin) *run {
-	return &run{r: r, id: id, by: by, env: lifecycle.Env{Owner: token.NewID(), Cfg: r.cfg.Lifecycle}, sent: map[int]*published{}}
+	env := lifecycle.Env{Owner: token.NewID(), Cfg: r.cfg.Lifecycle}
+	if r.d.Health != nil {
+		env.Health = r.d.Health
+	}
+	return &run{r: r, id: id, by: by, env: env, sent: map[int]*published{}}
 }
 
 // tick reads the clock into the run's environment.

@@ -92,6 +92,18 @@ type Secrets interface {
 	Open(w event.PlanWebhook) (event.HTTPSSecrets, string)
 }
 
+// Health is the connections' circuit breakers (breaker.Store): Held reads its local view, the
+// others write connection_health. Nil in Deps: no breaker is ever open.
+type Health interface {
+	lifecycle.Health
+	// Open reports whether the local view shows the connection's breaker open.
+	Open(connectionKey string) bool
+	// TakeProbe asks to make the probe call of an open breaker; it reports whether owner may call.
+	TakeProbe(ctx context.Context, connectionKey, owner string) (bool, error)
+	// Observe records the outcome of a call (failed: a retryable failure, with its reason).
+	Observe(ctx context.Context, connectionKey, owner string, failed bool, reason string) error
+}
+
 // SealFunc seals a reply-to-token (token.Sealer.Seal).
 type SealFunc func(c token.Claimer, ttl time.Duration) (string, error)
 
@@ -137,6 +149,7 @@ type Deps struct {
 	Plans      Plans
 	Caller     Caller
 	Secrets    Secrets
+	Health     Health
 	Seal       SealFunc
 	Pool       Pool
 	Metrics    *Metrics
