@@ -20,6 +20,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/config/internal/plans"
 	"github.com/policyhooks/policyhooks/services/config/internal/policy"
 	"github.com/policyhooks/policyhooks/services/config/internal/store"
+	"github.com/policyhooks/policyhooks/shared/breaker"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
 	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
@@ -155,9 +156,15 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return fail(err)
 	}
+	healthKV, err := assets.Health(ctx)
+	if err != nil {
+		return fail(err)
+	}
 
 	pub := plans.NewPublisher(st, plansKV, cfg.PreApproval, log)
 	conns := connection.NewService(st, st, pub, keyring, cfg.Settings.Policy(), cfg.WebhookRoots, log)
+	// Config only reads and closes breakers: the executor's settings open them.
+	conns.UseBreakers(breaker.NewStore(healthKV, js, breaker.Config{}, log))
 	pols := policy.NewService(st, st, pub, log)
 	oa := oauth.NewService(st, clientsKV, sealer, oauth.Root{ID: cfg.RootClientID, Secret: cfg.RootClientSecret},
 		cfg.AccessTokenTTL, log)
@@ -182,6 +189,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			"nats":                         func(ctx context.Context) error { return natsconn.Ready(ctx, nc, js) },
 			"bucket " + plansKV.Bucket():   natsconn.BucketUsable(plansKV),
 			"bucket " + clientsKV.Bucket(): natsconn.BucketUsable(clientsKV),
+			"bucket " + healthKV.Bucket():  natsconn.BucketUsable(healthKV),
 		},
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

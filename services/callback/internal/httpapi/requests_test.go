@@ -268,6 +268,11 @@ func TestWaitingFor(t *testing.T) {
 	postBackoff := awaitingRequest("pri_post_backoff", 0)
 	postBackoff.Step, postBackoff.Next, postBackoff.RetryAt = event.StepPostWebhooks, 0, &retryAt
 	postBackoff.Plan.Post = []event.PlanWebhook{{ID: "wh-logout", Key: "log_out", Direction: event.OneWay}}
+	// Held on its connection's open circuit breaker, after a failed attempt (the hold wins).
+	heldOnConnection := awaitingRequest("pri_held", 0)
+	heldOnConnection.Step, heldOnConnection.Next, heldOnConnection.RetryAt = event.StepPostWebhooks, 0, &retryAt
+	heldOnConnection.Plan.Post = []event.PlanWebhook{{ID: "wh-logout", Key: "log_out", Direction: event.OneWay, ConnectionKey: "crm"}}
+	heldOnConnection.Held = &event.Hold{ConnectionKey: "crm", Since: retryAt, Until: time.Date(2025, 3, 1, 12, 2, 0, 0, time.UTC)}
 	done := pausedRequest("pri_done", 1)
 	done.Status = event.StatusComplete
 	// No pre-approval webhook has replied yet, and the second has not been called.
@@ -294,6 +299,7 @@ func TestWaitingFor(t *testing.T) {
 		{atExecution, `{"reason":"data_layer","until":"2025-03-02T12:00:00Z","webhook_key":null,"webhook_keys":null}`},
 		{inBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"verify","webhook_keys":null}`},
 		{postBackoff, `{"reason":"retry","until":"2025-03-01T12:01:30Z","webhook_key":"log_out","webhook_keys":null}`},
+		{heldOnConnection, `{"reason":"connection","until":"2025-03-01T12:02:00Z","webhook_key":"log_out","webhook_keys":null}`},
 		{awaitingRequest("pri_running", 0), `null`},
 		{failedRequest("pri_failed", 1), `null`},
 		{done, `null`},

@@ -45,6 +45,10 @@ const (
 	WaitPreApproval = "pre_approval"
 	// WaitReview: pre_approval_not_eligible, an operator's approval or denial; no Until.
 	WaitReview = "review"
+	// WaitConnection: the connection of the current webhook (WebhookKey) is unhealthy, its circuit
+	// breaker open; Until is when the request looks again (the breaker's probe). The view names no
+	// connection, as it shows no plan: the policy says which connection the webhook uses.
+	WaitConnection = "connection"
 )
 
 // WaitingView is what a request waits for: a reason, the webhook concerned (for resume and
@@ -138,6 +142,9 @@ func NewView(req event.Request) View {
 // executor (it runs, or it is finished).
 func waitingFor(req event.Request) *WaitingView {
 	switch {
+	case req.Held != nil && (req.Status == event.StatusInProcessing || req.Status == event.StatusAwaitingPreApproval):
+		until := req.Held.Until
+		return &WaitingView{Reason: WaitConnection, WebhookKey: optional(currentKey(req)), Until: &until}
 	case req.Status == event.StatusPaused:
 		return &WaitingView{Reason: WaitResume, WebhookKey: optional(planKey(req.Plan.Pre, req.PausedWebhookID)),
 			Until: req.PauseExpiresAt}
@@ -156,17 +163,26 @@ func waitingFor(req event.Request) *WaitingView {
 	case req.Step == event.StepExecution:
 		return &WaitingView{Reason: WaitDataLayer, Until: req.ExecutionDeadline}
 	case req.RetryAt != nil:
-		hooks := req.Plan.Pre
-		if req.Step == event.StepPostWebhooks {
-			hooks = req.Plan.Post
-		}
-		var key *string
-		if req.Next >= 0 && req.Next < len(hooks) {
-			key = optional(hooks[req.Next].Key)
-		}
-		return &WaitingView{Reason: WaitRetry, WebhookKey: key, Until: req.RetryAt}
+		return &WaitingView{Reason: WaitRetry, WebhookKey: optional(currentKey(req)), Until: req.RetryAt}
 	}
 	return nil
+}
+
+// currentKey returns the key of the webhook req calls next in its step, or "".
+func currentKey(req event.Request) string {
+	var hooks []event.PlanWebhook
+	switch req.Step {
+	case event.StepPreWebhooks:
+		hooks = req.Plan.Pre
+	case event.StepPostWebhooks:
+		hooks = req.Plan.Post
+	case event.StepPreApproval:
+		hooks = preApprovalWebhooks(req.Plan)
+	}
+	if req.Next >= 0 && req.Next < len(hooks) {
+		return hooks[req.Next].Key
+	}
+	return ""
 }
 
 // awaitedReplies returns the keys of req's pre-approval webhooks, in the plan's order, that have

@@ -31,6 +31,8 @@ type Service struct {
 	roots   *x509.CertPool
 	log     zerolog.Logger
 	now     func() time.Time
+	// breakers are the connections' circuit breakers (UseBreakers); nil in tests without them.
+	breakers Breakers
 }
 
 // NewService returns a Service. keyring seals secrets (purpose secret.PurposeSecrets); guard checks
@@ -89,7 +91,11 @@ func (s *Service) Upsert(ctx context.Context, items []Input) ([]Connection, []Fa
 // Delete removes a connection that no webhook uses; the store checks that in the conditional
 // write that deletes it (an *InUseError names the webhooks).
 func (s *Service) Delete(ctx context.Context, key string) error {
-	return s.store.DeleteConnection(ctx, key)
+	if err := s.store.DeleteConnection(ctx, key); err != nil {
+		return err
+	}
+	s.forgetBreaker(ctx, key)
+	return nil
 }
 
 // InvalidError is a secrets field that fails validation (422).

@@ -25,6 +25,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/config/internal/plans"
 	"github.com/policyhooks/policyhooks/services/config/internal/policy"
 	"github.com/policyhooks/policyhooks/services/config/internal/store"
+	"github.com/policyhooks/policyhooks/shared/breaker"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
@@ -104,6 +105,8 @@ type env struct {
 	nats      *testkit.NATS
 	plansKV   jetstream.KeyValue
 	clientsKV jetstream.KeyValue
+	healthKV  jetstream.KeyValue
+	js        jetstream.JetStream
 	pub       *plans.Publisher
 	conns     *connection.Service
 	oauth     *oauth.Service
@@ -166,6 +169,11 @@ func newEnv(t *testing.T, opt envOptions) *env {
 	}
 	pub := plans.NewPublisher(st, plansKV, opt.preApproval, log)
 	conns := connection.NewService(st, st, pub, keyring, netguard.Policy{AllowPrivate: opt.allowPrivate, AllowHTTP: opt.allowHTTP}, opt.roots, log)
+	healthKV, err := natsconn.HealthBucket(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns.UseBreakers(breaker.NewStore(healthKV, js, breaker.Config{}, log))
 	pols := policy.NewService(st, st, pub, log)
 	oa := oauth.NewService(st, clientsKV, sealer, oauth.Root{ID: rootID, Secret: rootSecret}, time.Hour, log)
 	if err := conns.Reseal(ctx); err != nil {
@@ -187,7 +195,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 	})
 	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)
-	e := &env{t: t, db: opt.db, router: router, srv: srv, st: st, nats: opt.nats, plansKV: plansKV, clientsKV: clientsKV,
+	e := &env{t: t, db: opt.db, router: router, srv: srv, st: st, nats: opt.nats, plansKV: plansKV, clientsKV: clientsKV, healthKV: healthKV, js: js,
 		pub: pub, conns: conns, oauth: oa, logs: logs}
 	e.root = e.tokenFor(rootID, rootSecret)
 	return e

@@ -62,6 +62,8 @@ func Routes(d Deps) *mux.Router {
 	handle(http.MethodDelete, "/connection/{key}", scope.ConnectionDelete, deleteConnection(d.Connections))
 	handle(http.MethodPut, "/connection/{key}/secret", scope.ConnectionCreateOrUpdate, putSecrets(d.Connections))
 	handle(http.MethodGet, "/connection/{key}/signing-key", scope.ConnectionRead, getSigningKey(d.Connections))
+	handle(http.MethodGet, "/connection/{key}/health", scope.ConnectionRead, getHealth(d.Connections))
+	handle(http.MethodPost, "/connection/{key}/health/close", scope.ConnectionCreateOrUpdate, closeBreaker(d.Connections))
 
 	handle(http.MethodPatch, "/policy", scope.PolicyCreateOrUpdate, upsertPolicies(d.Policies))
 	handle(http.MethodGet, "/policy", scope.PolicyRead, listPolicies(d.Policies))
