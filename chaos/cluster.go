@@ -207,6 +207,11 @@ func NewCluster(cc ClusterConfig) (*Cluster, error) {
 			// A NATS node SIGKILLed may bring back identities removed just before (a removed
 			// message revived as it recovers); the sweep removes them again within seconds here.
 			"IDENTITY_SWEEP_INTERVAL=3s",
+			// Circuit breakers on (SPEC §6.3), so that their writes, probes and holds run under
+			// the faults too: a receiver's burst of 503s, or a stalled one, opens its
+			// connection's breaker, and every request must still complete.
+			"CIRCUIT_BREAKER_FAILURES=5",
+			"CIRCUIT_BREAKER_COOLDOWN=1s",
 		), logOf(name), httpReady("http://"+addr), cc.Start, cc.Logf))
 	}
 	return c, nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
+	"github.com/policyhooks/policyhooks/shared/breaker"
 	"github.com/policyhooks/policyhooks/shared/event"
 )
 
@@ -56,8 +57,10 @@ type scenario struct {
 	reviewAfter  time.Duration
 	approveEarly bool // an operator approves at once, racing the stage's calls and replies
 	deny         bool // the operator denies instead
-	crashes      int  // crash budget per schedule
-	dups         int  // duplicate submissions per schedule
+	// breakers are the circuit breakers' settings (zero: off).
+	breakers breaker.Config
+	crashes  int // crash budget per schedule
+	dups     int // duplicate submissions per schedule
 	// check is the end-to-end check of a finished schedule; nil: the request completes with
 	// everything world.check asserts.
 	check func(w *world) string
@@ -103,6 +106,11 @@ func scenarios() []scenario {
 		{ID: "wq", Key: "q", Direction: event.TwoWay, ConnectionKey: "c"},
 		{ID: "wr", Key: "r", Direction: event.TwoWay, ConnectionKey: "c"},
 	}}
+	// breakerPlan is plan with a on a connection of its own (the breaker its failure opens holds
+	// only a).
+	breakerPlan := plan
+	breakerPlan.Pre = append([]event.PlanWebhook(nil), plan.Pre...)
+	breakerPlan.Pre[0].ConnectionKey = "ca"
 	return []scenario{
 		{name: "halt and resume at once, await", plan: plan, script: halting, cfg: cfg, resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, dups: 1},
 		{name: "halt and resume later, await", plan: plan, script: halting, cfg: cfg, lateBy: 2 * time.Second, crashes: 1},
@@ -119,9 +127,46 @@ func scenarios() []scenario {
 			notEligible: "r", reviewAfter: time.Second, deny: true, crashes: 1, dups: 1, check: deniedForgotten},
 		{name: "complete, the identity kept a while, skip", plan: plan, cfg: func() lifecycle.Config { c := skip; c.FinishedIdentityRetention = time.Hour; return c }(),
 			script: deriving, crashes: 1, dups: 1, check: identityKept},
+		{name: "a's failure opens its connection's breaker, the request waits for the probe, await", plan: breakerPlan, script: halting,
+			cfg: func() lifecycle.Config {
+				c := cfg
+				c.BreakerRecheck, c.BreakerLook = time.Second, 5*time.Second
+				return c
+			}(),
+			breakers: breaker.Config{Failures: 1, Cooldown: 2 * time.Second, ProbeTTL: 45 * time.Second, Recheck: time.Second},
+			resumeID: &event.Identity{Email: strp("resumed@example.com")}, crashes: 1, dups: 1, check: heldThenProbed},
 		{name: "pre-approval replies race the due time, skip", plan: approval, cfg: func() lifecycle.Config { c := skip; c.PauseTimeout = 2 * time.Second; return c }(),
 			script: deriving, lateBy: 2 * time.Second, reviewAfter: time.Second, crashes: 1},
 	}
+}
+
+// heldThenProbed checks a request whose first call of a failed and opened a's connection's
+// breaker (threshold 1, cool-down 2 s): it completes as world.check asserts, a was called again
+// only by the probe, after the cool-down, and the breaker ends closed; unless a crash between the
+// failed call and its record kept the failure from being counted.
+func heldThenProbed(w *world) string {
+	var at []time.Time
+	for _, c := range w.calls {
+		if c.key == "a" {
+			at = append(at, c.at)
+		}
+	}
+	h := w.health["ca"]
+	switch {
+	case h.Seq == 0 && len(at) >= 2:
+		// A crash between the failed call and its record: the failure was not counted (the
+		// breaker is advice), and the request went on as without breakers.
+	case len(at) < 2:
+		return fmt.Sprintf("a called %d times, want the failure and the probe", len(at))
+	case at[1].Before(at[0].Add(2 * time.Second)):
+		return fmt.Sprintf("a called again %s after the failure that opened its breaker, inside the 2 s cool-down", at[1].Sub(at[0]))
+	case h.State != event.BreakerClosed:
+		return fmt.Sprintf("the breaker ended %s, want closed by the probe", h.State)
+	}
+	if rec := w.record(); rec != nil && rec.Held != nil {
+		return fmt.Sprintf("the request ended still holding %+v", rec.Held)
+	}
+	return w.check()
 }
 
 // deniedForgotten checks a request that an operator denied after a webhook replied not eligible:
@@ -253,9 +298,10 @@ func runWith(t *testing.T, sc scenario, choose func(w *world, step int, moves []
 	w := newWorld(t, sc.plan, sc.script)
 	w.lateBy, w.resumeID, w.dataDelay = sc.lateBy, sc.resumeID, sc.dataDelay
 	w.notEligible, w.reviewAfter, w.approveEarly, w.deny = sc.notEligible, sc.reviewAfter, sc.approveEarly, sc.deny
+	w.breakers = sc.breakers
 	// What the request waits for by design: a's first answer is a 503 (backoff of at most 1 s), the
-	// receiver's late post, an operator's review, the data layer.
-	w.inherent = time.Second + sc.lateBy + sc.reviewAfter + sc.dataDelay
+	// receiver's late post, an operator's review, the data layer, a breaker's cool-down.
+	w.inherent = time.Second + sc.lateBy + sc.reviewAfter + sc.dataDelay + sc.breakers.Cooldown
 	r := w.newRunner(sc.cfg)
 	sub, _ := json.Marshal(event.Submitted{ID: "pri_x", PolicyKey: "p", Identity: event.Identity{Email: strp("a@example.com")}})
 	w.enqueue(event.SubjectSubmitted, sub, w.now)

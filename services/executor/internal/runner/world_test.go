@@ -21,6 +21,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
 	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
+	"github.com/policyhooks/policyhooks/shared/breaker"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/token"
 	"github.com/rs/zerolog"
@@ -89,20 +90,23 @@ type post struct {
 type receiverScript func(key string, n int) (status int, body string)
 
 type world struct {
-	t        testing.TB
-	mu       sync.Mutex
-	cond     *sync.Cond
-	running  int
-	threads  []*thread
-	byG      map[int64]*thread
-	workers  int
-	active   map[int]*message // worker → the message it handles
-	crashed  map[int]bool
-	now      time.Time
-	records  map[string][]byte
-	revs     map[string]uint64
-	idents   map[string]identEntry
-	errored  map[string]event.Errored // errored_requests
+	t       testing.TB
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running int
+	threads []*thread
+	byG     map[int64]*thread
+	workers int
+	active  map[int]*message // worker → the message it handles
+	crashed map[int]bool
+	now     time.Time
+	records map[string][]byte
+	revs    map[string]uint64
+	idents  map[string]identEntry
+	errored map[string]event.Errored // errored_requests
+	// health is connection_health; breakers is its settings (Failures 0: breakers off).
+	health   map[string]event.ConnectionHealth
+	breakers breaker.Config
 	msgs     []*message
 	seqs     int
 	stored   map[string]time.Time // Nats-Msg-Id → when stored (duplicate window)
@@ -150,7 +154,7 @@ type identEntry struct {
 func newWorld(t testing.TB, plan event.Plan, script receiverScript) *world {
 	w := &world{t: t, byG: map[int64]*thread{}, active: map[int]*message{}, crashed: map[int]bool{}, callsAtExecute: -1,
 		now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), records: map[string][]byte{}, revs: map[string]uint64{},
-		idents: map[string]identEntry{}, errored: map[string]event.Errored{}, stored: map[string]time.Time{}, usedJTI: map[string]bool{},
+		idents: map[string]identEntry{}, errored: map[string]event.Errored{}, health: map[string]event.ConnectionHealth{}, stored: map[string]time.Time{}, usedJTI: map[string]bool{},
 		script: script, plan: plan}
 	w.start = w.now
 	w.cond = sync.NewCond(&w.mu)
@@ -501,6 +505,65 @@ func (f fakeTimers) Schedule(_ context.Context, id string, t lifecycle.Timer) er
 	})
 }
 
+// fakeHealth is connection_health over the world, with the real breaker table: its writes are
+// operations (they interleave with the others), Held and Open read it as a replica's view would.
+type fakeHealth struct{ w *world }
+
+func (f fakeHealth) Held(key string, now time.Time) (time.Time, bool, bool) {
+	if !f.w.breakers.On() {
+		return time.Time{}, false, false
+	}
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	return breaker.Held(f.w.health[key], now, f.w.breakers)
+}
+
+func (f fakeHealth) Open(key string) bool {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	return f.w.breakers.On() && f.w.health[key].State == event.BreakerOpen
+}
+
+func (f fakeHealth) apply(key string, ev breaker.Event) (event.ConnectionHealth, error) {
+	var h event.ConnectionHealth
+	err := f.w.op("breaker "+string(ev.Input)+" "+key, func() error {
+		cur := f.w.health[key]
+		cur.ConnectionKey = key
+		next, row, changed := breaker.Apply(cur, ev, f.w.breakers)
+		if changed {
+			f.w.health[key] = next
+			f.w.logf("breaker %s %s: %s → %s", key, ev.Input, row, next.State)
+		}
+		h = next
+		return nil
+	})
+	return h, err
+}
+
+func (f fakeHealth) TakeProbe(_ context.Context, key, owner string) (bool, error) {
+	h, err := f.apply(key, breaker.Event{Input: breaker.TakeProbe, Owner: owner, Now: f.w.clock()})
+	return err == nil && breaker.MayCall(h, owner), err
+}
+
+func (f fakeHealth) Observe(_ context.Context, key, owner string, failed bool, reason string) error {
+	if !f.w.breakers.On() {
+		return nil
+	}
+	ev := breaker.Event{Input: breaker.Succeeded, Owner: owner, Now: f.w.clock()}
+	if failed {
+		ev.Input, ev.Reason = breaker.Failed, reason
+	}
+	_, err := f.apply(key, ev)
+	return err
+}
+
+// clock reads the world's time.
+func (w *world) clock() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.now
+}
+
 type fakePlans struct{ w *world }
 
 func (f fakePlans) Get(context.Context, string) (event.Plan, error) { return f.w.plan, nil }
@@ -647,7 +710,7 @@ func (m fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
 func (w *world) newRunner(cfg lifecycle.Config) *runner.Runner {
 	return runner.New(runner.Config{Lifecycle: cfg, RetryBaseDelay: time.Second, RetryMaxDelay: 4 * time.Second}, runner.Deps{
 		Records: fakeRecords{w}, Identities: fakeIdentities{w, cfg.IdentityTTL}, Errors: fakeErrors{w}, Publisher: fakePublisher{w},
-		Timers: fakeTimers{w}, Plans: fakePlans{w}, Caller: fakeCaller{w}, Secrets: fakeSecrets{}, Seal: seal,
+		Timers: fakeTimers{w}, Plans: fakePlans{w}, Caller: fakeCaller{w}, Secrets: fakeSecrets{}, Health: fakeHealth{w}, Seal: seal,
 		Log: zerolog.Nop(), Now: func() time.Time { w.mu.Lock(); defer w.mu.Unlock(); return w.now },
 		Go: func(f func()) func() {
 			me := w.self()
