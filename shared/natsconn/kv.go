@@ -3,6 +3,7 @@ package natsconn
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -49,4 +50,28 @@ func IsConflict(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Each reads every live entry of kv in one pass of an ordered consumer (deletes left out) and
+// calls each on them in key order of their last write; it stops at the first error each returns
+// and when ctx ends (ctx's error, wrapped).
+func Each(ctx context.Context, kv jetstream.KeyValue, each func(jetstream.KeyValueEntry) error) error {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", kv.Bucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("read %s: %w", kv.Bucket(), ctx.Err())
+		case e := <-w.Updates():
+			if e == nil {
+				return nil // every entry was delivered
+			}
+			if err := each(e); err != nil {
+				return err
+			}
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/rs/zerolog"
 )
 
@@ -91,34 +92,23 @@ func (s *Service) RetryMatching(ctx context.Context, f Filter) (Replay, error) {
 	return out, nil
 }
 
-// erroredEntries reads every entry of errored_requests, in one pass of an ordered consumer.
+// erroredEntries reads every entry of errored_requests, in one pass of an ordered consumer; an
+// entry it cannot decode is skipped with a warning.
 func (s *Service) erroredEntries(ctx context.Context) ([]event.Errored, error) {
-	unavailable := func(err error) error {
-		return &Error{Err: fmt.Errorf("%w: read errored_requests: %w", ErrUnavailable, err)}
-	}
-	w, err := s.errored.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	defer func() { _ = w.Stop() }()
-	timeout := time.After(publishTimeout)
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
 	var out []event.Errored
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, unavailable(ctx.Err())
-		case <-timeout:
-			return nil, unavailable(context.DeadlineExceeded)
-		case kve := <-w.Updates():
-			if kve == nil {
-				return out, nil // every entry was delivered
-			}
-			var e event.Errored
-			if err := json.Unmarshal(kve.Value(), &e); err != nil {
-				zerolog.Ctx(ctx).Warn().Err(err).Str("key", kve.Key()).Msg("scoped retry: undecodable entry of errored_requests skipped")
-				continue
-			}
-			out = append(out, e)
+	err := natsconn.Each(ctx, s.errored, func(kve jetstream.KeyValueEntry) error {
+		var e event.Errored
+		if err := json.Unmarshal(kve.Value(), &e); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("key", kve.Key()).Msg("scoped retry: undecodable entry of errored_requests skipped")
+			return nil
 		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 	}
+	return out, nil
 }

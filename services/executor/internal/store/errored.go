@@ -73,25 +73,17 @@ type Entry struct {
 // Entries returns every entry, in one pass of an ordered consumer.
 func (s *Errored) Entries(ctx context.Context) ([]Entry, error) {
 	s.count("kv_watch")
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("store: read errored_requests: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
 	var out []Entry
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("store: read errored_requests: %w", ctx.Err())
-		case kve := <-w.Updates():
-			if kve == nil {
-				return out, nil // every entry was delivered
-			}
-			e := Entry{Revision: kve.Revision()}
-			if err := json.Unmarshal(kve.Value(), &e.Errored); err != nil {
-				return nil, fmt.Errorf("store: decode errored entry %s: %w", kve.Key(), err)
-			}
-			out = append(out, e)
+	err := natsconn.Each(ctx, s.kv, func(kve jetstream.KeyValueEntry) error {
+		e := Entry{Revision: kve.Revision()}
+		if err := json.Unmarshal(kve.Value(), &e.Errored); err != nil {
+			return fmt.Errorf("decode errored entry %s: %w", kve.Key(), err)
 		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
 	}
+	return out, nil
 }
