@@ -3,12 +3,14 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/scope"
 )
@@ -89,6 +91,33 @@ func TestRetryMatching(t *testing.T) {
 		if got := f.retried(); !slices.Equal(got, tc.retried) {
 			t.Errorf("%s: retry events for %q, want %q (each stored once)", tc.name, got, tc.retried)
 		}
+	}
+}
+
+// TestRetryMatchingCap: a scoped retry queues at most resume.MaxRetriesPerCall retries and says
+// there are more; the same call again queues the rest (the ones queued before are duplicates,
+// not counted), and a third queues nothing.
+func TestRetryMatchingCap(t *testing.T) {
+	f := newFixture(t)
+	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestResume))
+	const n = resume.MaxRetriesPerCall + 3
+	for i := range n {
+		id := fmt.Sprintf("pri_cap_%04d", i)
+		f.index(event.Errored{ID: id, PolicyKey: "p1", WebhookKey: "verify", ErrorCount: 1, At: t0})
+		f.putRequest(failedRequest(id, 1))
+	}
+	for _, want := range []string{
+		fmt.Sprintf(`{"queued":%d,"more":true}`, resume.MaxRetriesPerCall),
+		`{"queued":3,"more":false}`,
+		`{"queued":0,"more":false}`,
+	} {
+		w := f.do(http.MethodPost, "/api/v1/privacy-request/retry", auth, `{"policy_key": "p1"}`)
+		if got := strings.TrimSpace(w.Body.String()); w.Code != 200 || got != want {
+			t.Fatalf("scoped retry: %d %s, want 200 %s", w.Code, got, want)
+		}
+	}
+	if got := f.retried(); len(got) != n {
+		t.Fatalf("%d retry events stored, want %d (each once)", len(got), n)
 	}
 }
 
