@@ -221,3 +221,46 @@ func TestRotationReachesRunningRequests(t *testing.T) {
 		t.Fatalf("after the rotation the running request's call is signed by %v (%q), want [v1:new v1:old]", got, after.Header.Get("webhook-signature"))
 	}
 }
+
+// TestSnapshotSecretsWhenThePolicyDropsTheConnection: a running request whose policy no longer
+// uses the connection of a webhook in its snapshot calls it with the snapshot's secrets (SPEC
+// §5.1): a later PUT of that connection's secrets does not reach it, since no plan of the policy
+// carries them, and the policy's new webhook is not called in its place.
+func TestSnapshotSecretsWhenThePolicyDropsTheConnection(t *testing.T) {
+	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
+	f.answer("/ask", `{"halt": true}`)
+	put := func(conn, path string) {
+		f.mustAPI(http.MethodPatch, "/api/v1/connection",
+			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, conn, conn))
+		f.mustAPI(http.MethodPut, "/api/v1/connection/"+conn+"/secret?verify=false",
+			fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, f.rcv.URL(path)))
+	}
+	put("ask_conn", "/ask")
+	put("crm_conn", "/crm-before")
+	put("other_conn", "/other")
+	f.mustAPI(http.MethodPatch, "/api/v1/policy", `[{"name": "Dropping", "key": "dropping"}]`)
+	f.mustAPI(http.MethodPut, "/api/v1/policy/dropping/webhook/pre_execution",
+		`[{"connection_config_key": "ask_conn", "direction": "two_way", "key": "ask", "name": "ask"},
+		  {"connection_config_key": "crm_conn", "direction": "one_way", "key": "crm", "name": "crm"}]`)
+
+	f.submit("pri_dropping", "dropping", "a@example.com")
+	f.waitStatus("pri_dropping", "paused", 20*time.Second)
+	ask := f.waitCalls("/ask", 1, 5*time.Second)[0]
+
+	// The policy's crm webhook moves to another connection; then crm_conn's secrets change.
+	f.mustAPI(http.MethodPatch, "/api/v1/policy/dropping/webhook/pre_execution/crm", `{"connection_config_key": "other_conn"}`)
+	put("crm_conn", "/crm-after")
+	time.Sleep(500 * time.Millisecond) // the executor's watch of policy_webhooks delivers the plan
+
+	if status, body := f.call(http.MethodPost, ask.Header.Get("reply-to"), `{}`, "Bearer "+ask.Header.Get("reply-to-token")); status != 200 {
+		t.Fatalf("resume: %d %s", status, body)
+	}
+	f.waitStatus("pri_dropping", "complete", 20*time.Second)
+	got := map[string]int{}
+	for _, p := range []string{"/crm-before", "/crm-after", "/other"} {
+		got[p] = len(f.callsTo(p))
+	}
+	if got["/crm-before"] != 1 || got["/crm-after"] != 0 || got["/other"] != 0 {
+		t.Fatalf("calls %v: want the snapshot's crm_conn secrets (/crm-before) once, nothing else", got)
+	}
+}
