@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/chaos"
 	"github.com/policyhooks/policyhooks/shared/devstack"
 )
@@ -223,7 +224,7 @@ func TestChaos(t *testing.T) {
 	all, report := gatherEvidence(ctx, t, js, specs, records, recordErrs, rcv, dl, &sub)
 	mark("check")
 
-	stats := statistics(all, faults, c, rcv, dl, phases, start)
+	stats := statistics(all, faults, c, rcv, dl, phases, start) + breakerStats(ctx, js)
 	t.Logf("chaos: seed %d, %s form, %d requests, %d executors:\n%s\n%s", o.seed, form, o.requests, o.executors, stats, report.Summary())
 	full := fmt.Sprintf("seed %d, %s form, services from %s\n%s\n%s\n%s", o.seed, form, o.src, stats, report.Summary(), report.Details(all, 0))
 	reportPath := filepath.Join(dir, "report.txt")
@@ -411,4 +412,13 @@ func statistics(all []*chaos.Evidence, faults []chaos.FaultRecord, c *chaos.Clus
 		fmt.Fprintf(&b, "  DATA LAYER: %s\n", p)
 	}
 	return b.String()
+}
+
+// breakerStats is the statistics' line about circuit breakers.
+func breakerStats(ctx context.Context, js jetstream.JetStream) string {
+	opened, closed, err := chaos.BreakerEvents(ctx, js)
+	if err != nil {
+		return fmt.Sprintf("  circuit breakers: %v\n", err)
+	}
+	return fmt.Sprintf("  circuit breakers: opened %d times, closed %d times\n", opened, closed)
 }

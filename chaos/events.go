@@ -83,3 +83,17 @@ func ReadStoredIdentities(ctx context.Context, js jetstream.JetStream) (map[stri
 	}
 	return out, nil
 }
+
+// BreakerEvents counts the privacy.connection.unhealthy and .healthy events in the stream: how
+// often the run's circuit breakers opened and closed.
+func BreakerEvents(ctx context.Context, js jetstream.JetStream) (opened, closed uint64, err error) {
+	stream, err := js.Stream(ctx, event.Stream)
+	if err != nil {
+		return 0, 0, fmt.Errorf("breaker events: %w", err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(event.SubjectConnectionAll))
+	if err != nil {
+		return 0, 0, fmt.Errorf("breaker events: %w", err)
+	}
+	return info.State.Subjects[event.SubjectConnectionUnhealthy], info.State.Subjects[event.SubjectConnectionHealthy], nil
+}

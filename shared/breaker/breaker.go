@@ -48,6 +48,8 @@ type Config struct {
 	// Recheck is how soon a request held while a probe is in flight looks again, so that it goes
 	// on soon after the probe closes the breaker rather than at the end of the probe's claim.
 	Recheck time.Duration
+	// AnnounceAfter is DefaultAnnounceAfter unless set (tests).
+	AnnounceAfter time.Duration
 }
 
 // On reports whether breakers are on.

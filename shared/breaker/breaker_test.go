@@ -226,3 +226,38 @@ func TestStoreOff(t *testing.T) {
 		t.Fatalf("breakers off wrote an entry (revision %d)", rev)
 	}
 }
+
+// TestWatchAnnounces: a Store's watch announces an opening whose writer never did (it stopped
+// between the write and the publish), once; a breaker that only counted failures, never opened,
+// has nothing to announce (a chaos run found every such connection announced as healthy).
+func TestWatchAnnounces(t *testing.T) {
+	n := testkit.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv := n.Bucket(t, event.BucketHealth)
+	c := breaker.Config{Failures: 3, Cooldown: time.Hour, ProbeTTL: time.Minute, AnnounceAfter: 100 * time.Millisecond}
+	s := breaker.NewStore(kv, n.JS, c, zerolog.Nop())
+	if err := s.Observe(ctx, "counted", "r", true, "HTTP 503"); err != nil {
+		t.Fatal(err)
+	}
+	// An opening written without its announcement, as by an executor killed in between.
+	opened := event.ConnectionHealth{ConnectionKey: "lost", State: event.BreakerOpen, Failures: 3, Since: time.Now().Add(-time.Second),
+		ProbeAt: ptr(time.Now().Add(time.Hour)), Seq: 1, By: breaker.ByExecutor}
+	b, _ := json.Marshal(opened)
+	if _, err := kv.Put(ctx, "lost", b); err != nil {
+		t.Fatal(err)
+	}
+	go s.Watch(ctx)
+	testkit.WaitFor(t, 5*time.Second, "the lost opening announced", func() (bool, bool) {
+		h, _, err := s.Get(ctx, "lost")
+		return true, err == nil && h.Announced
+	})
+	time.Sleep(500 * time.Millisecond) // several more passes of the watch
+	var got []string
+	for _, m := range n.Msgs(t, event.SubjectConnectionAll) {
+		got = append(got, m.Subject()+" "+m.Headers().Get("Nats-Msg-Id"))
+	}
+	if len(got) != 1 || got[0] != "privacy.connection.unhealthy health:lost:1" {
+		t.Fatalf("events %q, want the lost opening once and nothing for the breaker that never opened", got)
+	}
+}

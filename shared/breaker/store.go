@@ -21,9 +21,17 @@ import (
 // dropped (a failure not counted, or counted by the next call), and the caller is told.
 const maxTries = 8
 
-// announceAfter is how old an opening or closing not yet announced must be before any Store's
-// watch announces it: its writer announces it at once unless it crashed in between.
-const announceAfter = 5 * time.Second
+// DefaultAnnounceAfter is how old an opening or closing not yet announced must be before any
+// Store's watch announces it (Config.AnnounceAfter): its writer announces it at once unless it
+// crashed or lost NATS in between.
+const DefaultAnnounceAfter = 5 * time.Second
+
+func (s *Store) announceAfter() time.Duration {
+	if s.cfg.AnnounceAfter > 0 {
+		return s.cfg.AnnounceAfter
+	}
+	return DefaultAnnounceAfter
+}
 
 // ErrContended reports an input dropped after maxTries lost compare-and-sets.
 var ErrContended = errors.New("breaker: too many concurrent writes")
@@ -56,7 +64,7 @@ func (s *Store) Config() Config { return s.cfg }
 // Watch keeps the local view until ctx ends, watching again after a failed watch, and announces
 // the openings and closings whose writer did not (it stopped in between).
 func (s *Store) Watch(ctx context.Context) {
-	tick := time.NewTicker(announceAfter)
+	tick := time.NewTicker(s.announceAfter())
 	defer tick.Stop()
 	for ctx.Err() == nil {
 		w, err := s.kv.WatchAll(ctx)
@@ -115,13 +123,13 @@ func (s *Store) announcePending(ctx context.Context) {
 	s.mu.RLock()
 	var keys []string
 	for _, h := range s.view {
-		if !h.Announced && s.now().Sub(h.Since) > announceAfter {
+		if h.Unannounced() && s.now().Sub(h.Since) > s.announceAfter() {
 			keys = append(keys, h.ConnectionKey)
 		}
 	}
 	s.mu.RUnlock()
 	for _, k := range keys {
-		if h, rev, err := s.Get(ctx, k); err == nil && !h.Announced {
+		if h, rev, err := s.Get(ctx, k); err == nil && h.Unannounced() {
 			if err := s.announce(ctx, h, rev); err != nil {
 				s.log.Warn().Err(err).Str("connection_key", k).Msg("breaker: announce failed; the next pass tries again")
 			}

@@ -61,6 +61,10 @@ type ConnectionHealthChanged struct {
 	By       string `json:"by"`
 }
 
+// Unannounced reports that h's last opening or closing is not yet known to be stored in the
+// stream; a breaker that never opened has nothing to announce.
+func (h ConnectionHealth) Unannounced() bool { return h.Seq > 0 && !h.Announced }
+
 // Changed returns the event of h's last opening or closing.
 func (h ConnectionHealth) Changed() ConnectionHealthChanged {
 	ev := ConnectionHealthChanged{ConnectionKey: h.ConnectionKey, State: h.State, Seq: h.Seq, At: h.Since, By: h.By}
