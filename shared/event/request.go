@@ -142,6 +142,12 @@ type Request struct {
 
 	Error    *RequestError   `json:"error"`
 	Webhooks []WebhookRecord `json:"webhooks"`
+
+	// Trace is the W3C traceparent of the span that took the request's submission (tracing on;
+	// empty otherwise): the parent of the spans of its later runs that no traced message leads to
+	// (a resume, a retry, an executed without trace context), so that a request is one trace. No
+	// decision reads it, and a version that does not know it ignores it, so it needs no format.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Errored is the entry of a request in error in errored_requests: what a scoped retry filters on

@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
@@ -140,6 +142,19 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	return p.tp.Shutdown(ctx)
 }
 
+// ShutdownWithin shuts p down, giving the export of the spans still buffered at most d (a
+// collector that is down must not hold up a stopping service), and logs a failure.
+func ShutdownWithin(p *Provider, d time.Duration, log zerolog.Logger) {
+	if p == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("tracing: export of the last spans")
+	}
+}
+
 // Start starts a span as a child of the span or remote span context in ctx (a root without one).
 // Off, it returns ctx and a span that records nothing.
 func (p *Provider) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
@@ -179,6 +194,17 @@ func Inject(ctx context.Context, h nats.Header) {
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		propagator.Inject(ctx, Header(h))
 	}
+}
+
+// NewMsg returns a message of subject with data, carrying the trace context of ctx in its headers
+// when ctx has one (and no headers otherwise).
+func NewMsg(ctx context.Context, subject string, data []byte) *nats.Msg {
+	m := &nats.Msg{Subject: subject, Data: data}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		m.Header = nats.Header{}
+		propagator.Inject(ctx, Header(m.Header))
+	}
+	return m
 }
 
 // InjectHTTP is Inject for an HTTP request's headers.

@@ -37,6 +37,7 @@ import (
 	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -110,6 +111,9 @@ type Config struct {
 	LeaseMargin time.Duration
 	// Hooks are test hooks; nil in production.
 	Hooks runner.Hooks
+	// Tracing starts the spans of messages and webhook calls (the OTEL_* variables, read by Run
+	// with tracing.Setup); nil: tracing off.
+	Tracing *tracing.Provider
 }
 
 // LoadConfig reads and checks the configuration, reporting every bad variable.
@@ -340,6 +344,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Metrics:    metrics,
 		Hooks:      cfg.Hooks,
 		Log:        log,
+		Tracing:    cfg.Tracing,
 	})
 
 	consumers := []struct {
@@ -388,6 +393,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			Prefetch: max(1, min(16, cfg.Concurrency/4)), MaxBatch: max(1, min(cfg.Concurrency, 256)),
 			Work:    workCtx,
 			OnStart: metrics.InFlight.Inc, OnDone: metrics.InFlight.Dec,
+			Trace: run.TraceMessage(),
 		}, log.With().Str("consumer", c.name).Logger())
 		if err != nil {
 			return nil, fmt.Errorf("executor: consumer %s: %w", c.name, err)
@@ -498,6 +504,10 @@ func Run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if cfg.Tracing, err = tracing.Setup(ctx, "executor", getenv); err != nil {
+		return fmt.Errorf("executor: configuration:\n%w", err)
+	}
+	defer tracing.ShutdownWithin(cfg.Tracing, 5*time.Second, log)
 	s, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -140,6 +140,10 @@ type Options struct {
 	Work context.Context
 	// OnStart and OnDone are called around each handler (metrics).
 	OnStart, OnDone func()
+	// Trace, when set, is called as a message's handling starts (it holds a slot) and returns the
+	// handler's context (with the message's span) and the end of that span, called with the
+	// message's fate once it is settled; parks keep the span. Nil: no spans (tracing off).
+	Trace func(ctx context.Context, msg jetstream.Msg) (context.Context, func(fate string, err error))
 }
 
 // Open creates the durable consumer, or updates it to the loop's configuration.
@@ -342,6 +346,7 @@ func Blocking(ctx context.Context, wait func()) {
 type job struct {
 	l       *Loop
 	msg     jetstream.Msg
+	endSpan func(fate string, err error)
 	kmu     sync.Mutex
 	stopped bool
 	keep    *time.Timer
@@ -397,7 +402,11 @@ func (j *job) run() {
 	if j.l.opt.OnStart != nil {
 		j.l.opt.OnStart()
 	}
-	j.handle(context.WithValue(j.l.opt.Work, jobKey{}, j), true)
+	ctx := j.l.opt.Work
+	if j.l.opt.Trace != nil {
+		ctx, j.endSpan = j.l.opt.Trace(ctx, j.msg)
+	}
+	j.handle(context.WithValue(ctx, jobKey{}, j), true)
 }
 
 // handle runs the handler (after taking a token of Options.Active when token is set) and settles
@@ -421,6 +430,9 @@ func (j *job) handle(ctx context.Context, token bool) {
 				// Stopped hard while it waited: handed back, as it holds no slot to give back.
 				j.stopKeepAlive()
 				_ = j.msg.Nak()
+				if j.endSpan != nil {
+					j.endSpan("nak", context.Canceled)
+				}
 				if j.l.opt.OnDone != nil {
 					j.l.opt.OnDone()
 				}
@@ -445,7 +457,11 @@ func (j *job) finish(ctx context.Context, err error) {
 	}
 	j.stopKeepAlive()
 	msg, log := j.msg, j.l.log
-	switch fate, delay := Fate(err); fate {
+	fate, delay := Fate(err)
+	if j.endSpan != nil {
+		defer j.endSpan(fate, err)
+	}
+	switch fate {
 	case "ack":
 		if aerr := msg.Ack(); aerr != nil {
 			log.Warn().Err(aerr).Str("subject", msg.Subject()).Msg("consume: ack")

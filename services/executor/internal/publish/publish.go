@@ -15,6 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/internal/runner"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/tracing"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Publisher publishes through one JetStream context.
@@ -35,14 +39,15 @@ func New(js jetstream.JetStream, executeTTL time.Duration, count func(op string)
 	return &Publisher{js: js, executeTTL: executeTTL, count: count}
 }
 
-// Status publishes a status event asynchronously with Nats-Msg-Id status:<id>:<seq>.
-func (p *Publisher) Status(ev event.StatusChanged) (runner.Ack, error) {
+// Status publishes a status event asynchronously with Nats-Msg-Id status:<id>:<seq>, carrying the
+// trace context of ctx.
+func (p *Publisher) Status(ctx context.Context, ev event.StatusChanged) (runner.Ack, error) {
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("publish: encode status event: %w", err)
 	}
 	p.count("js_publish_async")
-	f, err := p.js.PublishAsync(event.StatusSubject(ev.Status), b,
+	f, err := p.js.PublishMsgAsync(tracing.NewMsg(ctx, event.StatusSubject(ev.Status), b),
 		jetstream.WithMsgID("status:"+ev.ID+":"+strconv.Itoa(ev.Seq)))
 	if err != nil {
 		return nil, fmt.Errorf("publish: status event %d of %s: %w", ev.Seq, ev.ID, err)
@@ -50,13 +55,23 @@ func (p *Publisher) Status(ev event.StatusChanged) (runner.Ack, error) {
 	return f, nil
 }
 
-// Execute publishes execute with Nats-Msg-Id = its execution id.
+// Execute publishes execute with Nats-Msg-Id = its execution id, in a producer span whose trace
+// context the message carries: the data layer passes it on in executed to join the trace.
 func (p *Publisher) Execute(ctx context.Context, ev event.Execute) error {
 	var opts []jetstream.PublishOpt
 	if p.executeTTL > 0 {
 		opts = append(opts, jetstream.WithMsgTTL(max(p.executeTTL, time.Second)))
 	}
-	return p.sync(ctx, event.SubjectExecute, ev, ev.ExecutionID, opts...)
+	ctx, span := tracing.Child(ctx, "privacy.request.execute publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("privacy_request.id", ev.ID),
+			attribute.String("privacy_request.execution_id", ev.ExecutionID),
+			attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", event.SubjectExecute)))
+	defer span.End()
+	err := p.sync(ctx, event.SubjectExecute, ev, ev.ExecutionID, opts...)
+	if err != nil {
+		span.SetStatus(codes.Error, "publish failed")
+	}
+	return err
 }
 
 // Invalid publishes the status.error of a submission that was not taken.
@@ -81,7 +96,7 @@ func (p *Publisher) sync(ctx context.Context, subject string, v any, msgID strin
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
 	p.count("js_publish")
-	if _, err := p.js.Publish(ctx, subject, b, opts...); err != nil {
+	if _, err := p.js.PublishMsg(ctx, tracing.NewMsg(ctx, subject, b), opts...); err != nil {
 		return fmt.Errorf("publish: %s: %w", subject, err)
 	}
 	return nil

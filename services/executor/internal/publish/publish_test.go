@@ -48,7 +48,7 @@ func TestStatus(t *testing.T) {
 		At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Step: event.StepPostWebhooks}
 
 	for i, want := range []bool{false, true} {
-		a, err := p.Status(ev)
+		a, err := p.Status(context.Background(), ev)
 		if err != nil {
 			t.Fatalf("publish %d: %v", i+1, err)
 		}
@@ -58,7 +58,7 @@ func TestStatus(t *testing.T) {
 	}
 	ev2 := ev
 	ev2.Seq = 4
-	a, err := p.Status(ev2)
+	a, err := p.Status(context.Background(), ev2)
 	if err != nil {
 		t.Fatal(err)
 	}

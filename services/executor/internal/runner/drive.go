@@ -397,7 +397,10 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 	}
 	started := u.r.now()
 	var res webhook.Result
-	consume.Blocking(ctx, func() { res = u.r.d.Caller.Send(ctx, c) })
+	outcome := "interrupted"
+	callCtx, span := u.startCall(ctx, w, secrets.URL)
+	defer func() { endCall(span, res, outcome) }()
+	consume.Blocking(ctx, func() { res = u.r.d.Caller.Send(callCtx, c) })
 	if ctx.Err() != nil {
 		// Cut off by a stopping executor: not an attempt; recorded so that the call is made again
 		// at once, with the same webhook-id, by whoever takes the request.
@@ -416,6 +419,7 @@ func (u *run) send(ctx context.Context, w event.PlanWebhook, secrets event.HTTPS
 		direction = event.OneWay
 	}
 	cl := webhook.Classify(direction, res)
+	outcome = verdictLabel(cl.Verdict)
 	a := lifecycle.Answer{Status: res.Status, Reason: cl.Reason, Halt: cl.Halt, At: started, Latency: res.Latency}
 	switch cl.Verdict {
 	case webhook.Done:

@@ -17,6 +17,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/store"
 	"github.com/policyhooks/policyhooks/services/executor/internal/timers"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 )
 
 // HandleSubmitted handles a privacy.request.submitted message (consume.Handler).
@@ -241,6 +242,7 @@ func (r *Runner) submitted(ctx context.Context, by origin, data []byte) error {
 		planp = &plan
 	}
 	u.rec, u.rev, u.dirty = lifecycle.NewRecord(sub, planp, u.env), 0, true
+	u.rec.Trace = tracing.Traceparent(ctx) // the request's trace: its later runs join it
 	u.ident = &sub.Identity
 	u.lookahead(ctx)
 

@@ -75,7 +75,7 @@ func (u *run) load(ctx context.Context) error {
 		return err
 	}
 	u.rec, u.rev, u.dirty, u.effects, u.ident = rec, rev, false, nil, nil
-	u.flush()
+	u.flush(ctx)
 	return nil
 }
 
@@ -149,9 +149,10 @@ func (u *run) afterWrite(ctx context.Context) {
 			u.r.m.transitions.WithLabelValues(string(p.Event.Status)).Inc()
 			u.info().Str("status", string(p.Event.Status)).Str("step", string(p.Event.Step)).
 				Str("webhook_key", p.Event.WebhookKey).Str("error", p.Event.Error).Msg("request status")
+			statusEvent(ctx, p.Event)
 		}
 	}
-	u.flush()
+	u.flush(ctx)
 	for _, name := range u.merged {
 		if err := u.r.d.Identities.DeletePatch(ctx, u.id, name); err != nil {
 			u.warn().Err(err).Msg("delete merged identity patch")
@@ -217,7 +218,7 @@ func (u *run) perform(ctx context.Context) error {
 // duplicate window). An older event that another message wrote was stored before that message was
 // acknowledged, or will be by its redelivery; publishing it again would make a duplicate once the
 // window is over.
-func (u *run) flush() {
+func (u *run) flush(ctx context.Context) {
 	for _, p := range u.rec.Outbox {
 		if _, ok := u.sent[p.Seq]; ok {
 			continue
@@ -231,7 +232,7 @@ func (u *run) flush() {
 			err = h(p.Event)
 		}
 		if err == nil {
-			ack, err = u.r.d.Publisher.Status(p.Event)
+			ack, err = u.r.d.Publisher.Status(ctx, p.Event)
 		}
 		if err != nil {
 			// Not published: the record keeps it in its outbox, and finish makes the message come

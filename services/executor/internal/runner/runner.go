@@ -18,6 +18,7 @@ import (
 	"github.com/policyhooks/policyhooks/services/executor/internal/webhook"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -58,8 +59,9 @@ type Ack interface {
 
 // Publisher publishes the executor's events.
 type Publisher interface {
-	// Status publishes a status event asynchronously with Nats-Msg-Id status:<id>:<seq>.
-	Status(ev event.StatusChanged) (Ack, error)
+	// Status publishes a status event asynchronously with Nats-Msg-Id status:<id>:<seq> (and the
+	// trace context of ctx).
+	Status(ctx context.Context, ev event.StatusChanged) (Ack, error)
 	// Execute publishes execute with Nats-Msg-Id = its execution id and waits until it is stored.
 	Execute(ctx context.Context, ev event.Execute) error
 	// Invalid publishes the status.error of a submission that was not taken (msgID de-duplicates
@@ -155,6 +157,8 @@ type Deps struct {
 	Metrics    *Metrics
 	Hooks      Hooks
 	Log        zerolog.Logger
+	// Tracing starts the spans of messages and calls; nil: tracing off.
+	Tracing *tracing.Provider
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// Go runs f beside the handler (the identity written with a new record, an outbox cleared

@@ -445,7 +445,7 @@ func (w *world) store(msgID string) bool {
 	return true
 }
 
-func (f fakePublisher) Status(ev event.StatusChanged) (runner.Ack, error) {
+func (f fakePublisher) Status(_ context.Context, ev event.StatusChanged) (runner.Ack, error) {
 	err := f.w.op("publish status", func() error {
 		if f.w.store(fmt.Sprintf("status:%s:%d", ev.ID, ev.Seq)) {
 			f.w.events = append(f.w.events, ev)

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/executor/internal/lifecycle"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 )
 
 // FireSubjects is the filter that receives every fired timer.
@@ -78,7 +79,8 @@ func Schedule(ctx context.Context, js jetstream.JetStream, f Fire) error {
 	tok := token(f.RequestID)
 	subject := event.SubjectTimerPrefix + "schedule." + string(f.Kind) + "." + tok
 	target := event.SubjectTimerPrefix + "fire." + string(f.Kind) + "." + tok
-	if _, err := js.Publish(ctx, subject, b, jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(target)); err != nil {
+	// The server copies the schedule's headers, the trace context among them, to the fired message.
+	if _, err := js.PublishMsg(ctx, tracing.NewMsg(ctx, subject, b), jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(target)); err != nil {
 		return fmt.Errorf("timers: schedule %s for %s: %w", f.Kind, f.RequestID, err)
 	}
 	return nil

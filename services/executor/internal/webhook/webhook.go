@@ -24,6 +24,7 @@ import (
 
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/netguard"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -328,6 +329,9 @@ func (s *Sender) send(ctx context.Context, c Call, deadline time.Time) Result {
 	if err != nil {
 		return Result{Err: err, Forbidden: true}
 	}
+	// traceparent (and tracestate) of the call's span, so that receivers can join the request's
+	// trace; the signatures cover the body alone, so they do not change.
+	tracing.InjectHTTP(ctx, header)
 	// A connection with a client certificate presents it in its calls and token requests alike.
 	client, certID, err := s.clientFor(c)
 	if err != nil {
