@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,6 +24,7 @@ import (
 	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/secret"
 	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -42,6 +44,9 @@ type Config struct {
 	// RootClientID is OAUTH_ROOT_CLIENT_ID: its access tokens are accepted without an entry in
 	// oauth_clients. Optional here.
 	RootClientID string
+	// Tracing starts the spans of the events published (the OTEL_* variables, read by Run with
+	// tracing.Setup); nil: tracing off.
+	Tracing *tracing.Provider
 }
 
 // LoadConfig reads the configuration through getenv and reports every problem, each naming its
@@ -157,6 +162,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		Registry: reg,
 		Resume: resume.New(resume.Config{
 			Requests: requests, Snapshots: plansnapshots.New(snapshots), Claims: claims, Errored: errored, Publisher: js, Tokens: sealers,
+			Tracing: cfg.Tracing,
 		}),
 		Auth:    api.NewAuthorizer(accessSealer, oauthclients.New(clients, cfg.RootClientID)),
 		Ready:   readyChecks(nc, js, stream, requests, snapshots, claims, errored, clients),
@@ -194,6 +200,10 @@ func Run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if cfg.Tracing, err = tracing.Setup(ctx, "callback", getenv); err != nil {
+		return fmt.Errorf("callback: configuration:\n%w", err)
+	}
+	defer tracing.ShutdownWithin(cfg.Tracing, 5*time.Second, log)
 	s, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err

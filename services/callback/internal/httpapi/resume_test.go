@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/event"
@@ -677,20 +678,20 @@ func TestStoreUnavailable(t *testing.T) {
 // faultyPublisher publishes through js, except that its first call goes to fault instead.
 type faultyPublisher struct {
 	js    jetstream.JetStream
-	fault func(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	fault func(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 	mu    sync.Mutex
 	calls int
 }
 
-func (p *faultyPublisher) Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+func (p *faultyPublisher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	p.mu.Lock()
 	p.calls++
 	first := p.calls == 1
 	p.mu.Unlock()
 	if first {
-		return p.fault(ctx, subject, payload, opts...)
+		return p.fault(ctx, msg, opts...)
 	}
-	return p.js.Publish(ctx, subject, payload, opts...)
+	return p.js.PublishMsg(ctx, msg, opts...)
 }
 
 // TestResumeNeverBurnsAToken is the regression test of D28: a resume whose publish fails, panics
@@ -698,7 +699,7 @@ func (p *faultyPublisher) Publish(ctx context.Context, subject string, payload [
 // same token resumes (one event on the stream) and only a third call is 409. No call is ever
 // answered 409 while the stream holds no resume event for the token.
 func TestResumeNeverBurnsAToken(t *testing.T) {
-	type publishFunc = func(context.Context, string, []byte, ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	type publishFunc = func(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 	tests := []struct {
 		name  string
 		fault func(js jetstream.JetStream) publishFunc
@@ -707,18 +708,18 @@ func TestResumeNeverBurnsAToken(t *testing.T) {
 		events int
 	}{
 		{"publish fails", func(jetstream.JetStream) publishFunc {
-			return func(context.Context, string, []byte, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+			return func(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 				return nil, errors.New("injected: nats: timeout")
 			}
 		}, http.StatusServiceUnavailable, 0},
 		{"publisher panics", func(jetstream.JetStream) publishFunc {
-			return func(context.Context, string, []byte, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+			return func(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 				panic("injected fault")
 			}
 		}, http.StatusInternalServerError, 0},
 		{"ack lost", func(js jetstream.JetStream) publishFunc {
-			return func(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-				if _, err := js.Publish(ctx, subject, payload, opts...); err != nil {
+			return func(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+				if _, err := js.PublishMsg(ctx, msg, opts...); err != nil {
 					return nil, err
 				}
 				return nil, errors.New("injected: ack lost")

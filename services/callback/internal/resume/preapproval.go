@@ -97,7 +97,7 @@ func (s *Service) Review(ctx context.Context, id string, approved bool, reason s
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 	msgID := fmt.Sprintf("review-%s-%d", id, req.Run)
-	ack, err := s.publisher.Publish(ctx, event.SubjectReview, payload, jetstream.WithMsgID(msgID))
+	ack, err := s.publish(ctx, req, event.SubjectReview, payload, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return View{}, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: id}
 	}

@@ -162,7 +162,7 @@ func (s *Service) publishThenClaim(ctx context.Context, t ticket, subject string
 	if err != nil {
 		return fmt.Errorf("resume: encode claim: %w", err)
 	}
-	if _, err := s.publisher.Publish(ctx, subject, payload, jetstream.WithMsgID(r.ID)); err != nil {
+	if _, err := s.publish(ctx, t.request, subject, payload, jetstream.WithMsgID(r.ID)); err != nil {
 		return &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: r.RequestID}
 	}
 	_, err = s.claims.Create(ctx, r.ID, value, jetstream.KeyTTL(s.claimTTL(r.Expiry)))

@@ -13,11 +13,16 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/plansnapshots"
 	"github.com/policyhooks/policyhooks/shared/token"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Refusals of SPEC §7. Each is returned wrapped in an *Error that names the request.
@@ -82,7 +87,7 @@ func refuse(err error, id string) error { return &Error{Err: err, ID: id} }
 
 // Publisher publishes to JetStream; jetstream.JetStream satisfies it.
 type Publisher interface {
-	Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
 // Config holds what a Service needs.
@@ -100,6 +105,8 @@ type Config struct {
 	// Tokens open reply-to-tokens: the sealer of the current key first, then the one of the
 	// previous key (tokens issued before a key rotation), if any.
 	Tokens []*token.Sealer
+	// Tracing starts the span of each event published; nil: tracing off.
+	Tracing *tracing.Provider
 }
 
 // Service checks reply-to-tokens and publishes resume, pre-approval reply, review and retry events.
@@ -110,6 +117,7 @@ type Service struct {
 	errored   jetstream.KeyValue
 	publisher Publisher
 	tokens    []*token.Sealer
+	tracing   *tracing.Provider
 	now       func() time.Time
 }
 
@@ -122,6 +130,7 @@ func New(cfg Config) *Service {
 		errored:   cfg.Errored,
 		publisher: cfg.Publisher,
 		tokens:    cfg.Tokens,
+		tracing:   cfg.Tracing,
 		now:       time.Now,
 	}
 }
@@ -269,12 +278,30 @@ func (s *Service) publishRetry(ctx context.Context, req event.Request) (bool, er
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 	msgID := fmt.Sprintf("retry-%s-%d", req.ID, req.ErrorCount)
-	ack, err := s.publisher.Publish(ctx, event.SubjectRetry, payload, jetstream.WithMsgID(msgID))
+	ack, err := s.publish(ctx, req, event.SubjectRetry, payload, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return false, &Error{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), ID: req.ID}
 	}
 	zerolog.Ctx(ctx).Info().Str("privacy_request_id", req.ID).Int("from_error", req.ErrorCount).Msg("retry published")
 	return ack != nil && ack.Duplicate, nil
+}
+
+// publish publishes payload on subject, an event about req, in a producer span that is a child of
+// req's trace (event.Request.Trace: the span of its submission), not of the HTTP call that asked
+// for it: a receiver's resume hours later, or an operator's retry, joins the request's one trace.
+// The message carries the span's trace context, so the executor's run joins it too.
+func (s *Service) publish(ctx context.Context, req event.Request, subject string, payload []byte,
+	opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	ctx, span := s.tracing.Start(s.tracing.Parent(ctx, req.Trace), subject+" publish",
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("privacy_request.id", req.ID), attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", subject)))
+	defer span.End()
+	ack, err := s.publisher.PublishMsg(ctx, tracing.NewMsg(ctx, subject, payload), opts...)
+	if err != nil {
+		span.SetStatus(codes.Error, "publish failed")
+	}
+	return ack, err
 }
 
 // Get returns the view of request id.
