@@ -996,3 +996,65 @@ func TestLogsHandlerFailures(t *testing.T) {
 		}
 	}
 }
+
+type traceKey struct{}
+
+// TestTraceAroundEachMessage: Options.Trace is called once per message handled and its context
+// reaches the handler, across a park too; its end is called once, with the message's fate.
+func TestTraceAroundEachMessage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	cfg := consumerConfig("traced", event.SubjectSubmitted, 5*time.Second)
+	var (
+		mu     sync.Mutex
+		starts = map[string]int{}
+		fates  = map[string][]string{}
+		seen   = map[string][]any{}
+		ended  = make(chan struct{}, 2)
+	)
+	trace := func(ctx context.Context, msg jetstream.Msg) (context.Context, func(string, error)) {
+		data := string(msg.Data())
+		mu.Lock()
+		starts[data]++
+		mu.Unlock()
+		return context.WithValue(ctx, traceKey{}, "span of "+data), func(fate string, _ error) {
+			mu.Lock()
+			fates[data] = append(fates[data], fate)
+			mu.Unlock()
+			ended <- struct{}{}
+		}
+	}
+	h := func(ctx context.Context, msg jetstream.Msg) error {
+		data := string(msg.Data())
+		mu.Lock()
+		seen[data] = append(seen[data], ctx.Value(traceKey{}))
+		mu.Unlock()
+		switch {
+		case data == "term":
+			return Permanent(errors.New("bad message"))
+		case ctx.Value(slotKey{}) == nil:
+			return Park(func(ctx context.Context) context.Context { return context.WithValue(ctx, slotKey{}, "slot") })
+		}
+		return nil
+	}
+	f.start(t.Context(), cfg, h, Options{Pool: NewPool(4), KeepAlive: time.Second, Prefetch: 1, MaxBatch: 4, Trace: trace})
+	f.publish(event.SubjectSubmitted, "parked", "term")
+	for range 2 {
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the spans did not end within 10s")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if starts["parked"] != 1 || starts["term"] != 1 {
+		t.Errorf("Trace called %v times, want once per message", starts)
+	}
+	if fmt.Sprint(fates) != "map[parked:[ack] term:[term]]" {
+		t.Errorf("fates %v, want parked:[ack] term:[term]", fates)
+	}
+	if fmt.Sprint(seen["parked"]) != "[span of parked span of parked]" || fmt.Sprint(seen["term"]) != "[span of term]" {
+		t.Errorf("the handler saw %v, want the span's context on every handling", seen)
+	}
+}

@@ -16,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/policyhooks/policyhooks/shared/event"
 	"github.com/policyhooks/policyhooks/shared/netguard"
+	"github.com/policyhooks/policyhooks/shared/tracing"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // testKey is a signing key of the tests, known to them in every form: the HMAC secret with its
@@ -277,5 +280,57 @@ func TestSendSignsAtEachAttempt(t *testing.T) {
 	}
 	if len(got) != 2 {
 		t.Fatalf("the call with a bad signing key reached the receiver")
+	}
+}
+
+// TestSendCarriesTraceContext: a call made within a span carries its traceparent and tracestate,
+// and its signatures still verify (they cover the body, not the headers); a call made without one
+// (tracing off) carries none.
+func TestSendCarriesTraceContext(t *testing.T) {
+	var mu sync.Mutex
+	var got []http.Header
+	var bodies [][]byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := new(bytes.Buffer)
+		_, _ = b.ReadFrom(r.Body)
+		mu.Lock()
+		got = append(got, r.Header.Clone())
+		bodies = append(bodies, b.Bytes())
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	s := NewSender(Config{Timeout: 2 * time.Second, Policy: netguard.Policy{AllowHTTP: true, AllowPrivate: true}})
+	defer s.Close()
+	key := hmacKey("hmac", []byte("a-signing-key-of-the-test"))
+	call := Call{Secrets: event.HTTPSSecrets{URL: srv.URL + "/hook", SigningSecret: key.secret}, WebhookID: "msg_traced",
+		Body: Body{PrivacyRequestID: "pri_1"}}
+
+	p := tracing.WithExporter("executor", tracetest.NewInMemoryExporter())
+	defer p.Shutdown(context.Background())
+	parent := nats.Header{}
+	parent.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	parent.Set("tracestate", "vendor=opaque")
+	ctx, span := p.Start(p.Extract(context.Background(), parent), "webhook call")
+	if res := s.Send(ctx, call); res.Status != http.StatusOK {
+		t.Fatalf("traced call: %+v", res)
+	}
+	span.End()
+	if res := s.Send(context.Background(), call); res.Status != http.StatusOK {
+		t.Fatalf("untraced call: %+v", res)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d calls, want 2", len(got))
+	}
+	if tp, want := got[0].Get("traceparent"), tracing.Traceparent(ctx); tp == "" || tp != want || got[0].Get("tracestate") != "vendor=opaque" {
+		t.Errorf("traced call: traceparent %q tracestate %q, want %q and vendor=opaque", tp, got[0].Get("tracestate"), want)
+	}
+	if tp := got[1].Get("traceparent"); tp != "" {
+		t.Errorf("untraced call carried traceparent %q", tp)
+	}
+	for i, h := range got {
+		ts, _ := strconv.ParseInt(h.Get("webhook-timestamp"), 10, 64)
+		if who := verifiedBy(t, h.Get("webhook-signature"), "msg_traced", ts, bodies[i], []testKey{key}); fmt.Sprint(who) != "[v1:hmac]" {
+			t.Errorf("call %d: signatures verify with %v, want [v1:hmac]", i, who)
+		}
 	}
 }
