@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	callback "github.com/policyhooks/policyhooks/services/callback/app"
 	config "github.com/policyhooks/policyhooks/services/config/app"
@@ -21,6 +22,7 @@ import (
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
 	"github.com/policyhooks/policyhooks/shared/logging"
+	"github.com/policyhooks/policyhooks/shared/tracing"
 	"github.com/rs/zerolog"
 )
 
@@ -178,6 +180,10 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 	if err != nil {
 		return fail(err)
 	}
+	if cbCfg.Tracing, err = tracing.Setup(ctx, "callback", cbEnv); err != nil {
+		return fail(fmt.Errorf("callback service: %w", err))
+	}
+	s.wait = append(s.wait, func() error { tracing.ShutdownWithin(cbCfg.Tracing, 5*time.Second, cbLog); return nil })
 	cbSvc, err := callback.Start(ctx, cbCfg, cbLog)
 	if err != nil {
 		return fail(fmt.Errorf("callback service: %w", err))
@@ -195,6 +201,10 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 	if err != nil {
 		return fail(err)
 	}
+	if exCfg.Tracing, err = tracing.Setup(ctx, "executor", exEnv); err != nil {
+		return fail(fmt.Errorf("executor: %w", err))
+	}
+	s.wait = append(s.wait, func() error { tracing.ShutdownWithin(exCfg.Tracing, 5*time.Second, exLog); return nil })
 	exSvc, err := executor.Start(ctx, exCfg, exLog)
 	if err != nil {
 		return fail(fmt.Errorf("executor: %w", err))
