@@ -87,9 +87,14 @@ func TestCircuitBreaker(t *testing.T) {
 	if h.State != "open" || h.Failures != 3 {
 		t.Fatalf("config shows the breaker %+v, want open after 3 failures", h)
 	}
-	if status, b := f.call(http.MethodGet, f.stack.ExecutorURL+"/metrics", "", ""); status != 200 ||
-		!strings.Contains(string(b), "\nexecutor_connection_breakers_open 1\n") {
-		t.Fatalf("executor metrics (%d) do not show one open breaker", status)
+	status, metrics := f.call(http.MethodGet, f.stack.ExecutorURL+"/metrics", "", "")
+	for _, want := range []string{
+		"\nexecutor_connection_breakers_open 1\n",
+		"\nexecutor_connection_calls_total{connection=\"flaky_crm\",outcome=\"retry\"} 3\n",
+	} {
+		if status != 200 || !strings.Contains(string(metrics), want) {
+			t.Fatalf("executor metrics (%d) lack %q", status, strings.TrimSpace(want))
+		}
 	}
 	down.Store(false)
 
