@@ -9,11 +9,17 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 )
 
 // ReadStatusEvents reads every privacy.request.status.> message in the PRIVACY_REQUESTS stream,
-// grouped by request id, in stream order.
+// grouped by request id, in stream order; a read that meets a transient error (a cluster node
+// just restarted: "no responders") starts again (retryRead).
 func ReadStatusEvents(ctx context.Context, js jetstream.JetStream) (map[string][]StatusEvent, error) {
+	return retryRead(ctx, func() (map[string][]StatusEvent, error) { return readStatusEvents(ctx, js) })
+}
+
+func readStatusEvents(ctx context.Context, js jetstream.JetStream) (map[string][]StatusEvent, error) {
 	stream, err := js.Stream(ctx, event.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("status events: %w", err)
@@ -64,8 +70,12 @@ func ReadStatusEvents(ctx context.Context, js jetstream.JetStream) (map[string][
 
 // ReadStoredIdentities returns, by KV key (event.KVKey of a request id), how many entries
 // privacy_identities holds of each request: its identity and its derived identities (keys
-// <key>.patch.<name>).
+// <key>.patch.<name>); a transient error starts the read again (retryRead).
 func ReadStoredIdentities(ctx context.Context, js jetstream.JetStream) (map[string]int, error) {
+	return retryRead(ctx, func() (map[string]int, error) { return readStoredIdentities(ctx, js) })
+}
+
+func readStoredIdentities(ctx context.Context, js jetstream.JetStream) (map[string]int, error) {
 	kv, err := js.KeyValue(ctx, event.BucketIdentities)
 	if err != nil {
 		return nil, fmt.Errorf("stored identities: %w", err)
@@ -96,4 +106,23 @@ func BreakerEvents(ctx context.Context, js jetstream.JetStream) (opened, closed 
 		return 0, 0, fmt.Errorf("breaker events: %w", err)
 	}
 	return info.State.Subjects[event.SubjectConnectionUnhealthy], info.State.Subjects[event.SubjectConnectionHealthy], nil
+}
+
+// retryRead runs read until it succeeds, fails with an error that is not transient
+// (natsconn.Transient), or has failed five times; it waits a second between attempts. The
+// suite's evidence is read right after a cluster's nodes were killed and restarted: a fresh
+// consumer may land where no server answers for a moment, which says nothing of the requests.
+func retryRead[T any](ctx context.Context, read func() (T, error)) (T, error) {
+	var zero T
+	for attempt := 1; ; attempt++ {
+		v, err := read()
+		if err == nil || attempt == 5 || !natsconn.Transient(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return zero, err
+		case <-time.After(time.Second):
+		}
+	}
 }
