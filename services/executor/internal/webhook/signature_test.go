@@ -217,18 +217,7 @@ func TestSignature(t *testing.T) {
 // webhook-id. A key that cannot be used refuses the call for good without reaching the receiver or
 // echoing the key.
 func TestSendSignsAtEachAttempt(t *testing.T) {
-	var mu sync.Mutex
-	var got []http.Header
-	var bodies [][]byte
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b := new(bytes.Buffer)
-		_, _ = b.ReadFrom(r.Body)
-		mu.Lock()
-		got = append(got, r.Header.Clone())
-		bodies = append(bodies, b.Bytes())
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	srv, rec := newRecorder(t)
 	s := NewSender(Config{Timeout: 2 * time.Second, Policy: netguard.Policy{AllowHTTP: true, AllowPrivate: true}})
 	defer s.Close()
 	// The sender's clock also sets the calls' deadlines: the until is a little ahead of real time.
@@ -256,6 +245,7 @@ func TestSendSignsAtEachAttempt(t *testing.T) {
 		{"v1:hmac-cur", "v1a:ed-cur"},
 	}
 	keys := []testKey{hCur, hPrev, eCur, ePrev}
+	got, bodies := rec.calls()
 	if len(got) != 2 {
 		t.Fatalf("%d calls, want 2", len(got))
 	}
@@ -278,7 +268,7 @@ func TestSendSignsAtEachAttempt(t *testing.T) {
 	if !res.Forbidden || res.Err == nil || strings.Contains(res.Err.Error(), "S3CRET") || Classify(event.OneWay, res).Verdict != Refused {
 		t.Fatalf("bad signing key: %+v, want refused for good without the value", res)
 	}
-	if len(got) != 2 {
+	if got, _ := rec.calls(); len(got) != 2 {
 		t.Fatalf("the call with a bad signing key reached the receiver")
 	}
 }
@@ -287,18 +277,7 @@ func TestSendSignsAtEachAttempt(t *testing.T) {
 // and its signatures still verify (they cover the body, not the headers); a call made without one
 // (tracing off) carries none.
 func TestSendCarriesTraceContext(t *testing.T) {
-	var mu sync.Mutex
-	var got []http.Header
-	var bodies [][]byte
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b := new(bytes.Buffer)
-		_, _ = b.ReadFrom(r.Body)
-		mu.Lock()
-		got = append(got, r.Header.Clone())
-		bodies = append(bodies, b.Bytes())
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	srv, rec := newRecorder(t)
 	s := NewSender(Config{Timeout: 2 * time.Second, Policy: netguard.Policy{AllowHTTP: true, AllowPrivate: true}})
 	defer s.Close()
 	key := hmacKey("hmac", []byte("a-signing-key-of-the-test"))
@@ -318,6 +297,7 @@ func TestSendCarriesTraceContext(t *testing.T) {
 	if res := s.Send(context.Background(), call); res.Status != http.StatusOK {
 		t.Fatalf("untraced call: %+v", res)
 	}
+	got, bodies := rec.calls()
 	if len(got) != 2 {
 		t.Fatalf("%d calls, want 2", len(got))
 	}
@@ -333,4 +313,33 @@ func TestSendCarriesTraceContext(t *testing.T) {
 			t.Errorf("call %d: signatures verify with %v, want [v1:hmac]", i, who)
 		}
 	}
+}
+
+// recorder keeps the headers and body of every call its server received.
+type recorder struct {
+	mu      sync.Mutex
+	headers []http.Header
+	bodies  [][]byte
+}
+
+// newRecorder starts an HTTP server that answers 200 and records each call; it stops with the test.
+func newRecorder(t *testing.T) (*httptest.Server, *recorder) {
+	rec := &recorder{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := new(bytes.Buffer)
+		_, _ = b.ReadFrom(r.Body)
+		rec.mu.Lock()
+		rec.headers = append(rec.headers, r.Header.Clone())
+		rec.bodies = append(rec.bodies, b.Bytes())
+		rec.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	return srv, rec
+}
+
+// calls returns the headers and bodies recorded so far, in order.
+func (r *recorder) calls() ([]http.Header, [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]http.Header(nil), r.headers...), append([][]byte(nil), r.bodies...)
 }
