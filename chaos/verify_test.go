@@ -62,11 +62,11 @@ func goodEvidence() *Evidence {
 	}
 	e.Record.Webhooks = append(e.Record.Webhooks, preApproval...)
 	e.Events = []StatusEvent{
-		{Event: event.StatusChanged{ID: spec.ID, Seq: 1, Status: event.StatusPending}},
-		{Event: event.StatusChanged{ID: spec.ID, Seq: 2, Status: event.StatusAwaitingPreApproval}},
-		{Event: event.StatusChanged{ID: spec.ID, Seq: 3, Status: event.StatusAwaitingPreApproval, Action: event.ActionPreApprovalTriggered}},
-		{Event: event.StatusChanged{ID: spec.ID, Seq: 4, Status: event.StatusInProcessing, Action: event.ActionPreApprovalEligible}},
-		{Event: event.StatusChanged{ID: spec.ID, Seq: 5, Status: event.StatusComplete}},
+		{Event: event.StatusChanged{ID: spec.ID, TimelineEntry: event.TimelineEntry{Seq: 1, Status: event.StatusPending}}},
+		{Event: event.StatusChanged{ID: spec.ID, TimelineEntry: event.TimelineEntry{Seq: 2, Status: event.StatusAwaitingPreApproval}}},
+		{Event: event.StatusChanged{ID: spec.ID, TimelineEntry: event.TimelineEntry{Seq: 3, Status: event.StatusAwaitingPreApproval, Action: event.ActionPreApprovalTriggered}}},
+		{Event: event.StatusChanged{ID: spec.ID, TimelineEntry: event.TimelineEntry{Seq: 4, Status: event.StatusInProcessing, Action: event.ActionPreApprovalEligible}}},
+		{Event: event.StatusChanged{ID: spec.ID, TimelineEntry: event.TimelineEntry{Seq: 5, Status: event.StatusComplete}}},
 	}
 	return e
 }

@@ -235,18 +235,8 @@ type Review struct {
 // a request's first event. Seq numbers a request's events from 1; id and seq identify an event
 // (its Nats-Msg-Id is status:<id>:<seq>), so consumers de-duplicate on them.
 type StatusChanged struct {
-	ID         string    `json:"id"`
-	Seq        int       `json:"seq"`
-	Status     Status    `json:"status"`
-	Previous   *Status   `json:"previous"`
-	At         time.Time `json:"at"`
-	Step       Step      `json:"step"`
-	WebhookKey string    `json:"webhook_key,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	// Action names an audit event of fides's (AuditLogAction) carried by this status event:
-	// pre_approval_webhook_triggered (every pre-approval webhook was called; the status is
-	// unchanged), pre_approval_eligible, pre_approval_not_eligible, approved or denied.
-	Action string `json:"action,omitempty"`
+	ID string `json:"id"`
+	TimelineEntry
 }
 
 // Audit actions (StatusChanged.Action).

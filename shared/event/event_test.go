@@ -99,7 +99,7 @@ func TestExecutionID(t *testing.T) {
 }
 
 func TestFirstStatusEventHasNullPrevious(t *testing.T) {
-	b, _ := json.Marshal(StatusChanged{ID: "pri_1", Seq: 1, Status: StatusPending})
+	b, _ := json.Marshal(StatusChanged{ID: "pri_1", TimelineEntry: TimelineEntry{Seq: 1, Status: StatusPending}})
 	if !strings.Contains(string(b), `"previous":null`) || !strings.Contains(string(b), `"seq":1`) {
 		t.Errorf("first status event %s, want previous null and seq 1 (D19)", b)
 	}
@@ -113,5 +113,23 @@ func TestWebhookID(t *testing.T) {
 	// The derivation is part of the contract receivers de-duplicate on: it must not change.
 	if want := "msg_"; a[:4] != want || len(a) != 36 {
 		t.Errorf("WebhookID = %q, want msg_ and 32 hex digits", a)
+	}
+}
+
+// TestTimelineKeepsFirstAndLatest: past MaxTimeline events, the timeline keeps the first and the
+// latest MaxTimeline-1.
+func TestTimelineKeepsFirstAndLatest(t *testing.T) {
+	var r Request
+	for seq := 1; seq <= MaxTimeline+30; seq++ {
+		r.AddToTimeline(TimelineEntry{Seq: seq, Status: StatusError, WebhookKey: "w", Error: "e", Action: "a"})
+	}
+	if len(r.Timeline) != MaxTimeline {
+		t.Fatalf("%d entries, want %d", len(r.Timeline), MaxTimeline)
+	}
+	if r.Timeline[0].Seq != 1 || r.Timeline[1].Seq != 32 || r.Timeline[MaxTimeline-1].Seq != MaxTimeline+30 {
+		t.Fatalf("seqs %d, %d … %d; want 1, 32 … %d", r.Timeline[0].Seq, r.Timeline[1].Seq, r.Timeline[MaxTimeline-1].Seq, MaxTimeline+30)
+	}
+	if e := r.Timeline[5]; e.Status != StatusError || e.WebhookKey != "w" || e.Error != "e" || e.Action != "a" {
+		t.Fatalf("entry %+v does not carry the event's fields", e)
 	}
 }

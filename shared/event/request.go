@@ -26,6 +26,10 @@ const (
 	StatusDenied Status = "denied"
 )
 
+// Statuses are every status a request can have, in the order of its lifecycle.
+var Statuses = []Status{StatusPending, StatusAwaitingPreApproval, StatusPreApprovalNotEligible,
+	StatusInProcessing, StatusPaused, StatusComplete, StatusDenied, StatusError}
+
 // Step of a privacy request.
 type Step string
 
@@ -142,12 +146,43 @@ type Request struct {
 
 	Error    *RequestError   `json:"error"`
 	Webhooks []WebhookRecord `json:"webhooks"`
+	// Timeline is the request's status events in order (at most MaxTimeline: the first and the
+	// latest), written with each change; records written before it existed have none.
+	Timeline []TimelineEntry `json:"timeline,omitempty"`
 
 	// Trace is the W3C traceparent of the span that took the request's submission (tracing on;
 	// empty otherwise): the parent of the spans of its later runs that no traced message leads to
 	// (a resume, a retry, an executed without trace context), so that a request is one trace. No
 	// decision reads it, and a version that does not know it ignores it, so it needs no format.
 	Trace string `json:"trace,omitempty"`
+}
+
+// MaxTimeline bounds Request.Timeline: a request that goes round error and retry keeps its first
+// event and its latest MaxTimeline-1.
+const MaxTimeline = 100
+
+// TimelineEntry is one status event of a request without the request's id: an entry of its
+// record's Timeline, and the body of StatusChanged.
+type TimelineEntry struct {
+	Seq        int       `json:"seq"`
+	Status     Status    `json:"status"`
+	Previous   *Status   `json:"previous"`
+	At         time.Time `json:"at"`
+	Step       Step      `json:"step"`
+	WebhookKey string    `json:"webhook_key,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	// Action names an audit event of fides's (AuditLogAction) carried by this status event:
+	// pre_approval_webhook_triggered (every pre-approval webhook was called; the status is
+	// unchanged), pre_approval_eligible, pre_approval_not_eligible, approved or denied.
+	Action string `json:"action,omitempty"`
+}
+
+// AddToTimeline appends e to the timeline, keeping it within MaxTimeline entries.
+func (r *Request) AddToTimeline(e TimelineEntry) {
+	r.Timeline = append(r.Timeline, e)
+	if n := len(r.Timeline); n > MaxTimeline {
+		r.Timeline = append(r.Timeline[:1], r.Timeline[n-MaxTimeline+1:]...)
+	}
 }
 
 // Errored is the entry of a request in error in errored_requests: what a scoped retry filters on

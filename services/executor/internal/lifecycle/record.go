@@ -160,10 +160,10 @@ func (r *Record) emit(s event.Status, now time.Time, webhookKey, message, action
 	r.Status = s
 	r.UpdatedAt = now
 	r.EventSeq++
-	r.Outbox = append(r.Outbox, Pending{Seq: r.EventSeq, Event: event.StatusChanged{
-		ID: r.ID, Seq: r.EventSeq, Status: s, Previous: prev, At: now, Step: r.Step,
-		WebhookKey: webhookKey, Error: event.Reason(message), Action: action,
-	}})
+	e := event.TimelineEntry{Seq: r.EventSeq, Status: s, Previous: prev, At: now, Step: r.Step,
+		WebhookKey: webhookKey, Error: event.Reason(message), Action: action}
+	r.Outbox = append(r.Outbox, Pending{Seq: r.EventSeq, Event: event.StatusChanged{ID: r.ID, TimelineEntry: e}})
+	r.AddToTimeline(e)
 }
 
 // hooks returns the webhooks of the current step, the offset of their records in Webhooks and

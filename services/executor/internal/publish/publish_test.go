@@ -44,8 +44,7 @@ func TestStatus(t *testing.T) {
 	var ops []string
 	p := New(n.JS, 0, func(op string) { ops = append(ops, op) })
 	prev := event.StatusInProcessing
-	ev := event.StatusChanged{ID: "urn:req.1", Seq: 3, Status: event.StatusComplete, Previous: &prev,
-		At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Step: event.StepPostWebhooks}
+	ev := event.StatusChanged{ID: "urn:req.1", TimelineEntry: event.TimelineEntry{Seq: 3, Status: event.StatusComplete, Previous: &prev, At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Step: event.StepPostWebhooks}}
 
 	for i, want := range []bool{false, true} {
 		a, err := p.Status(context.Background(), ev)
@@ -92,7 +91,7 @@ func TestSync(t *testing.T) {
 		Identity: event.Identity{Email: &email}}
 	exec2 := exec
 	exec2.ExecutionID = event.ExecutionID("pri_1", 2)
-	invalid := event.StatusChanged{ID: "pri_2", Status: event.StatusError, At: at, Error: "bad"}
+	invalid := event.StatusChanged{ID: "pri_2", TimelineEntry: event.TimelineEntry{Status: event.StatusError, At: at, Error: "bad"}}
 	rejected := event.Rejected{Reason: "not JSON", Payload: "{", At: at}
 
 	for _, tc := range []struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -612,6 +613,15 @@ func (w *world) check() string {
 	}
 	if complete != 1 {
 		return fmt.Sprintf("%d complete events, want 1", complete)
+	}
+	// The record's timeline is the status events published, in order, each as it was published.
+	if len(rec.Timeline) != len(w.events) {
+		return fmt.Sprintf("the record's timeline has %d entries, %d status events were published", len(rec.Timeline), len(w.events))
+	}
+	for i, ev := range w.events {
+		if !reflect.DeepEqual(rec.Timeline[i], ev.TimelineEntry) {
+			return fmt.Sprintf("timeline entry %d is %+v, the event published %+v", i, rec.Timeline[i], ev.TimelineEntry)
+		}
 	}
 	// Without crashes nothing waits for a claim or an ack wait to run out: the request completes
 	// within what the receivers, the data layer and the stalls of the schedule took, plus a second.

@@ -324,8 +324,8 @@ func (r *Runner) invalid(ctx context.Context, by origin, id, reason string, data
 		return err
 	}
 	sum := sha256.Sum256(data)
-	ev := event.StatusChanged{ID: id, Status: event.StatusError, At: r.now(), Step: event.StepPreWebhooks,
-		Error: event.Reason(reason)}
+	ev := event.StatusChanged{ID: id, TimelineEntry: event.TimelineEntry{Status: event.StatusError, At: r.now(),
+		Step: event.StepPreWebhooks, Error: event.Reason(reason)}}
 	return r.d.Publisher.Invalid(ctx, ev, "invalid:"+id+":"+hex.EncodeToString(sum[:8]))
 }
 
