@@ -254,12 +254,17 @@ type Executor struct {
 // BuildExecutor compiles the executor (in ../services/executor, relative to the bench directory)
 // into dir.
 func BuildExecutor(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "executor")
+	return buildService(ctx, dir, "executor")
+}
+
+// buildService compiles the service ../services/<name> into dir.
+func buildService(ctx context.Context, dir, name string) (string, error) {
+	bin := filepath.Join(dir, name)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join("..", "services", "executor")
+	cmd.Dir = filepath.Join("..", "services", name)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build executor: %w", err)
+		return "", fmt.Errorf("build %s: %w", name, err)
 	}
 	return bin, nil
 }

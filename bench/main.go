@@ -44,6 +44,9 @@ func main() {
 	flag.StringVar(&o.Replicas, "replicas", "", "replica counts to measure, comma-separated: 1 runs every scenario on one NATS server,\n"+
 		"3 (or 5) the skip and await scenarios at the middle concurrency on a cluster of that many nodes\n"+
 		"with that many replicas (skip_r3, await_r3); default 1,3, or 1 with -quick")
+	flag.IntVar(&o.List, "list", 1000000, "records of the request list scenario: the callback's index of that many records, filtered\n"+
+		"pages asked while records change (0 skips it; -quick skips it unless -list-only)")
+	flag.BoolVar(&o.ListOnly, "list-only", false, "measure only the request list scenario")
 	flag.StringVar(&o.ExecutorBin, "executor-bin", "", "measure this executor binary instead of building ../services/executor")
 	natsDir := flag.String(natsServerFlag, "", "internal: with `DIR` and then PORT, run as the benchmark's NATS server (store in DIR) on\n"+
 		"127.0.0.1:PORT until SIGTERM; the harness starts itself so to measure the server's CPU on its own")

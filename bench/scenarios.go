@@ -36,6 +36,11 @@ type Options struct {
 	// PausedSettle is how long the paused-requests scenario waits after the last pause before it
 	// measures what the server holds (0: at once, the duplicate window's message ids included).
 	PausedSettle time.Duration
+	// List is the number of records of the request list scenario (0 skips it; Quick skips it
+	// unless ListOnly).
+	List int
+	// ListOnly measures only the request list scenario.
+	ListOnly bool
 	// ExecutorBin is an executor binary to measure instead of building ../services/executor.
 	ExecutorBin string
 	// Replicas lists the replica counts to measure, comma-separated (see replicaCounts): 1 is
@@ -153,8 +158,17 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.ListOnly {
+		r, err := measureList(ctx, o.List, w)
+		if err != nil {
+			return err
+		}
+		reportList(w, r)
+		return nil
+	}
 	n := o.Requests
 	if o.Quick {
+		o.List = 0
 		n, concs, o.InFlight = 300, []int{32}, 0
 		if !o.PausedOnly {
 			o.Paused = 0
@@ -184,6 +198,13 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 		return err
 	}
 	report(w, results)
+	if o.List > 0 && !o.InFlightOnly && !o.PausedOnly {
+		r, err := measureList(ctx, o.List, w)
+		if err != nil {
+			return err
+		}
+		reportList(w, r)
+	}
 	return nil
 }
 

@@ -26,6 +26,8 @@ const (
 	RetryMatching = "/api/v1/privacy-request/retry"
 	// Request reads a request's state and webhook history.
 	Request = "/api/v1/privacy-request/{id}"
+	// Requests lists the requests, filtered, sorted and paged.
+	Requests = "/api/v1/privacy-request"
 	// OpenAPI is the service's OpenAPI document.
 	OpenAPI = "/api/v1/openapi.json"
 )

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/callback/internal/httpapi"
 	"github.com/policyhooks/policyhooks/services/callback/internal/oauthclients"
+	"github.com/policyhooks/policyhooks/services/callback/internal/requestlist"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/envconfig"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
@@ -157,6 +158,18 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	list := requestlist.New()
+	go requestlist.Follow(ctx, requests, nc, list, log)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "callback_request_list_rows", Help: "Requests in this replica's request list index.",
+	}, func() float64 { return float64(list.Len()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "callback_request_list_loaded", Help: "1 once this replica's request list index has read privacy_requests whole, else 0.",
+	}, func() float64 {
+		if list.Ready() {
+			return 1
+		}
+		return 0
+	}))
 	router := httpapi.NewRouter(httpapi.Deps{
 		Log:      log,
 		Registry: reg,
@@ -164,6 +177,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			Requests: requests, Snapshots: plansnapshots.New(snapshots), Claims: claims, Errored: errored, Publisher: js, Tokens: sealers,
 			Tracing: cfg.Tracing,
 		}),
+		List:    list,
 		Auth:    api.NewAuthorizer(accessSealer, oauthclients.New(clients, cfg.RootClientID)),
 		Ready:   readyChecks(nc, js, stream, requests, snapshots, claims, errored, clients),
 		OpenAPI: OpenAPI,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/policyhooks/policyhooks/services/callback/internal/requestlist"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/rs/zerolog"
@@ -16,6 +17,9 @@ const detailExpired = "Webhook token expired"
 // toHTTP maps a domain error to the *api.Error answered for it; errors it does not know (and
 // *api.Error values, which are answers already) are returned unchanged.
 func toHTTP(err error) error {
+	if errors.Is(err, requestlist.ErrLoading) {
+		return api.Errorf(http.StatusServiceUnavailable, "The request list is loading (this replica started a moment ago); try again shortly.")
+	}
 	var re *resume.Error
 	if !errors.As(err, &re) {
 		return err
@@ -62,7 +66,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) int {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", "Bearer")
 	case http.StatusServiceUnavailable:
-		zerolog.Ctx(r.Context()).Error().Err(err).Msg("NATS did not answer")
+		if !errors.Is(err, requestlist.ErrLoading) {
+			zerolog.Ctx(r.Context()).Error().Err(err).Msg("NATS did not answer")
+		}
 		w.Header().Set("Retry-After", "1")
 	}
 	api.WriteError(w, r, he)

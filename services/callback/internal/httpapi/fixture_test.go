@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/services/callback/internal/oauthclients"
+	"github.com/policyhooks/policyhooks/services/callback/internal/requestlist"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/event"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
@@ -45,6 +46,8 @@ type fixture struct {
 	access    *token.Sealer // the config service's access-token sealer
 	router    *mux.Router
 	registry  *prometheus.Registry
+	// list is the request list's index, following requests.
+	list *requestlist.Index
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -76,10 +79,15 @@ func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Pub
 	f.snapshots = plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots))
 	svc := resume.New(resume.Config{Requests: f.requests, Snapshots: f.snapshots, Claims: f.claims, Errored: f.errored, Publisher: pub,
 		Tokens: []*token.Sealer{f.resume}})
+	f.list = requestlist.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go requestlist.Follow(ctx, f.requests, f.nats.NC, f.list, zerolog.Nop())
 	f.router = NewRouter(Deps{
 		Log:      zerolog.Nop(),
 		Registry: f.registry,
 		Resume:   svc,
+		List:     f.list,
 		Auth:     api.NewAuthorizer(f.access, oauthclients.New(f.clients, rootClientID)),
 		Ready:    map[string]api.Check{},
 		OpenAPI:  []byte(`{}`),
@@ -116,6 +124,11 @@ func pausedRequest(id string, pause int) event.Request {
 		}},
 		Next: 2, Pause: pause, PausedWebhookID: "wh-verify", PauseExpiresAt: &expires,
 		CreatedAt: t0, UpdatedAt: paused, StartedProcessingAt: &started, PausedAt: &paused,
+		Timeline: []event.TimelineEntry{
+			{Seq: 1, Status: event.StatusPending, At: t0, Step: event.StepPreWebhooks},
+			{Seq: 2, Status: event.StatusInProcessing, Previous: ptr(event.StatusPending), At: started, Step: event.StepPreWebhooks},
+			{Seq: 3, Status: event.StatusPaused, Previous: ptr(event.StatusInProcessing), At: paused, Step: event.StepPreWebhooks, WebhookKey: "verify"},
+		},
 		Webhooks: []event.WebhookRecord{
 			{ID: "wh-wake", Key: "wake_up", CallbackType: event.Pre, Direction: event.OneWay, Order: 0, Outcome: event.OutcomeSucceeded,
 				Attempts: []event.Attempt{{At: t0.Add(2 * time.Second), WebhookID: "msg_1", Status: 200, LatencyMS: 12.5}}},
@@ -127,6 +140,8 @@ func pausedRequest(id string, pause int) event.Request {
 		},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // awaitingRequest is the request of pausedRequest one moment earlier: in processing, its call of
 // "wh-verify" in flight and not answered yet. pause is the number of the last pause, so the call's

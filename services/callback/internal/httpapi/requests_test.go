@@ -168,7 +168,7 @@ func TestGetView(t *testing.T) {
 	}
 
 	wantKeys := []string{"created_at", "deny_reason", "error", "external_id", "finished_processing_at", "id", "paused_at", "policy_key",
-		"resume_endpoint", "started_processing_at", "status", "step", "waiting_for", "webhooks"}
+		"resume_endpoint", "started_processing_at", "status", "step", "timeline", "waiting_for", "webhooks"}
 	get := func(id string) (map[string]any, string) {
 		t.Helper()
 		w := f.do(http.MethodGet, "/api/v1/privacy-request/"+id, auth, "")
@@ -211,6 +211,13 @@ func TestGetView(t *testing.T) {
 	if string(webhooks) != wantWebhooks {
 		t.Errorf("webhooks =\n%s\nwant\n%s", webhooks, wantWebhooks)
 	}
+	timeline, _ := json.Marshal(v["timeline"])
+	wantTimeline := `[{"at":"2025-03-01T12:00:00Z","previous":null,"seq":1,"status":"pending","step":"pre_webhooks"},` +
+		`{"at":"2025-03-01T12:00:01Z","previous":"pending","seq":2,"status":"in_processing","step":"pre_webhooks"},` +
+		`{"at":"2025-03-01T12:00:03Z","previous":"in_processing","seq":3,"status":"paused","step":"pre_webhooks","webhook_key":"verify"}]`
+	if string(timeline) != wantTimeline {
+		t.Errorf("timeline =\n%s\nwant\n%s", timeline, wantTimeline)
+	}
 
 	if v, _ = get("pri:ext.7"); v["id"] != "pri:ext.7" || v["resume_endpoint"] != "/api/v1/privacy-request/pri:ext.7/resume" {
 		t.Errorf("escaped id: id=%v resume_endpoint=%v", v["id"], v["resume_endpoint"])
@@ -226,6 +233,9 @@ func TestGetView(t *testing.T) {
 	v, _ = get("pri_new")
 	if w, _ := json.Marshal(v["webhooks"]); string(w) != "[]" || v["external_id"] != nil || v["started_processing_at"] != nil {
 		t.Errorf("pending: webhooks=%s external_id=%v started=%v, want [] null null", w, v["external_id"], v["started_processing_at"])
+	}
+	if tl, _ := json.Marshal(v["timeline"]); string(tl) != "[]" {
+		t.Errorf("a record without a timeline: timeline=%s, want []", tl)
 	}
 }
 

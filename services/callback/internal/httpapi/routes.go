@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/gorilla/mux"
+	"github.com/policyhooks/policyhooks/services/callback/internal/requestlist"
 	"github.com/policyhooks/policyhooks/services/callback/internal/resume"
 	"github.com/policyhooks/policyhooks/shared/callbackapi"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
@@ -20,6 +21,8 @@ type Deps struct {
 	Log      zerolog.Logger
 	Registry *prometheus.Registry
 	Resume   *resume.Service
+	// List is the request list's index.
+	List *requestlist.Index
 	// Auth checks OAuth access tokens for approve, deny, retry and GET.
 	Auth    *api.Authorizer
 	Ready   map[string]api.Check
@@ -53,5 +56,6 @@ func NewRouter(d Deps) *mux.Router {
 	r.HandleFunc(callbackapi.Retry, d.Auth.Require(scope.PrivacyRequestResume, handleRetry(d.Resume, m))).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.RetryMatching, d.Auth.Require(scope.PrivacyRequestResume, handleRetryMatching(d.Resume, m))).Methods(http.MethodPost)
 	r.HandleFunc(callbackapi.Request, d.Auth.Require(scope.PrivacyRequestRead, handleGet(d.Resume))).Methods(http.MethodGet)
+	r.HandleFunc(callbackapi.Requests, d.Auth.Require(scope.PrivacyRequestRead, handleList(d.List))).Methods(http.MethodGet)
 	return r
 }

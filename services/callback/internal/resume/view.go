@@ -28,6 +28,9 @@ type View struct {
 	// is complete or in error.
 	WaitingFor *WaitingView  `json:"waiting_for"`
 	Webhooks   []WebhookView `json:"webhooks"`
+	// Timeline is the request's status events in order, as its record keeps them (the first and
+	// the latest, at most event.MaxTimeline); empty for a record written before timelines existed.
+	Timeline []event.TimelineEntry `json:"timeline"`
 }
 
 // Reasons a request waits (WaitingView.Reason).
@@ -107,6 +110,10 @@ func NewView(req event.Request) View {
 		FinishedProcessingAt: req.FinishedProcessingAt,
 		DenyReason:           optional(req.DenyReason),
 		Webhooks:             make([]WebhookView, 0, len(req.Webhooks)),
+		Timeline:             req.Timeline,
+	}
+	if v.Timeline == nil {
+		v.Timeline = []event.TimelineEntry{}
 	}
 	if req.Error != nil {
 		v.Error = &ErrorView{Step: req.Error.Step, WebhookKey: optional(req.Error.WebhookKey), Message: req.Error.Message}
