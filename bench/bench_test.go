@@ -55,6 +55,26 @@ func TestSmokeR3(t *testing.T) {
 	checkSmoke(t, out, []string{"skip_r3", "await_r3"}, 3)
 }
 
+// TestSmokeList runs the request list scenario on 3,000 records for 2 s a phase: the callback's
+// index must hold them all, every query must answer, and the totals must be the records' spread.
+func TestSmokeList(t *testing.T) {
+	out := smokeRun(t, Options{ListOnly: true, List: 3000, ListFor: 2 * time.Second})
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var r ListResult
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		t.Fatalf("last line is not a JSON result: %v\n%s", err, out)
+	}
+	if r.Scenario != "list" || r.Records != 3000 || r.Queries < 50 || r.SaturatedQPS <= 0 || r.P99MS <= 0 || r.Writes == 0 {
+		t.Fatalf("result %+v: want 3000 records, queries at 50 a second for 2 s, writes meanwhile", r)
+	}
+	want := map[string]int{"failed": 90, "attention": 180, "policy_page_20": 120, "by_updated_all": 3000, "external_id": 1, "id": 1}
+	for _, q := range r.PerQuery {
+		if n, ok := want[q.Name]; ok && q.Total != n {
+			t.Errorf("%s: total %d, want %d", q.Name, q.Total, n)
+		}
+	}
+}
+
 // TestSmokePaused runs the paused-requests scenario on 200 requests: every request must pause, and
 // what is held per paused request must be there and plausible. Sizes are asserted loosely, as at
 // this size fixed costs (the buffers of new blocks) weigh on the figures.

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/policyhooks/policyhooks/shared/devstack"
 )
@@ -47,6 +48,7 @@ func main() {
 	flag.IntVar(&o.List, "list", 1000000, "records of the request list scenario: the callback's index of that many records, filtered\n"+
 		"pages asked while records change (0 skips it; -quick skips it unless -list-only)")
 	flag.BoolVar(&o.ListOnly, "list-only", false, "measure only the request list scenario")
+	flag.DurationVar(&o.ListFor, "list-for", 20*time.Second, "how long each phase of the request list scenario asks")
 	flag.StringVar(&o.ExecutorBin, "executor-bin", "", "measure this executor binary instead of building ../services/executor")
 	natsDir := flag.String(natsServerFlag, "", "internal: with `DIR` and then PORT, run as the benchmark's NATS server (store in DIR) on\n"+
 		"127.0.0.1:PORT until SIGTERM; the harness starts itself so to measure the server's CPU on its own")

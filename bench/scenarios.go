@@ -41,6 +41,8 @@ type Options struct {
 	List int
 	// ListOnly measures only the request list scenario.
 	ListOnly bool
+	// ListFor is how long each phase of the request list scenario asks (0: 20 s).
+	ListFor time.Duration
 	// ExecutorBin is an executor binary to measure instead of building ../services/executor.
 	ExecutorBin string
 	// Replicas lists the replica counts to measure, comma-separated (see replicaCounts): 1 is
@@ -150,6 +152,17 @@ func replicaCounts(s string, quick bool) ([]int, error) {
 }
 
 func run(ctx context.Context, o Options, w io.Writer) error {
+	if o.ListFor == 0 {
+		o.ListFor = 20 * time.Second
+	}
+	if o.ListOnly {
+		r, err := measureList(ctx, o.List, o.ListFor, w)
+		if err != nil {
+			return err
+		}
+		reportList(w, r)
+		return nil
+	}
 	concs, err := parseConcurrency(o.Concurrency)
 	if err != nil {
 		return err
@@ -157,14 +170,6 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	replicas, err := replicaCounts(o.Replicas, o.Quick)
 	if err != nil {
 		return err
-	}
-	if o.ListOnly {
-		r, err := measureList(ctx, o.List, w)
-		if err != nil {
-			return err
-		}
-		reportList(w, r)
-		return nil
 	}
 	n := o.Requests
 	if o.Quick {
@@ -199,7 +204,7 @@ func run(ctx context.Context, o Options, w io.Writer) error {
 	}
 	report(w, results)
 	if o.List > 0 && !o.InFlightOnly && !o.PausedOnly {
-		r, err := measureList(ctx, o.List, w)
+		r, err := measureList(ctx, o.List, o.ListFor, w)
 		if err != nil {
 			return err
 		}
