@@ -200,8 +200,9 @@ type Record struct {
 		WebhookKey *string `json:"webhook_key"`
 		Message    string  `json:"message"`
 	} `json:"error"`
-	Webhooks []RecordWebhook `json:"webhooks"`
-	Raw      string          `json:"-"`
+	Webhooks []RecordWebhook       `json:"webhooks"`
+	Timeline []event.TimelineEntry `json:"timeline"`
+	Raw      string                `json:"-"`
 }
 
 // RecordWebhook is the history of one webhook in a Record; Reply is a pre-approval webhook's
@@ -225,6 +226,48 @@ type RecordAttempt struct {
 
 // Terminal reports whether the request will not change any more without an operator.
 func (r *Record) Terminal() bool { return r.Status == "complete" || r.Status == "error" }
+
+// List reads the whole request list from callback (GET /api/v1/privacy-request), a page of 100
+// after another, and returns each listed request's status by id. It gets a new token once on 401
+// or 403.
+func (a *API) List(ctx context.Context) (map[string]string, error) {
+	listed := map[string]string{}
+	renewed := false
+	for page := 1; ; page++ {
+		var out struct {
+			Items []struct {
+				ID     string `json:"id"`
+				Status string `json:"status"`
+			} `json:"items"`
+			Pages int `json:"pages"`
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+			fmt.Sprintf("%s/api/v1/privacy-request?size=100&sort_direction=asc&page=%d", a.CallbackURL, page), nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		err = a.do(req, http.StatusOK, &out)
+		var se *StatusError
+		if errors.As(err, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) && !renewed {
+			if err := a.Token(ctx); err != nil {
+				return nil, err
+			}
+			renewed = true
+			page--
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list page %d: %w", page, err)
+		}
+		for _, it := range out.Items {
+			listed[it.ID] = it.Status
+		}
+		if page >= out.Pages {
+			return listed, nil
+		}
+	}
+}
 
 // ErrNoRecord is a 404 from GET: callback does not know the request.
 var ErrNoRecord = errors.New("no record")

@@ -221,7 +221,7 @@ func TestChaos(t *testing.T) {
 	}
 	records, recordErrs := settle(ctx, t, api, specs, o.settleTimeout)
 	mark("settle")
-	all, report := gatherEvidence(ctx, t, js, specs, records, recordErrs, rcv, dl, &sub)
+	all, report := gatherEvidence(ctx, t, js, api, specs, records, recordErrs, rcv, dl, &sub)
 	mark("check")
 
 	stats := statistics(all, faults, c, rcv, dl, phases, start) + breakerStats(ctx, js)

@@ -181,7 +181,7 @@ func TestClusterFailover(t *testing.T) {
 
 	records, recordErrs := settle(ctx, t, api, specs, o.settleTimeout)
 	mark("settle")
-	all, report := gatherEvidence(ctx, t, js, specs, records, recordErrs, rcv, dl, &sub)
+	all, report := gatherEvidence(ctx, t, js, api, specs, records, recordErrs, rcv, dl, &sub)
 	mark("check")
 
 	// How long progress stalled around each failover: the longest gap between two moves of any

@@ -76,11 +76,35 @@ func startStack(t *testing.T, ctx context.Context, label string, seed uint64, cf
 	return stack{c: c, js: js, api: api, dl: dl}
 }
 
+// readList reads callback's request list until it shows every request in its record's status,
+// for at most 15 seconds (the index follows the records within milliseconds, and a callback just
+// restarted reads the bucket first), and returns the last read.
+func readList(ctx context.Context, t *testing.T, api *chaos.API, specs []chaos.Spec, records map[string]*chaos.Record) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		listed, err := api.List(ctx)
+		agree := err == nil
+		for _, s := range specs {
+			if r := records[s.ID]; agree && r != nil && listed[s.ID] != r.Status {
+				agree = false
+			}
+		}
+		if agree || time.Now().After(deadline) {
+			if err != nil {
+				t.Errorf("reading the request list: %v", err)
+			}
+			return listed
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // gatherEvidence collects, once the requests settled, everything known about each one (its record,
 // the receivers' calls, resume posts and eligible replies, the data layer's deliveries, its status events, its
-// submission) and evaluates the assertions on it. It waits 2 s first, for the last status events
+// submission, its row in the request list) and evaluates the assertions on it. It waits 2 s first, for the last status events
 // to reach the stream.
-func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, specs []chaos.Spec,
+func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, api *chaos.API, specs []chaos.Spec,
 	records map[string]*chaos.Record, recordErrs map[string]string, rcv *chaos.Receivers, dl *chaos.DataLayer,
 	sub *chaos.Submitter) ([]*chaos.Evidence, chaos.Report) {
 	t.Helper()
@@ -95,6 +119,7 @@ func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, s
 	if err != nil {
 		t.Errorf("reading stored identities: %v", err)
 	}
+	listed := readList(evCtx, t, api, specs, records)
 	all := make([]*chaos.Evidence, 0, len(specs))
 	for _, s := range specs {
 		e := &chaos.Evidence{
@@ -103,6 +128,7 @@ func gatherEvidence(ctx context.Context, t *testing.T, js jetstream.JetStream, s
 		}
 		e.Submission, e.Submitted = sub.Get(s.ID)
 		e.StoredIdentities = stored[event.KVKey(s.ID)]
+		e.Listed = listed[s.ID]
 		all = append(all, e)
 	}
 	return all, chaos.Evaluate(all)

@@ -12,15 +12,16 @@ import (
 
 // Assertions of the suite, by number (issue 9).
 var Assertions = map[int]string{
-	1: "every request ends complete",
-	2: "webhooks are called in plan order with their list's callback_type, each only after the previous one answered successfully (the pre-approval webhook first, the data layer in between)",
-	3: "the submitted identity reaches every call and the data layer, each derived identity the later ones",
-	4: "every call carries a valid Standard Webhooks signature, and repeats of a call the same webhook-id",
-	5: "no attempt is recorded for a call the receiver never saw",
-	6: "exactly one complete status event per request",
-	7: "the data layer runs each request once per execution run, and repeats carry the same execution id",
-	8: "exactly one in_processing status event with action pre_approval_eligible per request",
-	9: "a complete request's identity and derived identities are gone from privacy_identities",
+	1:  "every request ends complete",
+	2:  "webhooks are called in plan order with their list's callback_type, each only after the previous one answered successfully (the pre-approval webhook first, the data layer in between)",
+	3:  "the submitted identity reaches every call and the data layer, each derived identity the later ones",
+	4:  "every call carries a valid Standard Webhooks signature, and repeats of a call the same webhook-id",
+	5:  "no attempt is recorded for a call the receiver never saw",
+	6:  "exactly one complete status event per request",
+	7:  "the data layer runs each request once per execution run, and repeats carry the same execution id",
+	8:  "exactly one in_processing status event with action pre_approval_eligible per request",
+	9:  "a complete request's identity and derived identities are gone from privacy_identities",
+	10: "the request list shows the request in its record's status, and the record's timeline is its status events",
 }
 
 // StatusEvent is one privacy.request.status.<status> message of the stream.
@@ -44,6 +45,8 @@ type Evidence struct {
 	Submitted  bool
 	// StoredIdentities is how many entries privacy_identities holds of the request at the end.
 	StoredIdentities int
+	// Listed is the request's status in callback's request list at the end ("" when not listed).
+	Listed string
 }
 
 // Failure is one request breaking one assertion.
@@ -55,7 +58,7 @@ type Failure struct {
 // Check runs every assertion on one request.
 func Check(e *Evidence) []Failure {
 	var out []Failure
-	for n, check := range []func(*Evidence) []string{nil, checkComplete, checkOrder, checkIdentity, checkWebhookIDs, checkAttempts, checkCompleteEvents, checkExecutions, checkEligibleEvents, checkIdentityGone} {
+	for n, check := range []func(*Evidence) []string{nil, checkComplete, checkOrder, checkIdentity, checkWebhookIDs, checkAttempts, checkCompleteEvents, checkExecutions, checkEligibleEvents, checkIdentityGone, checkListed} {
 		if check == nil {
 			continue
 		}
@@ -389,6 +392,39 @@ func checkIdentityGone(e *Evidence) []string {
 
 // Describe tells what one request saw: its record, its calls, token posts, executes and status
 // events, with times from its submission.
+// 10. The request list (callback's index of the records, rebuilt by every callback that was
+// killed) agrees with the record, and the record's timeline holds every status event of the
+// stream (each once, however often it was published) in order.
+func checkListed(e *Evidence) []string {
+	if e.Record == nil {
+		return nil
+	}
+	var p []string
+	if e.Listed != e.Record.Status {
+		p = append(p, fmt.Sprintf("listed as %q, the record is %s", e.Listed, e.Record.Status))
+	}
+	var events []event.TimelineEntry
+	seen := map[int]bool{}
+	for _, ev := range e.Events {
+		if !seen[ev.Event.Seq] {
+			seen[ev.Event.Seq] = true
+			events = append(events, ev.Event.TimelineEntry)
+		}
+	}
+	slices.SortFunc(events, func(a, b event.TimelineEntry) int { return a.Seq - b.Seq })
+	if len(e.Record.Timeline) != len(events) {
+		return append(p, fmt.Sprintf("the timeline has %d entries, the stream %d status events", len(e.Record.Timeline), len(events)))
+	}
+	for i, got := range e.Record.Timeline {
+		want := events[i]
+		if got.Seq != want.Seq || got.Status != want.Status || !got.At.Equal(want.At) || got.Action != want.Action || got.WebhookKey != want.WebhookKey {
+			p = append(p, fmt.Sprintf("timeline entry %d is %+v, the event %+v", i, got, want))
+			break
+		}
+	}
+	return p
+}
+
 func Describe(e *Evidence) string {
 	var b strings.Builder
 	t0 := e.Spec0()

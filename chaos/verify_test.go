@@ -68,6 +68,10 @@ func goodEvidence() *Evidence {
 		{Event: event.StatusChanged{ID: spec.ID, TimelineEntry: event.TimelineEntry{Seq: 4, Status: event.StatusInProcessing, Action: event.ActionPreApprovalEligible}}},
 		{Event: event.StatusChanged{ID: spec.ID, TimelineEntry: event.TimelineEntry{Seq: 5, Status: event.StatusComplete}}},
 	}
+	for _, ev := range e.Events {
+		e.Record.Timeline = append(e.Record.Timeline, ev.Event.TimelineEntry)
+	}
+	e.Listed = "complete"
 	return e
 }
 
@@ -191,6 +195,12 @@ func TestChecksCatch(t *testing.T) {
 			d.ExecutionID, d.Key = "exe_2", "exe_2"
 			e.Deliveries = append(e.Deliveries, d)
 		}},
+		{"not in the request list", 10, `listed as "", the record is complete`, func(e *Evidence) { e.Listed = "" }},
+		{"stale in the request list", 10, `listed as "in_processing"`, func(e *Evidence) { e.Listed = "in_processing" }},
+		{"timeline without an event", 10, "the timeline has 4 entries, the stream 5", func(e *Evidence) {
+			e.Record.Timeline = slices.Delete(e.Record.Timeline, 2, 3)
+		}},
+		{"timeline entry unlike its event", 10, "timeline entry 3", func(e *Evidence) { e.Record.Timeline[3].Action = "" }},
 		{"identity left after complete", 9, "privacy_identities holds 2 entries", func(e *Evidence) { e.StoredIdentities = 2 }},
 		{"no eligible event", 8, "0 status events with action pre_approval_eligible", func(e *Evidence) {
 			eventWith(e, event.ActionPreApprovalEligible).Event.Action = ""
@@ -219,5 +229,15 @@ func TestChecksCatch(t *testing.T) {
 				t.Errorf("problems = %q, want one of assertion %d containing %q", got, tc.assertion, tc.want)
 			}
 		})
+	}
+}
+
+// TestTimelineCountsAnEventPublishedTwiceOnce: an event the stream holds twice (published again
+// after an outage longer than the duplicate window) is one entry of the timeline.
+func TestTimelineCountsAnEventPublishedTwiceOnce(t *testing.T) {
+	e := goodEvidence()
+	e.Events = append(e.Events, e.Events[1])
+	if p := checkListed(e); len(p) > 0 {
+		t.Fatalf("checkListed: %v", p)
 	}
 }
