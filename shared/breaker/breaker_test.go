@@ -134,8 +134,8 @@ func TestStore(t *testing.T) {
 	c := breaker.Config{Failures: 2, Cooldown: 300 * time.Millisecond, ProbeTTL: 5 * time.Second, Recheck: 100 * time.Millisecond}
 	s := breaker.NewStore(kv, n.JS, c, zerolog.Nop())
 	other := breaker.NewStore(kv, n.JS, c, zerolog.Nop())
-	go s.Watch(ctx)
-	go other.Watch(ctx)
+	go s.Watch(ctx, n.NC)
+	go other.Watch(ctx, n.NC)
 	testkit.WaitFor(t, 5*time.Second, "the views loaded", func() (bool, bool) { return true, s.Loaded() && other.Loaded() })
 
 	if err := s.Observe(ctx, "crm", "r1", false, ""); err != nil {
@@ -247,7 +247,7 @@ func TestWatchAnnounces(t *testing.T) {
 	if _, err := kv.Put(ctx, "lost", b); err != nil {
 		t.Fatal(err)
 	}
-	go s.Watch(ctx)
+	go s.Watch(ctx, n.NC)
 	testkit.WaitFor(t, 5*time.Second, "the lost opening announced", func() (bool, bool) {
 		h, _, err := s.Get(ctx, "lost")
 		return true, err == nil && h.Announced
@@ -259,5 +259,36 @@ func TestWatchAnnounces(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != "privacy.connection.unhealthy health:lost:1" {
 		t.Fatalf("events %q, want the lost opening once and nothing for the breaker that never opened", got)
+	}
+}
+
+// TestReadWholeDropsUnseenBreakers: a breaker that a read of the bucket whole does not deliver
+// (removed while nobody watched: its connection was deleted) leaves the view at the read's end.
+func TestReadWholeDropsUnseenBreakers(t *testing.T) {
+	n := testkit.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv := n.Bucket(t, event.BucketHealth)
+	c := breaker.Config{Failures: 1, Cooldown: time.Hour}
+	s := breaker.NewStore(kv, n.JS, c, zerolog.Nop())
+	open := event.ConnectionHealth{ConnectionKey: "gone", State: event.BreakerOpen, Failures: 1, Since: time.Now(), Seq: 1, Announced: true}
+	b, _ := json.Marshal(open)
+	if _, err := kv.Put(ctx, "gone", b); err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.BeginWhole()
+	s.Apply(e)
+	s.EndWhole()
+	if !s.Open("gone") {
+		t.Fatal("the breaker delivered by the read is not in the view")
+	}
+	s.BeginWhole()
+	s.EndWhole()
+	if s.Open("gone") || s.OpenCount() != 0 {
+		t.Error("a breaker the read did not deliver is still in the view")
 	}
 }

@@ -50,6 +50,8 @@ type Store struct {
 	view   map[string]event.ConnectionHealth
 	probes map[string]string // connection key -> the owner of the probe this store gave out
 	loaded atomic.Bool
+	// fresh holds the keys a read of the bucket whole delivered so far (nil between reads).
+	fresh map[string]bool
 }
 
 // NewStore returns the breakers of bucket kv, announced through js.
@@ -61,49 +63,53 @@ func NewStore(kv jetstream.KeyValue, js jetstream.JetStream, cfg Config, log zer
 // Config returns the store's settings.
 func (s *Store) Config() Config { return s.cfg }
 
-// Watch keeps the local view until ctx ends, watching again after a failed watch, and announces
-// the openings and closings whose writer did not (it stopped in between).
-func (s *Store) Watch(ctx context.Context) {
-	tick := time.NewTicker(s.announceAfter())
-	defer tick.Stop()
-	for ctx.Err() == nil {
-		w, err := s.kv.WatchAll(ctx)
-		if err != nil {
-			s.log.Warn().Err(err).Msg("breaker: watch failed, trying again")
+// Watch keeps the local view until ctx ends (natsconn.Follow: read whole at start, resumed after
+// a short loss of NATS, read whole again after a long one), and announces the openings and
+// closings whose writer did not (it stopped in between).
+func (s *Store) Watch(ctx context.Context, conn natsconn.Conn) {
+	go func() {
+		tick := time.NewTicker(s.announceAfter())
+		defer tick.Stop()
+		for {
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		s.follow(ctx, w, tick.C)
-		_ = w.Stop()
-	}
-}
-
-func (s *Store) follow(ctx context.Context, w jetstream.KeyWatcher, tick <-chan time.Time) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick:
-			s.announcePending(ctx)
-		case e, ok := <-w.Updates():
-			if !ok {
 				return
+			case <-tick.C:
+				s.announcePending(ctx)
 			}
-			if e == nil {
-				s.loaded.Store(true)
-				continue
-			}
-			s.apply(e)
 		}
-	}
+	}()
+	natsconn.Follow(ctx, s.kv, conn, s, s.log)
 }
 
-func (s *Store) apply(e jetstream.KeyValueEntry) {
+// BeginWhole begins a read of the bucket whole (natsconn.View).
+func (s *Store) BeginWhole() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.fresh = map[string]bool{}
+}
+
+// EndWhole ends a read of the bucket whole: the breakers it did not deliver are gone
+// (natsconn.View).
+func (s *Store) EndWhole() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.view {
+		if s.fresh != nil && !s.fresh[k] {
+			delete(s.view, k)
+		}
+	}
+	s.fresh = nil
+	s.loaded.Store(true)
+}
+
+// Apply records one entry of the bucket in the view (natsconn.View).
+func (s *Store) Apply(e jetstream.KeyValueEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fresh != nil {
+		s.fresh[e.Key()] = true
+	}
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(s.view, e.Key())
 		return

@@ -292,10 +292,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			cancelWork()
 		}
 	}()
-	view, err := plans.Watch(workCtx, plansKV, log)
-	if err != nil {
-		return nil, err
-	}
+	view := plans.Watch(workCtx, plansKV, nc, log)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -319,7 +316,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	health := breaker.NewStore(healthKV, js, breaker.Config{
 		Failures: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown, ProbeTTL: lc.ClaimTTL, Recheck: breakerRecheck,
 	}, log)
-	go health.Watch(workCtx)
+	go health.Watch(workCtx, nc)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "executor_connection_breakers_open",
 		Help: "Connections whose circuit breaker is open, as this replica's view of connection_health shows them.",

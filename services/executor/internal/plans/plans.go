@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/rs/zerolog"
 )
 
@@ -25,42 +26,45 @@ type View struct {
 	mu     sync.RWMutex
 	plans  map[string]event.Plan
 	loaded atomic.Bool
+	// fresh holds the keys a read of the bucket whole delivered so far (nil between reads).
+	fresh map[string]bool
 }
 
-// Watch starts watching kv until ctx ends and returns the view; Loaded reports when the initial
-// values have all been read.
-func Watch(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) (*View, error) {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("plans: watch: %w", err)
-	}
+// Watch starts following kv until ctx ends (natsconn.Follow) and returns the view; Loaded reports
+// when the bucket was read whole once.
+func Watch(ctx context.Context, kv jetstream.KeyValue, conn natsconn.Conn, log zerolog.Logger) *View {
 	v := &View{kv: kv, log: log, plans: map[string]event.Plan{}}
-	go v.run(ctx, w)
-	return v, nil
+	go natsconn.Follow(ctx, kv, conn, v, log)
+	return v
 }
 
-func (v *View) run(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil {
-				v.loaded.Store(true)
-				continue
-			}
-			v.apply(e)
-		}
-	}
-}
-
-func (v *View) apply(e jetstream.KeyValueEntry) {
+// BeginWhole begins a read of the bucket whole (natsconn.View).
+func (v *View) BeginWhole() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.fresh = map[string]bool{}
+}
+
+// EndWhole ends a read of the bucket whole: the plans it did not deliver are gone (natsconn.View).
+func (v *View) EndWhole() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for k := range v.plans {
+		if v.fresh != nil && !v.fresh[k] {
+			delete(v.plans, k)
+		}
+	}
+	v.fresh = nil
+	v.loaded.Store(true)
+}
+
+// Apply records one entry of the bucket (natsconn.View).
+func (v *View) Apply(e jetstream.KeyValueEntry) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.fresh != nil {
+		v.fresh[e.Key()] = true
+	}
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(v.plans, e.Key())
 		return

@@ -51,10 +51,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	v, err := Watch(t.Context(), kv, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("watch: %v", err)
-	}
+	v := Watch(t.Context(), kv, n.NC, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	for _, key := range []string{"existing", "urn:policy.1"} {
 		if p, ok := inView(v, key); !ok || !reflect.DeepEqual(p, plan(key, 1)) {
@@ -117,10 +114,7 @@ func TestWatchEnds(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketPlans)
 	ctx, cancel := context.WithCancel(t.Context())
-	v, err := Watch(ctx, kv, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("watch: %v", err)
-	}
+	v := Watch(ctx, kv, n.NC, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	cancel()
 	time.Sleep(100 * time.Millisecond)
@@ -140,10 +134,7 @@ func TestWatchEnds(t *testing.T) {
 func TestGet(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketPlans)
-	v, err := Watch(t.Context(), kv, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("watch: %v", err)
-	}
+	v := Watch(t.Context(), kv, n.NC, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	// A view whose watch never delivers anything: every Get is a miss and reads the bucket.
 	cold := &View{kv: kv, log: zerolog.Nop(), plans: map[string]event.Plan{}}
@@ -203,10 +194,7 @@ func TestGetUndecodablePlan(t *testing.T) {
 		}
 	}
 	putRaw(t, "loaded_garbled", "{not json")
-	v, err := Watch(t.Context(), kv, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("watch: %v", err)
-	}
+	v := Watch(t.Context(), kv, n.NC, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	put(t, kv, "overwritten", plan("overwritten", 1))
 	testkit.Eventually(t, 5*time.Second, "the valid plan in the view", func() bool {
@@ -227,5 +215,27 @@ func TestGetUndecodablePlan(t *testing.T) {
 		if p, err := v.Get(t.Context(), key); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Get(%q) of an undecodable plan = %+v, %v; want ErrNotFound", key, p, err)
 		}
+	}
+}
+
+// TestReadWholeDropsUnseenPlans: a plan that a read of the bucket whole does not deliver (deleted
+// while nobody watched) leaves the view at the read's end; the plans it delivers stay.
+func TestReadWholeDropsUnseenPlans(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketPlans)
+	put(t, kv, "kept", plan("kept", 1))
+	e, err := kv.Get(t.Context(), "kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &View{kv: kv, log: zerolog.Nop(), plans: map[string]event.Plan{"gone": plan("gone", 1)}}
+	v.BeginWhole()
+	v.Apply(e)
+	v.EndWhole()
+	if _, ok := v.Latest("gone"); ok {
+		t.Error("a plan the read did not deliver is still in the view")
+	}
+	if p, ok := v.Latest("kept"); !ok || !reflect.DeepEqual(p, plan("kept", 1)) || !v.Loaded() {
+		t.Errorf("kept: %+v %v, loaded %v; want the plan, loaded", p, ok, v.Loaded())
 	}
 }
