@@ -32,6 +32,8 @@ type flow struct {
 	token string
 	// rcv is the webhook receiver (HTTPS); the executor trusts it through WEBHOOK_CA_FILE.
 	rcv *testkit.Receiver
+	// consoleAddr is where the stack's console listens; empty (the default): no console.
+	consoleAddr string
 }
 
 // webhookBody is the part of a webhook call's body the flows check.
@@ -61,7 +63,7 @@ func (f *flow) startStack() {
 	t.Helper()
 	stack, err := Start(f.ctx, Options{
 		DataDir: f.dir, NATSAddr: "127.0.0.1:0", StoreAddr: "127.0.0.1:0",
-		ConfigAddr: "127.0.0.1:0", CallbackAddr: "127.0.0.1:0", ExecutorAddr: "127.0.0.1:0",
+		ConfigAddr: "127.0.0.1:0", CallbackAddr: "127.0.0.1:0", ExecutorAddr: "127.0.0.1:0", ConsoleAddr: f.consoleAddr,
 		Log: &syncBuffer{b: &bytes.Buffer{}},
 	}, func(k string) string { return f.env[k] })
 	if err != nil {

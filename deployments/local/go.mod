@@ -10,6 +10,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/policyhooks/policyhooks/services/callback v0.0.0
 	github.com/policyhooks/policyhooks/services/config v0.0.0
+	github.com/policyhooks/policyhooks/services/console v0.0.0
 	github.com/policyhooks/policyhooks/services/executor v0.0.0
 	github.com/rs/zerolog v1.35.1
 	go.opentelemetry.io/proto/otlp v1.11.0
@@ -94,5 +95,6 @@ require (
 replace (
 	github.com/policyhooks/policyhooks/services/callback => ../../services/callback
 	github.com/policyhooks/policyhooks/services/config => ../../services/config
+	github.com/policyhooks/policyhooks/services/console => ../../services/console
 	github.com/policyhooks/policyhooks/services/executor => ../../services/executor
 )

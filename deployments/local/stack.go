@@ -17,6 +17,7 @@ import (
 
 	callback "github.com/policyhooks/policyhooks/services/callback/app"
 	config "github.com/policyhooks/policyhooks/services/config/app"
+	console "github.com/policyhooks/policyhooks/services/console/app"
 	executor "github.com/policyhooks/policyhooks/services/executor/app"
 	"github.com/policyhooks/policyhooks/shared/devstack"
 	"github.com/policyhooks/policyhooks/shared/devstack/ferret"
@@ -33,6 +34,7 @@ const (
 	configAddr   = "127.0.0.1:8080"
 	callbackAddr = "127.0.0.1:8081"
 	executorAddr = "127.0.0.1:8082"
+	consoleAddr  = "127.0.0.1:8083"
 )
 
 // Stack is a running local system.
@@ -42,8 +44,10 @@ type Stack struct {
 	ConfigURL   string
 	CallbackURL string
 	ExecutorURL string
-	DataDir     string
-	Env         map[string]string
+	// ConsoleURL is the operator console's base URL; empty when the stack runs none.
+	ConsoleURL string
+	DataDir    string
+	Env        map[string]string
 
 	stop     func()
 	wait     []func() error
@@ -59,13 +63,16 @@ type Options struct {
 	ConfigAddr   string
 	CallbackAddr string
 	ExecutorAddr string
-	Log          io.Writer
+	// ConsoleAddr is where the operator console listens; empty: no console.
+	ConsoleAddr string
+	Log         io.Writer
 }
 
 func run(ctx context.Context, dataDir string, getenv func(string) string, stdout io.Writer) error {
 	s, err := Start(ctx, Options{
 		DataDir: dataDir, NATSAddr: natsAddr, StoreAddr: storeAddr,
-		ConfigAddr: configAddr, CallbackAddr: callbackAddr, ExecutorAddr: executorAddr, Log: os.Stderr,
+		ConfigAddr: configAddr, CallbackAddr: callbackAddr, ExecutorAddr: executorAddr, ConsoleAddr: consoleAddr,
+		Log: os.Stderr,
 	}, getenv)
 	if err != nil {
 		return err
@@ -77,7 +84,7 @@ func run(ctx context.Context, dataDir string, getenv func(string) string, stdout
 }
 
 // Start starts the embedded NATS and store (unless NATS_URL / MONGODB_URI point elsewhere) and the
-// three services, and returns once all serve.
+// three services, and the console when o.ConsoleAddr is set, and returns once all serve.
 func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -192,6 +199,26 @@ func Start(ctx context.Context, o Options, getenv func(string) string) (*Stack, 
 	s.CallbackURL = "http://" + cbSvc.Addr()
 	env["CALLBACK_PUBLIC_URL"] = s.CallbackURL
 
+	// The console after callback: it proxies the config and callback APIs.
+	if o.ConsoleAddr != "" {
+		env["CONFIG_URL"] = s.ConfigURL
+		env["CALLBACK_URL"] = s.CallbackURL
+		coCfg, err := console.LoadConfig(lookup("console", o.ConsoleAddr))
+		if err != nil {
+			return fail(fmt.Errorf("console: %w", err))
+		}
+		coLog, err := logging.New(logOut, coCfg.LogLevel, coCfg.LogFormat, "console")
+		if err != nil {
+			return fail(err)
+		}
+		coSvc, err := console.Start(ctx, coCfg, coLog)
+		if err != nil {
+			return fail(fmt.Errorf("console: %w", err))
+		}
+		s.wait = append(s.wait, coSvc.Wait)
+		s.ConsoleURL = "http://" + coSvc.Addr()
+	}
+
 	exEnv := lookup("executor", o.ExecutorAddr)
 	exCfg, err := executor.LoadConfig(exEnv)
 	if err != nil {
@@ -239,10 +266,14 @@ func (s *Stack) Wait() error {
 }
 
 func (s *Stack) printBanner(w io.Writer) {
+	consoleLine := ""
+	if s.ConsoleURL != "" {
+		consoleLine = fmt.Sprintf("  console        %s  (sign in with the root client below)\n", s.ConsoleURL)
+	}
 	fmt.Fprintf(w, `
 policyhooks is running (Ctrl-C stops it; data is kept in %s)
 
-  config API     %s/api/v1          (OpenAPI: %s/api/v1/openapi.json)
+%s  config API     %s/api/v1          (OpenAPI: %s/api/v1/openapi.json)
   callback API   %s/api/v1
   executor       %s/health, /metrics
   NATS           %s               (make nats, then: bin/nats -s %s ...)
@@ -254,7 +285,7 @@ policyhooks is running (Ctrl-C stops it; data is kept in %s)
   Local settings: WEBHOOK_ALLOW_HTTP=true and WEBHOOK_ALLOW_PRIVATE_NETWORKS=true, so http:// and
   loopback webhook URLs are accepted. Do not use these settings in production.
 
-`, s.DataDir, s.ConfigURL, s.ConfigURL, s.CallbackURL, s.ExecutorURL, s.NATSURL, s.NATSURL, s.MongoURI,
+`, s.DataDir, consoleLine, s.ConfigURL, s.ConfigURL, s.CallbackURL, s.ExecutorURL, s.NATSURL, s.NATSURL, s.MongoURI,
 		s.Env["OAUTH_ROOT_CLIENT_ID"], s.Env["OAUTH_ROOT_CLIENT_SECRET"])
 }
 
