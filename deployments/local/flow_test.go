@@ -45,9 +45,15 @@ type webhookBody struct {
 
 func newFlow(t *testing.T, env map[string]string) *flow {
 	t.Helper()
+	return startFlow(t, env, "")
+}
+
+// startFlow is newFlow with the stack's console listening on consoleAddr (empty: no console).
+func startFlow(t *testing.T, env map[string]string, consoleAddr string) *flow {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	f := &flow{t: t, ctx: ctx, env: map[string]string{}, dir: t.TempDir(), rcv: testkit.NewReceiver(t)}
+	f := &flow{t: t, ctx: ctx, env: map[string]string{}, dir: t.TempDir(), rcv: testkit.NewReceiver(t), consoleAddr: consoleAddr}
 	for k, v := range env {
 		f.env[k] = v
 	}

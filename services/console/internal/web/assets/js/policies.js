@@ -73,7 +73,7 @@ function renderPolicy(main, ctx, key) {
     h('p', {}, h('a', { href: '#/policies' }, '← All policies')),
     ctx.heading(`Policy ${key}`),
     facts,
-    KINDS.map(({ kind, title }) => [h('h2', { id: `h-${kind}` }, title), sections[kind]]),
+    ...KINDS.flatMap(({ kind, title }) => [h('h2', { id: `h-${kind}` }, title), sections[kind]]),
     addForm);
 
   // input is a webhook as PUT takes it back.

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/policyhooks/policyhooks/shared/testkit"
+)
+
+// chromiumPath is Debian's Chromium (apt-get install chromium), which the console's browser tests
+// drive.
+const chromiumPath = "/usr/bin/chromium"
+
+// browser is one headless Chromium tab on the console of a stack.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	// shots is where screenshots go (CONSOLE_SCREENSHOTS); empty: none are taken.
+	shots string
+
+	mu       sync.Mutex
+	problems []string
+}
+
+// newBrowser starts Chromium headless, in a fresh profile, with every background fetch off (the
+// machine's network is closed), at 1280x800.
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("the console's browser tests need Chromium at %s (as root: apt-get update && apt-get install -y chromium): %v", chromiumPath, err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancel)
+	b := &browser{t: t, ctx: ctx, base: base, shots: os.Getenv("CONSOLE_SCREENSHOTS")}
+	// The first run starts the browser, which lives as long as the context it runs with: ctx itself,
+	// not one with a timeout.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+
+	// Script errors and Content-Security-Policy violations fail the test at its end.
+	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
+	entries := chromedp.Events(ctx, log.EntryAdded)
+	go func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			d := ev.ExceptionDetails
+			text := d.Text
+			if d.Exception != nil {
+				text += " " + d.Exception.Description
+			}
+			b.problem(fmt.Sprintf("script exception at %s:%d: %s", d.URL, d.LineNumber+1, text))
+		}
+	}()
+	go func() {
+		for ev, err := range entries {
+			if err != nil {
+				return
+			}
+			if strings.Contains(ev.Entry.Text, "Content Security Policy") {
+				b.problem("CSP violation: " + ev.Entry.Text)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, p := range b.problems {
+			t.Error(p)
+		}
+	})
+	return b
+}
+
+func (b *browser) problem(p string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.problems = append(b.problems, p)
+}
+
+// do runs actions, failing the test on the first error.
+func (b *browser) do(actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("browser: %v (page: %s)", err, b.pageText())
+	}
+}
+
+// eval returns the value of a JavaScript expression.
+func eval[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.t.Fatalf("browser: evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitFor waits until the JavaScript expression is true.
+func (b *browser) waitFor(what, expr string, within time.Duration) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, within+5*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(within), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+		b.t.Fatalf("browser: waiting for %s: %v\npage: %s", what, err, b.pageText())
+	}
+}
+
+// waitText waits until the element sel holds text.
+func (b *browser) waitText(sel, text string, within time.Duration) {
+	b.t.Helper()
+	b.waitFor(fmt.Sprintf("%q in %s", text, sel),
+		fmt.Sprintf(`(document.querySelector(%s)?.textContent || '').includes(%s)`, jsString(sel), jsString(text)), within)
+}
+
+// pageText is the visible text of the page and the status region, for failure messages.
+func (b *browser) pageText() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash + ' | ' + document.getElementById('status').textContent + ' | ' + document.querySelector('main').innerText`))
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	return tail(s, 3000)
+}
+
+// open navigates to a hash route of the console and waits for its heading to take the focus.
+func (b *browser) open(hash, heading string) {
+	b.t.Helper()
+	b.do(chromedp.Navigate(b.base + "/" + hash))
+	b.waitFor("the heading "+heading+" to have the focus",
+		fmt.Sprintf(`document.activeElement && document.activeElement.tagName === 'H1' && document.activeElement.textContent === %s`, jsString(heading)), 10*time.Second)
+}
+
+// shot writes a PNG of the viewport into the screenshot directory, if there is one.
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	if b.shots == "" {
+		return
+	}
+	// Let the last refresh paint, and take the focus ring away from the picture.
+	b.do(chromedp.Evaluate[chromedp.Void](`document.activeElement && document.activeElement.blur()`))
+	png, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.MkdirAll(b.shots, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.shots, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func jsString(s string) string {
+	q, _ := json.Marshal(s)
+	return string(q)
+}
+
+// TestConsole drives the operator console in Chromium against a whole local stack: sign in, the
+// requests page and a paused request's reason, a failed request's timeline and Retry, reordering
+// a policy's webhooks with the buttons, and the connections page's health and secret form.
+func TestConsole(t *testing.T) {
+	f := startFlow(t, map[string]string{"EXECUTION_STAGE": "skip"}, "127.0.0.1:0")
+	f.answer("/halt", `{"halt": true}`)
+	f.answer("/ok", `{}`)
+	var mu sync.Mutex
+	failing := true
+	f.rcv.On("/lookup", func(int, testkit.Call) testkit.Answer {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return testkit.Answer{Status: 404, Body: "no such user"}
+		}
+		return testkit.Answer{Body: `{}`}
+	})
+	f.policy("console_paused", []hookSpec{{"ask", "two_way", "/halt"}}, nil)
+	f.policy("console_failing", []hookSpec{{"first", "one_way", "/ok"}, {"lookup", "two_way", "/lookup"}}, nil)
+	f.policy("console_order", []hookSpec{{"a", "one_way", "/ok"}, {"b", "one_way", "/ok"}, {"c", "one_way", "/ok"}}, nil)
+	f.submit("pri_console_paused", "console_paused", "paused@example.com")
+	f.submit("pri_console_failed", "console_failing", "failed@example.com")
+	f.waitStatus("pri_console_paused", "paused", 20*time.Second)
+	f.waitStatus("pri_console_failed", "error", 20*time.Second)
+
+	b := newBrowser(t, f.stack.ConsoleURL)
+
+	t.Run("sign in", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.open("", "Sign in")
+		b.do(
+			chromedp.SendKeys(chromedp.CSS(`input[name=client_id]`), f.stack.Env["OAUTH_ROOT_CLIENT_ID"]),
+			chromedp.SendKeys(chromedp.CSS(`input[name=client_secret]`), f.stack.Env["OAUTH_ROOT_CLIENT_SECRET"]+"\r"),
+		)
+		b.waitFor("the requests page", `document.activeElement?.textContent === 'Privacy requests'`, 10*time.Second)
+		if !eval[bool](b, `sessionStorage.getItem('policyhooks.token')?.length > 20 && localStorage.length === 0 && !location.href.includes(sessionStorage.getItem('policyhooks.token'))`) {
+			t.Fatal("the token is not (only) in sessionStorage")
+		}
+	})
+
+	t.Run("a paused request and why it waits", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.open("#/requests", "Privacy requests")
+		link := `#attention a[href="#/requests/pri_console_paused"]`
+		b.waitFor("the paused request among those needing attention", fmt.Sprintf(`!!document.querySelector(%s)`, jsString(link)), 10*time.Second)
+		b.waitText("#all-requests", "pri_console_failed", 5*time.Second)
+		b.shot("requests")
+		b.do(chromedp.Click(chromedp.CSS(link)))
+		b.waitFor("the request's heading to have the focus", `document.activeElement?.textContent === 'Request pri_console_paused'`, 10*time.Second)
+		b.waitText("#waiting-for", "Waits for the receiver of webhook ask to resume it, until ", 10*time.Second)
+	})
+
+	t.Run("a failed request: timeline and retry", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.open("#/requests/pri_console_failed", "Request pri_console_failed")
+		b.waitText("#request-error", "lookup", 10*time.Second)
+		b.waitFor("a timeline row in error", `[...document.querySelectorAll('#request-body table')].some((t) => t.querySelector('caption')?.textContent === 'Timeline' && [...t.querySelectorAll('tbody td:nth-child(3)')].some((c) => c.textContent === 'error'))`, 10*time.Second)
+		b.waitFor("the attempt's status code", `[...document.querySelectorAll('#request-body table')].some((t) => t.querySelector('caption')?.textContent === 'Attempts of webhook lookup' && t.querySelector('tbody').textContent.includes('404'))`, 5*time.Second)
+		b.shot("request")
+		mu.Lock()
+		failing = false
+		mu.Unlock()
+		b.do(chromedp.Click(chromedp.ID("retry")))
+		b.waitText("#status", "Retried: the request is in processing", 10*time.Second)
+		f.waitStatus("pri_console_failed", "complete", 20*time.Second)
+		b.waitText("#request-body dl", "complete", 10*time.Second)
+	})
+
+	t.Run("reorder a policy's webhooks", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.open("#/policies/console_order", "Policy console_order")
+		b.waitFor("the webhooks", `!!document.querySelector('button[aria-label="Move down a"]')`, 10*time.Second)
+		b.shot("policy")
+		// By mouse: a goes down, after b.
+		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Move down a"]`)))
+		b.waitText("#status", "Moved a to position 2", 10*time.Second)
+		if got := preOrder(f, "console_order"); got != "b,a,c" {
+			t.Fatalf("order after moving a down = %s, want b,a,c", got)
+		}
+		// By keyboard: c goes up, before a; the focus follows c.
+		b.do(chromedp.Focus(chromedp.CSS(`button[aria-label="Move up c"]`)), chromedp.KeyEvent("\r"))
+		b.waitText("#status", "Moved c to position 2", 10*time.Second)
+		if got := preOrder(f, "console_order"); got != "b,c,a" {
+			t.Fatalf("order after moving c up = %s, want b,c,a", got)
+		}
+		b.waitFor("the focus to stay on c's button", `document.activeElement?.getAttribute('aria-label') === 'Move up c'`, 5*time.Second)
+	})
+
+	t.Run("connections: health and a secret form that shows no stored value", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.open("#/connections", "Connections")
+		b.waitFor("every connection healthy", `(() => { const rows = document.querySelectorAll('#connections tbody tr');
+			return rows.length === 6 && [...rows].every((r) => r.querySelector('td:nth-child(6)').textContent.includes('healthy')); })()`, 10*time.Second)
+		b.shot("connections")
+		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Set secrets of console_order_a"]`)))
+		b.waitFor("the secret form", `document.activeElement?.id === 'secret-form-heading'`, 5*time.Second)
+		if got := eval[string](b, `[...document.querySelectorAll('#secret-form input')].map((i) => i.name + ':' + i.type + ':' + i.value).join(',')`); got != "url:url:,authorization:password:,signing_secret:password:" {
+			t.Fatalf("secret form inputs = %s, want empty url, authorization and signing_secret (password)", got)
+		}
+		const secret = "Bearer console-secret-7d1f"
+		b.do(
+			chromedp.SendKeys(chromedp.CSS(`#secret-form input[name=url]`), f.rcv.URL("/ok")),
+			chromedp.SendKeys(chromedp.CSS(`#secret-form input[name=authorization]`), secret),
+			chromedp.Click(chromedp.CSS(`#secret-form button[type=submit]`)),
+		)
+		b.waitText("#status", "Secrets of console_order_a saved (not verified).", 10*time.Second)
+		if eval[bool](b, fmt.Sprintf(`document.documentElement.outerHTML.includes(%s) || document.documentElement.outerHTML.includes('flow-test') || [...document.querySelectorAll('input')].some((i) => i.value !== '')`, jsString(secret[7:]))) {
+			t.Fatal("the page shows a secret after saving it")
+		}
+	})
+
+	t.Run("sign out", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.do(chromedp.Click(chromedp.ID("sign-out")))
+		b.waitFor("the sign-in page", `document.activeElement?.textContent === 'Sign in'`, 5*time.Second)
+		if n := eval[int](b, `sessionStorage.length`); n != 0 {
+			t.Fatalf("sessionStorage holds %d items after signing out, want 0", n)
+		}
+	})
+}
+
+// preOrder returns the keys of a policy's pre-execution webhooks in order, from the config API.
+func preOrder(f *flow, policy string) string {
+	f.t.Helper()
+	var page struct {
+		Items []struct {
+			Key   string `json:"key"`
+			Order int    `json:"order"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(f.mustAPI(http.MethodGet, "/api/v1/policy/"+policy+"/webhook/pre_execution", ""), &page); err != nil {
+		f.t.Fatal(err)
+	}
+	keys := make([]string, len(page.Items))
+	for i, w := range page.Items {
+		if w.Order != i {
+			f.t.Fatalf("webhook %s has order %d at place %d", w.Key, w.Order, i)
+		}
+		keys[i] = w.Key
+	}
+	return strings.Join(keys, ",")
+}
