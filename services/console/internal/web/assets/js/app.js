@@ -22,11 +22,19 @@ const routes = [
 ];
 
 // announce puts a message in the aria-live status region (read out by screen readers).
+let pendingStatus = null;
 export function announce(text, isError = false) {
-  status.textContent = '';
+  clearStatus();
   status.classList.toggle('error', isError);
   // A fresh text node after clearing makes a repeated message be announced again.
-  setTimeout(() => { status.textContent = text; }, 30);
+  pendingStatus = setTimeout(() => { status.textContent = text; }, 30);
+}
+
+// clearStatus empties the status region: a page's messages do not follow the user to the next.
+function clearStatus() {
+  clearTimeout(pendingStatus);
+  status.textContent = '';
+  status.classList.remove('error');
 }
 
 let generation = 0;
@@ -74,6 +82,7 @@ function heading(text) {
 
 function route() {
   stopPage();
+  clearStatus();
   const path = location.hash.replace(/^#/, '') || '/requests';
   if (!api.signedIn()) {
     renderSignIn();

@@ -4,7 +4,7 @@
 
 import { h, replace, table, field } from './dom.js';
 import * as api from './api.js';
-import { when, words } from './format.js';
+import { when, whenText, words } from './format.js';
 
 const KINDS = [
   { kind: 'pre_execution', title: 'Pre-execution webhooks' },
@@ -123,7 +123,7 @@ function renderPolicy(main, ctx, key) {
     try {
       const [p, ...pages] = await Promise.all([api.get(base), ...KINDS.map(({ kind }) => api.get(`${base}/webhook/${kind}?size=100`))]);
       if (!ctx.alive()) return;
-      replace(facts, h('p', {}, `${p.name}; updated ${p.updated_at ? new Date(p.updated_at).toLocaleString() : '—'}.`));
+      replace(facts, h('p', {}, `${p.name}; updated ${whenText(p.updated_at)}.`));
       KINDS.forEach(({ kind, title }, i) => {
         lists[kind] = (pages[i].items || []).slice().sort((a, b) => a.order - b.order);
         replace(sections[kind], hookTable(kind, title, lists[kind]));
