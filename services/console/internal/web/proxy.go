@@ -1,6 +1,7 @@
 package web
 
 import (
+	stdlog "log"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -53,9 +54,11 @@ var securityHeaderNames = []string{
 }
 
 // newProxy returns the reverse proxy of the API: each request goes to the backend Route names. It
-// never logs a header or a body, only the backend and the error of a failed forward.
-func newProxy(backends map[Backend]*url.URL) *httputil.ReverseProxy {
+// never logs a header or a body, only the backend and the error of a failed forward; the proxy's
+// own messages (a body copy cut short) go to log.
+func newProxy(backends map[Backend]*url.URL, log zerolog.Logger) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
+		ErrorLog: stdlog.New(log.With().Str("component", "proxy").Logger(), "", 0),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			b, _ := Route(pr.In.URL.Path)
 			target := backends[b]

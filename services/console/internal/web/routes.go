@@ -49,7 +49,7 @@ func NewRouter(d Deps) (http.Handler, error) {
 	r.HandleFunc("/health", api.Health).Methods(http.MethodGet)
 	r.HandleFunc("/ready", api.Ready(readyChecks(d.Client, d.Backends))).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
-	r.PathPrefix("/api/").Handler(proxyHandler(newProxy(d.Backends)))
+	r.PathPrefix("/api/").Handler(proxyHandler(newProxy(d.Backends, d.Log)))
 	r.PathPrefix("/").Handler(staticHandler(files)).Methods(http.MethodGet, http.MethodHead)
 	return securityHeaders(r), nil
 }

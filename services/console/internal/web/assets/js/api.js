@@ -44,8 +44,9 @@ export async function signIn(clientId, clientSecret) {
   if (!res.ok) throw new ApiError(res.status, detailText(data, res));
   sessionStorage.setItem(TOKEN, data.access_token);
   if (data.expires_in) {
-    // A minute early, so that a call never races the expiry.
-    sessionStorage.setItem(EXPIRES, String(Date.now() + Math.max(0, data.expires_in - 60) * 1000));
+    // A little early (a minute, or a tenth of a short lifetime), so that a call never races the expiry.
+    const margin = Math.min(60, data.expires_in / 10);
+    sessionStorage.setItem(EXPIRES, String(Date.now() + (data.expires_in - margin) * 1000));
   }
 }
 
