@@ -299,6 +299,22 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("narrow", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.do(chromedp.EmulateViewport(400, 800))
+		defer b.do(chromedp.EmulateViewport(1280, 800))
+		for _, p := range []struct{ hash, heading string }{
+			{"#/requests", "Privacy requests"}, {"#/requests/pri_console_failed", "Request pri_console_failed"},
+			{"#/connections", "Connections"}, {"#/policies/console_order", "Policy console_order"},
+		} {
+			b.open(p.hash, p.heading)
+			b.waitFor("the page's tables", `!document.querySelector('main').textContent.includes('Loading…')`, 10*time.Second)
+			if w := eval[int](b, `document.documentElement.scrollWidth`); w > 400 {
+				t.Errorf("%s is %d px wide in a 400 px window; only its tables may scroll sideways", p.hash, w)
+			}
+		}
+	})
+
 	t.Run("sign out", func(t *testing.T) {
 		b.t, f.t = t, t
 		b.do(chromedp.Click(chromedp.ID("sign-out")))

@@ -164,5 +164,11 @@ signOutButton.addEventListener('click', () => {
   announce('Signed out.');
 });
 
+// The skip link moves the focus to the page without touching the hash (the router's).
+document.getElementById('skip-link').addEventListener('click', (e) => {
+  e.preventDefault();
+  (main.querySelector('h1') || main).focus();
+});
+
 window.addEventListener('hashchange', route);
 route();
