@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,7 +193,10 @@ func jsString(s string) string {
 // requests page and a paused request's reason, a failed request's timeline and Retry, reordering
 // a policy's webhooks with the buttons, and the connections page's health and secret form.
 func TestConsole(t *testing.T) {
-	f := startFlow(t, map[string]string{"EXECUTION_STAGE": "skip"}, "127.0.0.1:0")
+	f := startFlow(t, map[string]string{
+		"EXECUTION_STAGE": "skip", "CIRCUIT_BREAKER_FAILURES": "2", "CIRCUIT_BREAKER_COOLDOWN": "1m",
+		"WEBHOOK_RETRY_BASE_DELAY": "50ms", "WEBHOOK_RETRY_MAX_DELAY": "100ms", "WEBHOOK_MAX_ATTEMPTS": "20",
+	}, "127.0.0.1:0")
 	f.answer("/halt", `{"halt": true}`)
 	f.answer("/ok", `{}`)
 	var mu sync.Mutex
@@ -208,10 +212,22 @@ func TestConsole(t *testing.T) {
 	f.policy("console_paused", []hookSpec{{"ask", "two_way", "/halt"}}, nil)
 	f.policy("console_failing", []hookSpec{{"first", "one_way", "/ok"}, {"lookup", "two_way", "/lookup"}}, nil)
 	f.policy("console_order", []hookSpec{{"a", "one_way", "/ok"}, {"b", "one_way", "/ok"}, {"c", "one_way", "/ok"}}, nil)
+	// A receiver that is down (503) opens its connection's breaker after two calls.
+	var down atomic.Bool
+	down.Store(true)
+	f.rcv.On("/down", func(int, testkit.Call) testkit.Answer {
+		if down.Load() {
+			return testkit.Answer{Status: http.StatusServiceUnavailable}
+		}
+		return testkit.Answer{}
+	})
+	f.policy("console_down", []hookSpec{{"crm", "one_way", "/down"}}, nil)
+	f.submit("pri_console_down", "console_down", "down@example.com")
 	f.submit("pri_console_paused", "console_paused", "paused@example.com")
 	f.submit("pri_console_failed", "console_failing", "failed@example.com")
 	f.waitStatus("pri_console_paused", "paused", 20*time.Second)
 	f.waitStatus("pri_console_failed", "error", 20*time.Second)
+	f.waitingFor("pri_console_down", "connection", 20*time.Second)
 
 	b := newBrowser(t, f.stack.ConsoleURL)
 
@@ -279,9 +295,19 @@ func TestConsole(t *testing.T) {
 	t.Run("connections: health and a secret form that shows no stored value", func(t *testing.T) {
 		b.t, f.t = t, t
 		b.open("#/connections", "Connections")
-		b.waitFor("every connection healthy", `(() => { const rows = document.querySelectorAll('#connections tbody tr');
-			return rows.length === 6 && [...rows].every((r) => r.querySelector('td:nth-child(6)').textContent.includes('healthy')); })()`, 10*time.Second)
+		b.waitFor("every connection healthy but console_down_crm", `(() => { const rows = [...document.querySelectorAll('#connections tbody tr')];
+			const health = (r) => r.querySelector('td:nth-child(6)').textContent;
+			return rows.length === 7 && rows.every((r) => r.textContent.includes('console_down_crm')
+				? health(r).startsWith('open 2 failed calls in a row') : health(r) === 'healthy'); })()`, 10*time.Second)
 		b.shot("connections")
+		// The receiver is back; the operator closes the breaker rather than wait for its probe.
+		down.Store(false)
+		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Close breaker of console_down_crm"]`)))
+		b.waitText("#status", "The circuit breaker of console_down_crm is closed.", 10*time.Second)
+		if _, body := f.api(http.MethodGet, f.stack.ConfigURL+"/api/v1/connection/console_down_crm/health", ""); !strings.Contains(string(body), `"changed_by":"operator"`) && !strings.Contains(string(body), `"changed_by": "operator"`) {
+			t.Fatalf("health after closing = %s, want closed by the operator", body)
+		}
+		f.waitStatus("pri_console_down", "complete", 20*time.Second)
 		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Set secrets of console_order_a"]`)))
 		b.waitFor("the secret form", `document.activeElement?.id === 'secret-form-heading'`, 5*time.Second)
 		if got := eval[string](b, `[...document.querySelectorAll('#secret-form input')].map((i) => i.name + ':' + i.type + ':' + i.value).join(',')`); got != "url:url:,authorization:password:,signing_secret:password:" {

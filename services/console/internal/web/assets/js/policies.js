@@ -54,8 +54,8 @@ function renderPolicy(main, ctx, key) {
         await api.call('PUT', `${base}/webhook/${kind}`, body);
         name.value = '';
         hookKey.value = '';
-        ctx.announce(`Added webhook ${item.key || item.name} to the ${words(kind)} webhooks.`);
         await load();
+        ctx.announce(`Added webhook ${item.key || item.name} to the ${words(kind)} webhooks.`);
       } catch (err) {
         ctx.fail(err);
       }
@@ -82,8 +82,8 @@ function renderPolicy(main, ctx, key) {
   async function move(kind, w, to, dir) {
     try {
       await api.call('PATCH', `${base}/webhook/${kind}/${api.seg(w.key)}`, { order: to });
-      ctx.announce(`Moved ${w.key} to position ${to + 1} of the ${words(kind)} webhooks.`);
       await load(`${dir}-${kind}-${w.key}`);
+      ctx.announce(`Moved ${w.key} to position ${to + 1} of the ${words(kind)} webhooks.`);
     } catch (err) {
       ctx.fail(err);
     }
@@ -92,8 +92,8 @@ function renderPolicy(main, ctx, key) {
   async function remove(kind, w) {
     try {
       await api.call('DELETE', `${base}/webhook/${kind}/${api.seg(w.key)}`);
-      ctx.announce(`Removed webhook ${w.key}.`);
       await load();
+      ctx.announce(`Removed webhook ${w.key}.`);
       document.getElementById(`h-${kind}`)?.setAttribute('tabindex', '-1');
       document.getElementById(`h-${kind}`)?.focus();
     } catch (err) {
