@@ -21,8 +21,15 @@ export function whenText(iso) {
 export const words = (s) => (s == null ? '—' : String(s).replaceAll('_', ' '));
 
 // waitingText says what a request waits for (the waiting_for of GET /privacy-request/{id}).
-export function waitingText(w) {
-  if (!w) return 'Nothing: the request is not waiting.';
+export function waitingText(w, status) {
+  if (!w) {
+    switch (status) {
+      case 'error': return 'An operator\'s retry: the request stays in error until then.';
+      case 'complete': return 'Nothing: the request is complete.';
+      case 'denied': return 'Nothing: the request was denied.';
+      default: return 'Nothing: the request is running.';
+    }
+  }
   const until = w.until ? whenText(w.until) : null;
   const hook = w.webhook_key ? `webhook ${w.webhook_key}` : 'its webhook';
   switch (w.reason) {

@@ -18,7 +18,7 @@ function facts(r) {
     ['Finished', when(r.finished_processing_at)],
   ];
   if (r.deny_reason) items.push(['Deny reason', r.deny_reason]);
-  return h('dl', { class: 'facts' }, items.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+  return h('dl', { class: 'facts' }, items.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))));
 }
 
 function errorPart(r) {
@@ -105,11 +105,11 @@ export function render(main, ctx, id) {
         facts(r),
         errorPart(r),
         h('h2', {}, 'Waiting for'),
-        h('p', { id: 'waiting-for' }, waitingText(r.waiting_for)),
-        h('h2', {}, 'Webhooks'),
-        attemptsPart(r),
+        h('p', { id: 'waiting-for' }, waitingText(r.waiting_for, r.status)),
         h('h2', {}, 'Timeline'),
-        timelinePart(r));
+        timelinePart(r),
+        h('h2', {}, 'Webhooks'),
+        attemptsPart(r));
     } catch (err) {
       if (!ctx.alive()) return;
       if (err.status === 404) replace(body, h('p', { class: 'message error' }, err.message));
