@@ -71,6 +71,8 @@ func newProxy(backends map[Backend]*url.URL, log zerolog.Logger) *httputil.Rever
 			for _, h := range securityHeaderNames {
 				res.Header.Del(h)
 			}
+			// The answer carries the console's request id already (the backend echoes it).
+			res.Header.Del(api.HeaderRequestID)
 			res.Header.Del("Set-Cookie")
 			return nil
 		},
@@ -84,12 +86,17 @@ func newProxy(backends map[Backend]*url.URL, log zerolog.Logger) *httputil.Rever
 	}
 }
 
-// proxyHandler forwards API paths to their backend and answers 404 for any other.
+// proxyHandler forwards API paths to their backend and answers 404 for any other. The backend gets
+// the console's request id (set on the answer by the middleware), so that their logs line up.
 func proxyHandler(p *httputil.ReverseProxy) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := Route(r.URL.Path); !ok {
 			api.NotFound(w, r)
 			return
+		}
+		if id := w.Header().Get(api.HeaderRequestID); id != "" {
+			r = r.Clone(r.Context())
+			r.Header.Set(api.HeaderRequestID, id)
 		}
 		p.ServeHTTP(w, r)
 	}

@@ -60,6 +60,7 @@ func backend(t *testing.T, name string, s *seen, answer func(w http.ResponseWrit
 		s.path, s.query, s.headers, s.body = r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Clone(), string(b)
 		s.mu.Unlock()
 		w.Header().Set("X-Backend", name)
+		w.Header().Set("X-Request-ID", r.Header.Get("X-Request-ID"))
 		if answer != nil {
 			answer(w)
 			return
@@ -167,6 +168,9 @@ func TestProxyDropsHopByHopHeaders(t *testing.T) {
 	}
 	if got := rec.Header().Values("X-Content-Type-Options"); len(got) != 1 || got[0] != "nosniff" {
 		t.Errorf("X-Content-Type-Options = %q, want only nosniff", got)
+	}
+	if got := rec.Header().Values("X-Request-ID"); len(got) != 1 || got[0] != cfgSeen.headers.Get("X-Request-ID") {
+		t.Errorf("X-Request-ID = %q, want one, the one the backend got (%q)", got, cfgSeen.headers.Get("X-Request-ID"))
 	}
 }
 
