@@ -251,6 +251,30 @@ func TestConsole(t *testing.T) {
 		b.waitFor("the paused request among those needing attention", fmt.Sprintf(`!!document.querySelector(%s)`, jsString(link)), 10*time.Second)
 		b.waitText("#all-requests", "pri_console_failed", 5*time.Second)
 		b.shot("requests")
+		// A refresh (every 3 s) keeps the focus where the user put it.
+		b.do(chromedp.Focus(chromedp.CSS(`#all-requests a[href="#/requests/pri_console_down"]`)))
+		b.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#all-requests table').dataset.old = '1'`))
+		b.waitFor("a refresh", `!document.querySelector('#all-requests table[data-old]')`, 5*time.Second)
+		if got := eval[string](b, `document.activeElement?.getAttribute('href') || ''`); got != "#/requests/pri_console_down" {
+			t.Fatalf("after a refresh the focus is on %q, want the link to pri_console_down", got)
+		}
+		// Several statuses and a policy narrow the list.
+		rowsOf := `[...document.querySelectorAll('#all-requests tbody th')].map((c) => c.textContent).sort().join(',')`
+		b.do(
+			chromedp.Click(chromedp.CSS(`input[name=status][value=paused]`)),
+			chromedp.Click(chromedp.CSS(`input[name=status][value=error]`)),
+			chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
+		)
+		b.waitFor("paused and failed requests only", rowsOf+` === 'pri_console_failed,pri_console_paused'`, 5*time.Second)
+		b.waitFor("the policies in the filter", `!!document.querySelector('#filter-policy option[value=console_paused]')`, 5*time.Second)
+		b.do(
+			chromedp.SetValue(chromedp.ID("filter-policy"), "console_paused"),
+			chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
+		)
+		b.waitFor("the paused request only", rowsOf+` === 'pri_console_paused'`, 5*time.Second)
+		b.waitText("#status", "1 request matches; 1 needs attention.", 5*time.Second)
+		b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=button]`)))
+		b.waitFor("every request again", rowsOf+` === 'pri_console_down,pri_console_failed,pri_console_paused'`, 5*time.Second)
 		b.do(chromedp.Click(chromedp.CSS(link)))
 		b.waitFor("the request's heading to have the focus", `document.activeElement?.textContent === 'Request pri_console_paused'`, 10*time.Second)
 		b.waitText("#waiting-for", "Waits for the receiver of webhook ask to resume it, until ", 10*time.Second)

@@ -119,9 +119,11 @@ export function render(main, ctx) {
       const pages = Math.max(1, list.pages || 1);
       replace(pager,
         pagerButton('Previous page', filters.page - 1, filters.page > 1),
-        h('span', {}, `Page ${list.page} of ${pages} (${list.total} requests)`),
+        h('span', {}, `Page ${list.page} of ${pages} (${list.total} ${list.total === 1 ? 'request' : 'requests'})`),
         pagerButton('Next page', filters.page + 1, filters.page < pages));
-      if (explicit) ctx.announce(`${list.total} requests match; ${att.total} need attention.`);
+      if (explicit) {
+        ctx.announce(`${list.total} ${list.total === 1 ? 'request matches' : 'requests match'}; ${att.total} ${att.total === 1 ? 'needs' : 'need'} attention.`);
+      }
     } catch (err) {
       if (!ctx.alive()) return;
       if (err.status === 503) {
