@@ -275,6 +275,13 @@ func TestConsole(t *testing.T) {
 		b.waitText("#status", "1 request matches; 1 needs attention.", 5*time.Second)
 		b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=button]`)))
 		b.waitFor("every request again", rowsOf+` === 'pri_console_down,pri_console_failed,pri_console_paused'`, 5*time.Second)
+		b.do(
+			chromedp.SendKeys(chromedp.ID("filter-id"), "pri_console_failed"),
+			chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
+		)
+		b.waitFor("the request of that id", rowsOf+` === 'pri_console_failed'`, 5*time.Second)
+		b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=button]`)))
+		b.waitFor("every request again", rowsOf+` === 'pri_console_down,pri_console_failed,pri_console_paused'`, 5*time.Second)
 		b.do(chromedp.Click(chromedp.CSS(link)))
 		b.waitFor("the request's heading to have the focus", `document.activeElement?.textContent === 'Request pri_console_paused'`, 10*time.Second)
 		b.waitText("#waiting-for", "Waits for the receiver of webhook ask to resume it, until ", 10*time.Second)

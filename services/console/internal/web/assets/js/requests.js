@@ -10,12 +10,14 @@ const ATTENTION = ['paused', 'error', 'awaiting_pre_approval', 'pre_approval_not
 const SIZE = 25;
 
 // The filters outlive the page, so that going to a request and back keeps them.
-const filters = { statuses: [], policy: '', createdFrom: '', createdTo: '', page: 1 };
+const filters = { statuses: [], policy: '', id: '', externalId: '', createdFrom: '', createdTo: '', page: 1 };
 
 function query(statuses, page, size) {
   const q = new URLSearchParams();
   for (const s of statuses) q.append('status', s);
   if (filters.policy) q.set('policy_key', filters.policy);
+  if (filters.id) q.set('id', filters.id);
+  if (filters.externalId) q.set('external_id', filters.externalId);
   if (filters.createdFrom) q.set('created_gt', new Date(filters.createdFrom).toISOString());
   if (filters.createdTo) q.set('created_lt', new Date(filters.createdTo).toISOString());
   q.set('sort_field', 'created_at');
@@ -48,6 +50,8 @@ export function render(main, ctx) {
   const statusBoxes = STATUSES.map((s) => h('label', { class: 'check' },
     h('input', { type: 'checkbox', name: 'status', value: s, checked: filters.statuses.includes(s) }), s.replaceAll('_', ' ')));
   const policy = h('select', { name: 'policy', id: 'filter-policy' }, h('option', { value: '' }, 'Any policy'));
+  const id = h('input', { type: 'text', name: 'id', id: 'filter-id', value: filters.id, spellcheck: 'false' });
+  const externalId = h('input', { type: 'text', name: 'external_id', id: 'filter-external-id', value: filters.externalId, spellcheck: 'false' });
   const from = h('input', { type: 'datetime-local', name: 'created_from', id: 'filter-from', value: filters.createdFrom, step: '1' });
   const to = h('input', { type: 'datetime-local', name: 'created_to', id: 'filter-to', value: filters.createdTo, step: '1' });
   const form = h('form', {
@@ -56,6 +60,8 @@ export function render(main, ctx) {
       e.preventDefault();
       filters.statuses = statusBoxes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value);
       filters.policy = policy.value;
+      filters.id = id.value.trim();
+      filters.externalId = externalId.value.trim();
       filters.createdFrom = from.value;
       filters.createdTo = to.value;
       filters.page = 1;
@@ -64,6 +70,8 @@ export function render(main, ctx) {
   },
   h('fieldset', { class: 'statuses' }, h('legend', {}, 'Status'), statusBoxes),
   field('Policy', policy),
+  field('Request id', id),
+  field('External id', externalId),
   field('Created from', from),
   field('Created to', to),
   h('div', { class: 'actions' },
@@ -71,9 +79,11 @@ export function render(main, ctx) {
     h('button', {
       type: 'button',
       onclick: () => {
-        Object.assign(filters, { statuses: [], policy: '', createdFrom: '', createdTo: '', page: 1 });
+        Object.assign(filters, { statuses: [], policy: '', id: '', externalId: '', createdFrom: '', createdTo: '', page: 1 });
         for (const l of statusBoxes) l.querySelector('input').checked = false;
         policy.value = '';
+        id.value = '';
+        externalId.value = '';
         from.value = '';
         to.value = '';
         refresh(true);
