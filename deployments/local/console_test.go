@@ -233,12 +233,7 @@ func TestConsole(t *testing.T) {
 
 	t.Run("sign in", func(t *testing.T) {
 		b.t, f.t = t, t
-		b.open("", "Sign in")
-		b.do(
-			chromedp.SendKeys(chromedp.CSS(`input[name=client_id]`), f.stack.Env["OAUTH_ROOT_CLIENT_ID"]),
-			chromedp.SendKeys(chromedp.CSS(`input[name=client_secret]`), f.stack.Env["OAUTH_ROOT_CLIENT_SECRET"]+"\r"),
-		)
-		b.waitFor("the requests page", `document.activeElement?.textContent === 'Privacy requests'`, 10*time.Second)
+		b.signIn(f)
 		if !eval[bool](b, `sessionStorage.getItem('policyhooks.token')?.length > 20 && localStorage.length === 0 && !location.href.includes(sessionStorage.getItem('policyhooks.token'))`) {
 			t.Fatal("the token is not (only) in sessionStorage")
 		}
@@ -380,6 +375,54 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("sessionStorage holds %d items after signing out, want 0", n)
 		}
 	})
+}
+
+// signIn signs in with the stack's root client and waits for the requests page.
+func (b *browser) signIn(f *flow) {
+	b.t.Helper()
+	b.open("", "Sign in")
+	b.do(
+		chromedp.SendKeys(chromedp.CSS(`input[name=client_id]`), f.stack.Env["OAUTH_ROOT_CLIENT_ID"]),
+		chromedp.SendKeys(chromedp.CSS(`input[name=client_secret]`), f.stack.Env["OAUTH_ROOT_CLIENT_SECRET"]+"\r"),
+	)
+	b.waitFor("the requests page", `document.activeElement?.textContent === 'Privacy requests'`, 10*time.Second)
+}
+
+// TestConsoleReview: with the pre-approval stage on and no pre-approval webhook, requests wait for
+// an operator; on a request's page the operator denies one with a reason and approves another,
+// and the API shows the first denied with that reason and the second run to complete.
+func TestConsoleReview(t *testing.T) {
+	f := startFlow(t, map[string]string{"EXECUTION_STAGE": "skip", "PRE_APPROVAL": "true"}, "127.0.0.1:0")
+	f.answer("/ok", `{}`)
+	f.policy("console_review", []hookSpec{{"wake", "one_way", "/ok"}}, nil)
+	f.submit("pri_review_deny", "console_review", "deny@example.com")
+	f.submit("pri_review_approve", "console_review", "approve@example.com")
+	f.waitStatus("pri_review_deny", "awaiting_pre_approval", 20*time.Second)
+	f.waitStatus("pri_review_approve", "awaiting_pre_approval", 20*time.Second)
+
+	b := newBrowser(t, f.stack.ConsoleURL)
+	b.signIn(f)
+
+	b.open("#/requests/pri_review_deny", "Request pri_review_deny")
+	b.waitText("#waiting-for", "operator", 10*time.Second)
+	const reason = "not a customer of ours"
+	b.do(
+		chromedp.SendKeys(chromedp.ID("deny-reason"), reason),
+		chromedp.Click(chromedp.ID("deny")),
+	)
+	b.waitText("#status", "Denied: the request is denied.", 10*time.Second)
+	status, body := f.api(http.MethodGet, f.stack.CallbackURL+"/api/v1/privacy-request/pri_review_deny", "")
+	if status != http.StatusOK || !strings.Contains(string(body), `"status":"denied"`) || !strings.Contains(string(body), `"deny_reason":"`+reason+`"`) {
+		t.Fatalf("after Deny: %d %s, want denied with the reason", status, body)
+	}
+	b.waitFor("the review buttons gone", `!document.getElementById('approve') && !document.getElementById('deny')`, 10*time.Second)
+
+	b.open("#/requests/pri_review_approve", "Request pri_review_approve")
+	b.waitFor("the Approve button", `!!document.getElementById('approve')`, 10*time.Second)
+	b.do(chromedp.Focus(chromedp.ID("approve")), chromedp.KeyEvent("\r"))
+	b.waitText("#status", "Approved: the request is ", 10*time.Second)
+	f.waitStatus("pri_review_approve", "complete", 20*time.Second)
+	b.waitText("#request-body dl", "complete", 10*time.Second)
 }
 
 // preOrder returns the keys of a policy's pre-execution webhooks in order, from the config API.

@@ -1,8 +1,8 @@
 // request.js is one request's page (#/requests/{id}): its state, what it waits for, each
-// webhook's attempts, its timeline, and Retry for a request in error. Refreshed every 3 seconds
-// while the tab is visible.
+// webhook's attempts, its timeline, Retry for a request in error, and Approve or Deny for one in
+// the pre-approval stage. Refreshed every 3 seconds while the tab is visible.
 
-import { h, replace, table, badge } from './dom.js';
+import { h, replace, table, badge, field } from './dom.js';
 import * as api from './api.js';
 import { when, words, waitingText } from './format.js';
 
@@ -87,17 +87,45 @@ export function render(main, ctx, id) {
     },
   }, 'Retry');
 
+  // The review of a request awaiting pre-approval or not eligible for it (SPEC §7): approve, or
+  // deny with an optional reason.
+  const reason = h('input', { type: 'text', id: 'deny-reason', maxLength: 512, autocomplete: 'off' });
+  const review = (approve) => async () => {
+    approveButton.disabled = denyButton.disabled = true;
+    ctx.announce(approve ? 'Approving…' : 'Denying…');
+    try {
+      const body = approve ? {} : (reason.value.trim() ? { reason: reason.value.trim() } : {});
+      const r = await api.call('POST', `/api/v1/privacy-request/${api.seg(id)}/${approve ? 'approve' : 'deny'}`, body);
+      ctx.announce(`${approve ? 'Approved' : 'Denied'}: the request is ${words(r.status)}.`);
+      reason.value = '';
+      await load();
+    } catch (err) {
+      ctx.announce(`${approve ? 'Approval' : 'Denial'} failed: ${err.message}`, true);
+    } finally {
+      approveButton.disabled = denyButton.disabled = false;
+    }
+  };
+  const approveButton = h('button', { type: 'button', class: 'primary', id: 'approve', onclick: review(true) }, 'Approve');
+  const denyButton = h('button', { type: 'button', id: 'deny', onclick: review(false) }, 'Deny');
+  const reviewPart = h('div', { class: 'review' },
+    approveButton,
+    field('Reason for a denial (optional)', reason, 'Recorded with the request and sent nowhere else.'),
+    denyButton);
+  const reviewable = (status) => status === 'awaiting_pre_approval' || status === 'pre_approval_not_eligible';
+
   async function load() {
     try {
       const r = await api.get(`/api/v1/privacy-request/${api.seg(id)}`);
       if (!ctx.alive()) return;
       const changed = JSON.stringify(r) !== JSON.stringify(current);
       current = r;
-      // The Retry button stays the same node, so its focus survives a refresh.
-      if (r.status === 'error') {
-        if (!actions.contains(retry)) actions.replaceChildren(retry);
-      } else if (actions.contains(retry)) {
-        if (document.activeElement === retry) main.querySelector('h1').focus();
+      // The action nodes stay the same, so their focus (and a reason being typed) survives a
+      // refresh.
+      const want = r.status === 'error' ? retry : reviewable(r.status) ? reviewPart : null;
+      if (want && !actions.contains(want)) {
+        actions.replaceChildren(want);
+      } else if (!want && actions.firstChild) {
+        if (actions.contains(document.activeElement)) main.querySelector('h1').focus();
         actions.replaceChildren();
       }
       if (!changed) return;
