@@ -16,7 +16,7 @@ help:
 	@echo "make bench  the throughput benchmark against the raw NATS + HTTPS loop"
 	@echo "make fuzz   every native fuzz target for FUZZTIME each (default 2m; CI runs 5s each)"
 	@echo "make nats   build the NATS CLI (v0.4.0) into bin/nats"
-	@echo "make images OCI image tarballs of config, callback, executor and nats-server, built offline with ko (IMAGES_DIR, default .data/images; tools/README.md)"
+	@echo "make images OCI image tarballs of config, callback, executor, console and nats-server, built offline with ko (IMAGES_DIR, default .data/images; tools/README.md)"
 	@echo "make compose  deployments/compose under podman-compose: the walkthrough, a NATS container SIGKILLed under load, every request checked (needs make images, podman, podman-compose)"
 	@echo "make chaos  the long fault runs: the executor's schedule explorer at 3 deviations, then thousands of requests while processes are killed (CHAOS_SEED, CHAOS_SRC, CHAOS_KEEP; docs/reliability.md)"
 
@@ -85,7 +85,7 @@ images:
 	base=$$(bin/mkbase -layout "$$KOCACHE/img"); \
 	export KO_DEFAULTBASEIMAGE=localhost/policyhooks-base@$$base; \
 	echo "base $$KO_DEFAULTBASEIMAGE -" > "$$dir/digests.txt.new"; \
-	for s in config callback executor nats-server store receiver; do \
+	for s in config callback executor console nats-server store receiver; do \
 		echo "== image $$s"; \
 		case $$s in \
 		nats-server) ref=$$(cd shared && KO_DOCKER_REPO=$(IMAGES_REPO)/nats-server $$ko build --push=false --platform=linux/amd64 --bare --tarball "$$dir/$$s.tar" github.com/nats-io/nats-server/v2);; \

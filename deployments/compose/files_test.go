@@ -73,7 +73,7 @@ func TestComposeFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"callback", "config", "executor-1", "executor-2", "nats-1", "nats-2", "nats-3", "receiver", "store"}
+	want := []string{"callback", "config", "console", "executor-1", "executor-2", "nats-1", "nats-2", "nats-3", "receiver", "store"}
 	if got := p.ServiceNames(); !slices.Equal(sorted(got), want) {
 		t.Fatalf("services %v, want %v", got, want)
 	}

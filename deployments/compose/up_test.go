@@ -26,7 +26,7 @@ import (
 )
 
 // images are the tarballs of make images that compose.yaml runs.
-var images = []string{"nats-server", "store", "config", "callback", "executor", "receiver"}
+var images = []string{"nats-server", "store", "config", "callback", "executor", "console", "receiver"}
 
 // composeRequests is how many requests TestComposeUp submits, at composeRate per second; killAfter
 // (a third of the way in) is when it kills the stream leader.
@@ -69,7 +69,7 @@ func TestComposeUp(t *testing.T) {
 	u.run(ctx, "podman-compose", u.compose("up", "-d")...)
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, svc := range []string{"nats-1", "nats-2", "nats-3", "config", "callback", "executor-1", "executor-2", "receiver"} {
+			for _, svc := range []string{"nats-1", "nats-2", "nats-3", "config", "callback", "console", "executor-1", "executor-2", "receiver"} {
 				out, _ := exec.Command("podman", "logs", "--tail", "15", u.container(svc)).CombinedOutput()
 				t.Logf("logs of %s:\n%s", svc, out)
 			}
@@ -79,12 +79,12 @@ func TestComposeUp(t *testing.T) {
 		u.run(down, "podman-compose", u.compose("down", "-v", "-t", "5")...)
 	})
 
-	for _, svc := range []string{u.configURL, u.callbackURL} {
+	for _, svc := range []string{u.configURL, u.callbackURL, u.consoleURL} {
 		if err := waitReady(ctx, svc+"/ready"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("compose: config and callback ready %.1fs after up", time.Since(start).Seconds())
+	t.Logf("compose: config, callback and the console ready %.1fs after up", time.Since(start).Seconds())
 
 	nc, err := nats.Connect(u.natsURLs, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	if err != nil {
@@ -222,12 +222,12 @@ func checkRequest(rec *chaos.Record, evs []chaos.StatusEvent, deliveries []chaos
 
 // up is one compose project: its name, environment (secrets and free ports) and addresses.
 type up struct {
-	t                      *testing.T
-	project                string
-	env                    map[string]string
-	conf                   string
-	configURL, callbackURL string
-	natsURLs               string
+	t                                  *testing.T
+	project                            string
+	env                                map[string]string
+	conf                               string
+	configURL, callbackURL, consoleURL string
+	natsURLs                           string
 }
 
 func newUp(t *testing.T, imagesDir string) *up {
@@ -246,7 +246,7 @@ func newUp(t *testing.T, imagesDir string) *up {
 		"OAUTH_ROOT_CLIENT_SECRET": randomHex(t, 16),
 	}}
 	var urls []string
-	for _, name := range []string{"NATS_PORT_1", "NATS_PORT_2", "NATS_PORT_3", "CONFIG_PORT", "CALLBACK_PORT"} {
+	for _, name := range []string{"NATS_PORT_1", "NATS_PORT_2", "NATS_PORT_3", "CONFIG_PORT", "CALLBACK_PORT", "CONSOLE_PORT"} {
 		port := freePort(t)
 		u.env[name] = port
 		if strings.HasPrefix(name, "NATS_") {
@@ -256,6 +256,7 @@ func newUp(t *testing.T, imagesDir string) *up {
 	u.natsURLs = strings.Join(urls, ",")
 	u.configURL = "http://127.0.0.1:" + u.env["CONFIG_PORT"]
 	u.callbackURL = "http://127.0.0.1:" + u.env["CALLBACK_PORT"]
+	u.consoleURL = "http://127.0.0.1:" + u.env["CONSOLE_PORT"]
 	return u
 }
 

@@ -29,7 +29,7 @@ const verifyEgress = "overlays/verify-egress"
 
 // services are the policyhooks Deployments: the app.kubernetes.io/name of each, and the port its
 // HTTP_ADDR serves /health, /ready and /metrics on.
-var services = map[string]int{"config": 8080, "callback": 8081, "executor": 8082}
+var services = map[string]int{"config": 8080, "callback": 8081, "executor": 8082, "console": 8083}
 
 // partOf is the app.kubernetes.io/part-of label of the policyhooks services' resources.
 const partOf = "policyhooks"
@@ -666,6 +666,8 @@ var serviceTraffic = map[string]struct{ ingress, egress []string }{
 	"callback": {ingress: []string{"TCP/8081"}, egress: []string{"TCP/4222", "TCP/53", "UDP/53"}},
 	// Metrics; webhooks over HTTPS.
 	"executor": {ingress: []string{"TCP/8082"}, egress: []string{"TCP/4222", "TCP/443", "TCP/53", "UDP/53"}},
+	// The console's page and proxy; the config and callback APIs, and no NATS.
+	"console": {ingress: []string{"TCP/8083"}, egress: []string{"TCP/53", "TCP/8080", "TCP/8081", "UDP/53"}},
 }
 
 // checkServiceTraffic compares the ports the NetworkPolicies open for each service's pods with
@@ -855,15 +857,23 @@ var secretOnly = map[string][]string{
 	"executor": {"APP_ENCRYPTION_KEY"},
 }
 
-// checkNATSSettings wants every service given the three NATS servers, NATS_REPLICAS=3 and JSON
-// logs, and the settings of secretOnly from required Secret keys.
+// withoutNATS are the services that use no NATS (and get no NATS settings): the console.
+var withoutNATS = []string{"console"}
+
+// checkNATSSettings wants every service but withoutNATS given the three NATS servers and
+// NATS_REPLICAS=3, every one JSON logs, and the settings of secretOnly from required Secret keys;
+// the console gets no NATS setting and no Secret.
 func checkNATSSettings(r rendering) []string {
 	found, problems := serviceWorkloads(r)
 	wantURL := "nats://nats-0.nats:4222,nats://nats-1.nats:4222,nats://nats-2.nats:4222"
 	for name, w := range found {
 		env, envProblems := resolveEnv(r, w, w.Template.Spec.Containers[0])
 		problems = append(problems, envProblems...)
-		for k, want := range map[string]string{"NATS_URL": wantURL, "NATS_REPLICAS": "3", "LOG_FORMAT": "json"} {
+		want := map[string]string{"NATS_URL": wantURL, "NATS_REPLICAS": "3", "LOG_FORMAT": "json"}
+		if slices.Contains(withoutNATS, name) {
+			want = map[string]string{"NATS_URL": "", "NATS_REPLICAS": "", "LOG_FORMAT": "json", "APP_ENCRYPTION_KEY": ""}
+		}
+		for k, want := range want {
 			if got := env[k]; got.secret != nil || got.value != want {
 				problems = append(problems, fmt.Sprintf("%s: %s=%q, want %q", w, k, got.value, want))
 			}

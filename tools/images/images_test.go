@@ -47,7 +47,7 @@ func TestImages(t *testing.T) {
 	first := build(t, root, filepath.Join(tmp, "first"))
 	second := build(t, root, filepath.Join(tmp, "second"))
 
-	for _, name := range []string{"base", "config", "callback", "executor", "nats-server", "store", "receiver"} {
+	for _, name := range []string{"base", "config", "callback", "executor", "console", "nats-server", "store", "receiver"} {
 		got, ok := second[name]
 		want := first[name]
 		if !ok || want.ref == "" {
