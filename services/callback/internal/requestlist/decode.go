@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/policyhooks/policyhooks/shared/event"
 )
@@ -126,22 +127,20 @@ func str(value []byte, dst *string) error {
 		return nil
 	}
 	s, end, ok := plainString(value, 0)
-	if !ok || end != len(value) {
+	if !ok || end != len(value) || !utf8.Valid(s) { // json.Unmarshal replaces invalid UTF-8
 		return errSyntax
 	}
 	*dst = string(s)
 	return nil
 }
 
+// stamp reads an RFC 3339 time (or null, which leaves dst as it is).
 func stamp(value []byte, dst *time.Time) error {
-	if string(value) == "null" {
-		return nil
+	var s string
+	if err := str(value, &s); err != nil || string(value) == "null" {
+		return err
 	}
-	s, end, ok := plainString(value, 0)
-	if !ok || end != len(value) {
-		return errSyntax
-	}
-	t, err := time.Parse(time.RFC3339Nano, string(s))
+	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return errSyntax
 	}
