@@ -261,34 +261,3 @@ func TestWatchAnnounces(t *testing.T) {
 		t.Fatalf("events %q, want the lost opening once and nothing for the breaker that never opened", got)
 	}
 }
-
-// TestReadWholeDropsUnseenBreakers: a breaker that a read of the bucket whole does not deliver
-// (removed while nobody watched: its connection was deleted) leaves the view at the read's end.
-func TestReadWholeDropsUnseenBreakers(t *testing.T) {
-	n := testkit.StartNATS(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	kv := n.Bucket(t, event.BucketHealth)
-	c := breaker.Config{Failures: 1, Cooldown: time.Hour}
-	s := breaker.NewStore(kv, n.JS, c, zerolog.Nop())
-	open := event.ConnectionHealth{ConnectionKey: "gone", State: event.BreakerOpen, Failures: 1, Since: time.Now(), Seq: 1, Announced: true}
-	b, _ := json.Marshal(open)
-	if _, err := kv.Put(ctx, "gone", b); err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, "gone")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.BeginWhole()
-	s.Apply(e)
-	s.EndWhole()
-	if !s.Open("gone") {
-		t.Fatal("the breaker delivered by the read is not in the view")
-	}
-	s.BeginWhole()
-	s.EndWhole()
-	if s.Open("gone") || s.OpenCount() != 0 {
-		t.Error("a breaker the read did not deliver is still in the view")
-	}
-}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,17 +45,16 @@ type Store struct {
 	log zerolog.Logger
 	now func() time.Time
 
-	mu     sync.RWMutex
-	view   map[string]event.ConnectionHealth
-	probes map[string]string // connection key -> the owner of the probe this store gave out
-	loaded atomic.Bool
-	// fresh holds the keys a read of the bucket whole delivered so far (nil between reads).
-	fresh map[string]bool
+	// view is the local view of the bucket (natsconn.Follow keeps it).
+	view *natsconn.Map[event.ConnectionHealth]
+	// mu guards probes: connection key -> the owner of the probe this store gave out.
+	mu     sync.Mutex
+	probes map[string]string
 }
 
 // NewStore returns the breakers of bucket kv, announced through js.
 func NewStore(kv jetstream.KeyValue, js jetstream.JetStream, cfg Config, log zerolog.Logger) *Store {
-	return &Store{kv: kv, js: js, cfg: cfg, log: log, now: time.Now, view: map[string]event.ConnectionHealth{},
+	return &Store{kv: kv, js: js, cfg: cfg, log: log, now: time.Now, view: natsconn.NewMap[event.ConnectionHealth](log),
 		probes: map[string]string{}}
 }
 
@@ -79,61 +77,18 @@ func (s *Store) Watch(ctx context.Context, conn natsconn.Conn) {
 			}
 		}
 	}()
-	natsconn.Follow(ctx, s.kv, conn, s, s.log)
-}
-
-// BeginWhole begins a read of the bucket whole (natsconn.View).
-func (s *Store) BeginWhole() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.fresh = map[string]bool{}
-}
-
-// EndWhole ends a read of the bucket whole: the breakers it did not deliver are gone
-// (natsconn.View).
-func (s *Store) EndWhole() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k := range s.view {
-		if s.fresh != nil && !s.fresh[k] {
-			delete(s.view, k)
-		}
-	}
-	s.fresh = nil
-	s.loaded.Store(true)
-}
-
-// Apply records one entry of the bucket in the view (natsconn.View).
-func (s *Store) Apply(e jetstream.KeyValueEntry) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.fresh != nil {
-		s.fresh[e.Key()] = true
-	}
-	if e.Operation() != jetstream.KeyValuePut {
-		delete(s.view, e.Key())
-		return
-	}
-	var h event.ConnectionHealth
-	if err := json.Unmarshal(e.Value(), &h); err != nil {
-		s.log.Error().Err(err).Str("key", e.Key()).Msg("breaker: undecodable entry ignored")
-		delete(s.view, e.Key())
-		return
-	}
-	s.view[e.Key()] = h
+	natsconn.Follow(ctx, s.kv, conn, s.view, s.log)
 }
 
 // announcePending announces the openings and closings of the view that are not yet announced
 // and older than announceAfter.
 func (s *Store) announcePending(ctx context.Context) {
-	s.mu.RLock()
 	var keys []string
-	for _, h := range s.view {
+	s.view.Each(func(_ string, h event.ConnectionHealth) {
 		if h.Unannounced() && s.now().Sub(h.Since) > s.announceAfter() {
 			keys = append(keys, h.ConnectionKey)
 		}
-	}
-	s.mu.RUnlock()
+	})
 	for _, k := range keys {
 		if h, rev, err := s.Get(ctx, k); err == nil && h.Unannounced() {
 			if err := s.announce(ctx, h, rev); err != nil {
@@ -144,7 +99,7 @@ func (s *Store) announcePending(ctx context.Context) {
 }
 
 // Loaded reports whether the view holds the bucket's content.
-func (s *Store) Loaded() bool { return s.loaded.Load() }
+func (s *Store) Loaded() bool { return s.view.Loaded() }
 
 // Held reports, from the local view, whether a call to connection key waits at now and until
 // when (see Held); never while breakers are off.
@@ -152,9 +107,7 @@ func (s *Store) Held(key string, now time.Time) (until time.Time, probing, held 
 	if !s.cfg.On() {
 		return time.Time{}, false, false
 	}
-	s.mu.RLock()
-	h, ok := s.view[event.KVKey(key)]
-	s.mu.RUnlock()
+	h, ok := s.view.Get(event.KVKey(key))
 	if !ok {
 		return time.Time{}, false, false
 	}
@@ -167,21 +120,18 @@ func (s *Store) Open(key string) bool {
 	if !s.cfg.On() {
 		return false
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.view[event.KVKey(key)].State == event.BreakerOpen
+	h, _ := s.view.Get(event.KVKey(key))
+	return h.State == event.BreakerOpen
 }
 
 // OpenCount returns how many breakers the local view shows open.
 func (s *Store) OpenCount() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
 	n := 0
-	for _, h := range s.view {
+	s.view.Each(func(_ string, h event.ConnectionHealth) {
 		if h.State == event.BreakerOpen {
 			n++
 		}
-	}
+	})
 	return n
 }
 
@@ -192,8 +142,8 @@ func (s *Store) Observe(ctx context.Context, key, owner string, failed bool, rea
 	if !s.cfg.On() {
 		return nil
 	}
+	h, ok := s.view.Get(event.KVKey(key))
 	s.mu.Lock()
-	h, ok := s.view[event.KVKey(key)]
 	probe := s.probes[key] == owner
 	if probe {
 		delete(s.probes, key)

@@ -142,3 +142,53 @@ func TestFollowReadsWholeAfterALongLoss(t *testing.T) {
 		t.Errorf("reads whole begun %d, ended %d; want 2 and 2", begun, end)
 	}
 }
+
+// TestMap: the common View keeps each key's value decoded, drops a value that does not decode
+// and a key deleted, and at the end of a read of the bucket whole drops the keys the read did not
+// deliver (removed while nobody watched: a breaker whose connection was deleted, say).
+func TestMap(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketPlans)
+	ctx := t.Context()
+	entry := func(key, value string) jetstream.KeyValueEntry {
+		t.Helper()
+		if _, err := kv.Put(ctx, key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	type health struct{ State string }
+	m := natsconn.NewMap[health](zerolog.Nop())
+	m.Apply(entry("open", `{"State": "open"}`))
+	m.Apply(entry("gone", `{"State": "open"}`))
+	m.Apply(entry("broken", `{"State": `))
+	if v, ok := m.Get("open"); !ok || v.State != "open" || m.Loaded() {
+		t.Fatalf("open: %+v %v, loaded %v; want the value, not loaded yet", v, ok, m.Loaded())
+	}
+	if _, ok := m.Get("broken"); ok {
+		t.Error("an undecodable value is in the map")
+	}
+	m.BeginWhole()
+	m.Apply(entry("open", `{"State": "closed"}`))
+	m.EndWhole()
+	var keys []string
+	m.Each(func(k string, _ health) { keys = append(keys, k) })
+	if v, _ := m.Get("open"); !slices.Equal(keys, []string{"open"}) || v.State != "closed" || !m.Loaded() {
+		t.Errorf("after a read whole: keys %v, open %+v, loaded %v; want only open, closed, loaded", keys, v, m.Loaded())
+	}
+	if err := kv.Delete(ctx, "open"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := kv.History(ctx, "open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Apply(h[len(h)-1])
+	if _, ok := m.Get("open"); ok {
+		t.Error("a deleted key is in the map")
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/policyhooks/policyhooks/shared/event"
+	"github.com/policyhooks/policyhooks/shared/natsconn"
 	"github.com/policyhooks/policyhooks/shared/testkit"
 	"github.com/rs/zerolog"
 )
@@ -32,12 +33,7 @@ func put(t *testing.T, kv jetstream.KeyValue, key string, p event.Plan) {
 }
 
 // inView reports whether the watch has applied a plan for key (without Get's direct read).
-func inView(v *View, key string) (event.Plan, bool) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	p, ok := v.plans[event.KVKey(key)]
-	return p, ok
-}
+func inView(v *View, key string) (event.Plan, bool) { return v.Latest(key) }
 
 // TestWatch checks that the view loads the plans already in the bucket, then applies puts and
 // deletes as they happen.
@@ -137,7 +133,7 @@ func TestGet(t *testing.T) {
 	v := Watch(t.Context(), kv, n.NC, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	// A view whose watch never delivers anything: every Get is a miss and reads the bucket.
-	cold := &View{kv: kv, log: zerolog.Nop(), plans: map[string]event.Plan{}}
+	cold := &View{Map: natsconn.NewMap[event.Plan](zerolog.Nop()), kv: kv, log: zerolog.Nop()}
 
 	put(t, kv, "known", plan("known", 7))
 	put(t, kv, "urn:p.1", plan("urn:p.1", 2))
@@ -224,13 +220,21 @@ func TestReadWholeDropsUnseenPlans(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketPlans)
 	put(t, kv, "kept", plan("kept", 1))
-	e, err := kv.Get(t.Context(), "kept")
-	if err != nil {
-		t.Fatal(err)
+	put(t, kv, "gone", plan("gone", 1))
+	entry := func(key string) jetstream.KeyValueEntry {
+		e, err := kv.Get(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
 	}
-	v := &View{kv: kv, log: zerolog.Nop(), plans: map[string]event.Plan{"gone": plan("gone", 1)}}
+	v := &View{Map: natsconn.NewMap[event.Plan](zerolog.Nop()), kv: kv, log: zerolog.Nop()}
+	v.Apply(entry("gone")) // in the view, then deleted while nobody watched
+	if _, ok := v.Latest("gone"); !ok {
+		t.Fatal("the plan applied is not in the view")
+	}
 	v.BeginWhole()
-	v.Apply(e)
+	v.Apply(entry("kept"))
 	v.EndWhole()
 	if _, ok := v.Latest("gone"); ok {
 		t.Error("a plan the read did not deliver is still in the view")
