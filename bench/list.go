@@ -261,30 +261,38 @@ func measureList(ctx context.Context, n int, listFor time.Duration, w io.Writer)
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: listClients}}
 	base := "http://" + addr + "/api/v1/privacy-request?"
-	ask := func(query string) (int, time.Duration, error) {
+	// ask GETs one page and returns the answer's status, how long it took and the page's total.
+	type answer struct {
+		code  int
+		took  time.Duration
+		total int
+	}
+	ask := func(query string) (answer, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+query, nil)
 		if err != nil {
-			return 0, 0, err
+			return answer{}, err
 		}
 		req.Header.Set("Authorization", "Bearer "+auth)
 		t := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
-			return 0, 0, err
+			return answer{}, err
 		}
 		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		a := answer{code: resp.StatusCode, took: time.Since(t)}
+		if err != nil {
+			return a, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return a, fmt.Errorf("GET ?%s: %d %s", query, resp.StatusCode, strings.TrimSpace(string(body)))
+		}
 		var page struct {
 			Total int `json:"total"`
 		}
-		body, err := io.ReadAll(resp.Body)
-		took := time.Since(t)
-		if err != nil {
-			return 0, 0, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return resp.StatusCode, took, fmt.Errorf("GET ?%s: %d %s", query, resp.StatusCode, strings.TrimSpace(string(body)))
-		}
-		return resp.StatusCode, took, json.Unmarshal(body, &page)
+		err = json.Unmarshal(body, &page)
+		a.total = page.Total
+		return a, err
 	}
 	// The index is loaded when the list answers 200 rather than 503.
 	for {
@@ -295,11 +303,11 @@ func measureList(ctx context.Context, n int, listFor time.Duration, w io.Writer)
 			return res, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-		code, _, err := ask("size=1")
+		a, err := ask("size=1")
 		if err == nil {
 			break
 		}
-		if code != http.StatusServiceUnavailable && code != 0 {
+		if a.code != http.StatusServiceUnavailable && a.code != 0 {
 			return res, err
 		}
 	}
@@ -309,13 +317,11 @@ func measureList(ctx context.Context, n int, listFor time.Duration, w io.Writer)
 
 	queries := listQueries(n)
 	for _, q := range queries { // every query answers, and its total is kept
-		var page struct {
-			Total int `json:"total"`
-		}
-		if err := getJSON(ctx, client, base+q.query, auth, &page); err != nil {
+		a, err := ask(q.query)
+		if err != nil {
 			return res, err
 		}
-		res.PerQuery = append(res.PerQuery, ListQueryResult{Name: q.name, Query: q.query, Total: page.Total})
+		res.PerQuery = append(res.PerQuery, ListQueryResult{Name: q.name, Query: q.query, Total: a.total})
 	}
 
 	wctx, stopWrites := context.WithCancel(ctx)
@@ -345,7 +351,7 @@ func measureList(ctx context.Context, n int, listFor time.Duration, w io.Writer)
 		time.Sleep(time.Until(due))
 		q := k % len(queries)
 		wg.Go(func() {
-			_, _, err := ask(queries[q].query)
+			_, err := ask(queries[q].query)
 			record(q, time.Since(due), err)
 		})
 	}
@@ -367,11 +373,11 @@ func measureList(ctx context.Context, n int, listFor time.Duration, w io.Writer)
 		wg.Go(func() {
 			for k := c; qctx.Err() == nil; k++ {
 				q := k % len(queries)
-				_, d, err := ask(queries[q].query)
+				a, err := ask(queries[q].query)
 				if qctx.Err() != nil {
 					return
 				}
-				record(q, d, err)
+				record(q, a.took, err)
 			}
 		})
 	}
@@ -421,24 +427,6 @@ func listToken() (string, error) {
 		return "", err
 	}
 	return s.Seal(&token.AccessClaims{ClientID: listRootID, Scopes: []string{scope.PrivacyRequestRead}}, time.Hour)
-}
-
-func getJSON(ctx context.Context, client *http.Client, u, auth string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+auth)
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("GET %s: %d %s", u, resp.StatusCode, b)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // percentile returns the p-th percentile of ms (nearest rank), rounded.
