@@ -334,6 +334,9 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("health after closing = %s, want closed by the operator", body)
 		}
 		f.waitStatus("pri_console_down", "complete", 20*time.Second)
+		// The poll may redraw the table as the held request's call succeeds; click once it is still.
+		b.waitFor("console_down_crm healthy in the table", `(() => { const r = [...document.querySelectorAll('#connections tbody tr')].find((r) => r.textContent.includes('console_down_crm'));
+			return !!r && r.querySelector('td:nth-child(6)').textContent.startsWith('healthy') && !document.querySelector('button[aria-label^="Close breaker"]'); })()`, 10*time.Second)
 		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Set secrets of console_order_a"]`)))
 		b.waitFor("the secret form", `document.activeElement?.id === 'secret-form-heading'`, 5*time.Second)
 		if got := eval[string](b, `[...document.querySelectorAll('#secret-form input')].map((i) => i.name + ':' + i.type + ':' + i.value).join(',')`); got != "url:url:,authorization:password:,signing_secret:password:" {
