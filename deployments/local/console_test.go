@@ -352,6 +352,18 @@ func TestConsole(t *testing.T) {
 		if eval[bool](b, fmt.Sprintf(`document.documentElement.outerHTML.includes(%s) || document.documentElement.outerHTML.includes('flow-test') || [...document.querySelectorAll('input')].some((i) => i.value !== '')`, jsString(secret[7:]))) {
 			t.Fatal("the page shows a secret after saving it")
 		}
+		// Save and verify: the host resolves and the TLS handshake completes; the table shows the test.
+		b.do(
+			chromedp.SendKeys(chromedp.CSS(`#secret-form input[name=url]`), f.rcv.URL("/ok")),
+			chromedp.SendKeys(chromedp.CSS(`#secret-form input[name=authorization]`), secret),
+			chromedp.Click(chromedp.CSS(`#save-verify`)),
+		)
+		b.waitText("#status", "Secrets of console_order_a saved; verification succeeded.", 10*time.Second)
+		b.waitFor("console_order_a's test status in the table", `(() => { const r = [...document.querySelectorAll('#connections tbody tr')].find((r) => r.textContent.includes('console_order_a'));
+			return !!r && r.querySelector('td:nth-child(4)').textContent === 'succeeded'; })()`, 10*time.Second)
+		if eval[bool](b, `[...document.querySelectorAll('input')].some((i) => i.value !== '')`) {
+			t.Fatal("the form keeps what was typed after saving and verifying")
+		}
 	})
 
 	t.Run("narrow", func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -195,6 +197,25 @@ func (s *Store) Get(ctx context.Context, key string) (event.ConnectionHealth, ui
 		return zero, 0, fmt.Errorf("breaker: decode %s: %w", key, err)
 	}
 	return h, e.Revision(), nil
+}
+
+// All returns every breaker with an entry, in connection key order, read from the bucket in one
+// pass (a connection whose calls never failed has none: it is closed).
+func (s *Store) All(ctx context.Context) ([]event.ConnectionHealth, error) {
+	var out []event.ConnectionHealth
+	err := natsconn.Each(ctx, s.kv, func(e jetstream.KeyValueEntry) error {
+		var h event.ConnectionHealth
+		if err := json.Unmarshal(e.Value(), &h); err != nil {
+			return fmt.Errorf("breaker: decode %s: %w", e.Key(), err)
+		}
+		out = append(out, h)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("breaker: %w", err)
+	}
+	slices.SortFunc(out, func(a, b event.ConnectionHealth) int { return strings.Compare(a.ConnectionKey, b.ConnectionKey) })
+	return out, nil
 }
 
 // Delete removes the breaker of connection key (the connection was deleted).

@@ -11,6 +11,7 @@ import (
 // the executor opens and closes as calls fail and succeed (SPEC §6.3).
 type Breakers interface {
 	Get(ctx context.Context, key string) (event.ConnectionHealth, uint64, error)
+	All(ctx context.Context) ([]event.ConnectionHealth, error)
 	Close(ctx context.Context, key string) (event.ConnectionHealth, error)
 	Delete(ctx context.Context, key string) error
 }
@@ -32,6 +33,27 @@ func (s *Service) Health(ctx context.Context, key string) (event.ConnectionHealt
 	}
 	h, _, err := s.breakers.Get(ctx, key)
 	return h, err
+}
+
+// Healths returns the circuit breakers with an entry, in connection key order, only those in
+// state when it is not empty. A connection whose calls never failed has no entry (it is closed);
+// an entry outlives its connection only when removing it at the delete failed (logged), and is
+// then the breaker a connection created again with the key starts from.
+func (s *Service) Healths(ctx context.Context, state event.BreakerState) ([]event.ConnectionHealth, error) {
+	if s.breakers == nil {
+		return nil, ErrNoBreakers
+	}
+	all, err := s.breakers.All(ctx)
+	if err != nil || state == "" {
+		return all, err
+	}
+	out := all[:0]
+	for _, h := range all {
+		if h.State == state || (h.State == "" && state == event.BreakerClosed) {
+			out = append(out, h)
+		}
+	}
+	return out, nil
 }
 
 // CloseBreaker closes the circuit breaker of connection key by hand (an operator knows the

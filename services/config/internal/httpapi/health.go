@@ -61,6 +61,37 @@ func getHealth(svc *connection.Service) http.HandlerFunc {
 	}
 }
 
+// listHealth is GET /connection_health: the circuit breakers with an entry (connections whose
+// calls failed at least once), in connection key order, filtered by ?state= (open or closed)
+// and paged. It is what a console or an alert asks: which endpoints are unhealthy, in one call.
+func listHealth(svc *connection.Service) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, s, err := page(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		state := event.BreakerState(r.URL.Query().Get("state"))
+		if state != "" && state != event.BreakerOpen && state != event.BreakerClosed {
+			var fe fieldErrors
+			fe.add("value is not a valid enumeration member; permitted: 'open', 'closed'", "type_error.enum", "query", "state")
+			writeError(w, r, fe.err())
+			return
+		}
+		all, err := svc.Healths(r.Context(), state)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		now := time.Now()
+		answers := make([]healthAnswer, len(all))
+		for i, h := range all {
+			answers[i] = newHealthAnswer(h, now)
+		}
+		api.WriteJSON(w, http.StatusOK, slicePage(answers, p, s))
+	}
+}
+
 // closeBreaker is POST /connection/{key}/health/close: an operator closes the connection's
 // circuit breaker by hand. The body must be empty or {} (strict: any field is a 422).
 func closeBreaker(svc *connection.Service) http.HandlerFunc {

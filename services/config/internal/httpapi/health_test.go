@@ -34,6 +34,28 @@ func TestConnectionHealth(t *testing.T) {
 	e.https("crm", "https://example.com/hook", "auth")
 	path := "/api/v1/connection/crm/health"
 
+	e.https("erp", "https://example.com/erp", "auth")
+	// listed returns the keys and states of GET /connection_health with query q.
+	listed := func(q string) string {
+		t.Helper()
+		var page struct {
+			Items []healthBody `json:"items"`
+			Total int          `json:"total"`
+		}
+		e.call(http.MethodGet, "/api/v1/connection_health"+q, nil, 200, &page)
+		var out []string
+		for _, it := range page.Items {
+			out = append(out, it.ConnectionKey+":"+it.State)
+		}
+		if page.Total < len(page.Items) {
+			t.Fatalf("list%s: total %d below %d items", q, page.Total, len(page.Items))
+		}
+		return strings.Join(out, ",")
+	}
+	if got := listed(""); got != "" {
+		t.Fatalf("breakers listed before any failure: %q", got)
+	}
+
 	var h healthBody
 	e.call(http.MethodGet, path, nil, 200, &h)
 	if h.ConnectionKey != "crm" || h.State != "closed" || h.Failures != 0 || h.Since != nil || h.ProbeAt != nil || h.ChangedBy != nil {
@@ -54,6 +76,20 @@ func TestConnectionHealth(t *testing.T) {
 	if h.State != "open" || h.Failures != 2 || h.ProbeAt == nil || h.LastError == nil || *h.LastError != "HTTP 503" ||
 		h.ChangedBy == nil || *h.ChangedBy != "executor" || h.ProbeInFlight {
 		t.Fatalf("opened by the executor: %+v", h)
+	}
+	if err := exec.Observe(ctx, "erp", "run", true, "timeout"); err != nil {
+		t.Fatal(err)
+	}
+	for q, want := range map[string]string{"": "crm:open,erp:closed", "?state=open": "crm:open", "?state=closed": "erp:closed",
+		"?state=open&size=1&page=2": "", "?size=1&page=2": "erp:closed"} {
+		if got := listed(q); got != want {
+			t.Errorf("list%s = %q, want %q", q, got, want)
+		}
+	}
+	for _, q := range []string{"?state=Open", "?state=half", "?size=101", "?page=0"} {
+		if status, b, _ := e.raw(http.MethodGet, "/api/v1/connection_health"+q, e.root, nil); status != 422 {
+			t.Errorf("list%s: %d %s, want 422", q, status, b)
+		}
 	}
 
 	for _, tt := range []struct {
@@ -79,6 +115,16 @@ func TestConnectionHealth(t *testing.T) {
 	if status, _, _ := e.raw(http.MethodGet, path, "", nil); status != 401 {
 		t.Errorf("read without a token: %d, want 401", status)
 	}
+	if status, _, _ := e.raw(http.MethodGet, "/api/v1/connection_health", reader, nil); status != 200 {
+		t.Errorf("list with connection:read: %d, want 200", status)
+	}
+	if status, _, _ := e.raw(http.MethodGet, "/api/v1/connection_health", "", nil); status != 401 {
+		t.Errorf("list without a token: %d, want 401", status)
+	}
+	_, _, policyReader := e.client(scope.PolicyRead)
+	if status, _, _ := e.raw(http.MethodGet, "/api/v1/connection_health", policyReader, nil); status != 403 {
+		t.Errorf("list with policy:read only: %d, want 403", status)
+	}
 	e.call(http.MethodGet, path, nil, 200, &h)
 	if h.State != "open" {
 		t.Fatalf("a refused close changed the breaker: %+v", h)
@@ -89,6 +135,9 @@ func TestConnectionHealth(t *testing.T) {
 		if h.State != "closed" || h.ChangedBy == nil || *h.ChangedBy != "operator" || h.Failures != 0 {
 			t.Fatalf("closed by hand (body %v): %+v", body, h)
 		}
+	}
+	if got := listed("?state=open"); got != "" {
+		t.Fatalf("open breakers after closing crm by hand: %q", got)
 	}
 	var states []string
 	for _, m := range e.nats.Msgs(t, event.SubjectConnectionAll) {
@@ -108,5 +157,8 @@ func TestConnectionHealth(t *testing.T) {
 	e.call(http.MethodDelete, "/api/v1/connection/crm", nil, 204, nil)
 	if _, rev, err := exec.Get(ctx, "crm"); err != nil || rev != 0 {
 		t.Fatalf("the breaker outlived its connection: revision %d, %v", rev, err)
+	}
+	if got := listed(""); got != "erp:closed" {
+		t.Fatalf("breakers after deleting crm: %q, want erp:closed", got)
 	}
 }

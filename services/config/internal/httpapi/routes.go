@@ -64,6 +64,7 @@ func Routes(d Deps) *mux.Router {
 	handle(http.MethodGet, "/connection/{key}/signing-key", scope.ConnectionRead, getSigningKey(d.Connections))
 	handle(http.MethodGet, "/connection/{key}/health", scope.ConnectionRead, getHealth(d.Connections))
 	handle(http.MethodPost, "/connection/{key}/health/close", scope.ConnectionCreateOrUpdate, closeBreaker(d.Connections))
+	handle(http.MethodGet, "/connection_health", scope.ConnectionRead, listHealth(d.Connections))
 
 	handle(http.MethodPatch, "/policy", scope.PolicyCreateOrUpdate, upsertPolicies(d.Policies))
 	handle(http.MethodGet, "/policy", scope.PolicyRead, listPolicies(d.Policies))

@@ -76,6 +76,23 @@ export async function call(method, path, body) {
 
 export const get = (path) => call('GET', path);
 
+// all reads every page of a config list (pages of 100, the most the API gives) and returns the
+// items, each key once: a list that changes between two pages may shift an item onto both.
+export async function all(path) {
+  const size = 100;
+  const at = (n) => get(`${path}${path.includes('?') ? '&' : '?'}page=${n}&size=${size}`);
+  const first = await at(1);
+  const pages = Math.ceil((first.total || 0) / size);
+  const rest = await Promise.all(Array.from({ length: Math.max(0, pages - 1) }, (_, i) => at(i + 2)));
+  const seen = new Set();
+  return [first, ...rest].flatMap((p) => p.items || []).filter((it) => {
+    if (it.key === undefined) return true;
+    if (seen.has(it.key)) return false;
+    seen.add(it.key);
+    return true;
+  });
+}
+
 // seg escapes one path segment.
 export const seg = encodeURIComponent;
 

@@ -12,16 +12,6 @@ function testStatus(c) {
   return 'not tested';
 }
 
-async function healthOf(key) {
-  try {
-    return await api.get(`/api/v1/connection/${api.seg(key)}/health`);
-  } catch (err) {
-    // No breaker record: the connection never failed.
-    if (err.status === 404) return null;
-    throw err;
-  }
-}
-
 function healthCell(hl) {
   if (!hl || hl.state === 'closed') {
     const failures = hl && hl.failures ? ` (${hl.failures} failed calls in a row)` : '';
@@ -96,9 +86,10 @@ export function render(main, ctx) {
 
   async function load() {
     try {
-      const page = await api.get('/api/v1/connection?size=100');
-      const items = page.items || [];
-      const health = await Promise.all(items.map((c) => healthOf(c.key)));
+      // Two lists, not a call per connection: a connection with no breaker entry never failed.
+      const [items, breakers] = await Promise.all([api.all('/api/v1/connection'), api.all('/api/v1/connection_health')]);
+      const byKey = new Map(breakers.map((b) => [b.connection_key, b]));
+      const health = items.map((c) => byKey.get(c.key) || null);
       if (!ctx.alive()) return;
       replace(list, table('Connections', ['Name', 'Key', 'Type', 'Test status', 'Last test', 'Health', 'Actions'],
         items.map((c, i) => [

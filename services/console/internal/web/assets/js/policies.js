@@ -19,10 +19,10 @@ export function render(main, ctx, key) {
 function renderList(main, ctx) {
   const list = h('div', { id: 'policies' }, h('p', { class: 'message' }, 'Loading…'));
   main.append(ctx.heading('Policies'), list);
-  api.get('/api/v1/policy?size=100').then((page) => {
+  api.all('/api/v1/policy').then((items) => {
     if (!ctx.alive()) return;
     replace(list, table('Policies', ['Name', 'Key', 'Updated'],
-      (page.items || []).map((p) => [
+      items.map((p) => [
         h('a', { href: `#/policies/${encodeURIComponent(p.key)}` }, p.name),
         h('code', {}, p.key),
         when(p.updated_at),
@@ -121,11 +121,11 @@ function renderPolicy(main, ctx, key) {
   // just pressed, in its new row; a disabled one hands the focus to its row's other move button).
   async function load(focusKey) {
     try {
-      const [p, ...pages] = await Promise.all([api.get(base), ...KINDS.map(({ kind }) => api.get(`${base}/webhook/${kind}?size=100`))]);
+      const [p, ...pages] = await Promise.all([api.get(base), ...KINDS.map(({ kind }) => api.all(`${base}/webhook/${kind}`))]);
       if (!ctx.alive()) return;
       replace(facts, h('p', {}, `${p.name}; updated ${whenText(p.updated_at)}.`));
       KINDS.forEach(({ kind, title }, i) => {
-        lists[kind] = (pages[i].items || []).slice().sort((a, b) => a.order - b.order);
+        lists[kind] = pages[i].sort((a, b) => a.order - b.order);
         replace(sections[kind], hookTable(kind, title, lists[kind]));
       });
       if (focusKey) {
@@ -138,9 +138,9 @@ function renderPolicy(main, ctx, key) {
     }
   }
 
-  api.get('/api/v1/connection?size=100&connection_type=https').then((page) => {
+  api.all('/api/v1/connection?connection_type=https').then((items) => {
     if (!ctx.alive()) return;
-    for (const c of page.items || []) connection.append(h('option', { value: c.key }, `${c.name} (${c.key})`));
+    for (const c of items) connection.append(h('option', { value: c.key }, `${c.name} (${c.key})`));
   }).catch(ctx.fail);
   load();
 }

@@ -101,9 +101,9 @@ export function render(main, ctx) {
     all,
     pager);
 
-  api.get('/api/v1/policy?size=100').then((page) => {
+  api.all('/api/v1/policy').then((items) => {
     if (!ctx.alive()) return;
-    for (const p of page.items || []) policy.append(h('option', { value: p.key }, `${p.name} (${p.key})`));
+    for (const p of items) policy.append(h('option', { value: p.key }, `${p.name} (${p.key})`));
     policy.value = filters.policy;
   }).catch(ctx.fail);
 
