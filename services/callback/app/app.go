@@ -65,21 +65,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 }
 
 // Service is a running callback service.
-type Service struct {
-	addr string
-	done chan struct{}
-	err  error
-}
-
-// Addr returns the host:port the HTTP listener is bound to.
-func (s *Service) Addr() string { return s.addr }
-
-// Wait blocks until the service's context ended and the server drained, and returns what stopped
-// it abnormally, if anything.
-func (s *Service) Wait() error {
-	<-s.done
-	return s.err
-}
+type Service = api.Server
 
 // Start connects to NATS, ensures the stream and buckets, opens the listener on cfg.HTTPAddr and
 // serves until ctx ends. It returns once the service is ready.
@@ -183,13 +169,8 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		OpenAPI: OpenAPI,
 	})
 
-	s := &Service{addr: ln.Addr().String(), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		s.err = api.Serve(ctx, ln, router)
-		nc.Close()
-	}()
-	log.Info().Str("addr", s.addr).Msg("callback service listening")
+	s := api.Start(ctx, ln, router, nc.Close)
+	log.Info().Str("addr", s.Addr()).Msg("callback service listening")
 	return s, nil
 }
 

@@ -90,20 +90,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 }
 
 // Service is a running config service.
-type Service struct {
-	addr string
-	done chan struct{}
-	err  error
-}
-
-// Addr returns the host:port of the HTTP listener.
-func (s *Service) Addr() string { return s.addr }
-
-// Wait blocks until the service has stopped (its context ended) and everything is closed.
-func (s *Service) Wait() error {
-	<-s.done
-	return s.err
-}
+type Service = api.Server
 
 // Start connects to MongoDB and NATS, ensures the buckets, re-seals secrets sealed under the
 // previous key, mirrors the OAuth clients, publishes every plan, opens the HTTP listener and
@@ -198,23 +185,17 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
-	s := &Service{addr: ln.Addr().String(), done: make(chan struct{})}
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
 		pub.Run(runCtx, cfg.PlanRepublishInterval, conns.Reseal, oa.Sync)
 	}()
-	go func() {
-		defer close(s.done)
-		s.err = api.Serve(runCtx, ln, router)
-		stop()
-		<-loopDone
+	// After the serving: the re-publish loop ends, then NATS drains and the store closes.
+	return api.Start(runCtx, ln, router, stop, func() { <-loopDone }, func() {
 		if err := nc.Drain(); err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn().Err(err).Msg("nats drain")
 		}
-		closeStore()
-	}()
-	return s, nil
+	}, closeStore), nil
 }
 
 // Run loads the configuration, starts the service and waits for it to stop.

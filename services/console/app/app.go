@@ -66,21 +66,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 }
 
 // Service is a running console.
-type Service struct {
-	addr string
-	done chan struct{}
-	err  error
-}
-
-// Addr returns the host:port the HTTP listener is bound to.
-func (s *Service) Addr() string { return s.addr }
-
-// Wait blocks until the service's context ended and the server drained, and returns what stopped
-// it abnormally, if anything.
-func (s *Service) Wait() error {
-	<-s.done
-	return s.err
-}
+type Service = api.Server
 
 // Start opens the listener on cfg.HTTPAddr and serves until ctx ends. It returns once serving.
 func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
@@ -105,12 +91,8 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 	if err != nil {
 		return nil, fmt.Errorf("console: listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	s := &Service{addr: ln.Addr().String(), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		s.err = api.Serve(ctx, ln, handler)
-	}()
-	log.Info().Str("addr", s.addr).Msg("console listening")
+	s := api.Start(ctx, ln, handler)
+	log.Info().Str("addr", s.Addr()).Msg("console listening")
 	return s, nil
 }
 

@@ -40,7 +40,6 @@ import (
 	"github.com/policyhooks/policyhooks/shared/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
 
@@ -474,13 +473,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 }
 
 func routes(log zerolog.Logger, reg *prometheus.Registry, profiling bool, checks map[string]httpapi.Check) *mux.Router {
-	r := mux.NewRouter()
-	r.Use(httpapi.Middleware(log, httpapi.NewMetrics(reg)))
-	r.NotFoundHandler = http.HandlerFunc(httpapi.NotFound)
-	r.MethodNotAllowedHandler = http.HandlerFunc(httpapi.MethodNotAllowed)
-	r.HandleFunc("/health", httpapi.Health).Methods(http.MethodGet)
-	r.HandleFunc("/ready", httpapi.Ready(checks)).Methods(http.MethodGet)
-	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})).Methods(http.MethodGet)
+	r := httpapi.NewRouter(log, reg, checks)
 	if profiling {
 		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		r.HandleFunc("/debug/pprof/profile", pprof.Profile)

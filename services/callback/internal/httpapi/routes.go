@@ -12,7 +12,6 @@ import (
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
 
@@ -33,17 +32,7 @@ type Deps struct {
 // registers the service's metrics on d.Registry.
 func NewRouter(d Deps) *mux.Router {
 	m := newMetrics(d.Registry)
-	r := mux.NewRouter()
-	mw := api.Middleware(d.Log, api.NewMetrics(d.Registry))
-	r.Use(mw)
-	// mux runs Use middleware on matched routes only: wrap the fallbacks too, so that every
-	// answer carries X-Request-ID and is counted.
-	r.NotFoundHandler = mw(http.HandlerFunc(api.NotFound))
-	r.MethodNotAllowedHandler = mw(http.HandlerFunc(api.MethodNotAllowed))
-
-	r.HandleFunc("/health", api.Health).Methods(http.MethodGet)
-	r.HandleFunc("/ready", api.Ready(d.Ready)).Methods(http.MethodGet)
-	r.Handle("/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r := api.NewRouter(d.Log, d.Registry, d.Ready)
 	r.HandleFunc(callbackapi.OpenAPI, api.Document(d.OpenAPI)).Methods(http.MethodGet)
 
 	resumeH := handleResume(d.Resume, m)

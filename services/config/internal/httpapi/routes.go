@@ -13,7 +13,6 @@ import (
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/policyhooks/policyhooks/shared/scope"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
 
@@ -35,15 +34,7 @@ type Deps struct {
 // Routes returns the router with every route of the service. It registers the HTTP metrics on
 // d.Registry, so it is called once per registry.
 func Routes(d Deps) *mux.Router {
-	r := mux.NewRouter()
-	mw := api.Middleware(d.Log, api.NewMetrics(d.Registry))
-	r.Use(mw)
-	r.NotFoundHandler = mw(http.HandlerFunc(api.NotFound))
-	r.MethodNotAllowedHandler = mw(http.HandlerFunc(api.MethodNotAllowed))
-
-	r.HandleFunc("/health", api.Health).Methods(http.MethodGet)
-	r.HandleFunc("/ready", api.Ready(d.Ready)).Methods(http.MethodGet)
-	r.Handle("/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r := api.NewRouter(d.Log, d.Registry, d.Ready)
 	r.HandleFunc(Prefix+"/openapi.json", api.Document(d.OpenAPI)).Methods(http.MethodGet)
 
 	need := d.Auth.Require

@@ -11,10 +11,8 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/gorilla/mux"
 	api "github.com/policyhooks/policyhooks/shared/httpapi"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
 
@@ -40,15 +38,7 @@ func NewRouter(d Deps) (http.Handler, error) {
 			return nil, fmt.Errorf("console: no URL for the %s service", b)
 		}
 	}
-	r := mux.NewRouter()
-	mw := api.Middleware(d.Log, api.NewMetrics(d.Registry))
-	r.Use(mw)
-	r.NotFoundHandler = mw(http.HandlerFunc(api.NotFound))
-	r.MethodNotAllowedHandler = mw(http.HandlerFunc(api.MethodNotAllowed))
-
-	r.HandleFunc("/health", api.Health).Methods(http.MethodGet)
-	r.HandleFunc("/ready", api.Ready(readyChecks(d.Client, d.Backends))).Methods(http.MethodGet)
-	r.Handle("/metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r := api.NewRouter(d.Log, d.Registry, readyChecks(d.Client, d.Backends))
 	r.PathPrefix("/api/").Handler(proxyHandler(newProxy(d.Backends, d.Log)))
 	r.PathPrefix("/").Handler(staticHandler(files)).Methods(http.MethodGet, http.MethodHead)
 	return securityHeaders(r), nil
