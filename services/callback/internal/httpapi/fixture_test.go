@@ -45,7 +45,9 @@ type fixture struct {
 	resume    *token.Sealer // the executor's reply-to-token sealer
 	access    *token.Sealer // the config service's access-token sealer
 	router    *mux.Router
-	registry  *prometheus.Registry
+	// svc is the resume service behind router.
+	svc      *resume.Service
+	registry *prometheus.Registry
 	// list is the request list's index, following requests.
 	list *requestlist.Index
 }
@@ -77,7 +79,7 @@ func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Pub
 		pub = publisher(js)
 	}
 	f.snapshots = plansnapshots.New(n.Bucket(t, event.BucketPlanSnapshots))
-	svc := resume.New(resume.Config{Requests: f.requests, Snapshots: f.snapshots, Claims: f.claims, Errored: f.errored, Publisher: pub,
+	f.svc = resume.New(resume.Config{Requests: f.requests, Snapshots: f.snapshots, Claims: f.claims, Errored: f.errored, Publisher: pub,
 		Tokens: []*token.Sealer{f.resume}})
 	f.list = requestlist.New()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,7 +88,7 @@ func newFixtureWith(t testing.TB, publisher func(jetstream.JetStream) resume.Pub
 	f.router = NewRouter(Deps{
 		Log:      zerolog.Nop(),
 		Registry: f.registry,
-		Resume:   svc,
+		Resume:   f.svc,
 		List:     f.list,
 		Auth:     api.NewAuthorizer(f.access, oauthclients.New(f.clients, rootClientID)),
 		Ready:    map[string]api.Check{},

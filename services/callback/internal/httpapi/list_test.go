@@ -236,10 +236,10 @@ func TestListRejects(t *testing.T) {
 }
 
 // TestListLoading: until its index has read the bucket whole, a replica answers the list 503 with
-// Retry-After, and the other routes as usual.
+// Retry-After, and the other routes as usual: a request is read and resumed.
 func TestListLoading(t *testing.T) {
 	f := newFixture(t)
-	router := NewRouter(Deps{Log: zerolog.Nop(), Registry: prometheus.NewRegistry(), Resume: nil, List: requestlist.New(),
+	router := NewRouter(Deps{Log: zerolog.Nop(), Registry: prometheus.NewRegistry(), Resume: f.svc, List: requestlist.New(),
 		Auth: api.NewAuthorizer(f.access, oauthclients.New(f.clients, rootClientID)), Ready: map[string]api.Check{}, OpenAPI: []byte(`{}`)})
 	r := httptest.NewRequest(http.MethodGet, "/api/v1/privacy-request?status=error", nil)
 	r.Header.Set("Authorization", bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead)))
@@ -248,5 +248,27 @@ func TestListLoading(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
 		!strings.Contains(fmt.Sprint(detail(t, w)), "The request list is loading") {
 		t.Errorf("loading: got %d %q %s, want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+
+	req := pausedRequest("pri_loading", 1)
+	f.putRequest(req)
+	serve := func(method, path, auth string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, path, strings.NewReader(`{}`))
+		r.Header.Set("Authorization", auth)
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		router.ServeHTTP(w, r)
+		return w
+	}
+	if w := serve(http.MethodGet, "/api/v1/privacy-request/pri_loading", bearer(f.accessToken(rootClientID, scope.PrivacyRequestRead))); w.Code != 200 ||
+		!strings.Contains(w.Body.String(), `"paused"`) {
+		t.Errorf("read while the list loads: %d %s, want 200 paused", w.Code, w.Body)
+	}
+	raw, jti := f.replyToken(req.ID, req.PausedWebhookID, 1)
+	if w := serve(http.MethodPost, resumePath(req.ID), bearer(raw)); w.Code != 200 {
+		t.Errorf("resume while the list loads: %d %s, want 200", w.Code, w.Body)
+	}
+	if got := len(f.resumesOf(jti)); got != 1 {
+		t.Errorf("resumes published while the list loads: %d, want 1", got)
 	}
 }
