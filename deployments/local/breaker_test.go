@@ -168,3 +168,56 @@ func (f *flow) waitingFor(id, reason string, within time.Duration) waitingView {
 		return *v.WaitingFor, v.WaitingFor.Reason == reason
 	})
 }
+
+// TestCircuitBreakerMaxWait is row WH1 end to end (SPEC §6.3): a request that waits on an open
+// breaker for longer than CIRCUIT_BREAKER_MAX_WAIT goes to error, naming the webhook and the
+// setting, with no call made while it waited; once the endpoint is back and the breaker closed
+// by hand, a retry scoped by connection_key picks it up and it completes.
+func TestCircuitBreakerMaxWait(t *testing.T) {
+	const maxWait = 3 * time.Second
+	f := newFlow(t, map[string]string{
+		"EXECUTION_STAGE": "skip", "CIRCUIT_BREAKER_FAILURES": "2", "CIRCUIT_BREAKER_COOLDOWN": "1h",
+		"CIRCUIT_BREAKER_MAX_WAIT": maxWait.String(),
+		"WEBHOOK_RETRY_BASE_DELAY": "50ms", "WEBHOOK_RETRY_MAX_DELAY": "100ms", "WEBHOOK_MAX_ATTEMPTS": "20",
+	})
+	var down atomic.Bool
+	down.Store(true)
+	f.rcv.On("/crm", func(int, testkit.Call) testkit.Answer {
+		if down.Load() {
+			return testkit.Answer{Status: http.StatusServiceUnavailable}
+		}
+		return testkit.Answer{}
+	})
+	f.policy("stuck", []hookSpec{{"crm", "one_way", "/crm"}}, nil)
+
+	f.submit("pri_cbw_1", "stuck", "a@example.com")
+	f.waitingFor("pri_cbw_1", "connection", 10*time.Second)
+	held := time.Now()
+	// The request looks at the breaker at least every 5 s: it fails within MAX_WAIT and a look.
+	v := f.waitStatus("pri_cbw_1", "error", maxWait+10*time.Second)
+	if waited := time.Since(held); waited < maxWait-time.Second {
+		t.Fatalf("in error %s after it was held, before CIRCUIT_BREAKER_MAX_WAIT (%s)", waited, maxWait)
+	}
+	var e struct {
+		WebhookKey *string `json:"webhook_key"`
+		Message    string  `json:"message"`
+	}
+	if err := json.Unmarshal(v.Error, &e); err != nil || e.WebhookKey == nil || *e.WebhookKey != "crm" ||
+		!strings.Contains(e.Message, "unhealthy for longer than "+maxWait.String()) {
+		t.Fatalf("error %s (%v), want webhook crm unhealthy for longer than %s", v.Error, err, maxWait)
+	}
+	if n := len(f.rcv.CallsOf("pri_cbw_1", "/crm")); n != 2 {
+		t.Fatalf("pri_cbw_1 called /crm %d times, want the 2 failures that opened the breaker and none while held", n)
+	}
+
+	down.Store(false)
+	f.mustAPI(http.MethodPost, "/api/v1/connection/stuck_crm/health/close", "")
+	status, b := f.api(http.MethodPost, f.stack.CallbackURL+"/api/v1/privacy-request/retry", `{"connection_key": "stuck_crm"}`)
+	if got := strings.Join(strings.Fields(string(b)), ""); status != 200 || got != `{"queued":1,"more":false}` {
+		t.Fatalf("retry by connection_key: %d %s, want 200 queuing 1", status, b)
+	}
+	f.waitStatus("pri_cbw_1", "complete", 20*time.Second)
+	if n := len(f.rcv.CallsOf("pri_cbw_1", "/crm")); n != 3 {
+		t.Fatalf("pri_cbw_1 called /crm %d times, want 3 (2 failures, the retried call)", n)
+	}
+}
