@@ -318,6 +318,52 @@ func TestConsole(t *testing.T) {
 		b.waitFor("the focus to stay on c's button", `document.activeElement?.getAttribute('aria-label') === 'Move up c'`, 5*time.Second)
 	})
 
+	t.Run("pre-approval webhooks: add, reorder, remove", func(t *testing.T) {
+		b.t, f.t = t, t
+		b.open("#/policies", "Policies")
+		b.waitFor("the pre-approval section and its connections", `document.querySelector('#pre-approval')?.textContent === 'No pre-approval webhook.' &&
+			!!document.querySelector('#pa-connection option[value="console_order_b"]')`, 10*time.Second)
+		for _, w := range []struct{ conn, name, key string }{{"console_order_a", "Fraud check", "fraud"}, {"console_order_b", "Age check", "age"}} {
+			b.do(
+				chromedp.SetValue(chromedp.CSS(`#pa-connection`), w.conn),
+				chromedp.SendKeys(chromedp.CSS(`#pa-name`), w.name),
+				chromedp.SendKeys(chromedp.CSS(`#pa-key`), w.key),
+				chromedp.Click(chromedp.CSS(`#add-pre-approval button[type=submit]`)),
+			)
+			b.waitText("#status", "Added pre-approval webhook "+w.key+".", 10*time.Second)
+		}
+		if got := preApprovalOrder(f); got != "fraud:console_order_a,age:console_order_b" {
+			t.Fatalf("pre-approval webhooks after adding two = %s", got)
+		}
+		if eval[bool](b, `document.querySelector('#pa-name').value !== '' || document.querySelector('#pa-key').value !== ''`) {
+			t.Fatal("the add form keeps the last webhook's name or key")
+		}
+		b.shot("pre-approval")
+		// By keyboard: age goes up, before fraud; the focus follows it to its disabled-up row.
+		b.do(chromedp.Focus(chromedp.CSS(`button[aria-label="Move up pre-approval age"]`)), chromedp.KeyEvent("\r"))
+		b.waitText("#status", "Moved pre-approval webhook age to position 1.", 10*time.Second)
+		if got := preApprovalOrder(f); got != "age:console_order_b,fraud:console_order_a" {
+			t.Fatalf("pre-approval webhooks after moving age up = %s", got)
+		}
+		b.waitFor("the focus on age's Move down", `document.activeElement?.getAttribute('aria-label') === 'Move down pre-approval age'`, 5*time.Second)
+		b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Remove pre-approval fraud"]`)))
+		b.waitText("#status", "Removed pre-approval webhook fraud.", 10*time.Second)
+		if got := preApprovalOrder(f); got != "age:console_order_b" {
+			t.Fatalf("pre-approval webhooks after removing fraud = %s", got)
+		}
+		// A refused add (the name is taken) says why and changes nothing.
+		b.do(
+			chromedp.SetValue(chromedp.CSS(`#pa-connection`), "console_order_c"),
+			chromedp.SendKeys(chromedp.CSS(`#pa-name`), "Age check"),
+			chromedp.Click(chromedp.CSS(`#add-pre-approval button[type=submit]`)),
+		)
+		b.waitText("#status", "multiple webhooks", 10*time.Second)
+		if got := preApprovalOrder(f); got != "age:console_order_b" {
+			t.Fatalf("pre-approval webhooks after a refused add = %s", got)
+		}
+		f.mustAPI(http.MethodDelete, "/api/v1/dsr/webhook/pre_approval/age", "")
+	})
+
 	t.Run("connections: health and a secret form that shows no stored value", func(t *testing.T) {
 		b.t, f.t = t, t
 		b.open("#/connections", "Connections")
@@ -441,6 +487,27 @@ func TestConsoleReview(t *testing.T) {
 }
 
 // preOrder returns the keys of a policy's pre-execution webhooks in order, from the config API.
+// preApprovalOrder returns the pre-approval webhooks as the API lists them, key:connection each.
+func preApprovalOrder(f *flow) string {
+	f.t.Helper()
+	var page struct {
+		Items []struct {
+			Key              string `json:"key"`
+			ConnectionConfig struct {
+				Key string `json:"key"`
+			} `json:"connection_config"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(f.mustAPI(http.MethodGet, "/api/v1/dsr/webhook/pre_approval", ""), &page); err != nil {
+		f.t.Fatal(err)
+	}
+	var out []string
+	for _, w := range page.Items {
+		out = append(out, w.Key+":"+w.ConnectionConfig.Key)
+	}
+	return strings.Join(out, ",")
+}
+
 func preOrder(f *flow, policy string) string {
 	f.t.Helper()
 	var page struct {

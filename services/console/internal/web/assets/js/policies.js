@@ -1,10 +1,12 @@
-// policies.js is the policies page (#/policies) and one policy's page (#/policies/{key}): its
-// ordered pre- and post-execution webhooks, adding one (the whole list is PUT back), removing one
+// policies.js is the policies page (#/policies: every policy, and the pre-approval webhooks they
+// share, preapproval.js) and one policy's page (#/policies/{key}): its ordered pre- and
+// post-execution webhooks, adding one (the whole list is PUT back), removing one
 // (DELETE) and moving one up or down (PATCH of its order), all with buttons.
 
 import { h, replace, table, field } from './dom.js';
 import * as api from './api.js';
 import { when, whenText, words } from './format.js';
+import * as preapproval from './preapproval.js';
 
 const KINDS = [
   { kind: 'pre_execution', title: 'Pre-execution webhooks' },
@@ -28,6 +30,7 @@ function renderList(main, ctx) {
         when(p.updated_at),
       ]), 'No policy yet.'));
   }).catch(ctx.fail);
+  preapproval.render(main, ctx);
 }
 
 function renderPolicy(main, ctx, key) {
