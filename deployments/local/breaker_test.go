@@ -28,14 +28,7 @@ func TestCircuitBreaker(t *testing.T) {
 		"EXECUTION_STAGE": "skip", "CIRCUIT_BREAKER_FAILURES": "3", "CIRCUIT_BREAKER_COOLDOWN": cooldown.String(),
 		"WEBHOOK_RETRY_BASE_DELAY": "50ms", "WEBHOOK_RETRY_MAX_DELAY": "100ms", "WEBHOOK_MAX_ATTEMPTS": "20",
 	})
-	var down atomic.Bool
-	down.Store(true)
-	f.rcv.On("/crm", func(int, testkit.Call) testkit.Answer {
-		if down.Load() {
-			return testkit.Answer{Status: http.StatusServiceUnavailable}
-		}
-		return testkit.Answer{}
-	})
+	down := f.downAt("/crm")
 	f.policy("flaky", []hookSpec{{"crm", "one_way", "/crm"}}, []hookSpec{{"after", "one_way", "/after"}})
 
 	var mu sync.Mutex
@@ -148,6 +141,20 @@ func TestCircuitBreaker(t *testing.T) {
 	}
 }
 
+// downAt makes the receiver answer 503 at path while the returned switch is on, as it is at first,
+// and 200 once it is turned off: an endpoint that is down and comes back.
+func (f *flow) downAt(path string) *atomic.Bool {
+	var down atomic.Bool
+	down.Store(true)
+	f.rcv.On(path, func(int, testkit.Call) testkit.Answer {
+		if down.Load() {
+			return testkit.Answer{Status: http.StatusServiceUnavailable}
+		}
+		return testkit.Answer{}
+	})
+	return &down
+}
+
 type waitingView struct {
 	Reason     string     `json:"reason"`
 	WebhookKey *string    `json:"webhook_key"`
@@ -180,14 +187,7 @@ func TestCircuitBreakerMaxWait(t *testing.T) {
 		"CIRCUIT_BREAKER_MAX_WAIT": maxWait.String(),
 		"WEBHOOK_RETRY_BASE_DELAY": "50ms", "WEBHOOK_RETRY_MAX_DELAY": "100ms", "WEBHOOK_MAX_ATTEMPTS": "20",
 	})
-	var down atomic.Bool
-	down.Store(true)
-	f.rcv.On("/crm", func(int, testkit.Call) testkit.Answer {
-		if down.Load() {
-			return testkit.Answer{Status: http.StatusServiceUnavailable}
-		}
-		return testkit.Answer{}
-	})
+	down := f.downAt("/crm")
 	f.policy("stuck", []hookSpec{{"crm", "one_way", "/crm"}}, nil)
 
 	f.submit("pri_cbw_1", "stuck", "a@example.com")

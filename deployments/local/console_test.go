@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -213,14 +212,7 @@ func TestConsole(t *testing.T) {
 	f.policy("console_failing", []hookSpec{{"first", "one_way", "/ok"}, {"lookup", "two_way", "/lookup"}}, nil)
 	f.policy("console_order", []hookSpec{{"a", "one_way", "/ok"}, {"b", "one_way", "/ok"}, {"c", "one_way", "/ok"}}, nil)
 	// A receiver that is down (503) opens its connection's breaker after two calls.
-	var down atomic.Bool
-	down.Store(true)
-	f.rcv.On("/down", func(int, testkit.Call) testkit.Answer {
-		if down.Load() {
-			return testkit.Answer{Status: http.StatusServiceUnavailable}
-		}
-		return testkit.Answer{}
-	})
+	down := f.downAt("/down")
 	f.policy("console_down", []hookSpec{{"crm", "one_way", "/down"}}, nil)
 	f.submit("pri_console_down", "console_down", "down@example.com")
 	f.submit("pri_console_paused", "console_paused", "paused@example.com")

@@ -7,6 +7,7 @@ import { h, replace, table, field } from './dom.js';
 import * as api from './api.js';
 import { when, whenText, words } from './format.js';
 import * as preapproval from './preapproval.js';
+import { actions, refocus, fillConnections } from './webhooks.js';
 
 const KINDS = [
   { kind: 'pre_execution', title: 'Pre-execution webhooks' },
@@ -85,7 +86,7 @@ function renderPolicy(main, ctx, key) {
   async function move(kind, w, to, dir) {
     try {
       await api.call('PATCH', `${base}/webhook/${kind}/${api.seg(w.key)}`, { order: to });
-      await load(`${dir}-${kind}-${w.key}`);
+      await load(`${kind}-${dir}-${w.key}`);
       ctx.announce(`Moved ${w.key} to position ${to + 1} of the ${words(kind)} webhooks.`);
     } catch (err) {
       ctx.fail(err);
@@ -113,10 +114,7 @@ function renderPolicy(main, ctx, key) {
         h('code', {}, w.key),
         words(w.direction),
         w.connection_config ? w.connection_config.key : '—',
-        h('div', { class: 'actions' },
-          h('button', { type: 'button', disabled: i === 0, dataset: { focus: `up-${kind}-${w.key}` }, 'aria-label': `Move up ${w.key}`, onclick: () => move(kind, w, i - 1, 'up') }, 'Move up'),
-          h('button', { type: 'button', disabled: i === n - 1, dataset: { focus: `down-${kind}-${w.key}` }, 'aria-label': `Move down ${w.key}`, onclick: () => move(kind, w, i + 1, 'down') }, 'Move down'),
-          h('button', { type: 'button', dataset: { focus: `remove-${kind}-${w.key}` }, 'aria-label': `Remove ${w.key}`, onclick: () => remove(kind, w) }, 'Remove')),
+        actions({ key: w.key, i, n, label: '', focus: `${kind}-`, move: (to, dir) => move(kind, w, to, dir), remove: () => remove(kind, w) }),
       ]), 'No webhook.');
   }
 
@@ -131,19 +129,12 @@ function renderPolicy(main, ctx, key) {
         lists[kind] = pages[i].sort((a, b) => a.order - b.order);
         replace(sections[kind], hookTable(kind, title, lists[kind]));
       });
-      if (focusKey) {
-        let btn = main.querySelector(`[data-focus="${CSS.escape(focusKey)}"]`);
-        if (btn && btn.disabled) btn = btn.closest('.actions').querySelector('button:not(:disabled)');
-        btn?.focus();
-      }
+      refocus(main, focusKey);
     } catch (err) {
       if (ctx.alive()) ctx.fail(err);
     }
   }
 
-  api.all('/api/v1/connection?connection_type=https').then((items) => {
-    if (!ctx.alive()) return;
-    for (const c of items) connection.append(h('option', { value: c.key }, `${c.name} (${c.key})`));
-  }).catch(ctx.fail);
+  fillConnections(connection, ctx);
   load();
 }

@@ -5,6 +5,7 @@
 
 import { h, replace, table, field } from './dom.js';
 import * as api from './api.js';
+import { actions, refocus, fillConnections } from './webhooks.js';
 
 const BASE = '/api/v1/dsr/webhook/pre_approval';
 
@@ -87,24 +88,14 @@ export function render(main, ctx) {
           w.name,
           h('code', {}, w.key),
           w.connection_config ? w.connection_config.key : '—',
-          h('div', { class: 'actions' },
-            h('button', { type: 'button', disabled: i === 0, dataset: { focus: `pa-up-${w.key}` }, 'aria-label': `Move up pre-approval ${w.key}`, onclick: () => move(w, i - 1, 'up') }, 'Move up'),
-            h('button', { type: 'button', disabled: i === n - 1, dataset: { focus: `pa-down-${w.key}` }, 'aria-label': `Move down pre-approval ${w.key}`, onclick: () => move(w, i + 1, 'down') }, 'Move down'),
-            h('button', { type: 'button', dataset: { focus: `pa-remove-${w.key}` }, 'aria-label': `Remove pre-approval ${w.key}`, onclick: () => remove(w) }, 'Remove')),
+          actions({ key: w.key, i, n, label: 'pre-approval ', focus: 'pa-', move: (to, dir) => move(w, to, dir), remove: () => remove(w) }),
         ]), 'No pre-approval webhook.'));
-      if (focusKey) {
-        let btn = section.querySelector(`[data-focus="${CSS.escape(focusKey)}"]`);
-        if (btn && btn.disabled) btn = btn.closest('.actions').querySelector('button:not(:disabled)');
-        btn?.focus();
-      }
+      refocus(section, focusKey);
     } catch (err) {
       if (ctx.alive()) ctx.fail(err);
     }
   }
 
-  api.all('/api/v1/connection?connection_type=https').then((items) => {
-    if (!ctx.alive()) return;
-    for (const c of items) connection.append(h('option', { value: c.key }, `${c.name} (${c.key})`));
-  }).catch(ctx.fail);
+  fillConnections(connection, ctx);
   load();
 }
