@@ -52,15 +52,6 @@ type listItem struct {
 	FinishedProcessingAt *time.Time   `json:"finished_processing_at"`
 }
 
-// listPage is the answer of the list, in fidesops's (fastapi-pagination's) shape.
-type listPage struct {
-	Items []listItem `json:"items"`
-	Total int        `json:"total"`
-	Page  int        `json:"page"`
-	Size  int        `json:"size"`
-	Pages int        `json:"pages"`
-}
-
 // handleList answers the request list (SPEC §7) from the index.
 func handleList(x *requestlist.Index) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -74,15 +65,14 @@ func handleList(x *requestlist.Index) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		page := listPage{Items: make([]listItem, 0, len(res.Rows)), Total: res.Total, Page: q.Page, Size: q.Size,
-			Pages: (res.Total + q.Size - 1) / q.Size}
+		items := make([]listItem, 0, len(res.Rows))
 		for _, row := range res.Rows {
-			page.Items = append(page.Items, listItem{ID: row.ID, ExternalID: optional(row.ExternalID),
+			items = append(items, listItem{ID: row.ID, ExternalID: optional(row.ExternalID),
 				PolicyKey: row.PolicyKey, Status: row.Status, Step: row.Step, CreatedAt: row.CreatedAt,
 				UpdatedAt: row.UpdatedAt, StartedProcessingAt: row.StartedProcessingAt,
 				FinishedProcessingAt: row.FinishedProcessingAt})
 		}
-		api.WriteJSON(w, http.StatusOK, page)
+		api.WriteJSON(w, http.StatusOK, api.NewPage(items, res.Total, q.Page, q.Size))
 	}
 }
 

@@ -33,10 +33,10 @@ func (f *fixture) waitListed(n int) {
 }
 
 // list GETs the list with query and returns its page.
-func (f *fixture) listPage(auth, query string) (listPage, *httptest.ResponseRecorder) {
+func (f *fixture) listPage(auth, query string) (api.Page[listItem], *httptest.ResponseRecorder) {
 	f.t.Helper()
 	w := f.do(http.MethodGet, "/api/v1/privacy-request?"+query, auth, "")
-	var p listPage
+	var p api.Page[listItem]
 	if w.Code == http.StatusOK {
 		if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil {
 			f.t.Fatal(err)
@@ -45,7 +45,7 @@ func (f *fixture) listPage(auth, query string) (listPage, *httptest.ResponseReco
 	return p, w
 }
 
-func idsOf(p listPage) []string {
+func idsOf(p api.Page[listItem]) []string {
 	ids := []string{}
 	for _, it := range p.Items {
 		ids = append(ids, it.ID)

@@ -104,7 +104,7 @@ func listConnections(svc *connection.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		api.WriteJSON(w, http.StatusOK, newPage(items, total, p, s))
+		api.WriteJSON(w, http.StatusOK, api.NewPage(items, total, p, s))
 	}
 }
 

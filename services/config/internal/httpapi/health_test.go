@@ -41,14 +41,16 @@ func TestConnectionHealth(t *testing.T) {
 		var page struct {
 			Items []healthBody `json:"items"`
 			Total int          `json:"total"`
+			Size  int          `json:"size"`
+			Pages int          `json:"pages"`
 		}
 		e.call(http.MethodGet, "/api/v1/connection_health"+q, nil, 200, &page)
 		var out []string
 		for _, it := range page.Items {
 			out = append(out, it.ConnectionKey+":"+it.State)
 		}
-		if page.Total < len(page.Items) {
-			t.Fatalf("list%s: total %d below %d items", q, page.Total, len(page.Items))
+		if page.Total < len(page.Items) || page.Size == 0 || page.Pages != (page.Total+page.Size-1)/page.Size {
+			t.Fatalf("list%s: total %d, size %d, pages %d for %d items", q, page.Total, page.Size, page.Pages, len(page.Items))
 		}
 		return strings.Join(out, ",")
 	}

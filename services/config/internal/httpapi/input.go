@@ -103,26 +103,11 @@ func page(r *http.Request) (int, int, error) {
 	return p, s, fe.err()
 }
 
-// pageOf is a paginated answer.
-type pageOf[T any] struct {
-	Items []T `json:"items"`
-	Total int `json:"total"`
-	Page  int `json:"page"`
-	Size  int `json:"size"`
-}
-
-func newPage[T any](items []T, total, p, s int) pageOf[T] {
-	if items == nil {
-		items = []T{}
-	}
-	return pageOf[T]{Items: items, Total: total, Page: p, Size: s}
-}
-
 // slicePage returns the page p of size s of all.
-func slicePage[T any](all []T, p, s int) pageOf[T] {
+func slicePage[T any](all []T, p, s int) api.Page[T] {
 	start := min((p-1)*s, len(all))
 	end := min(start+s, len(all))
-	return newPage(all[start:end], len(all), p, s)
+	return api.NewPage(all[start:end], len(all), p, s)
 }
 
 // bulkResult is the answer of a bulk upsert.

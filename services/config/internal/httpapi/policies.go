@@ -67,7 +67,7 @@ func listPolicies(svc *policy.Service) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		api.WriteJSON(w, http.StatusOK, newPage(items, total, p, s))
+		api.WriteJSON(w, http.StatusOK, api.NewPage(items, total, p, s))
 	}
 }
 
