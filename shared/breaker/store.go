@@ -212,7 +212,7 @@ func (s *Store) All(ctx context.Context) ([]event.ConnectionHealth, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("breaker: %w", err)
+		return nil, err // a decode error says breaker; Each's own name the bucket
 	}
 	slices.SortFunc(out, func(a, b event.ConnectionHealth) int { return strings.Compare(a.ConnectionKey, b.ConnectionKey) })
 	return out, nil

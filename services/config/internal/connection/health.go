@@ -35,25 +35,15 @@ func (s *Service) Health(ctx context.Context, key string) (event.ConnectionHealt
 	return h, err
 }
 
-// Healths returns the circuit breakers with an entry, in connection key order, only those in
-// state when it is not empty. A connection whose calls never failed has no entry (it is closed);
-// an entry outlives its connection only when removing it at the delete failed (logged), and is
-// then the breaker a connection created again with the key starts from.
-func (s *Service) Healths(ctx context.Context, state event.BreakerState) ([]event.ConnectionHealth, error) {
+// Healths returns the circuit breakers with an entry, in connection key order. A connection whose
+// calls never failed has no entry (it is closed); an entry outlives its connection only when
+// removing it at the delete failed (logged), and is then the breaker a connection created again
+// with the key starts from.
+func (s *Service) Healths(ctx context.Context) ([]event.ConnectionHealth, error) {
 	if s.breakers == nil {
 		return nil, ErrNoBreakers
 	}
-	all, err := s.breakers.All(ctx)
-	if err != nil || state == "" {
-		return all, err
-	}
-	out := all[:0]
-	for _, h := range all {
-		if h.State == state || (h.State == "" && state == event.BreakerClosed) {
-			out = append(out, h)
-		}
-	}
-	return out, nil
+	return s.breakers.All(ctx)
 }
 
 // CloseBreaker closes the circuit breaker of connection key by hand (an operator knows the

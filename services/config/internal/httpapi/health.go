@@ -78,15 +78,18 @@ func listHealth(svc *connection.Service) http.HandlerFunc {
 			writeError(w, r, fe.err())
 			return
 		}
-		all, err := svc.Healths(r.Context(), state)
+		all, err := svc.Healths(r.Context())
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
 		now := time.Now()
-		answers := make([]healthAnswer, len(all))
-		for i, h := range all {
-			answers[i] = newHealthAnswer(h, now)
+		answers := make([]healthAnswer, 0, len(all))
+		for _, h := range all {
+			// Filtered as answered: newHealthAnswer is where an entry's state is made explicit.
+			if a := newHealthAnswer(h, now); state == "" || a.State == state {
+				answers = append(answers, a)
+			}
 		}
 		api.WriteJSON(w, http.StatusOK, slicePage(answers, p, s))
 	}
