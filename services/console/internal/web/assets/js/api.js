@@ -82,8 +82,7 @@ export async function all(path) {
   const size = 100;
   const at = (n) => get(`${path}${path.includes('?') ? '&' : '?'}page=${n}&size=${size}`);
   const first = await at(1);
-  const pages = Math.ceil((first.total || 0) / size);
-  const rest = await Promise.all(Array.from({ length: Math.max(0, pages - 1) }, (_, i) => at(i + 2)));
+  const rest = await Promise.all(Array.from({ length: Math.max(0, (first.pages || 0) - 1) }, (_, i) => at(i + 2)));
   const seen = new Set();
   return [first, ...rest].flatMap((p) => p.items || []).filter((it) => {
     if (it.key === undefined) return true;

@@ -56,9 +56,9 @@ export function render(main, ctx) {
     section,
     form);
 
-  function move(w, to, dir) {
+  function move(w, from, to, dir) {
     const list = hooks.map(input);
-    const [it] = list.splice(hooks.indexOf(w), 1);
+    const [it] = list.splice(from, 1);
     list.splice(to, 0, it);
     return put(list, `pa-${dir}-${w.key}`, `Moved pre-approval webhook ${w.key} to position ${to + 1}.`);
   }
@@ -88,7 +88,7 @@ export function render(main, ctx) {
           w.name,
           h('code', {}, w.key),
           w.connection_config ? w.connection_config.key : '—',
-          actions({ key: w.key, i, n, label: 'pre-approval ', focus: 'pa-', move: (to, dir) => move(w, to, dir), remove: () => remove(w) }),
+          actions({ key: w.key, i, n, label: 'pre-approval ', focus: 'pa-', move: (to, dir) => move(w, i, to, dir), remove: () => remove(w) }),
         ]), 'No pre-approval webhook.'));
       refocus(section, focusKey);
     } catch (err) {
