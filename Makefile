@@ -45,11 +45,15 @@ bench:
 	cd bench && go run . $(BENCH_ARGS)
 
 # The long form of the fault suite (the short form runs in make test), after the schedule explorer
-# at 3 deviations (40-60 minutes with the pre-approval, denial and kept-identity scenarios; make test runs 2). CHAOS_SEED=<n> reproduces a
+# at 3 deviations (make test runs 2). One scenario, "an operator approves while the calls and
+# replies run" (EXPLORE_SLOW), stays at 2 here: at 3 it has never finished within 2 hours
+# (docs/reliability.md). CHAOS_SEED=<n> reproduces a
 # run, CHAOS_SRC=<tree> builds the services from another checkout; logs and report.txt are kept
 # under CHAOS_KEEP (default .data/chaos).
+EXPLORE_SLOW := pre-approval,_an_operator_approves
 chaos:
-	cd services/executor && EXPLORE_DEVIATIONS=3 go test -count=1 -timeout 2h -run TestExplore -v ./internal/runner
+	cd services/executor && EXPLORE_DEVIATIONS=3 go test -count=1 -timeout 2h -run TestExplore -skip 'TestExplore/$(EXPLORE_SLOW)' -v ./internal/runner
+	cd services/executor && EXPLORE_DEVIATIONS=2 go test -count=1 -timeout 1h -run 'TestExplore/$(EXPLORE_SLOW)' -v ./internal/runner
 	cd chaos && CHAOS_LONG=1 CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 3h -run TestChaos -v .
 	cd chaos && CHAOS_KEEP="$${CHAOS_KEEP:-$(CURDIR)/.data/chaos}" go test -count=1 -timeout 30m -run TestClusterFailover -v .
 
