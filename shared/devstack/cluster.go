@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,10 +239,14 @@ func (c *Cluster) Close() {
 	wg.Wait()
 }
 
-// WaitReady waits until the cluster has a meta leader (JetStream account info is answered) and
-// every running node is healthy (its /healthz: current with the meta leader and in every stream
-// and consumer it holds), polling with short timeouts. It returns the last reason when ctx ends
-// first.
+// WaitReady waits until the cluster has a meta leader (JetStream account info is answered), every
+// running node is healthy (its /healthz: current with the meta leader and in every stream and
+// consumer it holds), and the meta leader lists every other running node as online and current,
+// polling with short timeouts. It returns the last reason when ctx ends first.
+//
+// The last check matters to a caller that creates a replicated asset next: a node's own /healthz
+// can pass before the meta leader has heard from it, and until then the leader counts it offline
+// and refuses to place an asset on it (10005 "no suitable peers for placement, peer offline").
 func (c *Cluster) WaitReady(ctx context.Context) error {
 	nc, err := nats.Connect(c.URLs(), nats.Name("devstack"), nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.Timeout(time.Second))
@@ -265,8 +270,44 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 				return err
 			}
 		}
-		return nil
+		return c.peersOnline(ctx)
 	})
+}
+
+// peersOnline returns nil when the meta leader's /jsz lists every other running node among the
+// meta group's replicas, current and not offline.
+func (c *Cluster) peersOnline(ctx context.Context) error {
+	leader, err := c.MetaLeader(ctx)
+	if err != nil {
+		return err
+	}
+	type peer struct {
+		Name    string `json:"name"`
+		Current bool   `json:"current"`
+		Offline bool   `json:"offline"`
+	}
+	var jsz struct {
+		Meta *struct {
+			Leader   string `json:"leader"`
+			Replicas []peer `json:"replicas"`
+		} `json:"meta_cluster"`
+	}
+	if err := leader.getJSON(ctx, "/jsz", &jsz); err != nil {
+		return err
+	}
+	if jsz.Meta == nil || jsz.Meta.Leader != leader.name {
+		return fmt.Errorf("devstack: meta leader %s: %w", leader.name, ErrNoLeader)
+	}
+	for _, nd := range c.nodes {
+		if !nd.Running() || nd == leader {
+			continue
+		}
+		i := slices.IndexFunc(jsz.Meta.Replicas, func(r peer) bool { return r.Name == nd.name })
+		if i < 0 || !jsz.Meta.Replicas[i].Current || jsz.Meta.Replicas[i].Offline {
+			return fmt.Errorf("devstack: meta leader %s does not list %s online and current yet", leader.name, nd.name)
+		}
+	}
+	return nil
 }
 
 // poll calls check, each call bounded by a second, every 100 ms until it returns nil or ctx ends;

@@ -210,6 +210,28 @@ func TestClusterNodeStopsAndRestarts(t *testing.T) {
 	if n.Name() != "n3" || c.NodeByName("n3") != n {
 		t.Fatalf("Node(2) = %s, NodeByName(n3) = %v", n.Name(), c.NodeByName("n3"))
 	}
+	nc, err := nats.Connect(c.URLs(), nats.Name("cluster-test"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect %s: %v", c.URLs(), err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ready means an R3 asset can be placed at the first attempt, with no retry: the meta leader
+	// counts every node online (the bench's baseline stream failed here with 10005 "peer offline"
+	// when WaitReady checked only each node's own /healthz).
+	placeR3 := func(name string) {
+		t.Helper()
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: name, Subjects: []string{strings.ToLower(name) + ".>"}, Replicas: 3, Storage: jetstream.FileStorage,
+		}); err != nil {
+			t.Fatalf("R3 stream %s right after WaitReady: %v", name, err)
+		}
+	}
+	placeR3("READY")
 	url := n.URL()
 	meta, err := c.MetaLeader(ctx)
 	if err != nil {
@@ -238,6 +260,7 @@ func TestClusterNodeStopsAndRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s restarted and healthy in %s", n.Name(), since(restarted))
+	placeR3("RESTARTED")
 	if _, err := c.MetaLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
