@@ -366,6 +366,41 @@ func TestRetryAfterWebhookFailure(t *testing.T) {
 	}
 }
 
+// TestSubmitRightAfterAPolicyChange: a request submitted as soon as config answered a change of its
+// policy's webhooks runs on the changed plan (SPEC §5.1, step 1), not on the one an executor's
+// watch of policy_webhooks may still hold. Each round replaces the policy's list with a webhook of
+// its own and submits at once; each request must call its round's webhook, and only that one.
+func TestSubmitRightAfterAPolicyChange(t *testing.T) {
+	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
+	const rounds = 10
+	f.policy("changing", nil, nil)
+	for i := range rounds {
+		conn := fmt.Sprintf("changing_r%d", i)
+		f.mustAPI(http.MethodPatch, "/api/v1/connection",
+			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, conn, conn))
+		f.mustAPI(http.MethodPut, "/api/v1/connection/"+conn+"/secret?verify=false",
+			fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, f.rcv.URL(fmt.Sprintf("/r%d", i))))
+	}
+	for i := range rounds {
+		f.mustAPI(http.MethodPut, "/api/v1/policy/changing/webhook/pre_execution",
+			fmt.Sprintf(`[{"connection_config_key": "changing_r%d", "direction": "one_way", "key": "r%d", "name": "r%d"}]`, i, i, i))
+		f.submit(fmt.Sprintf("pri_changing_%d", i), "changing", "a@example.com")
+	}
+	for i := range rounds {
+		f.waitStatus(fmt.Sprintf("pri_changing_%d", i), "complete", 20*time.Second)
+	}
+	for i := range rounds {
+		calls := f.callsTo(fmt.Sprintf("/r%d", i))
+		if len(calls) != 1 {
+			t.Errorf("/r%d called %d times, want once (by pri_changing_%d)", i, len(calls), i)
+			continue
+		}
+		if got := f.body(calls[0]).ID; got != fmt.Sprintf("pri_changing_%d", i) {
+			t.Errorf("/r%d called for %s, want pri_changing_%d", i, got, i)
+		}
+	}
+}
+
 // TestPolicyKeyWithDots: a policy key with dots, valid for the API but not as a NATS KV key as it
 // is, is stored under event.KVKey by config, found by the executor, and its plan removed when the
 // policy is deleted. A key with a path meaning (leading, trailing or doubled dots) is refused at

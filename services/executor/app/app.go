@@ -291,11 +291,10 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 			cancelWork()
 		}
 	}()
-	view := plans.Watch(workCtx, plansKV, nc, log)
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := runner.NewMetrics(reg)
+	view := plans.Watch(workCtx, plansKV, nc, metrics.CountNATS, log)
 	pool := consume.NewPool(cfg.Concurrency)
 	records := store.NewRecords(requestsKV, plansnapshots.New(snapshotsKV), js, cfg.RequestRetention, metrics.CountNATS)
 	identities := store.NewIdentities(identitiesKV, js, identityKeys, cfg.IdentityTTL, metrics.CountNATS)
@@ -450,13 +449,13 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error
 		}
 		nc.Close()
 	}()
-	// Ready once the plans view holds the bucket's content, so that the first requests find their
-	// plans locally.
+	// Ready once the plans view holds the bucket's content, so that the first calls use the
+	// secrets last published (a request's plan is read from the bucket at submission either way).
 	deadline := time.After(10 * time.Second)
 	for !view.Loaded() {
 		select {
 		case <-deadline:
-			log.Warn().Msg("plans view not loaded after 10s; continuing with direct reads")
+			log.Warn().Msg("plans view not loaded after 10s; continuing, calls use their snapshot's secrets until it is")
 			return s, nil
 		case <-ctx.Done():
 			return s, nil

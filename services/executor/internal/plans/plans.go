@@ -1,5 +1,6 @@
-// Package plans keeps a local, live view of the KV bucket policy_webhooks: the compiled webhook
-// plan of every policy, so that starting a request costs no round trip in the common case.
+// Package plans reads the KV bucket policy_webhooks, the compiled webhook plan of every policy: a
+// request starts on the plan read from the bucket (Get), and a local, live view of the bucket
+// gives the secrets last published to the requests already running with no round trip (Latest).
 package plans
 
 import (
@@ -21,14 +22,15 @@ var ErrNotFound = errors.New("plans: no plan for policy")
 // natsconn.View methods, are the Map's).
 type View struct {
 	*natsconn.Map[event.Plan]
-	kv  jetstream.KeyValue
-	log zerolog.Logger
+	kv    jetstream.KeyValue
+	count func(op string)
+	log   zerolog.Logger
 }
 
 // Watch starts following kv until ctx ends (natsconn.Follow) and returns the view; Loaded reports
-// when the bucket was read whole once.
-func Watch(ctx context.Context, kv jetstream.KeyValue, conn natsconn.Conn, log zerolog.Logger) *View {
-	v := &View{Map: natsconn.NewMap[event.Plan](log), kv: kv, log: log}
+// when the bucket was read whole once. count is told of each NATS request Get makes ("kv_get").
+func Watch(ctx context.Context, kv jetstream.KeyValue, conn natsconn.Conn, count func(op string), log zerolog.Logger) *View {
+	v := &View{Map: natsconn.NewMap[event.Plan](log), kv: kv, count: count, log: log}
 	go natsconn.Follow(ctx, kv, conn, v, log)
 	return v
 }
@@ -36,16 +38,18 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, conn natsconn.Conn, log z
 // Latest returns the plan of policy key as the watch last delivered it, without I/O.
 func (v *View) Latest(key string) (event.Plan, bool) { return v.Map.Get(event.KVKey(key)) }
 
-// Get returns the plan of policy key. On a miss it reads the bucket directly once, so that a
-// policy created an instant ago is found before the watch delivers it.
+// Get returns the plan of policy key as the bucket holds it now: it reads the bucket (from its
+// stream's leader on a cluster, as natsconn.Assets.Plans returns it), never the watched view. A
+// request starts on the plan config last answered for: config puts a changed plan before it
+// answers the change, and the view may not have it yet when a submission published right after
+// arrives, so a webhook just added would be skipped (SPEC §5.1, step 1).
+// The read costs one NATS request per submission (docs/performance.md).
 func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
 	kvKey := event.KVKey(key)
-	if p, ok := v.Map.Get(kvKey); ok {
-		return p, nil
-	}
 	if !event.ValidKVKey(kvKey) { // a policy key named by an event may hold anything
 		return event.Plan{}, ErrNotFound
 	}
+	v.count("kv_get")
 	e, err := v.kv.Get(ctx, kvKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return event.Plan{}, ErrNotFound

@@ -47,7 +47,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	v := Watch(t.Context(), kv, n.NC, zerolog.Nop())
+	v := Watch(t.Context(), kv, n.NC, func(string) {}, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	for _, key := range []string{"existing", "urn:policy.1"} {
 		if p, ok := inView(v, key); !ok || !reflect.DeepEqual(p, plan(key, 1)) {
@@ -110,7 +110,7 @@ func TestWatchEnds(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketPlans)
 	ctx, cancel := context.WithCancel(t.Context())
-	v := Watch(ctx, kv, n.NC, zerolog.Nop())
+	v := Watch(ctx, kv, n.NC, func(string) {}, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	cancel()
 	time.Sleep(100 * time.Millisecond)
@@ -130,10 +130,10 @@ func TestWatchEnds(t *testing.T) {
 func TestGet(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketPlans)
-	v := Watch(t.Context(), kv, n.NC, zerolog.Nop())
+	v := Watch(t.Context(), kv, n.NC, func(string) {}, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	// A view whose watch never delivers anything: every Get is a miss and reads the bucket.
-	cold := &View{Map: natsconn.NewMap[event.Plan](zerolog.Nop()), kv: kv, log: zerolog.Nop()}
+	cold := &View{Map: natsconn.NewMap[event.Plan](zerolog.Nop()), kv: kv, count: func(string) {}, log: zerolog.Nop()}
 
 	put(t, kv, "known", plan("known", 7))
 	put(t, kv, "urn:p.1", plan("urn:p.1", 2))
@@ -177,6 +177,42 @@ func TestGet(t *testing.T) {
 	}
 }
 
+// TestGetIsNotStale checks that Get answers what the bucket holds now, not what the watch last
+// delivered: a view that still holds a policy's older plan (the watch lags a change config put an
+// instant before a submission) answers the newer one, and ErrNotFound once the plan is deleted.
+func TestGetIsNotStale(t *testing.T) {
+	n := testkit.StartNATS(t)
+	kv := n.Bucket(t, event.BucketPlans)
+	put(t, kv, "p", plan("p", 1))
+	old, err := kv.Get(t.Context(), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := plan("p", 2)
+	newer.Pre = append(newer.Pre, event.PlanWebhook{ID: "w2", Key: "added", Direction: event.OneWay, ConnectionKey: "c"})
+	put(t, kv, "p", newer)
+	// A view whose watch delivered version 1 and nothing since.
+	var reads []string
+	stale := &View{Map: natsconn.NewMap[event.Plan](zerolog.Nop()), kv: kv, log: zerolog.Nop(),
+		count: func(op string) { reads = append(reads, op) }}
+	stale.Apply(old)
+	if p, ok := stale.Latest("p"); !ok || p.Version != 1 {
+		t.Fatalf("Latest = %+v, %v; want the stale version 1", p, ok)
+	}
+	if p, err := stale.Get(t.Context(), "p"); err != nil || !reflect.DeepEqual(p, newer) {
+		t.Fatalf("Get = %+v, %v; want version 2 with the added webhook", p, err)
+	}
+	if err := kv.Delete(t.Context(), "p"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := stale.Get(t.Context(), "p"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after the delete = %+v, %v; want ErrNotFound", p, err)
+	}
+	if want := []string{"kv_get", "kv_get"}; !reflect.DeepEqual(reads, want) {
+		t.Fatalf("NATS requests counted %v, want %v (one read per Get)", reads, want)
+	}
+}
+
 // TestGetUndecodablePlan checks that an undecodable plan is ignored: the watch drops it, and Get
 // answers ErrNotFound (as for a policy without a plan) rather than an error, whether the value
 // was there when the view loaded, arrived later, or overwrote a valid plan.
@@ -190,7 +226,7 @@ func TestGetUndecodablePlan(t *testing.T) {
 		}
 	}
 	putRaw(t, "loaded_garbled", "{not json")
-	v := Watch(t.Context(), kv, n.NC, zerolog.Nop())
+	v := Watch(t.Context(), kv, n.NC, func(string) {}, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	put(t, kv, "overwritten", plan("overwritten", 1))
 	testkit.Eventually(t, 5*time.Second, "the valid plan in the view", func() bool {
