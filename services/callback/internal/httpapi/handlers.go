@@ -30,8 +30,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "callback_review_total", Help: "Approvals and denials that reached the handler, by decision (approve, deny) and answered status code.",
 		}, []string{"decision", "code"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "callback_retry_total", Help: "Retry calls that reached the handler, by answered status code.",
-		}, []string{"code"}),
+			Name: "callback_retry_total", Help: "Retry calls that reached the handler, by scope (request: one by id; matching: every request in error a filter selects) and answered status code.",
+		}, []string{"scope", "code"}),
 	}
 	reg.MustRegister(m.resumes, m.preApprovals, m.reviews, m.retries)
 	return m
@@ -147,7 +147,7 @@ func handleRetry(svc *resume.Service, m *metrics) http.HandlerFunc {
 		} else {
 			api.WriteJSON(w, http.StatusOK, view)
 		}
-		m.retries.WithLabelValues(strconv.Itoa(code)).Inc()
+		m.retries.WithLabelValues("request", strconv.Itoa(code)).Inc()
 	}
 }
 
@@ -155,7 +155,7 @@ func handleRetry(svc *resume.Service, m *metrics) http.HandlerFunc {
 func handleRetryMatching(svc *resume.Service, m *metrics) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		code := serveRetryMatching(w, r, svc)
-		m.retries.WithLabelValues(strconv.Itoa(code)).Inc()
+		m.retries.WithLabelValues("matching", strconv.Itoa(code)).Inc()
 	}
 }
 

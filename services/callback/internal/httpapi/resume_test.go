@@ -798,6 +798,27 @@ func TestResumeMetrics(t *testing.T) {
 	}
 }
 
+// TestRetryMetrics: callback_retry_total tells a retry by id from the scoped retry, each by its
+// answered status code.
+func TestRetryMetrics(t *testing.T) {
+	f := newFixture(t)
+	auth := bearer(f.accessToken(rootClientID, scope.PrivacyRequestResume))
+	f.putRequest(failedRequest("pri_r", 1))
+	f.do(http.MethodPost, "/api/v1/privacy-request/pri_r/retry", auth, "")
+	f.do(http.MethodPost, "/api/v1/privacy-request/pri_none/retry", auth, "")
+	f.do(http.MethodPost, "/api/v1/privacy-request/retry", auth, `{"nope": 1}`)
+	body := f.do(http.MethodGet, "/metrics", "", "").Body.String()
+	for _, want := range []string{
+		`callback_retry_total{code="200",scope="request"} 1`,
+		`callback_retry_total{code="404",scope="request"} 1`,
+		`callback_retry_total{code="422",scope="matching"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
 // TestPlanSnapshots: the early resume (D3) needs the request's plan, which a record names by
 // reference in plan_snapshots. It is accepted for such a record and for one written before
 // plan_snapshots (its plan inline); a record naming a snapshot the store does not give, or written
