@@ -31,16 +31,16 @@ type View struct {
 // Watch starts following kv until ctx ends (natsconn.Follow) and returns the view; Loaded reports
 // when the bucket was read whole once. count is told of each NATS request Get makes ("kv_get").
 func Watch(ctx context.Context, kv jetstream.KeyValue, conn natsconn.Conn, count func(op string), log zerolog.Logger) *View {
-	v := newView(ctx, kv, count, log)
+	v := newView(kv, count, log)
 	go natsconn.Follow(ctx, kv, conn, v, log)
 	return v
 }
 
 // newView returns a view that no watch feeds: Get reads the bucket, Latest finds nothing until
 // the view is applied entries.
-func newView(ctx context.Context, kv jetstream.KeyValue, count func(op string), log zerolog.Logger) *View {
+func newView(kv jetstream.KeyValue, count func(op string), log zerolog.Logger) *View {
 	v := &View{Map: natsconn.NewMap[event.Plan](log), kv: kv, count: count, log: log}
-	v.reads = newReads(ctx, v.read)
+	v.reads = newReads(v.read)
 	return v
 }
 

@@ -133,7 +133,7 @@ func TestGet(t *testing.T) {
 	v := Watch(t.Context(), kv, n.NC, func(string) {}, zerolog.Nop())
 	testkit.Eventually(t, 5*time.Second, "the view to be loaded", v.Loaded)
 	// A view whose watch never delivers anything: every Get is a miss and reads the bucket.
-	cold := newView(t.Context(), kv, func(string) {}, zerolog.Nop())
+	cold := newView(kv, func(string) {}, zerolog.Nop())
 
 	put(t, kv, "known", plan("known", 7))
 	put(t, kv, "urn:p.1", plan("urn:p.1", 2))
@@ -193,7 +193,7 @@ func TestGetIsNotStale(t *testing.T) {
 	put(t, kv, "p", newer)
 	// A view whose watch delivered version 1 and nothing since.
 	var reads []string
-	stale := newView(t.Context(), kv, func(op string) { reads = append(reads, op) }, zerolog.Nop())
+	stale := newView(kv, func(op string) { reads = append(reads, op) }, zerolog.Nop())
 	stale.Apply(old)
 	if p, ok := stale.Latest("p"); !ok || p.Version != 1 {
 		t.Fatalf("Latest = %+v, %v; want the stale version 1", p, ok)

@@ -8,8 +8,8 @@ import (
 	"github.com/policyhooks/policyhooks/shared/event"
 )
 
-// readTimeout bounds one shared read of a plan: the Gets waiting for it may each have their own
-// deadline, so the read has one of its own.
+// readTimeout bounds one shared read of a plan: the Gets waiting for it each have their own
+// context, so the read has a deadline of its own and no caller's cancellation.
 const readTimeout = 5 * time.Second
 
 // reads shares the reads of one policy's plan among the Gets that wait for it. A Get must see every
@@ -18,7 +18,6 @@ const readTimeout = 5 * time.Second
 // waits for the next, which starts as the running one ends, shared by every Get that arrived
 // meanwhile. At most one read per key runs at a time, and a Get waits for at most two.
 type reads struct {
-	base context.Context // the reads end with it
 	read func(ctx context.Context, key string) (event.Plan, error)
 
 	mu sync.Mutex
@@ -34,8 +33,8 @@ type sharedRead struct {
 	err  error
 }
 
-func newReads(base context.Context, read func(ctx context.Context, key string) (event.Plan, error)) *reads {
-	return &reads{base: base, read: read, keys: map[string]*sharedRead{}}
+func newReads(read func(ctx context.Context, key string) (event.Plan, error)) *reads {
+	return &reads{read: read, keys: map[string]*sharedRead{}}
 }
 
 // get returns the result of a read of key that started after get was called, or ctx's error.
@@ -66,7 +65,7 @@ func (r *reads) get(ctx context.Context, key string) (event.Plan, error) {
 // run makes the read sr, then the reads queued behind it, until none waits.
 func (r *reads) run(key string, sr *sharedRead) {
 	for sr != nil {
-		ctx, cancel := context.WithTimeout(r.base, readTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 		sr.plan, sr.err = r.read(ctx, key)
 		cancel()
 		close(sr.done)

@@ -26,7 +26,7 @@ func TestReadsShare(t *testing.T) {
 	}
 	calls := make(chan call)
 	var n atomic.Int32
-	r := newReads(t.Context(), func(ctx context.Context, key string) (event.Plan, error) {
+	r := newReads(func(ctx context.Context, key string) (event.Plan, error) {
 		c := call{key: key, n: int(n.Add(1)), release: make(chan struct{})}
 		calls <- c
 		<-c.release
@@ -138,7 +138,7 @@ func TestGetFresh(t *testing.T) {
 	n := testkit.StartNATS(t)
 	kv := n.Bucket(t, event.BucketPlans)
 	var reads atomic.Int64
-	v := newView(t.Context(), kv, func(string) { reads.Add(1) }, zerolog.Nop())
+	v := newView(kv, func(string) { reads.Add(1) }, zerolog.Nop())
 	put(t, kv, "p", plan("p", 0))
 	var (
 		putDone atomic.Int64 // the version of the last put that returned
