@@ -55,27 +55,27 @@ func (v *View) Latest(key string) (event.Plan, bool) { return v.Map.Get(event.KV
 // key share a read that started after each of them was called (reads), so a burst of submissions
 // of one policy costs about one NATS request per round trip, not one each (docs/performance.md).
 func (v *View) Get(ctx context.Context, key string) (event.Plan, error) {
-	kvKey := event.KVKey(key)
-	if !event.ValidKVKey(kvKey) { // a policy key named by an event may hold anything
+	if !event.ValidKVKey(event.KVKey(key)) { // a policy key named by an event may hold anything
 		return event.Plan{}, ErrNotFound
 	}
-	return v.reads.get(ctx, kvKey)
+	return v.reads.get(ctx, key)
 }
 
-// read reads the plan under kvKey from the bucket.
-func (v *View) read(ctx context.Context, kvKey string) (event.Plan, error) {
+// read reads the plan of policy key from the bucket.
+func (v *View) read(ctx context.Context, key string) (event.Plan, error) {
+	kvKey := event.KVKey(key)
 	v.count("kv_get")
 	e, err := v.kv.Get(ctx, kvKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return event.Plan{}, ErrNotFound
 	}
 	if err != nil {
-		return event.Plan{}, fmt.Errorf("plans: get %q: %w", kvKey, err)
+		return event.Plan{}, fmt.Errorf("plans: get %q: %w", key, err)
 	}
 	var p event.Plan
 	if err := json.Unmarshal(e.Value(), &p); err != nil {
 		// As the watch does: a plan that cannot be read is no plan (retrying would not help).
-		v.log.Error().Err(err).Str("policy_key", kvKey).Msg("plans: undecodable plan ignored")
+		v.log.Error().Err(err).Str("policy_key", key).Msg("plans: undecodable plan ignored")
 		return event.Plan{}, ErrNotFound
 	}
 	return p, nil
