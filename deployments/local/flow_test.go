@@ -139,10 +139,7 @@ func (f *flow) policy(key string, pre, post []hookSpec) {
 		var items []string
 		for _, h := range hs {
 			conn := key + "_" + h.key
-			f.mustAPI(http.MethodPatch, "/api/v1/connection",
-				fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, conn, conn))
-			f.mustAPI(http.MethodPut, "/api/v1/connection/"+conn+"/secret?verify=false",
-				fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, f.rcv.URL(h.path)))
+			f.connection(conn, f.rcv.URL(h.path))
 			items = append(items, fmt.Sprintf(`{"connection_config_key": %q, "direction": %q, "key": %q, "name": %q}`,
 				conn, h.direction, h.key, h.key))
 		}
@@ -150,6 +147,16 @@ func (f *flow) policy(key string, pre, post []hookSpec) {
 	}
 	f.mustAPI(http.MethodPut, "/api/v1/policy/"+key+"/webhook/pre_execution", list(pre))
 	f.mustAPI(http.MethodPut, "/api/v1/policy/"+key+"/webhook/post_execution", list(post))
+}
+
+// connection creates or updates the https connection key, its secrets a URL and a bearer token
+// (saved without verification).
+func (f *flow) connection(key, url string) {
+	f.t.Helper()
+	f.mustAPI(http.MethodPatch, "/api/v1/connection",
+		fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, key, key))
+	f.mustAPI(http.MethodPut, "/api/v1/connection/"+key+"/secret?verify=false",
+		fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, url))
 }
 
 func (f *flow) submit(id, policy, email string) {
@@ -375,11 +382,7 @@ func TestSubmitRightAfterAPolicyChange(t *testing.T) {
 	const rounds = 10
 	f.policy("changing", nil, nil)
 	for i := range rounds {
-		conn := fmt.Sprintf("changing_r%d", i)
-		f.mustAPI(http.MethodPatch, "/api/v1/connection",
-			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, conn, conn))
-		f.mustAPI(http.MethodPut, "/api/v1/connection/"+conn+"/secret?verify=false",
-			fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, f.rcv.URL(fmt.Sprintf("/r%d", i))))
+		f.connection(fmt.Sprintf("changing_r%d", i), f.rcv.URL(fmt.Sprintf("/r%d", i)))
 	}
 	for i := range rounds {
 		f.mustAPI(http.MethodPut, "/api/v1/policy/changing/webhook/pre_execution",

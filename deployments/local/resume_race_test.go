@@ -117,14 +117,8 @@ func TestD3ImmediateResumeAfterHalt(t *testing.T) {
 		env: map[string]string{"EXECUTION_STAGE": "skip", "WEBHOOK_CA_FILE": h.caFile}}
 	f.startStack()
 
-	conn := func(key, url string) {
-		f.mustAPI(http.MethodPatch, "/api/v1/connection",
-			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, key, key))
-		f.mustAPI(http.MethodPut, "/api/v1/connection/"+key+"/secret?verify=false",
-			fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, url))
-	}
 	f.mustAPI(http.MethodPatch, "/api/v1/policy", `[{"name": "eager", "key": "eager"}]`)
-	conn("eager_ask", h.srv.URL+"/halt")
+	f.connection("eager_ask", h.srv.URL+"/halt")
 	f.mustAPI(http.MethodPut, "/api/v1/policy/eager/webhook/pre_execution",
 		`[{"connection_config_key": "eager_ask", "direction": "two_way", "key": "ask", "name": "ask"}]`)
 

@@ -229,12 +229,7 @@ func TestRotationReachesRunningRequests(t *testing.T) {
 func TestSnapshotSecretsWhenThePolicyDropsTheConnection(t *testing.T) {
 	f := newFlow(t, map[string]string{"EXECUTION_STAGE": "skip"})
 	f.answer("/ask", `{"halt": true}`)
-	put := func(conn, path string) {
-		f.mustAPI(http.MethodPatch, "/api/v1/connection",
-			fmt.Sprintf(`[{"name": %q, "key": %q, "connection_type": "https", "access": "read"}]`, conn, conn))
-		f.mustAPI(http.MethodPut, "/api/v1/connection/"+conn+"/secret?verify=false",
-			fmt.Sprintf(`{"url": %q, "authorization": "Bearer flow-test"}`, f.rcv.URL(path)))
-	}
+	put := func(conn, path string) { f.connection(conn, f.rcv.URL(path)) }
 	put("ask_conn", "/ask")
 	put("crm_conn", "/crm-before")
 	put("other_conn", "/other")
