@@ -16,7 +16,9 @@ const readTimeout = 5 * time.Second
 // put that completed before it was called, so it takes the result of a read that started after
 // that: a Get that finds no read of its key running starts one; a Get that arrives while one runs
 // waits for the next, which starts as the running one ends, shared by every Get that arrived
-// meanwhile. At most one read per key runs at a time, and a Get waits for at most two.
+// meanwhile. At most one read per key runs at a time, and a Get waits for at most two. (A
+// singleflight, which lets a call join one already running, would answer a Get with a read that
+// may have started before a put the Get must see.)
 type reads struct {
 	read func(ctx context.Context, key string) (event.Plan, error)
 
